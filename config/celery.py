@@ -1,0 +1,57 @@
+"""Celery configuration: queues and routes side by side, JSON only, and the reliability options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Exchange, Queue
+
+from config.settings import Settings
+
+CHANNELS = ("msc", "gmail", "smtp")
+
+#: task name -> queue; the one routing table, read by producers and workers alike
+DELIVER_TASK = {channel: f"maildispatch.deliver.{channel}" for channel in CHANNELS}
+BOUNCE_TASK = "maildispatch.bounces.ingest"
+QUEUE = {channel: f"mail.{channel}" for channel in CHANNELS} | {"bounces": "mail.bounces"}
+ROUTES = {DELIVER_TASK[c]: {"queue": QUEUE[c]} for c in CHANNELS} | {
+    BOUNCE_TASK: {"queue": QUEUE["bounces"]}
+}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration for producers and workers (identical on both sides)."""
+    exchange = Exchange("maildispatch", type="direct")
+    amqp = settings.broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+    queue_args = {"x-queue-type": "quorum"} if amqp else None
+    queues = [
+        Queue(name, exchange, routing_key=name, queue_arguments=queue_args)
+        for name in QUEUE.values()
+    ]
+    return {
+        "broker_url": settings.broker_url,
+        "broker_connection_retry_on_startup": True,
+        # Redis redelivers a message not acked within this many seconds; tasks take seconds, and
+        # retries never wait in the broker (see worker/scheduler.py), so an hour is plenty.
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_queues": queues,
+        "task_default_exchange": "maildispatch",
+        "task_default_queue": QUEUE["msc"],
+        "task_routes": ROUTES,
+        "task_ignore_result": True,
+        "result_backend": None,
+        # nothing lost: ack after the task ran, redeliver when the worker process died
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Flower: every task visible with its name, retries and failures
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "broker_pool_limit": 10,
+    }

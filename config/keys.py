@@ -1,0 +1,33 @@
+"""Every Redis key maildispatch uses, in one place."""
+
+from __future__ import annotations
+
+PREFIX = "md:"
+
+#: hash per job: state, owner, channel, attempts, timestamps, last error, provider reply
+def job(job_id: str) -> str:
+    """The state hash of one job."""
+    return f"{PREFIX}job:{job_id}"
+
+
+def idempotency(owner: str, key: str) -> str:
+    """Maps (owner, idempotency key) to the job id that key first created."""
+    return f"{PREFIX}idem:{owner}:{key}"
+
+
+def payload(job_id: str) -> str:
+    """The job's JSON while it waits in the schedule (a retry or a future ``send_at``)."""
+    return f"{PREFIX}payload:{job_id}"
+
+
+#: sorted set of job ids by the time they are due to be published again
+SCHEDULE = f"{PREFIX}schedule"
+#: hash owner -> preferred channel, mirrored from the accounts store for producers
+PREFERRED_CHANNEL = f"{PREFIX}preferred-channel"
+#: hash of counters (poison messages, deferrals, ...) for metrics
+COUNTERS = f"{PREFIX}counters"
+
+
+def rate(scope: str) -> str:
+    """A fleet-wide rate-limit window."""
+    return f"{PREFIX}rate:{scope}"

@@ -1,0 +1,54 @@
+"""The retry policy table: how long to wait after a transient failure, and when to give up.
+
+One function, :func:`next_retry`, reads it; tasks never decide retry timing themselves.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from config.settings import Settings
+
+JITTER = 0.2  # +-20 %: spreads a burst of 4xx answers so the retries do not arrive together
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Delays between attempts (the last one repeats) and the age after which a job expires."""
+
+    delays: tuple[float, ...]
+    give_up_after: float
+
+
+def policy_for(settings: Settings, channel: str) -> RetryPolicy:
+    """The retry policy of one channel, from the settings."""
+    table = {
+        "msc": RetryPolicy(settings.msc_retry_delays, settings.msc_give_up_after),
+        "gmail": RetryPolicy(settings.gmail_retry_delays, settings.gmail_give_up_after),
+        "smtp": RetryPolicy(settings.smtp_retry_delays, settings.smtp_give_up_after),
+    }
+    return table[channel]
+
+
+def next_retry(
+    policy: RetryPolicy,
+    attempt: int,
+    age: float,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
+) -> float | None:
+    """Seconds to wait before attempt ``attempt + 1``, or None when the job should expire.
+
+    ``attempt`` counts attempts made so far (1 after the first), ``age`` is seconds since the job
+    was enqueued, ``retry_after`` is a delay the server asked for ("try again in N seconds").
+    """
+    if not policy.delays:
+        return None
+    base = policy.delays[min(attempt, len(policy.delays)) - 1]
+    delay = base * (1 + (rng or random).uniform(-JITTER, JITTER))
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    if age + delay > policy.give_up_after:
+        return None
+    return delay

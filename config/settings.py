@@ -1,0 +1,154 @@
+"""The one typed settings object, built from ``MAILDISPATCH_*`` environment variables (and ``.env``).
+
+``os.environ`` is read here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ConfigurationError(Exception):
+    """The deployment is misconfigured (missing key, bad URL); never retried, never swallowed."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"30s"``, ``"2m"``, ``"1h"``, ``"4d"`` or a bare number of seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 2m, 1h, 4d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _durations(value: object) -> object:
+    items = _split_list(value)
+    if isinstance(items, list):
+        return tuple(parse_duration(i) if isinstance(i, str) else float(i) for i in items)
+    return items
+
+
+def _duration(value: object) -> object:
+    if isinstance(value, str):
+        return parse_duration(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value
+
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+Durations = Annotated[tuple[float, ...], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every knob of maildispatch; one frozen instance per process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAILDISPATCH_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # Broker and stores
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str | None = None  # job state, retries, limits; defaults to the broker when it is Redis
+    database_url: str = "sqlite:///var/maildispatch.db"
+    secret_key: SecretStr | None = None
+    previous_secret_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+
+    # Batching and reliability
+    batch_size: int = Field(100, ge=1, le=1000)
+    visibility_timeout: float = 3600.0
+    job_ttl: float = 7 * 86400.0
+    claim_lease: float = 600.0
+    on_uncertain: Literal["resend", "fail"] = "resend"
+    scheduler_interval: float = 0.5
+
+    # Limits on what producers may enqueue
+    max_message_bytes: int = 10 * 1024 * 1024
+    max_recipients: int = 100
+
+    # MSC: the operator's relays
+    msc_relays: CommaList = ("smtp://127.0.0.1:2525",)
+    msc_domain: str = "mail.maildispatch.invalid"
+    msc_sender_local: str = "mailer"
+    bounce_domain: str = "bounces.maildispatch.invalid"
+    dkim_private_key_file: str | None = None
+    dkim_selector: str | None = None
+    msc_connections_per_relay: int = Field(32, ge=1, le=1000)
+    msc_retry_delays: Durations = (30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0)
+    msc_give_up_after: float = 4 * 86400.0
+    smtp_timeout: float = 60.0
+
+    # Gmail and custom SMTP
+    gmail_api_url: str = "https://gmail.googleapis.com"
+    google_token_uri: str = "https://oauth2.googleapis.com/token"
+    google_client_id: str | None = None
+    google_client_secret: SecretStr | None = None
+    gmail_retry_delays: Durations = (30.0, 120.0, 600.0, 1800.0, 3600.0)
+    gmail_give_up_after: float = 86400.0
+    smtp_retry_delays: Durations = (30.0, 120.0, 600.0, 1800.0, 3600.0)
+    smtp_give_up_after: float = 86400.0
+
+    # Logging
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    _lists = field_validator("msc_relays", mode="before")(_split_list)
+    _delays = field_validator(
+        "msc_retry_delays", "gmail_retry_delays", "smtp_retry_delays", mode="before"
+    )(_durations)
+    _spans = field_validator(
+        "msc_give_up_after",
+        "gmail_give_up_after",
+        "smtp_give_up_after",
+        "job_ttl",
+        "claim_lease",
+        "visibility_timeout",
+        "scheduler_interval",
+        "smtp_timeout",
+        mode="before",
+    )(_duration)
+
+    @field_validator("previous_secret_keys", mode="before")
+    @classmethod
+    def _previous_keys(cls, value: object) -> object:
+        return _split_list(value)
+
+    @property
+    def state_redis_url(self) -> str:
+        """Where job state, the retry schedule and rate limits live (Redis, whatever the broker)."""
+        if self.redis_url:
+            return self.redis_url
+        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+            return self.broker_url
+        return "redis://127.0.0.1:6379/0"
+
+    def require_secret_key(self) -> str:
+        """The secret key, or a clear ConfigurationError: there is no built-in default key."""
+        if self.secret_key is None or not self.secret_key.get_secret_value().strip():
+            raise ConfigurationError(
+                "MAILDISPATCH_SECRET_KEY is not set. Generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` and export it; "
+                "maildispatch has no built-in default key."
+            )
+        return self.secret_key.get_secret_value()
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,265 @@
+"""Validate and enqueue ``SendJob``s: ``send``, ``send_many`` and the ``Dispatcher`` behind them.
+
+A job accepted here is recorded as ``queued`` in Redis and published inside a delivery batch
+(DESIGN §4). A batch task carries 1..N jobs of one channel (and one owner for gmail/smtp).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import islice
+from typing import Any
+
+import redis
+from celery import Celery
+
+from config import keys
+from config.celery import DELIVER_TASK, QUEUE, celery_config
+from config.settings import Settings, get_settings
+from producers.job import Channel, FieldError, InvalidJob, SendJob, parse_job
+
+JobInput = SendJob | Mapping[str, Any] | str | bytes
+Progress = Callable[[int], None]
+
+
+class InvalidJobs(ValueError):
+    """Some jobs of a ``send_many`` call were invalid; nothing was enqueued."""
+
+    def __init__(self, errors: list[InvalidJob]) -> None:
+        self.errors = errors
+        shown = "; ".join(str(e) for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        super().__init__(f"{len(errors)} invalid job(s): {shown}{more}")
+
+
+def make_celery(settings: Settings, name: str = "maildispatch") -> Celery:
+    """A Celery app configured for maildispatch; the worker builds its own from the same config."""
+    app = Celery(name, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def task_argsrepr(jobs: Sequence[Mapping[str, Any]], channel: str) -> str:
+    """What Flower and logs show of a batch: ids, owners, channel and count, never content."""
+    ids = [str(j.get("id")) for j in jobs[:3]]
+    owners = sorted({str(j.get("owner")) for j in jobs})
+    more = f" +{len(jobs) - 3} more" if len(jobs) > 3 else ""
+    return f"jobs={ids}{more} owners={owners[:3]} channel={channel} count={len(jobs)}"
+
+
+def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of at most ``size`` items."""
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+def job_wire(job: SendJob) -> dict[str, Any]:
+    """The JSON form of a job as it travels on the queue (defaults left out to keep it small)."""
+    return job.model_dump(mode="json", exclude_defaults=True) | {
+        "id": str(job.id),
+        "channel": str(job.channel),
+    }
+
+
+class Dispatcher:
+    """Validates jobs and publishes them to the per-channel queues. Thread-safe; reuse one."""
+
+    def __init__(self, settings: Settings | None = None, celery_app: Celery | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.settings.require_secret_key()
+        self.celery = celery_app or make_celery(self.settings, "maildispatch-producer")
+        self.redis = redis.Redis.from_url(self.settings.state_redis_url)
+
+    # -- validation ---------------------------------------------------------------------------
+    def validate(self, data: JobInput, index: int | None = None) -> SendJob:
+        """One job, checked against the contract and this deployment's limits."""
+        job = data if isinstance(data, SendJob) else parse_job(_as_json_input(data), index)
+        if job.estimated_size() > self.settings.max_message_bytes:
+            raise InvalidJob(
+                [
+                    FieldError(
+                        field="attachments" if job.attachments else "text",
+                        message=f"message larger than {self.settings.max_message_bytes} bytes",
+                    )
+                ],
+                index,
+            )
+        if len(job.recipients) > self.settings.max_recipients:
+            raise InvalidJob(
+                [FieldError(field="to", message=f"more than {self.settings.max_recipients} recipients")],
+                index,
+            )
+        return job
+
+    def validate_all(self, items: Iterable[JobInput]) -> list[SendJob]:
+        """Every job valid, or :class:`InvalidJobs` naming each bad one (by index) and field."""
+        jobs: list[SendJob] = []
+        errors: list[InvalidJob] = []
+        for index, item in enumerate(items):
+            try:
+                jobs.append(self.validate(item, index))
+            except InvalidJob as exc:
+                errors.append(exc)
+        if errors:
+            raise InvalidJobs(errors)
+        return jobs
+
+    # -- enqueueing ---------------------------------------------------------------------------
+    def send(self, job: JobInput) -> uuid.UUID:
+        """Validate and enqueue one job at once (a batch of one); returns its id."""
+        return self.send_many([job])[0]
+
+    def send_many(self, items: Iterable[JobInput], progress: Progress | None = None) -> list[uuid.UUID]:
+        """Validate every job first, then enqueue them in batches; returns the ids in order.
+
+        A job whose idempotency key was seen before is not enqueued again: its first id is
+        returned in its place.
+        """
+        jobs = self.validate_all(items)
+        jobs = self._resolve_channels(jobs)
+        ids, fresh = self._claim_idempotency(jobs)
+        now = time.time()
+        self._record_queued(fresh, now)
+        due_now: list[SendJob] = []
+        later: list[SendJob] = []
+        for j in fresh:
+            (later if j.send_at and j.send_at.timestamp() > now else due_now).append(j)
+        try:
+            if later:
+                self._schedule(later)
+            self.publish([job_wire(j) for j in due_now], progress)
+        except Exception:
+            self._forget(fresh)
+            raise
+        return ids
+
+    def publish(self, wires: Sequence[dict[str, Any]], progress: Progress | None = None) -> None:
+        """Publish jobs (already validated, in wire form) as batches per channel (and owner)."""
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for wire in wires:
+            channel = wire["channel"]
+            owner = wire["owner"] if channel != Channel.MSC else ""
+            groups.setdefault((channel, owner), []).append(wire)
+        with self.celery.producer_or_acquire() as producer:
+            for (channel, _), group in groups.items():
+                for chunk in batches(group, self.settings.batch_size):
+                    self.celery.send_task(
+                        DELIVER_TASK[channel],
+                        args=(chunk,),
+                        queue=QUEUE[channel],
+                        producer=producer,
+                        argsrepr=task_argsrepr(chunk, channel),
+                        kwargsrepr="{}",
+                    )
+                    if progress:
+                        progress(len(chunk))
+
+    def _resolve_channels(self, jobs: list[SendJob]) -> list[SendJob]:
+        owners = sorted({j.owner for j in jobs if j.channel is None})
+        if not owners:
+            return jobs
+        prefs = self.redis.hmget(keys.PREFERRED_CHANNEL, owners)
+        chosen = {
+            o: Channel(p.decode()) if p else Channel.MSC for o, p in zip(owners, prefs, strict=True)
+        }
+        return [j if j.channel else j.model_copy(update={"channel": chosen[j.owner]}) for j in jobs]
+
+    def _claim_idempotency(self, jobs: list[SendJob]) -> tuple[list[uuid.UUID], list[SendJob]]:
+        keyed = [j for j in jobs if j.idempotency_key]
+        if not keyed:
+            return [j.id for j in jobs], jobs
+        pipe = self.redis.pipeline(transaction=False)
+        for j in keyed:
+            key = keys.idempotency(j.owner, j.idempotency_key or "")
+            pipe.set(key, str(j.id), nx=True, ex=int(self.settings.job_ttl))
+            pipe.get(key)
+        replies = pipe.execute()
+        first: dict[uuid.UUID, uuid.UUID] = {}
+        for j, stored in zip(keyed, replies[1::2], strict=True):
+            first[j.id] = uuid.UUID(stored.decode())
+        ids = [first.get(j.id, j.id) for j in jobs]
+        fresh = [j for j in jobs if first.get(j.id, j.id) == j.id]
+        return ids, fresh
+
+    def _record_queued(self, jobs: list[SendJob], now: float) -> None:
+        ttl = int(self.settings.job_ttl)
+        pipe = self.redis.pipeline(transaction=False)
+        for j in jobs:
+            key = keys.job(str(j.id))
+            pipe.hset(
+                key,
+                mapping={
+                    "state": "queued",
+                    "owner": j.owner,
+                    "channel": str(j.channel),
+                    "subject": j.subject[:200],
+                    "identity": str(j.identity),
+                    "recipients": len(j.recipients),
+                    "attempts": 0,
+                    "enqueued_at": now,
+                },
+            )
+            pipe.expire(key, ttl)
+        pipe.execute()
+
+    def _schedule(self, jobs: list[SendJob]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        for j in jobs:
+            assert j.send_at is not None
+            job_id = str(j.id)
+            pipe.set(keys.payload(job_id), json.dumps(job_wire(j)), ex=int(self.settings.job_ttl))
+            pipe.hset(keys.job(job_id), mapping={"state": "scheduled", "next_at": j.send_at.timestamp()})
+            pipe.zadd(keys.SCHEDULE, {job_id: j.send_at.timestamp()})
+        pipe.execute()
+
+    def _forget(self, jobs: list[SendJob]) -> None:
+        """Undo the bookkeeping of jobs that could not be published: they were not accepted."""
+        pipe = self.redis.pipeline(transaction=False)
+        for j in jobs:
+            pipe.delete(keys.job(str(j.id)))
+            if j.idempotency_key:
+                pipe.delete(keys.idempotency(j.owner, j.idempotency_key))
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            pass
+
+    def status(self, job_id: uuid.UUID | str) -> dict[str, str] | None:
+        """The job's state hash from Redis (None when unknown or expired)."""
+        raw = self.redis.hgetall(keys.job(str(job_id)))
+        if not raw:
+            return None
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def close(self) -> None:
+        """Release the broker and Redis connections."""
+        self.redis.close()
+        self.celery.close()
+
+
+def _as_json_input(data: Mapping[str, Any] | str | bytes) -> dict[str, Any] | str | bytes:
+    return dict(data) if isinstance(data, Mapping) else data
+
+
+_default: Dispatcher | None = None
+
+
+def _dispatcher() -> Dispatcher:
+    global _default
+    if _default is None:
+        _default = Dispatcher()
+    return _default
+
+
+def send(job: JobInput) -> uuid.UUID:
+    """Validate and enqueue one job with the process-wide settings; returns its id."""
+    return _dispatcher().send(job)
+
+
+def send_many(items: Iterable[JobInput], progress: Progress | None = None) -> list[uuid.UUID]:
+    """Validate all jobs, then enqueue them in batches; returns their ids in order."""
+    return _dispatcher().send_many(items, progress)

@@ -1,0 +1,1 @@
+"""The workers: Celery app and tasks, message building, channels, bounces and the store."""

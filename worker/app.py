@@ -1,0 +1,36 @@
+"""The Celery app of the workers: ``celery -A worker.app worker -Q mail.msc``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from config.settings import get_settings
+from producers.client import make_celery
+from worker.logging import configure_logging
+
+app: Celery = make_celery(get_settings(), "maildispatch")
+app.conf.imports = ("worker.tasks",)
+
+
+@signals.worker_init.connect
+def _check_config(**_: Any) -> None:
+    # every process refuses to start without a secret key: there is no built-in default
+    get_settings().require_secret_key()
+
+
+@signals.setup_logging.connect
+def _logging(**_: Any) -> None:
+    configure_logging(get_settings())
+
+
+@signals.worker_process_shutdown.connect
+@signals.worker_shutdown.connect
+def _close(**_: Any) -> None:
+    from worker.runtime import shutdown_runtime
+
+    shutdown_runtime()
+
+
+import worker.tasks  # noqa: E402,F401  (registers the tasks on ``app``)

@@ -1,0 +1,89 @@
+"""The one small interface every delivery channel implements, and the channel registry.
+
+A channel is given a built message, its envelope and the owner's account, and either returns a
+:class:`Receipt` or raises :class:`TransientError` / :class:`PermanentError`. It knows nothing
+about Celery, job state or retries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from producers.job import SendJob
+    from worker.message import DkimKey
+
+from worker.errors import DeliveryError, PermanentError, TransientError
+
+__all__ = [
+    "Channel",
+    "DeliveryError",
+    "Envelope",
+    "MessageOptions",
+    "OutgoingMessage",
+    "PermanentError",
+    "Receipt",
+    "TransientError",
+]
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """SMTP envelope: the return path and every recipient (to, cc and bcc)."""
+
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the server answered to an accepted message.
+
+    ``refused`` maps recipients the server refused (while accepting others) to the error.
+    """
+
+    reply_code: int | None
+    text: str
+    provider_id: str | None = None
+    refused: dict[str, DeliveryError] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A built message: its bytes, plus the From actually used (channels may rewrite it)."""
+
+    data: bytes
+    from_address: str
+    message_id: str
+
+
+@dataclass(frozen=True)
+class MessageOptions:
+    """How a channel wants its messages built: From override, Sender, envelope sender, DKIM."""
+
+    mail_from: str
+    domain: str
+    sender: str | None = None
+    from_address: str | None = None
+    dkim_key: DkimKey | None = None  # worker.message.DkimKey
+
+
+class Channel(Protocol):
+    """A way to deliver a built message."""
+
+    name: ClassVar[str]
+    #: does this channel own the return path (so bounces come back to maildispatch)?
+    owns_return_path: ClassVar[bool]
+
+    def message_options(self, job: SendJob, account: Any) -> MessageOptions:
+        """How to build this job's message for this channel (and the account, if any)."""
+        ...
+
+    async def deliver(self, message: OutgoingMessage, envelope: Envelope, account: Any) -> Receipt:
+        """Deliver or raise a DeliveryError."""
+        ...
+
+    async def close(self) -> None:
+        """Close pooled connections."""
+        ...

@@ -1,0 +1,197 @@
+"""Pooled aiosmtplib connections to one SMTP server, and the translation of its errors.
+
+Used by the MSC channel (the operator's relays) and the custom SMTP channel (the user's server).
+``translate`` is the one place that knows SMTP reply codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+from aiosmtplib import SMTPResponse
+
+from worker.channels.base import Envelope, Receipt
+from worker.errors import DeliveryError, PermanentError, TransientError
+
+Security = Literal["starttls", "tls", "none"]
+_ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
+_RETRY_AFTER = re.compile(r"(?:try again|retry)\D{0,20}(\d{1,6})\s*(s|sec|seconds?|m|min|minutes?)\b", re.I)
+#: reuse an idle connection only after a NOOP once it has been idle this long (servers time out)
+IDLE_CHECK_AFTER = 5.0
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """Where and how to connect: host, port, TLS mode, credentials, trusted CA."""
+
+    host: str
+    port: int
+    security: Security = "none"
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    timeout: float = 60.0
+
+    @classmethod
+    def from_url(cls, url: str, timeout: float = 60.0) -> SmtpServer:
+        """``smtp://[user:pass@]host:port`` (plain), ``smtp+starttls://`` or ``smtps://`` (TLS)."""
+        parts = urlsplit(url)
+        security: Security = {"smtps": "tls", "smtp+starttls": "starttls"}.get(parts.scheme, "none")  # type: ignore[assignment]
+        if parts.scheme not in ("smtp", "smtps", "smtp+starttls") or not parts.hostname:
+            raise ValueError(f"not an SMTP relay URL: {parts.scheme}://{parts.hostname}")
+        return cls(
+            host=parts.hostname,
+            port=parts.port or (465 if security == "tls" else 25),
+            security=security,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            timeout=timeout,
+        )
+
+    def __repr__(self) -> str:  # never show the password
+        return f"SmtpServer({self.host}:{self.port}, {self.security}, user={self.username!r})"
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Certificates are always verified; ``ca_file`` narrows trust to that CA."""
+        return ssl.create_default_context(cafile=self.ca_file)
+
+
+def _status(message: str) -> str | None:
+    match = _ENHANCED.match(message)
+    return match.group(1) if match else None
+
+
+def _retry_after(message: str) -> float | None:
+    match = _RETRY_AFTER.search(message)
+    if not match:
+        return None
+    return float(match.group(1)) * (60.0 if match.group(2).lower().startswith("m") else 1.0)
+
+
+def from_reply(code: int, message: str) -> DeliveryError:
+    """A reply code and text as our error: 4xx transient, 5xx permanent."""
+    cls = TransientError if 400 <= code < 500 else PermanentError
+    return cls(
+        message.strip(),
+        reply_code=code,
+        enhanced_status=_status(message),
+        retry_after=_retry_after(message),
+    )
+
+
+def translate(exc: BaseException) -> DeliveryError:
+    """Map an aiosmtplib / socket / TLS exception to TransientError or PermanentError."""
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return PermanentError(
+            f"authentication failed: {exc.message}",
+            reply_code=exc.code,
+            enhanced_status=_status(exc.message),
+            kind="auth",
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return from_reply(exc.code, exc.message)
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        first = exc.recipients[0] if exc.recipients else None
+        if first is None:
+            return TransientError("all recipients refused")
+        return from_reply(first.code, first.message)
+    if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        return PermanentError(f"server does not support what is needed: {exc}", kind="config")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return PermanentError(f"TLS certificate not trusted: {exc.verify_message}", kind="config")
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError | TimeoutError):
+        return TransientError(f"timed out: {exc}")
+    if isinstance(exc, aiosmtplib.SMTPException | OSError | ssl.SSLError | ConnectionError):
+        return TransientError(f"connection failed: {exc}")
+    raise exc
+
+
+class SmtpPool:
+    """Up to ``size`` concurrent connections to one server, kept open and reused across tasks."""
+
+    def __init__(self, server: SmtpServer, size: int, local_hostname: str | None = None) -> None:
+        self.server = server
+        self.size = size
+        self.local_hostname = local_hostname
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._slots = asyncio.Semaphore(size)
+
+    def _new(self) -> aiosmtplib.SMTP:
+        s = self.server
+        return aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            use_tls=s.security == "tls",
+            start_tls=s.security == "starttls",
+            tls_context=s.tls_context() if s.security != "none" else None,
+            username=s.username,
+            password=s.password,
+            timeout=s.timeout,
+            local_hostname=self.local_hostname,
+        )
+
+    async def _checkout(self) -> aiosmtplib.SMTP:
+        while self._idle:
+            conn, since = self._idle.pop()
+            if not conn.is_connected:
+                continue
+            if time.monotonic() - since > IDLE_CHECK_AFTER:
+                try:
+                    await conn.noop()
+                except (aiosmtplib.SMTPException, OSError):
+                    conn.close()
+                    continue
+            return conn
+        conn = self._new()
+        await conn.connect()
+        return conn
+
+    async def send(self, envelope: Envelope, data: bytes) -> Receipt:
+        """One SMTP transaction; raises DeliveryError for a failure of the whole transaction."""
+        async with self._slots:
+            conn: aiosmtplib.SMTP | None = None
+            try:
+                conn = await self._checkout()
+                refused, reply = await conn.sendmail(envelope.mail_from, envelope.rcpt_to, data)
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                if conn is not None and conn.is_connected:
+                    self._idle.append((conn, time.monotonic()))
+                return Receipt(
+                    reply_code=None,
+                    text="all recipients refused",
+                    refused={r.recipient: from_reply(r.code, r.message) for r in exc.recipients},
+                )
+            except BaseException as exc:
+                if conn is not None:
+                    if isinstance(exc, aiosmtplib.SMTPResponseException) and conn.is_connected and exc.code != 421:
+                        self._idle.append((conn, time.monotonic()))  # envelope was RSET
+                    else:
+                        conn.close()
+                if isinstance(exc, Exception):
+                    raise translate(exc) from exc
+                raise
+            self._idle.append((conn, time.monotonic()))
+        return Receipt(
+            reply_code=250,  # sendmail returns only after DATA's 250
+            text=reply,
+            refused={rcpt: from_reply(r.code, r.message) for rcpt, r in refused.items()},
+        )
+
+    async def close(self) -> None:
+        """Close every idle connection politely."""
+        idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            try:
+                await asyncio.wait_for(conn.quit(), 2)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                conn.close()
+
+
+__all__ = ["SMTPResponse", "SmtpPool", "SmtpServer", "from_reply", "translate"]

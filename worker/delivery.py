@@ -1,0 +1,310 @@
+"""Deliver a batch of jobs of one channel: claim, build, send, and record each job on its own.
+
+This is the order of steps every channel shares (the channel only sends). The Celery task calls
+:meth:`Delivery.run_batch` and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from pydantic import ValidationError
+from structlog.contextvars import bound_contextvars
+
+from config.retry import next_retry, policy_for
+from config.settings import Settings
+from producers.job import SendJob
+from worker.channels.base import Channel, Envelope, Receipt
+from worker.errors import DeliveryError, PermanentError, TransientError
+from worker.message import build_message
+from worker.state import Claim, JobStates
+from worker.store import Store, repo
+
+log = structlog.get_logger("maildispatch.delivery")
+
+
+class Accounts(Protocol):
+    """The owner's connected account for a channel (None where the channel needs none)."""
+
+    async def load(self, channel: str, owner: str) -> Any:
+        """The account, or raise PermanentError(kind="config") when none is connected."""
+        ...
+
+    async def auth_failed(self, channel: str, owner: str, error: DeliveryError) -> None:
+        """Mark the account as needing the user's attention."""
+        ...
+
+
+class NoAccounts:
+    """For channels that send as the operator: no per-owner account."""
+
+    async def load(self, channel: str, owner: str) -> Any:
+        """Always None."""
+        return None
+
+    async def auth_failed(self, channel: str, owner: str, error: DeliveryError) -> None:
+        """Nothing to mark."""
+
+
+@dataclass
+class BatchSummary:
+    """Counts of what happened to a batch, returned by the task (ids only, no content)."""
+
+    sent: int = 0
+    failed: int = 0
+    retrying: int = 0
+    skipped: int = 0
+    invalid: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """JSON-friendly counts."""
+        return dict(self.__dict__)
+
+
+def reason_of(error: DeliveryError) -> str:
+    """A short reason in plain words for a Failed Send row."""
+    from worker.reasons import reason_for
+
+    return reason_for(error.reply_code, error.enhanced_status, error.text, error.kind)
+
+
+class Delivery:
+    """Per-process delivery of batches: holds the channel, job states and the store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        channel: Channel,
+        states: JobStates,
+        store: Store,
+        accounts: Accounts | None = None,
+    ) -> None:
+        self.settings = settings
+        self.channel = channel
+        self.states = states
+        self.store = store
+        self.accounts = accounts or NoAccounts()
+        self.policy = policy_for(settings, channel.name)
+
+    async def run_batch(self, wires: Sequence[Any]) -> BatchSummary:
+        """Deliver every job of the batch concurrently; each is claimed and recorded on its own."""
+        summary = BatchSummary()
+        jobs: list[tuple[SendJob, dict[str, Any]]] = []
+        for wire in wires:
+            try:
+                jobs.append((SendJob.model_validate(wire), wire))
+            except ValidationError as exc:
+                summary.invalid += 1
+                job_id = wire.get("id") if isinstance(wire, dict) else None
+                log.error("job_invalid", job_id=job_id, errors=exc.error_count())
+                await self.states.count("poison_jobs")
+        suppressed = await self._suppressed(jobs) if self.channel.owns_return_path else {}
+        results = await asyncio.gather(
+            *(self._deliver_one(job, wire, suppressed) for job, wire in jobs)
+        )
+        for state in results:
+            setattr(summary, state, getattr(summary, state) + 1)
+        return summary
+
+    async def _suppressed(self, jobs: list[tuple[SendJob, dict[str, Any]]]) -> dict[str, dict[str, str]]:
+        wanted = {(job.owner, tuple(job.recipients)) for job, _ in jobs}
+
+        def lookup() -> dict[str, dict[str, str]]:
+            with self.store.session() as session:
+                found: dict[str, dict[str, str]] = {}
+                for owner, rcpts in wanted:
+                    found.setdefault(owner, {}).update(repo.suppressed(session, owner, rcpts))
+                return found
+
+        return await asyncio.to_thread(lookup)
+
+    async def _deliver_one(
+        self, job: SendJob, wire: dict[str, Any], suppressed: dict[str, dict[str, str]]
+    ) -> str:
+        job_id = str(job.id)
+        with bound_contextvars(job_id=job_id, owner=job.owner, channel=self.channel.name):
+            claim = await self.states.claim(job_id, job.owner, self.channel.name)
+            if claim.decision in ("done", "busy", "wait"):
+                log.info("delivery_skipped", decision=claim.decision, state=claim.final_state)
+                return "skipped"
+            with bound_contextvars(attempt=claim.attempt):
+                try:
+                    return await self._attempt(job, wire, claim, suppressed.get(job.owner, {}))
+                except Exception as exc:  # a bug in maildispatch: recorded, never lost
+                    log.exception("delivery_crashed")
+                    error = PermanentError(f"internal error: {type(exc).__name__}", kind="error")
+                    await self._fail(job, wire, job.recipients, error)
+                    return "failed"
+
+    async def _attempt(
+        self, job: SendJob, wire: dict[str, Any], claim: Claim, suppressed: dict[str, str]
+    ) -> str:
+        if claim.decision == "uncertain":
+            log.warning("delivery_uncertain", policy=self.settings.on_uncertain)
+            if self.settings.on_uncertain == "fail":
+                error = PermanentError(
+                    "the worker stopped while the server may have accepted the message; "
+                    "not sent again (MAILDISPATCH_ON_UNCERTAIN=fail)",
+                    kind="expired",
+                )
+                await self._fail(job, wire, claim.pending or job.recipients, error)
+                return "failed"
+        recipients = claim.pending or job.recipients
+        blocked = [r for r in recipients if r in suppressed]
+        if blocked:
+            error = PermanentError("recipient is on the suppression list", kind="suppressed")
+            await self._record(job, wire, blocked, error)
+            recipients = tuple(r for r in recipients if r not in suppressed)
+            if not recipients:
+                await self.states.finish(str(job.id), "suppressed", last_error=error.text)
+                log.info("delivery_suppressed", recipients=len(blocked))
+                return "failed"
+        log.info("delivery_started", recipients=len(recipients))
+        started = time.perf_counter()
+        try:
+            account = await self.accounts.load(self.channel.name, job.owner)
+            options = self.channel.message_options(job, account)
+            message = build_message(
+                job,
+                domain=options.domain,
+                sender=options.sender,
+                from_address=options.from_address,
+                date=claim.enqueued_at or None,
+                dkim_key=options.dkim_key,
+            )
+            envelope = Envelope(mail_from=options.mail_from, rcpt_to=tuple(recipients))
+            receipt = await self.channel.deliver(message, envelope, account)
+        except TransientError as exc:
+            return await self._retry(job, wire, claim, tuple(recipients), exc)
+        except PermanentError as exc:
+            if exc.kind == "auth":
+                await self.accounts.auth_failed(self.channel.name, job.owner, exc)
+            await self._fail(job, wire, recipients, exc)
+            return "failed"
+        return await self._accepted(job, wire, claim, recipients, receipt, message.from_address, started)
+
+    async def _accepted(
+        self,
+        job: SendJob,
+        wire: dict[str, Any],
+        claim: Claim,
+        recipients: Sequence[str],
+        receipt: Receipt,
+        from_address: str,
+        started: float,
+    ) -> str:
+        job_id = str(job.id)
+        retry = {r: e for r, e in receipt.refused.items() if isinstance(e, TransientError)}
+        rejected = [r for r, e in receipt.refused.items() if not isinstance(e, TransientError)]
+        for rcpt in rejected:
+            await self._record(job, wire, [rcpt], receipt.refused[rcpt])
+        accepted = len(recipients) - len(receipt.refused)
+        elapsed = round((time.perf_counter() - started) * 1000, 1)
+        fields = {
+            "from_address": from_address,
+            "reply": f"{receipt.reply_code or ''} {receipt.text}".strip()[:300],
+            "provider_id": receipt.provider_id,
+            "accepted": accepted,
+        }
+        if retry:
+            first = next(iter(retry.values()))
+            log.info("delivery_partial", accepted=accepted, deferred=len(retry), rejected=len(rejected))
+            return await self._retry(job, wire, claim, tuple(retry), first, **fields)
+        state = "sent" if accepted else "failed"
+        if rejected and not accepted:
+            fields["last_error"] = receipt.refused[rejected[0]].describe()[:500]
+        await self.states.finish(job_id, state, **fields)
+        log.info(
+            "delivery_accepted" if accepted else "delivery_rejected",
+            reply_code=receipt.reply_code,
+            accepted=accepted,
+            rejected=len(rejected),
+            duration_ms=elapsed,
+        )
+        return state
+
+    async def _retry(
+        self,
+        job: SendJob,
+        wire: dict[str, Any],
+        claim: Claim,
+        recipients: tuple[str, ...],
+        error: TransientError,
+        **fields: Any,
+    ) -> str:
+        now = time.time()
+        delay = next_retry(self.policy, claim.attempt, now - claim.enqueued_at, error.retry_after)
+        if delay is None:
+            expired = PermanentError(
+                f"gave up after {claim.attempt} attempts: {error.describe()}",
+                reply_code=error.reply_code,
+                enhanced_status=error.enhanced_status,
+                kind="expired",
+            )
+            await self._fail(job, wire, recipients, expired)
+            return "failed"
+        pending = recipients if set(recipients) != set(job.recipients) else None
+        await self.states.schedule_retry(
+            str(job.id), wire, now + delay, pending, last_error=error.describe()[:500], **fields
+        )
+        log.info(
+            "delivery_retry_scheduled",
+            reply_code=error.reply_code,
+            enhanced_status=error.enhanced_status,
+            delay_s=round(delay, 1),
+        )
+        return "retrying"
+
+    async def _fail(
+        self, job: SendJob, wire: dict[str, Any], recipients: Sequence[str], error: DeliveryError
+    ) -> None:
+        await self._record(job, wire, recipients, error)
+        await self.states.finish(str(job.id), "failed", last_error=error.describe()[:500])
+        log.info(
+            "delivery_failed",
+            kind=error.kind,
+            reply_code=error.reply_code,
+            enhanced_status=error.enhanced_status,
+            recipients=len(recipients),
+        )
+
+    async def _record(
+        self, job: SendJob, wire: dict[str, Any], recipients: Sequence[str], error: DeliveryError
+    ) -> None:
+        """Write Failed Send rows before the state changes, so a crash can only repeat a row."""
+        rows = [
+            {
+                "job_id": str(job.id),
+                "owner": job.owner,
+                "channel": self.channel.name,
+                "recipient": rcpt,
+                "kind": error.kind,
+                "reply_code": error.reply_code,
+                "enhanced_status": error.enhanced_status,
+                "reason": reason_of(error),
+                "hard": error.kind in ("suppressed",) or _hard(error),
+                "diagnostic": error.text[:2000],
+                "subject": job.subject,
+                "identity": str(job.identity),
+                "job_metadata": job.metadata,
+                "job": wire,
+            }
+            for rcpt in recipients
+        ]
+
+        def write() -> None:
+            with self.store.session() as session:
+                repo.record_failed_sends(session, rows)
+
+        await asyncio.to_thread(write)
+
+
+def _hard(error: DeliveryError) -> bool:
+    from worker.reasons import is_hard
+
+    return is_hard(error.reply_code, error.enhanced_status, error.text)

@@ -1,0 +1,92 @@
+"""Per-process resources: one long-lived asyncio loop (in its own thread), pools and clients.
+
+Created on first use in each worker process (after the prefork pool forked it), reused by every
+task that process runs, so SMTP connections and Redis clients outlive a single task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+
+from config.settings import Settings, get_settings
+from worker.channels import make_channel
+from worker.delivery import Accounts, Delivery
+from worker.state import JobStates
+from worker.store import Store, open_store
+
+T = TypeVar("T")
+
+
+class Runtime:
+    """The event loop and the long-lived objects of one worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="maildispatch-loop", daemon=True)
+        self._thread.start()
+        self.store: Store = open_store(settings.database_url)
+        self._deliveries: dict[str, Delivery] = {}
+        self.redis: aioredis.Redis = self.run(self._redis())
+        self.states = JobStates(self.redis, lease=settings.claim_lease, ttl=settings.job_ttl)
+
+    async def _redis(self) -> aioredis.Redis:
+        return aioredis.Redis.from_url(self.settings.state_redis_url, max_connections=64)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the process loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def delivery(self, channel: str) -> Delivery:
+        """The Delivery of a channel, built on first use."""
+        if channel not in self._deliveries:
+            self._deliveries[channel] = self.run(self._make_delivery(channel))
+        return self._deliveries[channel]
+
+    async def _make_delivery(self, channel: str) -> Delivery:
+        accounts: Accounts | None = None
+        return Delivery(self.settings, make_channel(channel, self.settings), self.states, self.store, accounts)
+
+    def close(self) -> None:
+        """Close pools and stop the loop."""
+
+        async def shutdown() -> None:
+            for d in self._deliveries.values():
+                await d.channel.close()
+            await self.redis.aclose()
+
+        try:
+            self.run(shutdown())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
+
+
+_runtime: Runtime | None = None
+_pid = 0
+_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """This process's runtime (a fresh one after a fork)."""
+    global _runtime, _pid
+    with _lock:
+        if _runtime is None or _pid != os.getpid():
+            _runtime = Runtime(get_settings())
+            _pid = os.getpid()
+        return _runtime
+
+
+def shutdown_runtime() -> None:
+    """Close this process's runtime, if it has one."""
+    global _runtime
+    with _lock:
+        if _runtime is not None and _pid == os.getpid():
+            _runtime.close()
+        _runtime = None

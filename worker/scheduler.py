@@ -1,0 +1,67 @@
+"""The durable scheduler: publishes jobs whose retry (or ``send_at``) time has come.
+
+Waiting jobs live in a Redis sorted set, not in Celery countdowns: Redis' visibility timeout
+would redeliver a long countdown early and repeatedly (celery#2599). Several schedulers may run;
+each takes due jobs under a short lease, so a crashed one's share comes back after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import redis.asyncio as aioredis
+import structlog
+
+from config.settings import Settings
+from producers.client import Dispatcher
+from worker.state import JobStates
+
+log = structlog.get_logger("maildispatch.scheduler")
+
+
+async def tick(states: JobStates, dispatcher: Dispatcher, limit: int = 1000) -> int:
+    """Publish every job due now (in batches); returns how many were published."""
+    due = await states.take_due(limit=limit)
+    if not due:
+        return 0
+    wires = [w for _, w in due if w is not None]
+    missing = [i for i, w in due if w is None]
+    if missing:
+        log.error("scheduled_payload_missing", count=len(missing))
+    if wires:
+        await asyncio.to_thread(dispatcher.publish, wires)
+    await states.published([i for i, _ in due])
+    log.info("scheduled_published", count=len(wires))
+    return len(wires)
+
+
+async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Loop until ``stop`` is set (or SIGTERM/SIGINT)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (ValueError, RuntimeError):  # not the main thread
+            break
+    client = aioredis.Redis.from_url(settings.state_redis_url)
+    states = JobStates(client, lease=settings.claim_lease, ttl=settings.job_ttl)
+    dispatcher = Dispatcher(settings)
+    log.info("scheduler_started", interval_s=settings.scheduler_interval)
+    try:
+        while not stop.is_set():
+            try:
+                published = await tick(states, dispatcher)
+            except Exception:
+                log.exception("scheduler_tick_failed")
+                published = 0
+            if not published:
+                try:
+                    await asyncio.wait_for(stop.wait(), settings.scheduler_interval)
+                except TimeoutError:
+                    pass
+    finally:
+        dispatcher.close()
+        await client.aclose()
+        log.info("scheduler_stopped")

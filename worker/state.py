@@ -1,0 +1,157 @@
+"""Per-job delivery state in Redis: the atomic claim, outcomes, and the durable schedule.
+
+States: queued -> sending -> sent | failed | bounced | suppressed, with ``retrying`` (and
+``scheduled`` for a future ``send_at``) while a job waits in the schedule sorted set.
+A job is claimed (``sending``, with a lease) right before its SMTP transaction, and marked ``sent``
+with one Redis write right after the server's 250: that write is the only window in which a
+crash can leave a job whose fate is uncertain (docs/decisions.md, MAILDISPATCH_ON_UNCERTAIN).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis.asyncio as aioredis
+
+from config import keys
+
+FINAL_STATES = frozenset({"sent", "failed", "bounced", "suppressed"})
+
+# KEYS[1] job hash. ARGV: now, lease seconds, ttl, owner, channel
+# -> {decision, attempts, pending recipients json or "", enqueued_at}
+_CLAIM = """
+local k = KEYS[1]
+local now = tonumber(ARGV[1])
+local st = redis.call('HGET', k, 'state')
+if st == 'sent' or st == 'failed' or st == 'bounced' or st == 'suppressed' then
+  return {'done', st, '', ''}
+end
+local decision = 'go'
+if st == 'sending' then
+  local lease = tonumber(redis.call('HGET', k, 'lease_until') or '0')
+  if lease > now then return {'busy', '', '', ''} end
+  decision = 'uncertain'
+elseif st == 'retrying' or st == 'scheduled' then
+  local due = tonumber(redis.call('HGET', k, 'next_at') or '0')
+  -- a stale copy of the task (broker redelivery) must not run a retry early
+  if due > now + 1 then return {'wait', '', '', ''} end
+end
+if not st then
+  redis.call('HSET', k, 'owner', ARGV[4], 'channel', ARGV[5], 'enqueued_at', ARGV[1])
+end
+local attempts = redis.call('HINCRBY', k, 'attempts', 1)
+redis.call('HSET', k, 'state', 'sending', 'lease_until', now + tonumber(ARGV[2]),
+           'updated_at', ARGV[1])
+redis.call('EXPIRE', k, tonumber(ARGV[3]))
+return {decision, tostring(attempts), redis.call('HGET', k, 'pending') or '',
+        redis.call('HGET', k, 'enqueued_at') or ARGV[1]}
+"""
+
+# KEYS[1] schedule zset. ARGV: now, lease, limit -> ids due, leased for ``lease`` seconds
+_TAKE_DUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
+end
+return ids
+"""
+
+Decision = Literal["go", "uncertain", "done", "busy", "wait"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to a claim: whether to deliver, and with what."""
+
+    decision: Decision
+    attempt: int = 0
+    pending: tuple[str, ...] | None = None  # recipients still to deliver after a partial failure
+    enqueued_at: float = 0.0
+    final_state: str = ""
+
+
+class JobStates:
+    """Job state operations; one instance per worker process, on its event loop."""
+
+    def __init__(self, client: aioredis.Redis, *, lease: float, ttl: float) -> None:
+        self.redis = client
+        self.lease = lease
+        self.ttl = int(ttl)
+        self._claim = client.register_script(_CLAIM)
+        self._take_due = client.register_script(_TAKE_DUE)
+
+    async def claim(self, job_id: str, owner: str, channel: str) -> Claim:
+        """Atomically move a job to ``sending`` unless it is final, leased or not yet due."""
+        now = time.time()
+        reply = await self._claim(
+            keys=[keys.job(job_id)], args=[now, self.lease, self.ttl, owner, channel]
+        )
+        decision, second, pending, enqueued = (_text(x) for x in reply)
+        if decision in ("done", "busy", "wait"):
+            return Claim(decision, final_state=second)  # type: ignore[arg-type]
+        return Claim(
+            decision,  # type: ignore[arg-type]
+            attempt=int(second),
+            pending=tuple(json.loads(pending)) if pending else None,
+            enqueued_at=float(enqueued),
+        )
+
+    async def finish(self, job_id: str, state: str, **fields: Any) -> None:
+        """Record a final state (one write: this is the only uncertain window)."""
+        mapping = {"state": state, "updated_at": time.time(), "lease_until": 0}
+        mapping |= {k: _field(v) for k, v in fields.items() if v is not None}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.job(job_id), mapping=mapping)
+        pipe.hdel(keys.job(job_id), "pending")
+        pipe.expire(keys.job(job_id), self.ttl)
+        await pipe.execute()
+
+    async def schedule_retry(
+        self, job_id: str, wire: dict[str, Any], due: float, pending: tuple[str, ...] | None, **fields: Any
+    ) -> None:
+        """Park a job in the schedule until ``due``; the scheduler publishes it again then."""
+        mapping = {"state": "retrying", "next_at": due, "updated_at": time.time(), "lease_until": 0}
+        mapping |= {k: _field(v) for k, v in fields.items() if v is not None}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.payload(job_id), json.dumps(wire), ex=self.ttl)
+        pipe.hset(keys.job(job_id), mapping=mapping)
+        if pending:
+            pipe.hset(keys.job(job_id), "pending", json.dumps(list(pending)))
+        else:
+            pipe.hdel(keys.job(job_id), "pending")
+        pipe.expire(keys.job(job_id), self.ttl)
+        pipe.zadd(keys.SCHEDULE, {job_id: due})
+        await pipe.execute()
+
+    async def take_due(self, limit: int = 500, lease: float = 60.0) -> list[tuple[str, dict[str, Any] | None]]:
+        """Jobs due now, with their payloads; leased so a crashed scheduler's share comes back."""
+        ids = [_text(i) for i in await self._take_due(keys=[keys.SCHEDULE], args=[time.time(), lease, limit])]
+        if not ids:
+            return []
+        payloads = await self.redis.mget([keys.payload(i) for i in ids])
+        return [(i, json.loads(p) if p else None) for i, p in zip(ids, payloads, strict=True)]
+
+    async def published(self, job_ids: list[str]) -> None:
+        """Remove jobs from the schedule once their batch is on the queue."""
+        if job_ids:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrem(keys.SCHEDULE, *job_ids)
+            pipe.delete(*[keys.payload(i) for i in job_ids])
+            await pipe.execute()
+
+    async def count(self, name: str, amount: int = 1) -> None:
+        """Bump an operational counter (poison messages, deferrals)."""
+        await self.redis.hincrby(keys.COUNTERS, name, amount)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _field(value: Any) -> str | int | float:
+    if isinstance(value, str | int | float):
+        return value
+    return json.dumps(value)

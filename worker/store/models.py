@@ -1,0 +1,62 @@
+"""SQLAlchemy models of the store. Schema changes go through an Alembic migration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware (stored as UTC)."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+#: the kinds of Failed Send (DESIGN §7), plus ``error`` for a bug in maildispatch itself
+FAILED_KINDS = ("rejected", "bounced", "expired", "auth", "config", "suppressed", "complaint", "error")
+
+
+class FailedSend(Base):
+    """One recipient of one job that was not delivered, as a product shows it to its user."""
+
+    __tablename__ = "failed_sends"
+    __table_args__ = (UniqueConstraint("job_id", "recipient", "kind", name="uq_failed_job_rcpt_kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(36), index=True)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(String(320))
+    kind: Mapped[str] = mapped_column(String(16))
+    reply_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    enhanced_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    hard: Mapped[bool] = mapped_column(Boolean, default=False)
+    diagnostic: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(String(998), default="")
+    identity: Mapped[str] = mapped_column(String(400), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    resend_job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    job_metadata: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: the job as enqueued (wire form), so that Resend can enqueue it again
+    job: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class Suppression(Base):
+    """An address not to send to through MSC: per owner, or ``*`` for the whole operator."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("owner", "address", name="uq_suppression_owner_address"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    address: Mapped[str] = mapped_column(String(320), index=True)
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    source_job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,111 @@
+"""Repository functions over the store: Failed Sends and suppressions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from worker.store.models import FailedSend, Suppression
+
+OPERATOR = "*"  # the owner of operator-wide suppressions
+
+
+def _insert(session: Session, model: type[Any]) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(model)
+
+
+def record_failed_sends(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert Failed Send rows; a row already recorded (same job, recipient, kind) is kept."""
+    if rows:
+        session.execute(_insert(session, FailedSend).on_conflict_do_nothing(), list(rows))
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of Failed Sends and the cursor of the next page (None at the end)."""
+
+    items: list[FailedSend]
+    next_cursor: int | None
+
+
+def list_failed_sends(
+    session: Session,
+    owner: str | None = None,
+    *,
+    kind: str | None = None,
+    since: datetime | None = None,
+    cursor: int | None = None,
+    limit: int = 50,
+) -> Page:
+    """An owner's Failed Sends, newest first; ``cursor`` is the last id of the previous page."""
+    query = select(FailedSend).order_by(FailedSend.id.desc()).limit(limit + 1)
+    if owner is not None:
+        query = query.where(FailedSend.owner == owner)
+    if kind:
+        query = query.where(FailedSend.kind == kind)
+    if since:
+        query = query.where(FailedSend.created_at >= since)
+    if cursor:
+        query = query.where(FailedSend.id < cursor)
+    items = list(session.scalars(query))
+    more = len(items) > limit
+    items = items[:limit]
+    return Page(items, items[-1].id if more and items else None)
+
+
+def get_failed_send(session: Session, failed_id: int) -> FailedSend | None:
+    """One Failed Send by id."""
+    return session.get(FailedSend, failed_id)
+
+
+def failed_sends_for_job(session: Session, job_id: str) -> list[FailedSend]:
+    """Every Failed Send row of a job."""
+    return list(session.scalars(select(FailedSend).where(FailedSend.job_id == job_id)))
+
+
+def suppress(
+    session: Session, owner: str, addresses: Iterable[str], reason: str, job_id: str | None = None
+) -> None:
+    """Put addresses on an owner's suppression list (``*``: operator-wide)."""
+    rows = [
+        {"owner": owner, "address": a.lower(), "reason": reason, "source_job_id": job_id}
+        for a in addresses
+    ]
+    if rows:
+        session.execute(_insert(session, Suppression).on_conflict_do_nothing(), rows)
+
+
+def suppressed(session: Session, owner: str, addresses: Iterable[str]) -> dict[str, str]:
+    """The addresses among ``addresses`` that are suppressed for the owner, with the reason."""
+    wanted = {a.lower(): a for a in addresses}
+    if not wanted:
+        return {}
+    query = select(Suppression.address, Suppression.reason).where(
+        Suppression.address.in_(list(wanted)),
+        or_(Suppression.owner == owner, Suppression.owner == OPERATOR),
+    )
+    return {wanted[a]: r for a, r in session.execute(query)}
+
+
+def list_suppressions(session: Session, owner: str | None = None) -> list[Suppression]:
+    """Suppressions, newest first, for one owner or all."""
+    query = select(Suppression).order_by(Suppression.id.desc())
+    if owner is not None:
+        query = query.where(Suppression.owner == owner)
+    return list(session.scalars(query))
+
+
+def unsuppress(session: Session, owner: str, address: str) -> int:
+    """Remove an address from an owner's list; returns how many rows went."""
+    result = session.execute(
+        delete(Suppression).where(Suppression.owner == owner, Suppression.address == address.lower())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
