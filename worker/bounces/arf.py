@@ -36,9 +36,7 @@ def is_arf(message: Message) -> bool:
     ctype = message.header("content-type")
     if aligned(ctype, ("report-type=", "feedback-report")):
         return True
-    if "multipart/mixed" in ctype and "complaint about message from " in message.header(
-        "subject"
-    ):
+    if "multipart/mixed" in ctype and "complaint about message from " in message.header("subject"):
         # Microsoft (JMRP) and Amazon SES send their own complaint format
         if contains_any(message.header("from"), _ABUSE_SENDERS):
             return True
@@ -84,7 +82,9 @@ def inquire(message: Message) -> Rising | None:
             nrecipients += 1
         elif line.startswith("Feedback-Type: "):
             rec.feedback_type = line[15:].strip()
-        elif startswith_any(line, ("Authentication-Results: ", "User-Agent: ", "Original-Mail-From: ")):
+        elif startswith_any(
+            line, ("Authentication-Results: ", "User-Agent: ", "Original-Mail-From: ")
+        ):
             another += line + ", "
         elif startswith_any(line, ("Received-Date: ", "Arrival-Date: ")):
             timestamp = line.split(": ", 1)[1]

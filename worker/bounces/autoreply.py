@@ -20,14 +20,20 @@ _DONT_DECODE = {
 _AUTOREPLY = {
     "auto-submitted": ("auto-generated", "auto-replied", "auto-notified"),
     "precedence": ("auto_reply",),
-    "subject": ("auto:", "auto response:", "automatic reply:", "out of office:", "out of the office:"),
+    "subject": (
+        "auto:",
+        "auto response:",
+        "automatic reply:",
+        "out of office:",
+        "out of the office:",
+    ),
     "x-apple-action": ("vacation",),
 }
 
 
 def is_autoreply(message: Message) -> bool:
     """Return True when the headers mark an automatic reply (and not a system message)."""
-    lower = {k: message.header(k).lower() for k in ("from", "to", "subject") + tuple(_AUTOREPLY)}
+    lower = {k: message.header(k).lower() for k in ("from", "to", "subject", *tuple(_AUTOREPLY))}
     if any(contains_any(lower[k], v) for k, v in _DONT_DECODE.items()):
         return False
     return any(startswith_any(lower[k], v) for k, v in _AUTOREPLY.items())

@@ -185,9 +185,7 @@ def inquire(message: Message) -> Rising | None:
     """Decode a body with RFC 3464 fields (the generic fallback decoder)."""
     payload = message.payload
     if not any(b in payload for b in _BOUNDARIES) and "\n\nReturn-Path:" in payload:
-        payload = payload.replace(
-            "\n\nReturn-Path:", "\n\n" + _BOUNDARIES[0] + "\nReturn-Path:", 1
-        )
+        payload = payload.replace("\n\nReturn-Path:", "\n\n" + _BOUNDARIES[0] + "\nReturn-Path:", 1)
         message.payload = payload
     former, latter = split_original(payload, _BOUNDARIES)
     if "@" not in former:

@@ -13,9 +13,9 @@ import re
 from .text import aligned, select
 
 __all__ = [
+    "final_address",
     "find_address",
     "find_host",
-    "final_address",
     "is_domain_literal",
     "is_email_address",
     "is_internet_host",
@@ -24,7 +24,7 @@ __all__ = [
 
 _IPV4_FIND = re.compile(r"(?<![0-9])(?:\d{1,3}\.){3}\d{1,3}(?![0-9])")
 _HOST_CHARS = frozenset("-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_LOCAL_BAD = frozenset(',@:;()<>[]')
+_LOCAL_BAD = frozenset(",@:;()<>[]")
 
 
 def find_ipv4(text: str) -> list[str]:
@@ -156,7 +156,7 @@ def find_address(text: str) -> str:
             return inner
         p0 = text.find("<", p1 + 1)
     for token in re.split(r"[\s,]+", text):
-        if "@" not in token or token.find("@") < 1 and not token.startswith(("<", '"', "(")):
+        if "@" not in token or (token.find("@") < 1 and not token.startswith(("<", '"', "("))):
             continue
         token = re.sub(r"\([^()]*\)", "", token)
         cand = _clean(token.strip(":"))

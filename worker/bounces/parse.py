@@ -1,0 +1,301 @@
+"""Entry point of the bounce parser: ``parse_bounce(raw) -> BounceReport``.
+
+The pipeline follows Sisimai (https://libsisimai.org/, go-sisimai ``message``
+and ``fact`` packages, BSD 2-Clause License, Copyright (C) 2014 azumakuniyuki
+and the sisimai development team):
+
+1. read the headers and flatten/decode the body (:mod:`.mime`);
+2. try the MTA-specific decoders the Subject: suggests, then all of them, then
+   the RFC 3464 DSN reader, the ARF reader and the auto-reply reader;
+3. for each recipient, clean the diagnostic text, pick the status and reply
+   codes, classify the reason (:mod:`.reasons`, :mod:`.rhosts`) and apply the
+   hard-bounce rule.
+"""
+
+from __future__ import annotations
+
+from . import arf, autoreply, codes, dsn
+from .formats import DECODERS, order_for
+from .hosts import find_address, find_host, is_email_address, is_internet_host, parse_received
+from .mime import prepare_body, read_message
+from .model import Bounce, BounceReport, Message, Record, Rising
+from .reasons import RETRY, Fact, find_reason, is_explicit, local_agent_reason
+from .rhosts import find_rhost_reason
+from .text import sweep
+
+__all__ = ["Bounce", "BounceReport", "parse_bounce"]
+
+_ADDRESSER_HEADERS = (
+    "from", "return-path", "reply-to", "errors-to", "reverse-path", "x-postfix-sender",
+    "envelope-from", "x-envelope-from",
+)  # fmt: skip
+_ENVELOPE_HEADERS = (
+    "to",
+    "delivered-to",
+    "x-original-to",
+    "envelope-to",
+    "x-envelope-to",
+    "x-rcpt-to",
+)
+_ORIGINAL_KEEP = ("message-id", "subject", "from", "to", "x-maildispatch-job")
+_ORIGINAL_NAMES = {
+    "message-id": "Message-ID",
+    "subject": "Subject",
+    "from": "From",
+    "to": "To",
+    "x-maildispatch-job": "X-Maildispatch-Job",
+}
+
+
+def _sift(message: Message) -> tuple[Rising, str] | None:
+    prepare_body(message)
+    for name in order_for(message.header("subject")):
+        if name in ("ARF", "RFC3834"):
+            continue
+        rising = DECODERS[name](message)
+        if rising is not None and rising.records:
+            return rising, name
+    for name, decoder in (
+        ("RFC3464", dsn.inquire),
+        ("ARF", arf.inquire),
+        ("RFC3834", autoreply.inquire),
+    ):
+        rising = decoder(message)
+        if rising is not None and rising.records:
+            return rising, name
+    return None
+
+
+def _original_headers(rfc822: str) -> dict[str, list[str]]:
+    headers: dict[str, list[str]] = {}
+    name = ""
+    for line in rfc822.split("\n"):
+        line = line.rstrip("\r")
+        if not line:
+            if headers:
+                break
+            continue
+        if line[0] in " \t":
+            if name:
+                headers[name][-1] += " " + line.strip()
+            continue
+        colon = line.find(":")
+        if colon < 1:
+            name = ""
+            continue
+        name = line[:colon].strip().lower()
+        headers.setdefault(name, []).append(line[colon + 1 :].strip())
+    return headers
+
+
+def _clean_host(value: str) -> str:
+    if not value:
+        return ""
+    if value.find("@") > 0:
+        value = value.split("@", 1)[1]
+    for ch in "()[]\r":
+        value = value.replace(ch, "")
+    if "=" in value:
+        value = value.split("=", 1)[1]
+    if " " in value:
+        words = value.split(" ")
+        value = next((w for w in words if not _is_ipv4_like(w)), words[0])
+        if value.find(" ") > 0:
+            value = words[0]
+    return value.rstrip(".")
+
+
+def _is_ipv4_like(word: str) -> bool:
+    parts = word.split(".")
+    return len(parts) == 4 and all(p.isdigit() for p in parts)
+
+
+def _diagnostic(rec: Record) -> tuple[str, str, str]:
+    """Return (diagnostic text, status, reply code) as Sisimai cleans them."""
+    text, status, reply = rec.diagnosis, rec.status, rec.reply_code
+    if not text:
+        return text, status, reply
+    text = text.replace("\r", "")
+    cs = codes.find_status(text)
+    cr = codes.find_reply(text, cs)
+    status = codes.prefer_status(status, cs, cr)
+    if len(cr) == 3:
+        reply = reply or cr
+        if cr + "-" in text:
+            # Multi-line replies repeat "550-5.7.1"; keep the text once, with one code
+            for sep in ("-", " "):
+                text = text.replace(cr + sep + cs, "").replace(cr + sep, "")
+            if cr in text:
+                text = cr + " " + cs + " " + text
+    lower = text.lower()
+    p1, p2 = lower.find("<html>"), lower.find("</html>")
+    if p1 > 0 and p2 > 0:
+        text = text[:p1] + " " + text[p2 + 7 :]
+    return sweep(text), status, reply
+
+
+def _build(rec: Record, message: Message, rfc822: dict[str, list[str]]) -> Bounce | None:
+    if not is_email_address(rec.recipient):
+        return None
+    diag, status, reply = _diagnostic(rec)
+    reason = rec.reason
+    dtype = rec.spec
+    if not dtype and reason not in ("feedback", "vacation"):
+        dtype = "SMTP"
+    command = rec.command if codes.is_command(rec.command) else ""
+    rhost, lhost = rec.rhost, rec.lhost
+    if not rhost:
+        host = find_host(rec.diagnosis)
+        if is_internet_host(host):
+            rhost = host
+        else:
+            for value in reversed(message.headers.get("received", [])):
+                cand = parse_received(value).get("from", "")
+                if is_internet_host(cand):
+                    rhost = cand
+                    break
+    if lhost == rhost:
+        lhost = ""
+    if not lhost:
+        for value in message.headers.get("received", []):
+            cand = parse_received(value).get("from", "")
+            if is_internet_host(cand):
+                lhost = cand
+                break
+    rhost, lhost = _clean_host(rhost), _clean_host(lhost)
+    destination = rec.recipient[rec.recipient.rfind("@") + 1 :].lower()
+    if not reason or reason in RETRY:
+        fact = Fact(
+            reason=reason,
+            status=status,
+            diagnostic=diag,
+            dtype=dtype,
+            command=command,
+            reply_code=reply,
+            action=rec.action,
+            destination=destination,
+            rhost=rhost,
+            lhost=lhost,
+        )
+        fallback = reason or "undefined"
+        for finder in (local_agent_reason, find_rhost_reason, find_reason):
+            found = finder(fact)
+            if is_explicit(found):
+                reason = found
+                break
+        else:
+            reason = "onhold" if diag else fallback
+    hard = False
+    if reason in ("delivered", "feedback", "vacation"):
+        if reason != "delivered":
+            reply = ""
+    else:
+        text = status + " " + diag
+        hard = codes.is_hard_bounce(reason, text if len(text) >= 4 else "")
+    if not status:
+        text = reply + " " + diag
+        text = text if len(text) >= 4 else ""
+        temporary = (
+            codes.is_temporary(text)
+            if (codes.is_permanent(text) or codes.is_temporary(text))
+            else False
+        )
+        status = codes.pseudo_status(reason, temporary)
+    klass = status[:1]
+    if klass != reply[:1]:
+        found = codes.find_reply(diag, klass)
+        reply = found if found.startswith(klass) else ""
+    action = rec.action
+    if action and action not in dsn.ACTIONS:
+        action = dsn.action_of(action)
+    if reason == "delivered":
+        action = "delivered"
+    elif reason == "expired":
+        action = "delayed"
+    elif not action and klass in ("4", "5"):
+        action = "failed"
+    if reason in ("feedback", "vacation"):
+        status = ""
+    return Bounce(
+        recipient=rec.recipient.lower() if rec.recipient.isascii() else rec.recipient,
+        action=action,
+        status=status,
+        reply_code=reply,
+        reason=reason,
+        hard=hard,
+        diagnostic=diag,
+    )
+
+
+def _envelope(message: Message) -> tuple[str, ...]:
+    found: list[str] = []
+    for name in _ENVELOPE_HEADERS:
+        for value in message.headers.get(name, []):
+            for piece in value.split(","):
+                addr = find_address(piece).lower()
+                if addr and addr not in found:
+                    found.append(addr)
+    for value in message.headers.get("received", []):
+        addr = parse_received(value).get("for", "").lower()
+        if addr and is_email_address(addr) and addr not in found:
+            found.append(addr)
+    return tuple(found)
+
+
+def _kind(bounces: list[Bounce], decoder: str) -> str:
+    reasons = {b.reason for b in bounces}
+    if reasons == {"feedback"}:
+        return "feedback"
+    if reasons == {"vacation"} or decoder == "RFC3834":
+        return "autoreply"
+    if any(
+        b.action == "failed" or (b.action not in ("delayed", "delivered") and b.reason != "expired")
+        for b in bounces
+    ):
+        return "bounce"
+    if any(b.action == "delayed" for b in bounces):
+        return "delay"
+    return "bounce" if bounces else "unknown"
+
+
+def parse_bounce(raw: bytes) -> BounceReport:
+    """Parse one inbound bounce, delay notice, feedback report or auto-reply."""
+    message = read_message(raw)
+    if message is None:
+        return BounceReport()
+    envelope = _envelope(message)
+    sifted = _sift(message)
+    if sifted is None:
+        return BounceReport(envelope_recipients=envelope)
+    rising, decoder = sifted
+    rfc822 = rising.rfc822
+    if "\nFrom:" not in rfc822 and message.header("to"):
+        rfc822 = "From: " + message.header("to") + "\n" + rfc822
+    first = rising.records[0]
+    if "\nTo:" not in rfc822 and first.recipient:
+        rfc822 = "To: <" + first.recipient + ">\n" + rfc822
+    original = _original_headers(rfc822)
+    has_addresser = any(find_address(original[h][0]) for h in _ADDRESSER_HEADERS if original.get(h))
+    if not has_addresser and message.header("to"):
+        has_addresser = bool(find_address(message.header("to")))
+    bounces: list[Bounce] = []
+    if has_addresser:
+        for rec in rising.records:
+            bounce = _build(rec, message, original)
+            if bounce is not None:
+                bounces.append(bounce)
+    feedback = next((r.feedback_type for r in rising.records if r.feedback_type), None)
+    headers = {
+        _ORIGINAL_NAMES[k]: original[k][0]
+        for k in _ORIGINAL_KEEP
+        if original.get(k) and original[k][0]
+    }
+    msgid = headers.get("Message-ID")
+    return BounceReport(
+        bounces=tuple(bounces),
+        kind=_kind(bounces, decoder),  # type: ignore[arg-type]
+        feedback_type=feedback if any(b.reason == "feedback" for b in bounces) else None,
+        envelope_recipients=envelope,
+        original_message_id=msgid.strip().strip("<>") if msgid else None,
+        original_headers=headers,
+    )
