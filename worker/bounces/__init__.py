@@ -1,0 +1,1 @@
+"""Bounce handling: inbound bounce server and poller, report parser and ingest."""
