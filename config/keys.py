@@ -4,6 +4,7 @@ from __future__ import annotations
 
 PREFIX = "md:"
 
+
 #: hash per job: state, owner, channel, attempts, timestamps, last error, provider reply
 def job(job_id: str) -> str:
     """The state hash of one job."""

@@ -91,7 +91,10 @@ def cmd_send_batch(args: argparse.Namespace) -> int:
                 for e in exc.errors:
                     print(f"line {number}: {e.field}: {e.message}", file=sys.stderr)
     if bad and not args.skip_invalid:
-        print(f"{bad} invalid line(s); nothing enqueued (use --skip-invalid to send the rest)", file=sys.stderr)
+        print(
+            f"{bad} invalid line(s); nothing enqueued (use --skip-invalid to send the rest)",
+            file=sys.stderr,
+        )
         return 2
     with Progress(transient=True, disable=args.json or not sys.stderr.isatty()) as progress:
         bar = progress.add_task("enqueueing", total=len(jobs))
@@ -128,7 +131,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             if key != "failed_sends":
                 print(f"{key:>12}: {value}")
         for f in failures:
-            print(f"      failed: {f['recipient']} {f['kind']} {f['reply_code']} {f['enhanced_status']} {f['reason']}")
+            print(
+                f"      failed: {f['recipient']} {f['kind']} {f['reply_code']} {f['enhanced_status']} {f['reason']}"
+            )
     return 0
 
 
@@ -161,7 +166,9 @@ def cmd_failed(args: argparse.Namespace) -> int:
     store = open_store(get_settings().database_url)
     if args.action == "list":
         with store.session() as session:
-            page = repo.list_failed_sends(session, args.owner, kind=args.kind, cursor=args.cursor, limit=args.limit)
+            page = repo.list_failed_sends(
+                session, args.owner, kind=args.kind, cursor=args.cursor, limit=args.limit
+            )
             rows = [_failed_dict(f) for f in page.items]
         if args.json:
             _print_json({"items": rows, "next_cursor": page.next_cursor})
@@ -231,8 +238,13 @@ def cmd_suppressions(args: argparse.Namespace) -> int:
             print(f"removed {removed}")
             return 0 if removed else 1
         rows = [
-            {"owner": s.owner, "address": s.address, "reason": s.reason, "job_id": s.source_job_id,
-             "created_at": s.created_at.isoformat()}
+            {
+                "owner": s.owner,
+                "address": s.address,
+                "reason": s.reason,
+                "job_id": s.source_job_id,
+                "created_at": s.created_at.isoformat(),
+            }
             for s in repo.list_suppressions(session, args.owner)
         ]
     if args.json:
@@ -304,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_db)
 
     sub.add_parser("scheduler", help="run the retry scheduler").set_defaults(handler=cmd_scheduler)
-    sub.add_parser("demo", help="run the main job on embedded defaults").set_defaults(handler=cmd_demo)
+    sub.add_parser("demo", help="run the main job on embedded defaults").set_defaults(
+        handler=cmd_demo
+    )
     for name, handler in COMMANDS.items():
         sub.add_parser(name).set_defaults(handler=handler)
     return parser

@@ -6,6 +6,7 @@ A job accepted here is recorded as ``queued`` in Redis and published inside a de
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -14,7 +15,7 @@ from itertools import islice
 from typing import Any
 
 import redis
-from celery import Celery
+from celery import Celery, signals
 
 from config import keys
 from config.celery import DELIVER_TASK, QUEUE, celery_config
@@ -40,6 +41,24 @@ def make_celery(settings: Settings, name: str = "maildispatch") -> Celery:
     app = Celery(name, set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
+
+
+_DELIVER_NAMES = {name: channel for channel, name in DELIVER_TASK.items()}
+
+
+@signals.before_task_publish.connect
+def _hide_arguments(
+    sender: str | None = None, body: Any = None, headers: dict[str, Any] | None = None, **_: Any
+) -> None:
+    """Every publish of a delivery task (first send, retry, republish) shows ids only."""
+    if headers is None or sender not in _DELIVER_NAMES:
+        return
+    args = body[0] if isinstance(body, tuple | list) and body else ()
+    jobs = args[0] if args and isinstance(args[0], list) else []
+    headers["argsrepr"] = task_argsrepr(
+        [j for j in jobs if isinstance(j, dict)], _DELIVER_NAMES[sender]
+    )
+    headers["kwargsrepr"] = "{}"
 
 
 def task_argsrepr(jobs: Sequence[Mapping[str, Any]], channel: str) -> str:
@@ -90,7 +109,11 @@ class Dispatcher:
             )
         if len(job.recipients) > self.settings.max_recipients:
             raise InvalidJob(
-                [FieldError(field="to", message=f"more than {self.settings.max_recipients} recipients")],
+                [
+                    FieldError(
+                        field="to", message=f"more than {self.settings.max_recipients} recipients"
+                    )
+                ],
                 index,
             )
         return job
@@ -113,7 +136,9 @@ class Dispatcher:
         """Validate and enqueue one job at once (a batch of one); returns its id."""
         return self.send_many([job])[0]
 
-    def send_many(self, items: Iterable[JobInput], progress: Progress | None = None) -> list[uuid.UUID]:
+    def send_many(
+        self, items: Iterable[JobInput], progress: Progress | None = None
+    ) -> list[uuid.UUID]:
         """Validate every job first, then enqueue them in batches; returns the ids in order.
 
         A job whose idempotency key was seen before is not enqueued again: its first id is
@@ -164,7 +189,7 @@ class Dispatcher:
             return jobs
         prefs = self.redis.hmget(keys.PREFERRED_CHANNEL, owners)
         chosen = {
-            o: Channel(p.decode()) if p else Channel.MSC for o, p in zip(owners, prefs, strict=True)
+            o: Channel(_text(p)) if p else Channel.MSC for o, p in zip(owners, prefs, strict=True)
         }
         return [j if j.channel else j.model_copy(update={"channel": chosen[j.owner]}) for j in jobs]
 
@@ -212,7 +237,9 @@ class Dispatcher:
             assert j.send_at is not None
             job_id = str(j.id)
             pipe.set(keys.payload(job_id), json.dumps(job_wire(j)), ex=int(self.settings.job_ttl))
-            pipe.hset(keys.job(job_id), mapping={"state": "scheduled", "next_at": j.send_at.timestamp()})
+            pipe.hset(
+                keys.job(job_id), mapping={"state": "scheduled", "next_at": j.send_at.timestamp()}
+            )
             pipe.zadd(keys.SCHEDULE, {job_id: j.send_at.timestamp()})
         pipe.execute()
 
@@ -223,22 +250,24 @@ class Dispatcher:
             pipe.delete(keys.job(str(j.id)))
             if j.idempotency_key:
                 pipe.delete(keys.idempotency(j.owner, j.idempotency_key))
-        try:
+        with contextlib.suppress(redis.RedisError):
             pipe.execute()
-        except redis.RedisError:
-            pass
 
     def status(self, job_id: uuid.UUID | str) -> dict[str, str] | None:
         """The job's state hash from Redis (None when unknown or expired)."""
         raw = self.redis.hgetall(keys.job(str(job_id)))
         if not raw:
             return None
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return {_text(k): _text(v) for k, v in raw.items()}
 
     def close(self) -> None:
         """Release the broker and Redis connections."""
         self.redis.close()
         self.celery.close()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _as_json_input(data: Mapping[str, Any] | str | bytes) -> dict[str, Any] | str | bytes:

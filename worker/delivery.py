@@ -105,13 +105,22 @@ class Delivery:
                 await self.states.count("poison_jobs")
         suppressed = await self._suppressed(jobs) if self.channel.owns_return_path else {}
         results = await asyncio.gather(
-            *(self._deliver_one(job, wire, suppressed) for job, wire in jobs)
+            *(self._deliver_one(job, wire, suppressed) for job, wire in jobs),
+            return_exceptions=True,
         )
+        crashed = [r for r in results if isinstance(r, BaseException)]
         for state in results:
-            setattr(summary, state, getattr(summary, state) + 1)
+            if isinstance(state, str):
+                setattr(summary, state, getattr(summary, state) + 1)
+        if crashed:
+            # Redis or the database failed under a job: the whole batch is retried, and the
+            # jobs already finished are skipped then by their claim
+            raise crashed[0]
         return summary
 
-    async def _suppressed(self, jobs: list[tuple[SendJob, dict[str, Any]]]) -> dict[str, dict[str, str]]:
+    async def _suppressed(
+        self, jobs: list[tuple[SendJob, dict[str, Any]]]
+    ) -> dict[str, dict[str, str]]:
         wanted = {(job.owner, tuple(job.recipients)) for job, _ in jobs}
 
         def lookup() -> dict[str, dict[str, str]]:
@@ -186,7 +195,9 @@ class Delivery:
                 await self.accounts.auth_failed(self.channel.name, job.owner, exc)
             await self._fail(job, wire, recipients, exc)
             return "failed"
-        return await self._accepted(job, wire, claim, recipients, receipt, message.from_address, started)
+        return await self._accepted(
+            job, wire, claim, recipients, receipt, message.from_address, started
+        )
 
     async def _accepted(
         self,
@@ -213,7 +224,9 @@ class Delivery:
         }
         if retry:
             first = next(iter(retry.values()))
-            log.info("delivery_partial", accepted=accepted, deferred=len(retry), rejected=len(rejected))
+            log.info(
+                "delivery_partial", accepted=accepted, deferred=len(retry), rejected=len(rejected)
+            )
             return await self._retry(job, wire, claim, tuple(retry), first, **fields)
         state = "sent" if accepted else "failed"
         if rejected and not accepted:

@@ -14,8 +14,8 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import ExitStack, contextmanager
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +45,20 @@ class DemoRelay:
         self.delivered: list[tuple[str, list[str]]] = []
         self._deferred: set[str] = set()
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:  # noqa: N802
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         """Answer each recipient as the demo scripts it."""
         local = address.split("@")[0].lower()
         if local == "nobody":
-            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         if local == "busy" and address not in self._deferred:
             self._deferred.add(address)
-            return "451 4.2.0 <%s>: mailbox busy, try again later" % address
+            return f"451 4.2.0 <{address}>: mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         """Accept the message."""
         self.delivered.append((str(envelope.mail_from), list(envelope.rcpt_tos)))
         return "250 2.0.0 queued"
@@ -71,10 +73,22 @@ def redis_url(wanted: str) -> Iterator[str]:
         return
     except redis.RedisError:
         if not shutil.which("redis-server"):
-            raise SystemExit(f"no Redis at {wanted} and no redis-server on PATH to start one") from None
+            raise SystemExit(
+                f"no Redis at {wanted} and no redis-server on PATH to start one"
+            ) from None
     port = free_port()
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
@@ -128,8 +142,14 @@ def demo_jobs() -> list[dict[str, Any]]:
         ("barbara@example.com", "Weekly digest"),
     ]
     return [
-        {"owner": "demo", "identity": identity, "to": [to], "subject": subject,
-         "text": f"Hello,\n\nthis is maildispatch's demo: {subject}.\n", "metadata": {"demo": True}}
+        {
+            "owner": "demo",
+            "identity": identity,
+            "to": [to],
+            "subject": subject,
+            "text": f"Hello,\n\nthis is maildispatch's demo: {subject}.\n",
+            "metadata": {"demo": True},
+        }
         for to, subject in rows
     ]
 
@@ -139,7 +159,9 @@ def run_demo(timeout: float = 90.0) -> int:
     VAR.mkdir(exist_ok=True)
     console = Console(width=None if sys.stdout.isatty() else 140)
     with ExitStack() as stack:
-        broker = stack.enter_context(redis_url(os.environ.get("MAILDISPATCH_BROKER_URL", "redis://127.0.0.1:6379/0")))
+        broker = stack.enter_context(
+            redis_url(os.environ.get("MAILDISPATCH_BROKER_URL", "redis://127.0.0.1:6379/0"))
+        )
         relay = DemoRelay()
         port = free_port()
         controller = Controller(relay, hostname="127.0.0.1", port=port)
@@ -160,10 +182,24 @@ def run_demo(timeout: float = 90.0) -> int:
         settings = Settings(
             broker_url=broker,
             database_url=env["MAILDISPATCH_DATABASE_URL"],
-            secret_key=env["MAILDISPATCH_SECRET_KEY"],  # type: ignore[arg-type]
+            secret_key=env["MAILDISPATCH_SECRET_KEY"],
         )
-        celery = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "mail.msc",
-                  "-P", "solo", "--without-gossip", "--without-mingle", "-l", "WARNING"]
+        celery = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.app",
+            "worker",
+            "-Q",
+            "mail.msc",
+            "-P",
+            "solo",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "WARNING",
+        ]
         stack.enter_context(process(celery, env))
         stack.enter_context(process([sys.executable, "-m", "producers.cli", "scheduler"], env))
         dispatcher = Dispatcher(settings)
@@ -194,7 +230,9 @@ def run_demo(timeout: float = 90.0) -> int:
             expected = "failed" if job["to"][0].startswith("nobody") else "sent"
             ok &= state == expected and (attempts > 1) == job["to"][0].startswith("busy")
         console.print(table)
-        console.print(f"relay received {len(relay.delivered)} message(s); Failed Sends: `maildispatch failed list` with MAILDISPATCH_DATABASE_URL=sqlite:///{db}")
+        console.print(
+            f"relay received {len(relay.delivered)} message(s); Failed Sends: `maildispatch failed list` with MAILDISPATCH_DATABASE_URL=sqlite:///{db}"
+        )
         if not ok:
             console.print("[red]unexpected outcome (see var/demo-*.log)[/red]")
         return 0 if ok else 1

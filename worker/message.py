@@ -100,7 +100,8 @@ def _text_part(text: str, subtype: str) -> str:
 
 
 def _multipart(subtype: str, boundary: str, parts: list[str]) -> str:
-    inner = "".join(f"--{boundary}{CRLF}{p}" for p in parts)
+    # the CRLF before a delimiter belongs to the delimiter (RFC 2046 §5.1.1), hence the extra one
+    inner = "".join(f"--{boundary}{CRLF}{p}{CRLF}" for p in parts)
     return (
         f'Content-Type: multipart/{subtype}; boundary="{boundary}"{CRLF}{CRLF}'
         f"{inner}--{boundary}--{CRLF}"
@@ -115,7 +116,9 @@ def _body(job: SendJob) -> str:
         alternatives.append(_text_part(job.html, "html"))
     tag = job.id.hex
     body = (
-        alternatives[0] if len(alternatives) == 1 else _multipart("alternative", f"alt-{tag}", alternatives)
+        alternatives[0]
+        if len(alternatives) == 1
+        else _multipart("alternative", f"alt-{tag}", alternatives)
     )
     if not job.attachments:
         return body

@@ -26,9 +26,7 @@ def resend(store: Store, dispatcher: Dispatcher, failed_id: int) -> uuid.UUID:
         wire: dict[str, Any] = dict(row.job)
         recipient = row.recipient.lower()
         for field in ("to", "cc", "bcc"):
-            wire[field] = [
-                m for m in wire.get(field, []) if _address(m).lower() == recipient
-            ]
+            wire[field] = [m for m in wire.get(field, []) if _address(m).lower() == recipient]
         wire["id"] = str(uuid.uuid4())
         wire.pop("idempotency_key", None)
         wire["metadata"] = {**wire.get("metadata", {}), "resend_of": failed_id}

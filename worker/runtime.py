@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 
 from config.settings import Settings, get_settings
-from worker.channels import make_channel
+from worker.channels.registry import make_channel
 from worker.delivery import Accounts, Delivery
 from worker.state import JobStates
 from worker.store import Store, open_store
@@ -29,7 +29,9 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="maildispatch-loop", daemon=True)
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="maildispatch-loop", daemon=True
+        )
         self._thread.start()
         self.store: Store = open_store(settings.database_url)
         self._deliveries: dict[str, Delivery] = {}
@@ -37,7 +39,11 @@ class Runtime:
         self.states = JobStates(self.redis, lease=settings.claim_lease, ttl=settings.job_ttl)
 
     async def _redis(self) -> aioredis.Redis:
-        return aioredis.Redis.from_url(self.settings.state_redis_url, max_connections=64)
+        # a blocking pool waits for a free connection instead of failing a burst of claims
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.settings.state_redis_url, max_connections=64, timeout=30
+        )
+        return aioredis.Redis(connection_pool=pool)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the process loop and wait for its result."""
@@ -51,7 +57,9 @@ class Runtime:
 
     async def _make_delivery(self, channel: str) -> Delivery:
         accounts: Accounts | None = None
-        return Delivery(self.settings, make_channel(channel, self.settings), self.states, self.store, accounts)
+        return Delivery(
+            self.settings, make_channel(channel, self.settings), self.states, self.store, accounts
+        )
 
     def close(self) -> None:
         """Close pools and stop the loop."""

@@ -8,6 +8,7 @@ each takes due jobs under a short lease, so a crashed one's share comes back aft
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 import redis.asyncio as aioredis
@@ -57,10 +58,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 log.exception("scheduler_tick_failed")
                 published = 0
             if not published:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.scheduler_interval)
-                except TimeoutError:
-                    pass
     finally:
         dispatcher.close()
         await client.aclose()

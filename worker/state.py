@@ -101,7 +101,11 @@ class JobStates:
 
     async def finish(self, job_id: str, state: str, **fields: Any) -> None:
         """Record a final state (one write: this is the only uncertain window)."""
-        mapping = {"state": state, "updated_at": time.time(), "lease_until": 0}
+        mapping: dict[Any, Any] = {
+            "state": state,
+            "updated_at": time.time(),
+            "lease_until": 0,
+        }
         mapping |= {k: _field(v) for k, v in fields.items() if v is not None}
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(keys.job(job_id), mapping=mapping)
@@ -110,10 +114,20 @@ class JobStates:
         await pipe.execute()
 
     async def schedule_retry(
-        self, job_id: str, wire: dict[str, Any], due: float, pending: tuple[str, ...] | None, **fields: Any
+        self,
+        job_id: str,
+        wire: dict[str, Any],
+        due: float,
+        pending: tuple[str, ...] | None,
+        **fields: Any,
     ) -> None:
         """Park a job in the schedule until ``due``; the scheduler publishes it again then."""
-        mapping = {"state": "retrying", "next_at": due, "updated_at": time.time(), "lease_until": 0}
+        mapping: dict[Any, Any] = {
+            "state": "retrying",
+            "next_at": due,
+            "updated_at": time.time(),
+            "lease_until": 0,
+        }
         mapping |= {k: _field(v) for k, v in fields.items() if v is not None}
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(keys.payload(job_id), json.dumps(wire), ex=self.ttl)
@@ -126,9 +140,14 @@ class JobStates:
         pipe.zadd(keys.SCHEDULE, {job_id: due})
         await pipe.execute()
 
-    async def take_due(self, limit: int = 500, lease: float = 60.0) -> list[tuple[str, dict[str, Any] | None]]:
+    async def take_due(
+        self, limit: int = 500, lease: float = 60.0
+    ) -> list[tuple[str, dict[str, Any] | None]]:
         """Jobs due now, with their payloads; leased so a crashed scheduler's share comes back."""
-        ids = [_text(i) for i in await self._take_due(keys=[keys.SCHEDULE], args=[time.time(), lease, limit])]
+        ids = [
+            _text(i)
+            for i in await self._take_due(keys=[keys.SCHEDULE], args=[time.time(), lease, limit])
+        ]
         if not ids:
             return []
         payloads = await self.redis.mget([keys.payload(i) for i in ids])

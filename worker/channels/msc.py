@@ -30,7 +30,9 @@ class MscChannel:
         self.domain = settings.msc_domain
         self.sender = f"{settings.msc_sender_local}@{settings.msc_domain}"
         self.dkim_key = (
-            DkimKey.from_file(settings.dkim_private_key_file, settings.msc_domain, settings.dkim_selector)
+            DkimKey.from_file(
+                settings.dkim_private_key_file, settings.msc_domain, settings.dkim_selector
+            )
             if settings.dkim_private_key_file and settings.dkim_selector
             else None
         )

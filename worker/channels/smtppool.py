@@ -22,7 +22,9 @@ from worker.errors import DeliveryError, PermanentError, TransientError
 
 Security = Literal["starttls", "tls", "none"]
 _ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
-_RETRY_AFTER = re.compile(r"(?:try again|retry)\D{0,20}(\d{1,6})\s*(s|sec|seconds?|m|min|minutes?)\b", re.I)
+_RETRY_AFTER = re.compile(
+    r"(?:try again|retry)\D{0,20}(\d{1,6})\s*(s|sec|seconds?|m|min|minutes?)\b", re.I
+)
 #: reuse an idle connection only after a NOOP once it has been idle this long (servers time out)
 IDLE_CHECK_AFTER = 5.0
 
@@ -170,7 +172,11 @@ class SmtpPool:
                 )
             except BaseException as exc:
                 if conn is not None:
-                    if isinstance(exc, aiosmtplib.SMTPResponseException) and conn.is_connected and exc.code != 421:
+                    if (
+                        isinstance(exc, aiosmtplib.SMTPResponseException)
+                        and conn.is_connected
+                        and exc.code != 421
+                    ):
                         self._idle.append((conn, time.monotonic()))  # envelope was RSET
                     else:
                         conn.close()

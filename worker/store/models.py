@@ -19,14 +19,25 @@ class Base(DeclarativeBase):
 
 
 #: the kinds of Failed Send (DESIGN §7), plus ``error`` for a bug in maildispatch itself
-FAILED_KINDS = ("rejected", "bounced", "expired", "auth", "config", "suppressed", "complaint", "error")
+FAILED_KINDS = (
+    "rejected",
+    "bounced",
+    "expired",
+    "auth",
+    "config",
+    "suppressed",
+    "complaint",
+    "error",
+)
 
 
 class FailedSend(Base):
     """One recipient of one job that was not delivered, as a product shows it to its user."""
 
     __tablename__ = "failed_sends"
-    __table_args__ = (UniqueConstraint("job_id", "recipient", "kind", name="uq_failed_job_rcpt_kind"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "recipient", "kind", name="uq_failed_job_rcpt_kind"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(String(36), index=True)
@@ -41,7 +52,9 @@ class FailedSend(Base):
     diagnostic: Mapped[str] = mapped_column(Text, default="")
     subject: Mapped[str] = mapped_column(String(998), default="")
     identity: Mapped[str] = mapped_column(String(400), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
     resend_job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     job_metadata: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     #: the job as enqueued (wire form), so that Resend can enqueue it again

@@ -106,6 +106,8 @@ def list_suppressions(session: Session, owner: str | None = None) -> list[Suppre
 def unsuppress(session: Session, owner: str, address: str) -> int:
     """Remove an address from an owner's list; returns how many rows went."""
     result = session.execute(
-        delete(Suppression).where(Suppression.owner == owner, Suppression.address == address.lower())
+        delete(Suppression).where(
+            Suppression.owner == owner, Suppression.address == address.lower()
+        )
     )
     return int(getattr(result, "rowcount", 0) or 0)

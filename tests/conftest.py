@@ -1,0 +1,146 @@
+"""Shared fixtures: real Redis, PostgreSQL, an SMTP relay, and real worker processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from config.settings import Settings
+from tests.support.relay import Relay
+from tests.support.services import (
+    POSTGRES_URL,
+    REDIS_HOST,
+    REDIS_PORT,
+    background,
+    celery_worker_args,
+    free_port,
+    need,
+    port_open,
+    scheduler_args,
+    wait_for,
+)
+
+#: the Redis database the tests own; flushed around every test that uses it
+TEST_REDIS_DB = 13
+SECRET = "test-secret-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis database of the machine's Redis for the tests."""
+    need("Redis", port_open(REDIS_HOST, REDIS_PORT))
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{TEST_REDIS_DB}"
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client on the test database, emptied before and after the test."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The machine's PostgreSQL test database."""
+    need("PostgreSQL", port_open("127.0.0.1", 5432))
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def session_relay() -> Iterator[Relay]:
+    """One relay for the session (the session worker delivers to it)."""
+    relay = Relay(free_port()).start()
+    yield relay
+    relay.stop()
+
+
+@pytest.fixture
+def relay(session_relay: Relay) -> Relay:
+    """The session relay, emptied for this test."""
+    session_relay.handler.reset()
+    return session_relay
+
+
+def worker_env(redis_url: str, database_url: str, relay_url: str, **extra: str) -> dict[str, str]:
+    """Environment for worker processes under test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILDISPATCH_")}
+    env.update(
+        {
+            "MAILDISPATCH_BROKER_URL": redis_url,
+            "MAILDISPATCH_DATABASE_URL": database_url,
+            "MAILDISPATCH_MSC_RELAYS": relay_url,
+            "MAILDISPATCH_SECRET_KEY": SECRET,
+            "MAILDISPATCH_MSC_DOMAIN": "mail.operator.test",
+            "MAILDISPATCH_BOUNCE_DOMAIN": "bounces.operator.test",
+            "MAILDISPATCH_MSC_RETRY_DELAYS": "0.3s,0.6s",
+            "MAILDISPATCH_MSC_GIVE_UP_AFTER": "6s",
+            "MAILDISPATCH_SCHEDULER_INTERVAL": "0.1s",
+            "MAILDISPATCH_LOG_FORMAT": "json",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def make_settings(env: dict[str, str], **overrides: Any) -> Settings:
+    """Settings equal to what the worker processes read from ``env``."""
+    fields = {
+        k.removeprefix("MAILDISPATCH_").lower(): v
+        for k, v in env.items()
+        if k.startswith("MAILDISPATCH_")
+    }
+    return Settings(**(fields | overrides))
+
+
+class Fleet:
+    """A running MSC worker and scheduler, with the settings a producer needs to reach them."""
+
+    def __init__(self, env: dict[str, str], settings: Settings, database_url: str) -> None:
+        self.env = env
+        self.settings = settings
+        self.database_url = database_url
+
+
+@pytest.fixture(scope="session")
+def msc_fleet(
+    redis_url: str, session_relay: Relay, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    """A real MSC Celery worker and the scheduler, as the Procfile starts them."""
+    tmp = tmp_path_factory.mktemp("fleet")
+    database_url = f"sqlite:///{tmp / 'store.db'}"
+    env = worker_env(redis_url, database_url, session_relay.url)
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    with (
+        background(
+            celery_worker_args("mail.msc", concurrency=2, pool="prefork"), env, tmp / "worker.log"
+        ),
+        background(scheduler_args(), env, tmp / "scheduler.log"),
+    ):
+        wait_for(
+            lambda: "ready" in (tmp / "worker.log").read_text(errors="replace"),
+            60,
+            what="worker ready",
+        )
+        yield Fleet(env, make_settings(env), database_url)
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def fleet(msc_fleet: Fleet, relay: Relay, redis_client: redis.Redis) -> Fleet:
+    """The session fleet, with an empty relay and Redis database for this test."""
+    return msc_fleet
+
+
+def logs_of(path: Path) -> str:
+    """A process log, for assertion messages."""
+    return path.read_text(errors="replace")[-4000:]

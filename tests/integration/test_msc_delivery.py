@@ -1,0 +1,148 @@
+"""The spine end to end: producer -> Redis -> real MSC worker -> real SMTP relay -> Failed Sends."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+
+import redis
+
+from producers.client import Dispatcher
+from tests.conftest import SECRET, Fleet
+from tests.support.relay import Relay
+from tests.support.services import REPO, wait_for
+from worker.returnpath import job_from_address
+
+FINAL = {"sent", "failed", "suppressed", "bounced"}
+
+
+def job(to: str, **overrides: object) -> dict[str, object]:
+    return {
+        "owner": "acme",
+        "identity": "Acme Support <support@acme.example>",
+        "to": [to],
+        "subject": f"Hello {to}",
+        "text": "Body text\n",
+        "metadata": {"conversation": "c-1"},
+    } | overrides
+
+
+def wait_final(
+    d: Dispatcher, ids: list[uuid.UUID], timeout: float = 60
+) -> dict[str, dict[str, str]]:
+    states: dict[str, dict[str, str]] = {}
+
+    def done() -> bool:
+        nonlocal states
+        states = {str(i): d.status(i) or {} for i in ids}
+        return all(s.get("state") in FINAL for s in states.values())
+
+    wait_for(done, timeout, 0.1, "jobs to reach a final state")
+    return states
+
+
+def cli(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "producers.cli", *args],
+        env=fleet.env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_batch_arrives_exactly_once_with_headers_and_envelope(fleet: Fleet, relay: Relay) -> None:
+    d = Dispatcher(fleet.settings)
+    jobs = [
+        job(f"user{i}@example.org", cc=[f"cc{i}@example.net"], bcc=[f"bcc{i}@example.net"])
+        for i in range(300)
+    ]
+    ids = d.send_many(jobs)
+    states = wait_final(d, ids)
+    assert all(s["state"] == "sent" for s in states.values())
+    counts = relay.handler.by_message_id()
+    assert len(counts) == 300 and set(counts.values()) == {1}
+    by_id = {str(m.message["Message-ID"]): m for m in relay.handler.messages}
+    for job_id, data in zip(ids, jobs, strict=True):
+        got = by_id[f"<{job_id}@mail.operator.test>"]
+        msg = got.message
+        assert msg["From"].addresses[0].addr_spec == "support@acme.example"
+        assert msg["Sender"] == "mailer@mail.operator.test"
+        assert msg["Bcc"] is None and data["bcc"][0].encode() not in got.data  # type: ignore[index]
+        assert sorted(got.rcpt_tos) == sorted([data["to"][0], data["cc"][0], data["bcc"][0]])  # type: ignore[index]
+        assert job_from_address(got.mail_from, [SECRET], "bounces.operator.test") == job_id
+    d.close()
+
+
+def test_rejected_recipient_becomes_a_failed_send(fleet: Fleet, relay: Relay) -> None:
+    d = Dispatcher(fleet.settings)
+    (job_id,) = d.send_many([job("reject-ghost@example.org")])
+    assert wait_final(d, [job_id])[str(job_id)]["state"] == "failed"
+    out = cli(fleet, "failed", "list", "--owner", "acme", "--json")
+    assert out.returncode == 0, out.stderr
+    rows = [r for r in json.loads(out.stdout)["items"] if r["job_id"] == str(job_id)]
+    assert len(rows) == 1
+    r = rows[0]
+    assert (r["recipient"], r["kind"], r["reply_code"], r["enhanced_status"]) == (
+        "reject-ghost@example.org",
+        "rejected",
+        550,
+        "5.1.1",
+    )
+    assert r["reason"] == "userunknown" and r["hard"] is True
+    assert "User unknown" in r["diagnostic"] and r["subject"] == "Hello reject-ghost@example.org"
+    assert r["metadata"] == {"conversation": "c-1"}
+    assert relay.handler.messages == []
+    d.close()
+
+
+def test_partial_rejection_delivers_the_others(fleet: Fleet, relay: Relay) -> None:
+    d = Dispatcher(fleet.settings)
+    (job_id,) = d.send_many([job("ok@example.org", cc=["reject-x@example.org"])])
+    state = wait_final(d, [job_id])[str(job_id)]
+    assert state["state"] == "sent"
+    assert [m.rcpt_tos for m in relay.handler.messages] == [["ok@example.org"]]
+    out = json.loads(cli(fleet, "status", str(job_id), "--json").stdout)
+    assert [f["recipient"] for f in out["failed_sends"]] == ["reject-x@example.org"]
+    d.close()
+
+
+def test_451_twice_then_accepted_is_delivered_once(fleet: Fleet, relay: Relay) -> None:
+    d = Dispatcher(fleet.settings)
+    (job_id,) = d.send_many([job("defer2-slow@example.org")])
+    state = wait_final(d, [job_id])[str(job_id)]
+    assert state["state"] == "sent" and state["attempts"] == "3"
+    assert relay.handler.attempts["defer2-slow@example.org"] == 3
+    assert list(relay.handler.by_message_id().values()) == [1]
+    d.close()
+
+
+def test_retries_exhausted_become_expired(fleet: Fleet, relay: Relay) -> None:
+    d = Dispatcher(fleet.settings)
+    (job_id,) = d.send_many([job("defer999-never@example.org")])
+    # give-up is 6 s in the fleet: the job expires with its last error
+    state = wait_final(d, [job_id], timeout=30)[str(job_id)]
+    assert state["state"] == "failed"
+    out = json.loads(cli(fleet, "status", str(job_id), "--json").stdout)
+    assert [f["kind"] for f in out["failed_sends"]] == ["expired"]
+    assert out["failed_sends"][0]["reply_code"] == 451
+    d.close()
+
+
+def test_redelivered_batch_does_not_send_twice(
+    fleet: Fleet, relay: Relay, redis_client: redis.Redis
+) -> None:
+    d = Dispatcher(fleet.settings)
+    jobs = [job(f"twice{i}@example.org") for i in range(20)]
+    ids = d.send_many(jobs)
+    wait_final(d, ids)
+    # the broker hands the same batch out again (as after a lost ack): nothing is sent again
+    wires = [{**j, "id": str(i), "channel": "msc"} for j, i in zip(jobs, ids, strict=True)]
+    d.publish(wires)
+    wait_for(lambda: redis_client.llen("mail.msc") == 0, 30, what="queue drained")
+    wait_for(lambda: True, 1)
+    assert sum(relay.handler.by_message_id().values()) == 20
+    d.close()

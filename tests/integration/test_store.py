@@ -1,0 +1,93 @@
+"""The Failed Sends store on both engines: migrations, idempotent rows, pagination, suppressions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+
+from worker.store import repo
+from worker.store.db import Store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[Store]:  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'var' / 'store.db'}")
+        yield s
+        s.dispose()
+        return
+    url = request.getfixturevalue("postgres_url")
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    admin = Store(url, migrate=False)
+    with admin.engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    s = Store(f"{url}?options=-csearch_path%3D{schema}")
+    yield s
+    s.dispose()
+    with admin.engine.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+def row(
+    job_id: str, recipient: str, owner: str = "o1", kind: str = "rejected"
+) -> dict[str, object]:
+    return {
+        "job_id": job_id,
+        "owner": owner,
+        "channel": "msc",
+        "recipient": recipient,
+        "kind": kind,
+        "reply_code": 550,
+        "enhanced_status": "5.1.1",
+        "reason": "userunknown",
+        "hard": True,
+        "diagnostic": "User unknown",
+        "subject": "Hi",
+        "identity": "A <a@example.com>",
+        "job_metadata": {"conversation": 7},
+        "job": {"id": job_id},
+    }
+
+
+def test_rows_are_recorded_once_and_listed_newest_first(store: Store) -> None:
+    with store.session() as s:
+        for i in range(5):
+            repo.record_failed_sends(s, [row(f"job-{i}", f"r{i}@example.org")])
+        repo.record_failed_sends(s, [row("job-0", "r0@example.org")])  # a redelivered record
+        repo.record_failed_sends(s, [row("job-x", "x@example.org", owner="o2")])
+    with store.session() as s:
+        page = repo.list_failed_sends(s, "o1", limit=3)
+        assert [f.job_id for f in page.items] == ["job-4", "job-3", "job-2"]
+        assert page.next_cursor is not None
+        rest = repo.list_failed_sends(s, "o1", cursor=page.next_cursor, limit=3)
+        assert [f.job_id for f in rest.items] == ["job-1", "job-0"]
+        assert rest.next_cursor is None
+        assert rest.items[0].job_metadata == {"conversation": 7}
+        assert rest.items[0].created_at is not None
+
+
+def test_suppressions_per_owner_and_operator_wide(store: Store) -> None:
+    with store.session() as s:
+        repo.suppress(s, "o1", ["Gone@Example.org"], "userunknown", "job-1")
+        repo.suppress(s, "o1", ["gone@example.org"], "userunknown", "job-2")
+        repo.suppress(s, repo.OPERATOR, ["spamtrap@example.net"], "complaint")
+    with store.session() as s:
+        found = repo.suppressed(
+            s, "o1", ["gone@example.org", "ok@example.org", "spamtrap@example.net"]
+        )
+        assert set(found) == {"gone@example.org", "spamtrap@example.net"}
+        assert repo.suppressed(s, "o2", ["gone@example.org"]) == {}
+        assert repo.unsuppress(s, "o1", "gone@example.org") == 1
+    with store.session() as s:
+        assert repo.suppressed(s, "o1", ["gone@example.org"]) == {}
+
+
+def test_upgrade_is_idempotent(store: Store) -> None:
+    from worker.store.db import upgrade
+
+    upgrade(store.engine)
+    upgrade(store.engine)

@@ -1,0 +1,32 @@
+"""Return-path tokens name the job and cannot be forged without the key."""
+
+from __future__ import annotations
+
+import uuid
+
+from worker.returnpath import job_from_address, make_token, return_path
+
+
+def test_round_trip_and_case_insensitive() -> None:
+    job_id = uuid.uuid4()
+    address = return_path(job_id, "k1", "bounces.op.test")
+    assert address.startswith("b+") and address.endswith("@bounces.op.test")
+    assert len(address.split("@")[0]) <= 64  # RFC 5321 local-part limit
+    assert job_from_address(address, ["k1"], "bounces.op.test") == job_id
+    assert job_from_address(address.upper(), ["k1"], "BOUNCES.op.test") == job_id
+
+
+def test_forged_or_foreign_tokens_are_refused() -> None:
+    job_id = uuid.uuid4()
+    token = make_token(job_id, "k1")
+    assert job_from_address(f"b+{token}@bounces.op.test", ["other"], "bounces.op.test") is None
+    tampered = ("a" if token[0] != "a" else "b") + token[1:]
+    assert job_from_address(f"b+{tampered}@bounces.op.test", ["k1"], "bounces.op.test") is None
+    assert job_from_address(f"b+{token}@elsewhere.test", ["k1"], "bounces.op.test") is None
+    assert job_from_address("postmaster@bounces.op.test", ["k1"], "bounces.op.test") is None
+
+
+def test_previous_key_still_verifies_after_rotation() -> None:
+    job_id = uuid.uuid4()
+    address = return_path(job_id, "old", "b.test")
+    assert job_from_address(address, ["new", "old"], "b.test") == job_id
