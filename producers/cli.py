@@ -7,6 +7,7 @@ commands (failed, db, demo, scheduler, bounce-server ...) import ``worker`` when
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -17,7 +18,10 @@ from config.settings import ConfigurationError, get_settings
 from producers.job import InvalidJob, parse_job
 
 Handler = Callable[[argparse.Namespace], int]
-COMMANDS: dict[str, Handler] = {}
+
+#: modules that add subcommands: each has ``register(subparsers)``, which only declares
+#: arguments (cheap, no worker imports); handlers import what they need when they run
+EXTENSIONS: tuple[str, ...] = ()
 
 
 def _print_json(data: Any) -> None:
@@ -319,8 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="run the main job on embedded defaults").set_defaults(
         handler=cmd_demo
     )
-    for name, handler in COMMANDS.items():
-        sub.add_parser(name).set_defaults(handler=handler)
+    for module in EXTENSIONS:
+        try:
+            importlib.import_module(module).register(sub)
+        except ImportError:  # a producer-only install lacks the worker's commands
+            continue
     return parser
 
 

@@ -25,8 +25,9 @@ from tests.support.services import (
     wait_for,
 )
 
-#: the Redis database the tests own; flushed around every test that uses it
-TEST_REDIS_DB = 13
+#: the Redis database the tests own; flushed around every test that uses it (set
+#: MAILDISPATCH_TEST_REDIS_DB to run two suites side by side on one Redis)
+TEST_REDIS_DB = int(os.environ.get("MAILDISPATCH_TEST_REDIS_DB", "13"))
 SECRET = "test-secret-key-0123456789abcdef"
 
 

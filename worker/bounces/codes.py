@@ -287,7 +287,7 @@ def prefer_status(field: str, inmesg: str, reply: str) -> str:
         return field
     if field in ("4.4.7", "4.7.0") or field.startswith("5.3."):
         return inmesg
-    if field[1:4] in (".5.1", ".5.2", ".5.4", ".5.5"):
+    if field[1:5] in (".5.1", ".5.2", ".5.4", ".5.5"):
         return inmesg
     if field == "5.1.1":
         if z1[1] > 0 or inmesg.startswith("5.5."):

@@ -295,7 +295,7 @@ def _another(fo: Fact) -> str:
         return fo.reason
     issued = _lower(fo)
     reason = reason_of_status(fo.status)
-    if reason in RETRY or fo.dtype != "SMTP":
+    if not reason or reason in RETRY or fo.dtype != "SMTP":
         for name in _ORDER_TEXT:
             if INCLUDED[name](issued):
                 return name
