@@ -395,7 +395,6 @@ NTTDOCOMO: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("mailboxfull", ("552 too much mail data",)),
     ("syntaxerror", ("503 bad sequence of commands", "504 command parameter not implemented")),
     ("toomanyconn", ("552 too many recipients",)),
-    ("userunknown", ("550 unknown user",)),
 )
 OUTLOOK: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
@@ -502,6 +501,9 @@ MESSAGELABS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "Invalid recipient",
             "mailbox is not allowed",
             "Recipient mailbox is not allowed",
+            # Older Symantec.cloud bounces say only "542 <address> Rejected"
+            "542 ",
+            " Rejected",
         ),
     ),
 )

@@ -141,11 +141,10 @@ def _nttdocomo(fo: Fact) -> str:
     if status == "5.2.0":
         return "filtered"
     found = _first(t.NTTDOCOMO, issued)
-    if found:
+    if found or status != "5.0.0":
         return found
-    if status == "5.0.0":
-        return {"RCPT": "userunknown", "DATA": "rejected"}.get(fo.command, "")
-    return ""
+    # A docomo rejection at DATA is its per-user filter, at RCPT an unknown user
+    return {"RCPT": "userunknown", "DATA": "rejected"}.get(fo.command, "")
 
 
 def _lowered(table: tuple[tuple[str, tuple[str, ...]], ...]) -> Callable[[Fact], str]:

@@ -385,9 +385,11 @@ _FML_TABLE: tuple[tuple[str, tuple[str, ...]], ...] = (
             "You are not a member of this mailing list",
         ),
     ),
-    ("notcompliantrfc", ("Duplicated Message-ID",)),
     ("securityerror", ("Security alert:",)),
-    ("systemerror", (" has detected a loop condition so that", "Loop Back Warning:")),
+    (
+        "systemerror",
+        (" has detected a loop condition so that", "Loop Back Warning:", "Duplicated Message-ID"),
+    ),
 )
 
 
