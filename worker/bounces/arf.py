@@ -36,10 +36,13 @@ def is_arf(message: Message) -> bool:
     ctype = message.header("content-type")
     if aligned(ctype, ("report-type=", "feedback-report")):
         return True
-    if "multipart/mixed" in ctype and "complaint about message from " in message.header("subject"):
-        # Microsoft (JMRP) and Amazon SES send their own complaint format
-        if contains_any(message.header("from"), _ABUSE_SENDERS):
-            return True
+    # Microsoft (JMRP) and Amazon SES send their own complaint format
+    if (
+        "multipart/mixed" in ctype
+        and "complaint about message from " in message.header("subject")
+        and contains_any(message.header("from"), _ABUSE_SENDERS)
+    ):
+        return True
     return message.header("x-apple-unsubscribe") == "true"
 
 

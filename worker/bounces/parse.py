@@ -14,6 +14,8 @@ and the sisimai development team):
 
 from __future__ import annotations
 
+import re
+
 from . import arf, autoreply, codes, dsn
 from .formats import DECODERS, order_for
 from .hosts import find_address, find_host, is_email_address, is_internet_host, parse_received
@@ -37,6 +39,7 @@ _ENVELOPE_HEADERS = (
     "x-envelope-to",
     "x-rcpt-to",
 )
+_RECEIVED_FOR = re.compile(r"\bfor\s+<?([^\s<>;]+@[^\s<>;]+)>?", re.IGNORECASE)
 _ORIGINAL_KEEP = ("message-id", "subject", "from", "to", "x-maildispatch-job")
 _ORIGINAL_NAMES = {
     "message-id": "Message-ID",
@@ -236,10 +239,29 @@ def _envelope(message: Message) -> tuple[str, ...]:
                 if addr and addr not in found:
                     found.append(addr)
     for value in message.headers.get("received", []):
-        addr = parse_received(value).get("for", "").lower()
-        if addr and is_email_address(addr) and addr not in found:
-            found.append(addr)
+        if " for " not in value:
+            continue
+        hit = _RECEIVED_FOR.search(value)
+        if hit:
+            cand = hit.group(1).lower()
+            if cand not in found and is_email_address(cand):
+                found.append(cand)
     return tuple(found)
+
+
+def _original_case(body: str, name: str, value: str) -> str:
+    """Return ``value`` as written in the returned message (the decoders see it lower-cased)."""
+    lower = body.lower()
+    want = value.lower()
+    pos = lower.find("\n" + name + ":")
+    while pos > -1:
+        start = pos + len(name) + 2
+        end = lower.find("\n", start)
+        end = len(lower) if end < 0 else end
+        if " ".join(lower[start:end].split()) == " ".join(want.split()):
+            return " ".join(body[start:end].split())
+        pos = lower.find("\n" + name + ":", end)
+    return value
 
 
 def _kind(bounces: list[Bounce], decoder: str) -> str:
@@ -264,6 +286,7 @@ def parse_bounce(raw: bytes) -> BounceReport:
     if message is None:
         return BounceReport()
     envelope = _envelope(message)
+    untidy = message.payload
     sifted = _sift(message)
     if sifted is None:
         return BounceReport(envelope_recipients=envelope)
@@ -286,7 +309,7 @@ def parse_bounce(raw: bytes) -> BounceReport:
                 bounces.append(bounce)
     feedback = next((r.feedback_type for r in rising.records if r.feedback_type), None)
     headers = {
-        _ORIGINAL_NAMES[k]: original[k][0]
+        _ORIGINAL_NAMES[k]: _original_case(untidy, k, original[k][0])
         for k in _ORIGINAL_KEEP
         if original.get(k) and original[k][0]
     }

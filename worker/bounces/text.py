@@ -72,12 +72,15 @@ def aligned_any(text: str, table: Iterable[Sequence[str]]) -> bool:
 
 def contains_any(text: str, needles: Iterable[str]) -> bool:
     """Return True when ``text`` contains any of ``needles``."""
-    return bool(text) and any(n in text for n in needles)
+    # map() over the bound method keeps the loop in C, which matters for the long tables
+    return bool(text) and any(map(text.__contains__, needles))
 
 
 def startswith_any(text: str, prefixes: Iterable[str]) -> bool:
     """Return True when ``text`` starts with any of ``prefixes``."""
-    return bool(text) and any(text.startswith(p) for p in prefixes)
+    if not text:
+        return False
+    return text.startswith(prefixes if isinstance(prefixes, tuple) else tuple(prefixes))
 
 
 def is_contained(needle: str, haystacks: Iterable[str]) -> bool:

@@ -209,14 +209,16 @@ def decode(msg: Message) -> Rising | None:
         rec.rhost = rec.rhost or find_host(rec.diagnosis)
         rec.lhost = rec.lhost or lhost
         if not rec.command:
+            command = ""
             for mark in _COMMAND_MARKS:
                 if mark in rec.diagnosis:
-                    rec.command = codes.find_command(rec.diagnosis)
-                    if rec.command:
+                    command = codes.find_command(rec.diagnosis)
+                    if command:
                         break
-            if rec.command in ("EHLO", "HELO"):
+            rec.command = command
+            if command in ("EHLO", "HELO"):
                 rec.reason = "blocked"
-            elif rec.command == "MAIL":
+            elif command == "MAIL":
                 rec.reason = "onhold"
             else:
                 for reason, texts in _MESSAGES:
