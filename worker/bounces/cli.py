@@ -23,7 +23,12 @@ def parse_files_command(paths: list[str], as_json: bool) -> int:
             status = 1
             out.write(json.dumps({"file": path, "error": str(exc)}) + "\n")
             continue
-        report = parse_bounce(raw)
+        try:
+            report = parse_bounce(raw)
+        except Exception as exc:  # one bad file must not end the batch
+            status = 1
+            out.write(json.dumps({"file": path, "error": f"parser failed: {exc!r}"}) + "\n")
+            continue
         if as_json:
             row = {"file": path, "bounces": [b.as_json() for b in report.bounces]}
             out.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import quopri
+from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 
 from .model import Message
@@ -57,7 +58,7 @@ def to_lf(text: str) -> str:
 def _decode_words(value: str) -> str:
     try:
         return str(make_header(decode_header(value)))
-    except (ValueError, LookupError, UnicodeError):
+    except (ValueError, LookupError, UnicodeError, HeaderParseError):
         return value
 
 

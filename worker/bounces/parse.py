@@ -15,6 +15,7 @@ and the sisimai development team):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from . import arf, autoreply, codes, dsn
 from .formats import DECODERS, order_for
@@ -55,7 +56,7 @@ def _sift(message: Message) -> tuple[Rising, str] | None:
     for name in order_for(message.header("subject")):
         if name in ("ARF", "RFC3834"):
             continue
-        rising = DECODERS[name](message)
+        rising = _attempt(DECODERS[name], message)
         if rising is not None and rising.records:
             return rising, name
     for name, decoder in (
@@ -63,10 +64,19 @@ def _sift(message: Message) -> tuple[Rising, str] | None:
         ("ARF", arf.inquire),
         ("RFC3834", autoreply.inquire),
     ):
-        rising = decoder(message)
+        rising = _attempt(decoder, message)
         if rising is not None and rising.records:
             return rising, name
     return None
+
+
+def _attempt(decoder: Callable[[Message], Rising | None], message: Message) -> Rising | None:
+    # Reports are untrusted input: a decoder tripping over a malformed one must not
+    # stop the others from trying, so its slicing/lookup errors count as "not mine".
+    try:
+        return decoder(message)
+    except (IndexError, KeyError, ValueError, TypeError, AttributeError):
+        return None
 
 
 def _original_headers(rfc822: str) -> dict[str, list[str]]:
