@@ -6,18 +6,20 @@ from typing import Any
 
 from celery import Celery, signals
 
-from config.settings import get_settings
+from config.settings import ConfigurationError, get_settings
 from producers.client import make_celery
 from worker.logging import configure_logging
 
+# Every process (worker, Flower, beat) refuses to start without a secret key: there is no
+# built-in default. Checked here, at import, because Celery logs and swallows exceptions
+# raised by signal receivers such as worker_init.
+try:
+    get_settings().require_secret_key()
+except ConfigurationError as exc:
+    raise SystemExit(f"configuration error: {exc}") from None
+
 app: Celery = make_celery(get_settings(), "maildispatch")
 app.conf.imports = ("worker.tasks",)
-
-
-@signals.worker_init.connect
-def _check_config(**_: Any) -> None:
-    # every process refuses to start without a secret key: there is no built-in default
-    get_settings().require_secret_key()
 
 
 @signals.setup_logging.connect
