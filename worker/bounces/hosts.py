@@ -9,6 +9,7 @@ the sisimai development team).  Bounces quote addresses in every possible shape
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from .text import aligned, select
 
@@ -42,6 +43,7 @@ def is_ipv4(text: str) -> bool:
     return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
+@lru_cache(maxsize=8192)
 def is_internet_host(host: str) -> bool:
     """Return True for a valid Internet host name (RFC 1123, TLD must not be numeric)."""
     if len(host) < 4 or len(host) > 255:
@@ -71,6 +73,7 @@ def is_domain_literal(email: str) -> bool:
     return False
 
 
+@lru_cache(maxsize=8192)
 def is_email_address(email: str) -> bool:
     """Return True for something that looks like a deliverable address (lenient RFC 5322)."""
     if len(email) < 5:
@@ -134,6 +137,7 @@ def _clean(candidate: str) -> str:
     return candidate.strip(".")
 
 
+@lru_cache(maxsize=8192)
 def find_address(text: str) -> str:
     """Return the first email address in ``text`` (``"Name" <a@b>``, ``a@b``, ``<a@b>:``)."""
     if len(text) < 5:
@@ -183,6 +187,7 @@ _STARTAFTER = ("generating server: ", "serveur de g", "server di generazione", "
 _EXISTUNTIL = (" did not like our ",)
 
 
+@lru_cache(maxsize=8192)
 def find_host(text: str) -> str:
     """Return the (longest) Internet host name mentioned in an error message."""
     if not text:
@@ -233,7 +238,17 @@ def find_host(text: str) -> str:
 _RECEIVED_LABELS = ("from", "by", "via", "with", "id", "for")
 
 
+@lru_cache(maxsize=8192)
+def _received(value: str) -> tuple[tuple[str, str], ...]:
+    return tuple(_parse_received(value).items())
+
+
 def parse_received(value: str) -> dict[str, str]:
+    """Split a Received: header into from/by/via/with/id/for tokens (Sisimai's rules)."""
+    return dict(_received(value))
+
+
+def _parse_received(value: str) -> dict[str, str]:
     """Split a Received: header into from/by/via/with/id/for tokens (Sisimai's rules)."""
     token: dict[str, str] = {}
     if " " not in value or " invoked by uid" in value or " invoked from network" in value:

@@ -9,6 +9,7 @@ azumakuniyuki and the sisimai development team).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 from . import rhost_tables as t
 from .codes import valid_reply, valid_status
@@ -45,12 +46,16 @@ _CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def provider_of(fo: Fact) -> str:
     """Return the provider name for a recipient domain, remote host or local host."""
-    domain = fo.destination.lower()
+    return _provider(fo.destination.lower(), fo.rhost.lower(), fo.lhost.lower())
+
+
+@lru_cache(maxsize=4096)
+def _provider(domain: str, rhost: str, lhost: str) -> str:
     if domain:
         for name, hosts in _CLASSES:
             if any(h.endswith(domain) for h in hosts):
                 return name
-    for host in (fo.rhost.lower(), fo.lhost.lower()):
+    for host in (rhost, lhost):
         if not host:
             continue
         for name, hosts in _CLASSES:
