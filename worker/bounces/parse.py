@@ -314,7 +314,10 @@ def parse_bounce(raw: bytes) -> BounceReport:
     bounces: list[Bounce] = []
     if has_addresser:
         for rec in rising.records:
-            bounce = _build(rec, message, original)
+            try:
+                bounce = _build(rec, message, original)
+            except (IndexError, KeyError, ValueError, TypeError, AttributeError):
+                continue  # a malformed record is dropped, the others still count
             if bounce is not None:
                 bounces.append(bounce)
     feedback = next((r.feedback_type for r in rising.records if r.feedback_type), None)

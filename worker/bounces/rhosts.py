@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import lru_cache
 
+from . import rhost_google, rhost_microsoft
 from . import rhost_tables as t
 from .codes import valid_reply, valid_status
 from .reasons import Fact
@@ -75,7 +76,7 @@ def _google(fo: Fact) -> str:
     if not fo.diagnostic or not valid_reply(fo.reply_code) or not valid_status(fo.status):
         return ""
     status, reply, issued = fo.status[2:], fo.reply_code[1:], fo.diagnostic.lower()
-    for reason, code, dsn, text in t.GOOGLE:
+    for reason, code, dsn, text in rhost_google.GOOGLE:
         # Sisimai compares only the tail of both codes (421 and 521 look alike here)
         if text in issued and code.find(reply) >= 1 and dsn.find(status) >= 2:
             return reason
@@ -86,7 +87,7 @@ def _gsuite(fo: Fact) -> str:
     if not fo.diagnostic:
         return ""
     sc, rc = fo.status[:1], fo.reply_code[:1]
-    for reason, needles in t.GSUITE:
+    for reason, needles in rhost_google.GSUITE:
         if not contains_any(fo.diagnostic, needles):
             continue
         if reason == "networkerror" and "5" in (sc, rc):
@@ -102,7 +103,7 @@ def _microsoft(fo: Fact) -> str:
         return ""
     status, issued = fo.status, fo.diagnostic.lower()
     third = int(status.split(".")[2])
-    for reason, code, low, high, text in t.MICROSOFT:
+    for reason, code, low, high, text in rhost_microsoft.MICROSOFT:
         if low == high:
             if status != code:
                 continue
@@ -113,7 +114,7 @@ def _microsoft(fo: Fact) -> str:
                 continue
         if text in issued:
             return reason
-    for label, (reply, reason) in t.MICROSOFT_CODES.items():
+    for label, (reply, reason) in rhost_microsoft.MICROSOFT_CODES.items():
         if label in fo.diagnostic and fo.reply_code == reply:
             return reason
     return ""
