@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     msc_domain: str = "mail.maildispatch.invalid"
     msc_sender_local: str = "mailer"
     bounce_domain: str = "bounces.maildispatch.invalid"
+    # Inbound bounces (worker/bounces/): SMTP listener, size cap, publish timeout, IMAP password
+    bounce_listen: str = "127.0.0.1:2526"
+    bounce_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    bounce_publish_timeout: float = 5.0
+    bounce_imap_password: SecretStr | None = None
     dkim_private_key_file: str | None = None
     dkim_selector: str | None = None
     msc_connections_per_relay: int = Field(32, ge=1, le=1000)
@@ -122,6 +127,7 @@ class Settings(BaseSettings):
         "visibility_timeout",
         "scheduler_interval",
         "smtp_timeout",
+        "bounce_publish_timeout",
         mode="before",
     )(_duration)
 
