@@ -441,7 +441,7 @@ def apachejames(msg: Message) -> Rising | None:
         if not line:
             continue
         if line.startswith("  RCPT TO: "):
-            recs.add(line[12:])
+            recs.add(line[11:].strip())
         elif line.startswith("  Sent date: "):
             recs.cur.date = alt[2] = line[13:]
         elif line.startswith("  Subject: "):

@@ -38,6 +38,7 @@ def _ses_json(payload: str) -> dict[str, Any] | None:
         text = text.replace("\\", "")
         text = "{" + select(text, "{", "\n", p2 + 9)
         text = text.rstrip(",").rstrip('"')
+    text = text.strip()
     if "notificationType" not in text or not text.startswith("{") or not text.endswith("}"):
         return None
     try:
