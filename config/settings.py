@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     smtp_retry_delays: Durations = (30.0, 120.0, 600.0, 1800.0, 3600.0)
     smtp_give_up_after: float = 86400.0
 
+    # HTTP API and Flower
+    api_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # larger request bodies get 413
+    flower_basic_auth: SecretStr | None = None  # "user:password[,user2:password2]"
+
     # Logging
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
