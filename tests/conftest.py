@@ -102,43 +102,62 @@ def make_settings(env: dict[str, str], **overrides: Any) -> Settings:
 
 
 class Fleet:
-    """A running MSC worker and scheduler, with the settings a producer needs to reach them."""
+    """A running MSC worker and scheduler, with the settings a producer needs to reach them.
 
-    def __init__(self, env: dict[str, str], settings: Settings, database_url: str) -> None:
+    The fleet has a private redis-server (its broker and job state), so no other test's jobs
+    reach its worker and no other suite on the machine shares its queues.
+    """
+
+    def __init__(
+        self, env: dict[str, str], settings: Settings, database_url: str, redis_url: str
+    ) -> None:
         self.env = env
         self.settings = settings
         self.database_url = database_url
+        self.redis_url = redis_url
+        self.redis = redis.Redis.from_url(redis_url)
 
 
 @pytest.fixture(scope="session")
-def msc_fleet(
-    redis_url: str, session_relay: Relay, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Fleet]:
+def msc_fleet(session_relay: Relay, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     """A real MSC Celery worker and the scheduler, as the Procfile starts them."""
+    from tests.support.redis_server import RedisServer
+
     tmp = tmp_path_factory.mktemp("fleet")
+    server = RedisServer(tmp / "redis").start()
     database_url = f"sqlite:///{tmp / 'store.db'}"
-    env = worker_env(redis_url, database_url, session_relay.url)
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    with (
-        background(
-            celery_worker_args("mail.msc", concurrency=2, pool="prefork"), env, tmp / "worker.log"
-        ),
-        background(scheduler_args(), env, tmp / "scheduler.log"),
-    ):
-        wait_for(
-            lambda: "ready" in (tmp / "worker.log").read_text(errors="replace"),
-            60,
-            what="worker ready",
-        )
-        yield Fleet(env, make_settings(env), database_url)
-    client.flushdb()
-    client.close()
+    env = worker_env(server.url, database_url, session_relay.url)
+    try:
+        with (
+            background(
+                celery_worker_args("mail.msc", concurrency=2, pool="prefork"),
+                env,
+                tmp / "worker.log",
+            ),
+            background(scheduler_args(), env, tmp / "scheduler.log"),
+        ):
+            wait_for(
+                lambda: "ready" in (tmp / "worker.log").read_text(errors="replace"),
+                60,
+                what="worker ready",
+            )
+            fleet = Fleet(env, make_settings(env), database_url, server.url)
+            yield fleet
+            fleet.redis.close()
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-def fleet(msc_fleet: Fleet, relay: Relay, redis_client: redis.Redis) -> Fleet:
-    """The session fleet, with an empty relay and Redis database for this test."""
+def fleet(msc_fleet: Fleet, relay: Relay) -> Fleet:
+    """The session fleet, with an empty relay and no job state left from other tests.
+
+    Only maildispatch's keys go: kombu's queue bindings must survive, or publishers that
+    declared them earlier would route into nothing.
+    """
+    stale = list(msc_fleet.redis.scan_iter("md:*", count=1000))
+    if stale:
+        msc_fleet.redis.delete(*stale)
     return msc_fleet
 
 

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import redis
-
 from tests.conftest import Fleet
 from tests.integration.test_msc_delivery import wait_final
 from tests.support.relay import Relay
@@ -65,7 +63,7 @@ def malformed_jobs() -> list[tuple[str, dict[str, object]]]:
 
 
 def test_send_batch_refuses_every_malformed_line_and_enqueues_nothing(
-    fleet: Fleet, redis_client: redis.Redis, tmp_path: Path
+    fleet: Fleet, tmp_path: Path
 ) -> None:
     lines = [json.dumps(GOOD)] + [json.dumps(j) for _, j in malformed_jobs()] + ["{not json"]
     path = tmp_path / "jobs.jsonl"
@@ -82,7 +80,7 @@ def test_send_batch_refuses_every_malformed_line_and_enqueues_nothing(
         assert any(
             line.startswith(f"line {number}: {field}") for line in out.stderr.splitlines()
         ), (number, field)
-    assert redis_client.llen("mail.msc") == 0 and redis_client.keys("md:job:*") == []
+    assert fleet.redis.llen("mail.msc") == 0 and fleet.redis.keys("md:job:*") == []
 
 
 def test_send_batch_with_skip_invalid_delivers_the_valid_lines(
@@ -136,7 +134,7 @@ def test_send_and_status(fleet: Fleet, relay: Relay) -> None:
     assert status["reply"].startswith("250")
 
 
-def test_send_refuses_header_injection(fleet: Fleet, redis_client: redis.Redis) -> None:
+def test_send_refuses_header_injection(fleet: Fleet) -> None:
     out = run(
         fleet.env,
         "send",
@@ -152,7 +150,7 @@ def test_send_refuses_header_injection(fleet: Fleet, redis_client: redis.Redis) 
         "x",
     )
     assert out.returncode == 2 and "subject" in out.stderr and "CR, LF" in out.stderr
-    assert redis_client.llen("mail.msc") == 0
+    assert fleet.redis.llen("mail.msc") == 0
 
 
 def test_processes_refuse_to_start_without_a_secret_key(fleet: Fleet) -> None:

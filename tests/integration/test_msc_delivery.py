@@ -7,8 +7,6 @@ import subprocess
 import sys
 import uuid
 
-import redis
-
 from producers.client import Dispatcher
 from tests.conftest import SECRET, Fleet
 from tests.support.relay import Relay
@@ -132,9 +130,7 @@ def test_retries_exhausted_become_expired(fleet: Fleet, relay: Relay) -> None:
     d.close()
 
 
-def test_redelivered_batch_does_not_send_twice(
-    fleet: Fleet, relay: Relay, redis_client: redis.Redis
-) -> None:
+def test_redelivered_batch_does_not_send_twice(fleet: Fleet, relay: Relay) -> None:
     d = Dispatcher(fleet.settings)
     jobs = [job(f"twice{i}@example.org") for i in range(20)]
     ids = d.send_many(jobs)
@@ -142,7 +138,7 @@ def test_redelivered_batch_does_not_send_twice(
     # the broker hands the same batch out again (as after a lost ack): nothing is sent again
     wires = [{**j, "id": str(i), "channel": "msc"} for j, i in zip(jobs, ids, strict=True)]
     d.publish(wires)
-    wait_for(lambda: redis_client.llen("mail.msc") == 0, 30, what="queue drained")
+    wait_for(lambda: fleet.redis.llen("mail.msc") == 0, 30, what="queue drained")
     wait_for(lambda: True, 1)
     assert sum(relay.handler.by_message_id().values()) == 20
     d.close()
