@@ -19,7 +19,7 @@ except ConfigurationError as exc:
     raise SystemExit(f"configuration error: {exc}") from None
 
 app: Celery = make_celery(get_settings(), "maildispatch")
-app.conf.imports = ("worker.tasks",)
+app.conf.imports = ("worker.tasks", "worker.bounces.tasks")
 
 
 @signals.setup_logging.connect
@@ -35,4 +35,5 @@ def _close(**_: Any) -> None:
     shutdown_runtime()
 
 
+import worker.bounces.tasks  # noqa: E402  (the bounce ingest task)
 import worker.tasks  # noqa: E402,F401  (registers the tasks on ``app``)

@@ -1,0 +1,389 @@
+"""Ingest one inbound report: verify its return-path token, parse it, record what it says.
+
+Order of steps, each of which may end the ingest:
+
+1. parse the raw message (:func:`worker.bounces.parse.parse_bounce`);
+2. find the job: the first ``b+<token>@<bounce domain>`` among the SMTP recipients, else among
+   the report's own envelope headers (Delivered-To, To ...), else (a feedback loop report sent to
+   ``fbl@...``, a forwarded mailbox) anywhere in the message. A token is only trusted when its
+   HMAC verifies under the current or a previous secret key. A token that is named but does not
+   verify is a forgery: logged and dropped, with no row, so a stranger cannot write into anyone's
+   Failed Sends;
+3. load the job's owner, channel, subject, identity and recipients from its Redis state hash
+   (written by the producer and by the MSC delivery); only MSC jobs carry our return path;
+4. by kind: a failure becomes one Failed Send per failed recipient (kind ``bounced``), an ARF
+   abuse report one of kind ``complaint``; hard bounces and complaints go on the owner's
+   suppression list; a delay warning is a note on the job; an auto-reply is ignored.
+
+Everything is idempotent (rows are unique per job, recipient and kind; suppressions per owner
+and address), so a report delivered twice, or a task run twice, changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import structlog
+
+from config import keys
+from config.settings import Settings
+from worker.bounces.enqueue import InboundMessage, envelope_domains
+from worker.bounces.model import Bounce, BounceReport
+from worker.bounces.parse import parse_bounce
+from worker.returnpath import PREFIX, job_from_address, verify_token
+from worker.store import Store, repo
+
+log = structlog.get_logger("maildispatch.bounces.ingest")
+
+#: ARF feedback types that are a recipient's complaint (RFC 5965 3.5); ``not-spam`` and the
+#: DMARC ``auth-failure`` reports are not, and are ignored
+COMPLAINT_TYPES = frozenset({"abuse", "fraud", "virus", "other"})
+#: actions of recipients that were not failures (RFC 3464 2.3.3)
+_NOT_FAILED = frozenset({"delayed", "delivered", "relayed", "expanded"})
+_NOT_FAILED_REASONS = frozenset({"delivered", "feedback", "vacation"})
+
+# A delay *warning* ("will be retried") and a final *expiry* ("gave up after 5 days") both parse
+# as reason ``expired``; only the second is a failure. These markers tell them apart, looked for
+# in the notice itself, before the quoted original message.
+_QUOTED = re.compile(
+    rb"(?im)content-type:[ \t]*(message/rfc822|text/rfc822-headers|message/global)"
+    rb"|^-+ ?(original message|this is a copy)"
+)
+_WARNING_STRONG = re.compile(
+    rb"(?im)warning (message )?only|do not need to resend|will be retried|retried for \d+ more"
+    rb"|still being retried|will keep trying|^will-retry-until:"
+)
+_ACTION = re.compile(rb"(?im)^action:[ \t]*(failed|delayed)\b")
+_WARNING_WEAK = re.compile(
+    rb"(?i)warning|\bdelay(ed)?\b|will[- ]retry|not (yet )?been delivered yet"
+)
+_FINAL_WORDS = re.compile(
+    rb"(?i)fail|undeliver|returned|could not be delivered|gave up|giving up|permanent|error"
+    rb"|expired|rejected"
+)
+
+
+def is_delay_warning(raw: bytes) -> bool:
+    """Is this notice a warning that delivery is still being retried (not a final failure)?"""
+    quoted = _QUOTED.search(raw)
+    head = raw[: quoted.start()] if quoted else raw[:20000]
+    if _WARNING_STRONG.search(head):
+        return True
+    actions = {a.lower() for a in _ACTION.findall(raw)}
+    if b"failed" in actions:
+        return False
+    if b"delayed" in actions:
+        return True
+    return bool(_WARNING_WEAK.search(head)) and not _FINAL_WORDS.search(head)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an ingest did, returned by the task (no addresses, no content)."""
+
+    result: str  # recorded | complaint | delay | autoreply | ignored | unrecognized | dropped
+    job_id: str | None = None
+    rows: int = 0
+    suppressed: int = 0
+    why: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """What the job's state hash says about it."""
+
+    owner: str
+    channel: str
+    subject: str
+    identity: str
+    recipients: tuple[str, ...]
+    metadata: dict[str, Any]
+
+
+class Ingest:
+    """Turns inbound reports into Failed Sends, suppressions and job-state notes."""
+
+    def __init__(self, settings: Settings, client: redis.Redis, store: Store) -> None:
+        self.settings = settings
+        self.redis = client
+        self.store = store
+        self.domain = settings.bounce_domain.lower()
+        self.secret_keys = [settings.require_secret_key()] + [
+            k.get_secret_value() for k in settings.previous_secret_keys
+        ]
+        self._token_in_text = re.compile(
+            rb"(?i)\bb\+([a-z2-7]{30,60})@" + re.escape(self.domain.encode())
+        )
+
+    # -- the steps --------------------------------------------------------------------------
+    def handle(self, message: InboundMessage) -> Outcome:
+        """Ingest one message; raises only when Redis or the database failed (retry then)."""
+        try:
+            report = parse_bounce(message.raw)
+        except Exception:  # a parser bug: counted and logged, never retried (it would recur)
+            log.exception("bounce_parse_crashed", size=len(message.raw), source=message.source)
+            self.redis.hincrby(keys.COUNTERS, "bounce_parse_errors", 1)
+            return Outcome("dropped", why="parse_error")
+        job_id, found_in = self.find_job(message, report)
+        if job_id is None:
+            log.warning(
+                "bounce_dropped",
+                why=found_in,
+                source=message.source,
+                kind=report.kind,
+                rcpt_domains=envelope_domains(message.rcpt_tos or report.envelope_recipients),
+            )
+            self.redis.hincrby(keys.COUNTERS, f"bounces_{found_in}", 1)
+            return Outcome("dropped", why=found_in)
+        with structlog.contextvars.bound_contextvars(job_id=str(job_id), source=message.source):
+            return self._for_job(str(job_id), message, report)
+
+    def find_job(
+        self, message: InboundMessage, report: BounceReport
+    ) -> tuple[uuid.UUID | None, str]:
+        """The job the report is about, and where its token was found (or why there is none)."""
+        for where, addresses in (
+            ("envelope", message.rcpt_tos),
+            ("headers", report.envelope_recipients),
+        ):
+            tokens = [a for a in addresses if self._is_token_address(a)]
+            for address in tokens:
+                job_id = job_from_address(address, self.secret_keys, self.domain)
+                if job_id is not None:
+                    return job_id, where
+            if tokens:
+                return None, "forged_token"
+        # no return path named where it belongs: a feedback loop report to fbl@..., or a mailbox
+        # that lost Delivered-To; the original message quoted in it still carries its token
+        named = False
+        for match in self._token_in_text.finditer(message.raw):
+            named = True
+            job_id = verify_token(match.group(1).decode("ascii"), self.secret_keys)
+            if job_id is not None:
+                return job_id, "body"
+        return None, "forged_token" if named else "no_token"
+
+    def _is_token_address(self, address: str) -> bool:
+        local, _, domain = address.strip().strip("<>").rpartition("@")
+        return domain.lower() == self.domain and local.lower().startswith(PREFIX)
+
+    def _for_job(self, job_id: str, message: InboundMessage, report: BounceReport) -> Outcome:
+        job = self.load_job(job_id)
+        if job is None:
+            log.warning("bounce_job_unknown", kind=report.kind)
+            return Outcome("dropped", job_id, why="job_unknown")
+        if job.channel != "msc":  # only MSC mail carries our return path
+            log.warning("bounce_wrong_channel", channel=job.channel)
+            return Outcome("dropped", job_id, why="not_msc")
+        if report.kind == "autoreply":
+            log.info("bounce_autoreply_ignored")
+            return Outcome("autoreply", job_id)
+        if report.kind == "feedback":
+            return self._complaint(job_id, job, report)
+        failed = self.failures(report, message.raw)
+        if failed:
+            return self._bounced(job_id, job, failed)
+        if report.kind == "delay" or any(b.action == "delayed" for b in report.bounces):
+            return self._delayed(job_id, report)
+        log.info("bounce_unrecognized", kind=report.kind, recipients=len(report.bounces))
+        return Outcome("unrecognized", job_id)
+
+    @staticmethod
+    def failures(report: BounceReport, raw: bytes) -> list[Bounce]:
+        """The recipients the report says failed (a final expiry counts; a warning does not)."""
+        final_expiry: bool | None = None
+        failed = []
+        for b in report.bounces:
+            if b.reason in _NOT_FAILED_REASONS:
+                continue
+            if b.action == "failed" or (b.action not in _NOT_FAILED and b.reason != "expired"):
+                failed.append(b)
+            elif b.reason == "expired" and b.action == "delayed":
+                if final_expiry is None:
+                    final_expiry = not is_delay_warning(raw)
+                if final_expiry:
+                    failed.append(b)
+        return failed
+
+    # -- outcomes ----------------------------------------------------------------------------
+    def _bounced(self, job_id: str, job: JobInfo, failed: Sequence[Bounce]) -> Outcome:
+        pairs = self._attribute(job, failed)
+        if not pairs:
+            return Outcome("dropped", job_id, why="recipient_not_in_job")
+        rows = [self._row(job_id, job, rcpt, b, "bounced") for rcpt, b in pairs]
+        hard = sorted({(rcpt, b.reason) for rcpt, b in pairs if b.hard})
+        self._write(rows, job.owner, hard, job_id)
+        first = pairs[0][1]
+        self._mark(
+            job_id,
+            state="bounced",
+            bounced_at=time.time(),
+            bounced=len(rows),
+            last_error=f"bounced: {first.status} {first.reason} {first.diagnostic}"[:500],
+        )
+        log.info(
+            "bounce_recorded",
+            rows=len(rows),
+            suppressed=len(hard),
+            reason=first.reason,
+            status=first.status,
+            hard=first.hard,
+            rcpt_domains=envelope_domains([r for r, _ in pairs]),
+        )
+        return Outcome("recorded", job_id, rows=len(rows), suppressed=len(hard))
+
+    def _complaint(self, job_id: str, job: JobInfo, report: BounceReport) -> Outcome:
+        feedback = (report.feedback_type or "abuse").lower()
+        if feedback not in COMPLAINT_TYPES:
+            log.info("bounce_feedback_ignored", feedback_type=feedback[:40])
+            return Outcome("ignored", job_id, why=f"feedback_{feedback[:40]}")
+        pairs = self._attribute(job, report.bounces)
+        if not pairs:
+            return Outcome("dropped", job_id, why="recipient_not_in_job")
+        rows = []
+        for rcpt, b in pairs:
+            row = self._row(job_id, job, rcpt, b, "complaint")
+            row["diagnostic"] = (b.diagnostic or f"feedback-type: {feedback}")[:2000]
+            rows.append(row)
+        reasons = sorted({(rcpt, f"complaint:{feedback}") for rcpt, _ in pairs})
+        self._write(rows, job.owner, reasons, job_id)
+        self._mark(job_id, complained_at=time.time(), complaint=feedback)
+        log.info("bounce_complaint_recorded", rows=len(rows), feedback_type=feedback)
+        return Outcome("complaint", job_id, rows=len(rows), suppressed=len(reasons))
+
+    def _delayed(self, job_id: str, report: BounceReport) -> Outcome:
+        first = next((b for b in report.bounces if b.action == "delayed"), None)
+        note = f"{first.status} {first.reason} {first.diagnostic}" if first else "delayed"
+        self._mark(job_id, delayed_at=time.time(), delay_note=note[:300])
+        log.info("bounce_delay_noted", recipients=len(report.bounces))
+        return Outcome("delay", job_id)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def load_job(self, job_id: str) -> JobInfo | None:
+        """The job's facts from its state hash (None when unknown or expired)."""
+        raw = self.redis.hgetall(keys.job(job_id))
+        if not raw:
+            return None
+        state = {_text(k): _text(v) for k, v in raw.items()}
+        if not state.get("owner"):
+            return None
+        return JobInfo(
+            owner=state["owner"],
+            channel=state.get("channel", ""),
+            subject=state.get("subject", ""),
+            identity=state.get("identity", ""),
+            recipients=tuple(_json_list(state.get("rcpts"))),
+            metadata=_json_dict(state.get("metadata")),
+        )
+
+    def _attribute(self, job: JobInfo, bounces: Iterable[Bounce]) -> list[tuple[str, Bounce]]:
+        """Pair each reported recipient with the job's recipient it stands for.
+
+        A reported recipient must be one the job was sent to, so a recipient who saw the return
+        path cannot report other addresses. A single-recipient job also takes a report naming
+        another address: the mail was forwarded or the address redacted (feedback loops do).
+        """
+        pairs: list[tuple[str, Bounce]] = []
+        known = {r.lower(): r for r in job.recipients}
+        for b in bounces:
+            rcpt = b.recipient.lower()
+            if not known or rcpt in known:
+                chosen = known.get(rcpt, rcpt)
+            elif len(known) == 1:
+                chosen = next(iter(known.values()))
+                log.info("bounce_recipient_mapped", reported_domain=rcpt.rpartition("@")[2][:100])
+            else:
+                log.warning(
+                    "bounce_recipient_not_in_job", reported_domain=rcpt.rpartition("@")[2][:100]
+                )
+                continue
+            if chosen and all(chosen != c for c, _ in pairs):
+                pairs.append((chosen, b))
+        return pairs
+
+    @staticmethod
+    def _row(job_id: str, job: JobInfo, rcpt: str, b: Bounce, kind: str) -> dict[str, Any]:
+        return {
+            "job_id": job_id,
+            "owner": job.owner,
+            "channel": job.channel,
+            "recipient": rcpt,
+            "kind": kind,
+            "action": b.action[:16] or None,
+            "reply_code": int(b.reply_code) if b.reply_code.isdigit() else None,
+            "enhanced_status": b.status[:16] or None,
+            "reason": (b.reason or "undefined")[:200],
+            "hard": b.hard,
+            "diagnostic": b.diagnostic[:2000],
+            "subject": job.subject,
+            "identity": job.identity,
+            "job_metadata": job.metadata,
+            "job": None,  # the body is not kept after delivery: a bounce cannot be resent as is
+        }
+
+    def _write(
+        self,
+        rows: list[dict[str, Any]],
+        owner: str,
+        suppress: Sequence[tuple[str, str]],
+        job_id: str,
+    ) -> None:
+        with self.store.session() as session:
+            repo.record_failed_sends(session, rows)
+            for rcpt, reason in suppress:
+                repo.suppress(session, owner, [rcpt], reason, job_id)
+
+    def _mark(self, job_id: str, **fields: Any) -> None:
+        """Note on the job's state hash, if it still exists (never recreate an expired job)."""
+        mapping = {
+            k: v if isinstance(v, str | int | float) else json.dumps(v) for k, v in fields.items()
+        }
+        mapping["updated_at"] = time.time()
+        args: list[Any] = [int(self.settings.job_ttl)]
+        for k, v in mapping.items():
+            args += [k, v]
+        self.redis.eval(_MARK, 1, keys.job(job_id), *args)
+
+
+# KEYS[1] job hash; ARGV: ttl, field, value, ... -> 1 if the job existed
+_MARK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return 1
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _json_list(value: str | None) -> list[str]:
+    if not value:
+        return []
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return []
+    return [str(x) for x in data] if isinstance(data, list) else []
+
+
+def _json_dict(value: str | None) -> dict[str, Any]:
+    if not value:
+        return {}
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
