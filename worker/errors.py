@@ -29,12 +29,15 @@ class DeliveryError(Exception):
         enhanced_status: str | None = None,
         kind: str | None = None,
         retry_after: float | None = None,
+        command: str | None = None,
     ) -> None:
         super().__init__(text)
         self.text = text
         self.reply_code = reply_code
         self.enhanced_status = enhanced_status
         self.retry_after = retry_after
+        #: the SMTP command answered (MAIL, RCPT, DATA), when known: it changes the reason
+        self.command = command
         if kind:
             self.kind = kind
 

@@ -49,7 +49,9 @@ PLAIN_WORDS = {
 }
 
 
-def reason_for(reply_code: int | None, status: str | None, text: str, kind: str) -> str:
+def reason_for(
+    reply_code: int | None, status: str | None, text: str, kind: str, command: str | None = None
+) -> str:
     """The reason name for a failure at send time, by the bounce classifier's rules."""
     if kind in _BY_KIND:
         return _BY_KIND[kind]
@@ -57,15 +59,18 @@ def reason_for(reply_code: int | None, status: str | None, text: str, kind: str)
         status=status or "",
         reply_code=str(reply_code or ""),
         diagnostic=text,
+        command=command or "",
         action="failed",
     )
     return find_reason(fact) or "undefined"
 
 
-def is_hard(reply_code: int | None, status: str | None, text: str) -> bool:
+def is_hard(
+    reply_code: int | None, status: str | None, text: str, command: str | None = None
+) -> bool:
     """Hard: the address will never work (the corpus' rule: unknown user/host, moved)."""
     permanent = (status or "").startswith("5") or (reply_code or 0) >= 500
-    reason = reason_for(reply_code, status, text, "rejected")
+    reason = reason_for(reply_code, status, text, "rejected", command)
     return permanent and is_hard_bounce(reason, f"{status or ''} {text}")
 
 

@@ -26,8 +26,8 @@ from worker.reasons import is_hard, plain_words, reason_for
 def test_reason_and_hard_flag(
     code: int, status: str | None, text: str, reason: str, hard: bool
 ) -> None:
-    assert reason_for(code, status, text, "rejected") == reason
-    assert is_hard(code, status, text) is hard
+    assert reason_for(code, status, text, "rejected", "RCPT") == reason
+    assert is_hard(code, status, text, "RCPT") is hard
 
 
 def test_kinds_that_name_their_reason() -> None:
