@@ -21,6 +21,7 @@ and address), so a report delivered twice, or a task run twice, changes nothing 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -212,8 +213,8 @@ class Ingest:
             elif b.reason == "expired" and b.action == "delayed":
                 if final_expiry is None:
                     final_expiry = not is_delay_warning(raw)
-                if final_expiry:
-                    failed.append(b)
+                if final_expiry:  # the MTA gave up: a failure, whatever Sisimai calls it
+                    failed.append(dataclasses.replace(b, action="failed"))
         return failed
 
     # -- outcomes ----------------------------------------------------------------------------

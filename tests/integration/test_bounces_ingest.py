@@ -1,0 +1,298 @@
+"""Bounce ingest against real Redis and real SQLite/PostgreSQL stores: rows, suppressions, drops.
+
+The job state hashes are written the way the producer and the MSC delivery write them; the full
+path through real processes is in tests/e2e/test_bounces_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import text
+from structlog.testing import capture_logs
+
+from config import keys
+from config.settings import Settings
+from tests.conftest import SECRET
+from tests.support.bounces import forged_return_path, render
+from worker.bounces.enqueue import InboundMessage
+from worker.bounces.ingest import Ingest
+from worker.returnpath import return_path
+from worker.store import repo
+from worker.store.db import Store
+
+DOMAIN = "bounces.operator.test"
+OLD_SECRET = "the-key-before-rotation-0123456789"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'store.db'}")
+        yield s
+        s.dispose()
+        return
+    url = request.getfixturevalue("postgres_url")
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    admin = Store(url, migrate=False)
+    with admin.engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    s = Store(f"{url}?options=-csearch_path%3D{schema}")
+    yield s
+    s.dispose()
+    with admin.engine.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    yield s
+    s.dispose()
+
+
+def make_ingest(redis_url: str, client: redis.Redis, store: Store) -> Ingest:
+    settings = Settings(
+        secret_key=SECRET,
+        previous_secret_keys=OLD_SECRET,  # type: ignore[arg-type]
+        bounce_domain=DOMAIN,
+        redis_url=redis_url,
+        database_url=store.url,
+    )
+    return Ingest(settings, client, store)
+
+
+def sent_job(
+    client: redis.Redis,
+    recipients: list[str],
+    *,
+    owner: str = "acme",
+    channel: str = "msc",
+    key: str = SECRET,
+) -> tuple[str, str]:
+    """A job in state ``sent`` as producer + MSC delivery leave it; returns (id, return path)."""
+    job_id = uuid.uuid4()
+    client.hset(
+        keys.job(str(job_id)),
+        mapping={
+            "state": "sent",
+            "owner": owner,
+            "channel": channel,
+            "subject": "Your invoice",
+            "identity": "Acme Support <support@acme.example>",
+            "recipients": len(recipients),
+            "attempts": 1,
+            "enqueued_at": time.time(),
+            "rcpts": json.dumps([r.lower() for r in recipients]),
+            "metadata": json.dumps({"conversation": "c-9"}),
+        },
+    )
+    client.expire(keys.job(str(job_id)), 3600)
+    return str(job_id), return_path(job_id, key, DOMAIN)
+
+
+def smtp(raw: bytes, *rcpts: str) -> InboundMessage:
+    return InboundMessage(raw=raw, source="smtp", rcpt_tos=rcpts, mail_from="")
+
+
+COLUMNS = [
+    "recipient",
+    "kind",
+    "action",
+    "reply_code",
+    "enhanced_status",
+    "reason",
+    "hard",
+    "diagnostic",
+    "subject",
+    "identity",
+    "owner",
+    "channel",
+    "job_metadata",
+]
+
+
+def rows(store: Store, job_id: str) -> list[dict[str, object]]:
+    with store.session() as s:
+        return [{c: getattr(r, c) for c in COLUMNS} for r in repo.failed_sends_for_job(s, job_id)]
+
+
+def suppressions(store: Store, owner: str = "acme") -> dict[str, str]:
+    with store.session() as s:
+        return {x.address: x.reason for x in repo.list_suppressions(s, owner)}
+
+
+def state(client: redis.Redis, job_id: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in client.hgetall(keys.job(job_id)).items()}
+
+
+def test_hard_bounce_is_recorded_once_suppressed_and_marks_the_job(
+    redis_url: str, redis_client: redis.Redis, store: Store
+) -> None:
+    ingest = make_ingest(redis_url, redis_client, store)
+    job_id, rp = sent_job(redis_client, ["Gone@Example.org"])
+    raw = render("postfix-userunknown", RETURN_PATH=rp, RECIPIENT="gone@example.org")
+    outcome = ingest.handle(smtp(raw, rp))
+    assert (outcome.result, outcome.rows, outcome.suppressed) == ("recorded", 1, 1)
+    assert ingest.handle(smtp(raw, rp)).rows == 1  # the same report again changes nothing
+    (row,) = rows(store, job_id)
+    assert row["recipient"] == "gone@example.org"
+    assert (row["kind"], row["action"], row["reply_code"], row["enhanced_status"]) == (
+        "bounced",
+        "failed",
+        550,
+        "5.1.1",
+    )
+    assert (row["reason"], row["hard"], row["owner"], row["channel"]) == (
+        "userunknown",
+        True,
+        "acme",
+        "msc",
+    )
+    assert "User unknown in local recipient table" in str(row["diagnostic"])
+    assert row["subject"] == "Your invoice"
+    assert row["identity"] == "Acme Support <support@acme.example>"
+    assert row["job_metadata"] == {"conversation": "c-9"}
+    assert suppressions(store) == {"gone@example.org": "userunknown"}
+    assert suppressions(store, "someone-else") == {}
+    st = state(redis_client, job_id)
+    assert st["state"] == "bounced" and st["bounced"] == "1"
+    assert "userunknown" in st["last_error"]
+
+
+def test_soft_bounce_is_recorded_but_not_suppressed(
+    redis_url: str, redis_client: redis.Redis, sqlite_store: Store
+) -> None:
+    ingest = make_ingest(redis_url, redis_client, sqlite_store)
+    job_id, rp = sent_job(redis_client, ["full@example.net"])
+    raw = render("exim-mailboxfull", RETURN_PATH=rp, RECIPIENT="full@example.net")
+    assert ingest.handle(smtp(raw, rp)).result == "recorded"
+    (row,) = rows(sqlite_store, job_id)
+    assert (row["reason"], row["hard"], row["enhanced_status"], row["reply_code"]) == (
+        "mailboxfull",
+        False,
+        "5.2.2",
+        552,
+    )
+    assert suppressions(sqlite_store) == {}
+    assert state(redis_client, job_id)["state"] == "bounced"
+
+
+def test_delay_warning_is_a_note_and_a_final_expiry_is_a_failure(
+    redis_url: str, redis_client: redis.Redis, sqlite_store: Store
+) -> None:
+    ingest = make_ingest(redis_url, redis_client, sqlite_store)
+    job_id, rp = sent_job(redis_client, ["slow@example.org"])
+    warning = render("postfix-delayed", RETURN_PATH=rp, RECIPIENT="slow@example.org")
+    assert ingest.handle(smtp(warning, rp)).result == "delay"
+    assert rows(sqlite_store, job_id) == []
+    st = state(redis_client, job_id)
+    assert st["state"] == "sent" and "4.4.1" in st["delay_note"]
+
+    expired = render("postfix-expired", RETURN_PATH=rp, RECIPIENT="slow@example.org")
+    assert ingest.handle(smtp(expired, rp)).result == "recorded"
+    (row,) = rows(sqlite_store, job_id)
+    assert (row["reason"], row["action"], row["hard"]) == ("expired", "failed", False)
+    assert state(redis_client, job_id)["state"] == "bounced"
+
+
+def test_feedback_loop_report_is_a_complaint_found_by_the_quoted_return_path(
+    redis_url: str, redis_client: redis.Redis, sqlite_store: Store
+) -> None:
+    ingest = make_ingest(redis_url, redis_client, sqlite_store)
+    job_id, rp = sent_job(redis_client, ["angry@example.com"])
+    raw = render("arf-abuse", RETURN_PATH=rp, RECIPIENT="angry@example.com")
+    # feedback loops report to the address registered with the ISP, not to the return path
+    outcome = ingest.handle(smtp(raw, f"fbl@{DOMAIN}"))
+    assert (outcome.result, outcome.rows, outcome.suppressed) == ("complaint", 1, 1)
+    (row,) = rows(sqlite_store, job_id)
+    assert (row["kind"], row["reason"], row["recipient"]) == (
+        "complaint",
+        "feedback",
+        "angry@example.com",
+    )
+    assert suppressions(sqlite_store) == {"angry@example.com": "complaint:abuse"}
+    st = state(redis_client, job_id)
+    assert st["state"] == "sent" and st["complaint"] == "abuse"
+
+
+def test_auto_reply_is_ignored(
+    redis_url: str, redis_client: redis.Redis, sqlite_store: Store
+) -> None:
+    ingest = make_ingest(redis_url, redis_client, sqlite_store)
+    job_id, rp = sent_job(redis_client, ["bob@example.org"])
+    raw = render("vacation", RETURN_PATH=rp, RECIPIENT="bob@example.org")
+    assert ingest.handle(smtp(raw, rp)).result == "autoreply"
+    assert rows(sqlite_store, job_id) == [] and suppressions(sqlite_store) == {}
+    assert state(redis_client, job_id)["state"] == "sent"
+
+
+def test_forged_token_is_dropped_even_when_the_body_quotes_a_genuine_one(
+    redis_url: str, redis_client: redis.Redis, sqlite_store: Store
+) -> None:
+    ingest = make_ingest(redis_url, redis_client, sqlite_store)
+    job_id, genuine = sent_job(redis_client, ["victim@example.org"])
+    forged = forged_return_path(DOMAIN)
+    raw = render("postfix-userunknown", RETURN_PATH=genuine, RECIPIENT="victim@example.org")
+    raw = raw.replace(b"To: " + genuine.encode(), b"To: " + forged.encode(), 1)
+    with capture_logs() as logs:
+        outcome = ingest.handle(smtp(raw, forged))
+    assert (outcome.result, outcome.why) == ("dropped", "forged_token")
+    assert rows(sqlite_store, job_id) == [] and suppressions(sqlite_store) == {}
+    assert state(redis_client, job_id)["state"] == "sent"
+    dropped = [e for e in logs if e["event"] == "bounce_dropped"]
+    assert dropped and dropped[0]["why"] == "forged_token"
+    assert "victim@example.org" not in repr(logs) and forged not in repr(logs)
+
+    # a token signed for another bounce domain, or no token at all: dropped as well
+    other = render("postfix-userunknown", RETURN_PATH="b+abc@elsewhere.example", RECIPIENT="x@y.z")
+    assert ingest.handle(smtp(other, "postmaster@" + DOMAIN)).why == "no_token"
+    assert redis_client.hget(keys.COUNTERS, "bounces_forged_token") == b"1"
+
+
+def test_previous_key_still_verifies_and_mailbox_reports_use_their_headers(
+    redis_url: str, redis_client: redis.Redis, sqlite_store: Store
+) -> None:
+    ingest = make_ingest(redis_url, redis_client, sqlite_store)
+    job_id, rp = sent_job(redis_client, ["old@example.org"], key=OLD_SECRET)
+    raw = render("postfix-userunknown", RETURN_PATH=rp, RECIPIENT="old@example.org")
+    # from an IMAP mailbox there is no SMTP envelope: Delivered-To/To name the return path
+    outcome = ingest.handle(InboundMessage(raw=raw, source="imap"))
+    assert (outcome.result, outcome.job_id) == ("recorded", job_id)
+
+
+def test_reported_recipients_must_belong_to_the_job(
+    redis_url: str, redis_client: redis.Redis, sqlite_store: Store
+) -> None:
+    ingest = make_ingest(redis_url, redis_client, sqlite_store)
+    # several recipients: a report naming someone else is not believed
+    job_id, rp = sent_job(redis_client, ["a@example.org", "b@example.org"])
+    raw = render("postfix-userunknown", RETURN_PATH=rp, RECIPIENT="stranger@example.org")
+    assert ingest.handle(smtp(raw, rp)).why == "recipient_not_in_job"
+    assert rows(sqlite_store, job_id) == [] and suppressions(sqlite_store) == {}
+    # one recipient: the report is about it even when it names the forwarded address
+    job_id, rp = sent_job(redis_client, ["alias@corp.example"])
+    raw = render("postfix-userunknown", RETURN_PATH=rp, RECIPIENT="alias.forwarded@mail.example")
+    assert ingest.handle(smtp(raw, rp)).result == "recorded"
+    assert [r["recipient"] for r in rows(sqlite_store, job_id)] == ["alias@corp.example"]
+
+
+def test_unknown_job_and_other_channels_are_dropped(
+    redis_url: str, redis_client: redis.Redis, sqlite_store: Store
+) -> None:
+    ingest = make_ingest(redis_url, redis_client, sqlite_store)
+    rp = return_path(uuid.uuid4(), SECRET, DOMAIN)  # genuine token, but no such job (expired)
+    raw = render("postfix-userunknown", RETURN_PATH=rp, RECIPIENT="x@example.org")
+    assert ingest.handle(smtp(raw, rp)).why == "job_unknown"
+    _, rp = sent_job(redis_client, ["x@example.org"], channel="gmail")
+    raw = render("postfix-userunknown", RETURN_PATH=rp, RECIPIENT="x@example.org")
+    assert ingest.handle(smtp(raw, rp)).why == "not_msc"
+    with sqlite_store.session() as s:
+        assert repo.list_failed_sends(s).items == []

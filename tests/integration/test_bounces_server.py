@@ -1,0 +1,153 @@
+"""``maildispatch bounce-server`` as a real process, over real SMTP, with a private broker.
+
+Only the bounce domain is accepted, the size cap holds, a 250 means the raw message is on
+``mail.bounces`` (byte for byte, body hidden from Flower), and while the broker is down the
+server answers 451 and takes the message again once the broker is back, losing nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import SECRET
+from tests.support.bounces import deliver, render
+from tests.support.redis_server import RedisServer
+from tests.support.services import background, free_port, port_open, wait_for
+from worker.returnpath import return_path
+
+DOMAIN = "bounces.operator.test"
+MAX_BYTES = 64 * 1024
+
+
+class Server:
+    def __init__(self, port: int, broker: RedisServer, log: Path) -> None:
+        self.port = port
+        self.broker = broker
+        self.log = log
+
+    def queued(self) -> list[dict[str, object]]:
+        """The task messages on mail.bounces, oldest first."""
+        client = redis.Redis.from_url(self.broker.url)
+        try:
+            return [json.loads(m) for m in reversed(client.lrange("mail.bounces", 0, -1))]
+        finally:
+            client.close()
+
+    def clear(self) -> None:
+        client = redis.Redis.from_url(self.broker.url)
+        client.delete("mail.bounces")
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("bounce-server")
+    broker = RedisServer(tmp / "redis", appendonly=True).start()
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILDISPATCH_")}
+    env |= {
+        "MAILDISPATCH_BROKER_URL": broker.url,
+        "MAILDISPATCH_SECRET_KEY": SECRET,
+        "MAILDISPATCH_BOUNCE_DOMAIN": DOMAIN,
+        "MAILDISPATCH_BOUNCE_LISTEN": f"127.0.0.1:{port}",
+        "MAILDISPATCH_BOUNCE_MAX_BYTES": str(MAX_BYTES),
+        "MAILDISPATCH_BOUNCE_PUBLISH_TIMEOUT": "2s",
+        "MAILDISPATCH_LOG_FORMAT": "json",
+    }
+    log = tmp / "server.log"
+    args = [sys.executable, "-m", "producers.cli", "bounce-server"]
+    try:
+        with background(args, env, log) as proc:
+            wait_for(lambda: port_open("127.0.0.1", port), 30, what="bounce server listening")
+            yield Server(port, broker, log)
+            proc.terminate()
+            assert proc.wait(20) == 0, log.read_text()[-2000:]
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def srv(server: Server) -> Server:
+    if server.broker.proc is None:
+        server.broker.start()
+    server.clear()
+    return server
+
+
+def dsn(recipient: str = "gone@example.org") -> tuple[bytes, str]:
+    rp = return_path(uuid.uuid4(), SECRET, DOMAIN)
+    return render("postfix-userunknown", RETURN_PATH=rp, RECIPIENT=recipient), rp
+
+
+def payload(message: dict[str, object]) -> dict[str, object]:
+    body = json.loads(base64.b64decode(str(message["body"])))
+    args = body[0]
+    assert isinstance(args, list) and len(args) == 1
+    wire: dict[str, object] = args[0]
+    return wire
+
+
+def test_accepted_report_is_on_the_queue_byte_for_byte_and_hidden_from_flower(
+    srv: Server,
+) -> None:
+    raw, rp = dsn()
+    stage, code, text = deliver(srv.port, raw, rp)
+    assert (stage, code) == ("data", 250), text
+    (message,) = srv.queued()
+    headers = message["headers"]
+    assert isinstance(headers, dict)
+    assert headers["task"] == "maildispatch.bounces.ingest"
+    assert headers["argsrepr"] == f"bounce source=smtp bytes={len(raw)} rcpts=1"
+    assert "gone@example.org" not in json.dumps(headers) and rp not in json.dumps(headers)
+    wire = payload(message)
+    assert base64.b64decode(str(wire["raw"])) == raw
+    assert wire["rcpt_tos"] == [rp] and wire["source"] == "smtp"
+    # the server's own log does not show the message either
+    wait_for(lambda: "bounce_received" in srv.log.read_text(), 10, what="log line")
+    assert "gone@example.org" not in srv.log.read_text()
+
+
+def test_recipients_outside_the_bounce_domain_are_refused(srv: Server) -> None:
+    raw, _ = dsn()
+    for rcpt in ("victim@example.org", f"b+x@sub.{DOMAIN}", f"someone@{DOMAIN}.evil.example"):
+        stage, code, text = deliver(srv.port, raw, rcpt)
+        assert (stage, code) == ("rcpt", 550), text
+    assert srv.queued() == []
+    # any address at the bounce domain is taken (fbl@, postmaster@ ...): the token is checked
+    # by the ingest task, which drops what it cannot verify
+    assert deliver(srv.port, raw, f"postmaster@{DOMAIN.upper()}")[1] == 250
+
+
+def test_oversize_is_refused_with_552(srv: Server) -> None:
+    raw, rp = dsn()
+    big = raw.replace(b"Hello!", b"") + (b"X" * 76 + b"\r\n") * (MAX_BYTES // 78 + 10)
+    stage, code, _ = deliver(srv.port, big, rp)  # announced with SIZE=: refused at MAIL
+    assert (stage, code) == ("mail", 552)
+    stage, code, _ = deliver(srv.port, big, rp, declare_size=False)  # not announced: at DATA
+    assert (stage, code) == ("data", 552)
+    assert srv.queued() == []
+
+
+def test_broker_down_answers_451_and_nothing_is_lost(srv: Server) -> None:
+    before, rp1 = dsn("first@example.org")
+    assert deliver(srv.port, before, rp1)[1] == 250
+    srv.broker.stop()
+    during, rp2 = dsn("second@example.org")
+    for _ in range(2):  # the sending MTA retries; every attempt is deferred, none accepted
+        stage, code, text = deliver(srv.port, during, rp2)
+        assert (stage, code) == ("data", 451), text
+    srv.broker.start()  # same port, same append-only file
+    stage, code, _ = deliver(srv.port, during, rp2)  # the MTA's next retry
+    assert (stage, code) == ("data", 250)
+    raws = [base64.b64decode(str(payload(m)["raw"])) for m in srv.queued()]
+    assert raws == [before, during]
+    assert "bounce_enqueue_failed" in srv.log.read_text()
