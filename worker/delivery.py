@@ -218,6 +218,8 @@ class Delivery:
         elapsed = round((time.perf_counter() - started) * 1000, 1)
         fields = {
             "from_address": from_address,
+            # Gmail sends as the connected account, whatever address the identity named
+            "from_replaced": "yes" if from_address != job.identity.address else "no",
             "reply": f"{receipt.reply_code or ''} {receipt.text}".strip()[:300],
             "provider_id": receipt.provider_id,
             "accepted": accepted,

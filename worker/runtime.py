@@ -57,6 +57,10 @@ class Runtime:
 
     async def _make_delivery(self, channel: str) -> Delivery:
         accounts: Accounts | None = None
+        if channel != "msc":  # gmail, smtp: send through the owner's connected account
+            from worker.accounts import AsyncAccounts
+
+            accounts = AsyncAccounts(self.settings, self.store)
         return Delivery(
             self.settings, make_channel(channel, self.settings), self.states, self.store, accounts
         )

@@ -6,11 +6,15 @@ from collections.abc import Callable
 
 from config.settings import Settings
 from worker.channels.base import Channel
+from worker.channels.gmail import GmailChannel
 from worker.channels.msc import MscChannel
+from worker.channels.smtp import SmtpChannel
 
 #: channel name -> factory; adding a channel is one module, one test file and one line here
 REGISTRY: dict[str, Callable[[Settings], Channel]] = {
     "msc": MscChannel,
+    "gmail": GmailChannel,
+    "smtp": SmtpChannel,
 }
 
 

@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 from aiosmtplib import SMTPResponse
+from aiosmtplib.auth import auth_login_encode
+from aiosmtplib.typing import Default, SMTPStatus
 
 from worker.channels.base import Envelope, Receipt
 from worker.errors import DeliveryError, PermanentError, TransientError
@@ -27,6 +29,38 @@ _RETRY_AFTER = re.compile(
 )
 #: reuse an idle connection only after a NOOP once it has been idle this long (servers time out)
 IDLE_CHECK_AFTER = 5.0
+_NO_AUTH = re.compile(r"AUTH extension is not supported|No suitable authentication method")
+
+
+class _Smtp(aiosmtplib.SMTP):
+    """aiosmtplib with AUTH LOGIN in its original challenge-response form.
+
+    aiosmtplib sends the username along with ``AUTH LOGIN``; strict servers (Exchange-style
+    LOGIN-only setups among them) ignore it, prompt for the username, and take the password
+    for it. Waiting for each prompt works with every LOGIN server. CRAM-MD5 is not offered:
+    it needs the server to keep the password in the clear, and PLAIN runs inside TLS anyway.
+    """
+
+    AUTH_METHODS = ("plain", "login")
+
+    async def auth_login(
+        self,
+        username: str | bytes,
+        password: str | bytes,
+        /,
+        *,
+        timeout: float | Literal[Default.token] | None = Default.token,
+    ) -> SMTPResponse:
+        """``AUTH LOGIN``, then the username and the password each after its 334 prompt."""
+        user, secret = auth_login_encode(username, password)
+        response = await self.execute_command(b"AUTH", b"LOGIN", timeout=timeout)
+        for answer in (user, secret):
+            if response.code != SMTPStatus.auth_continue:
+                raise aiosmtplib.SMTPAuthenticationError(response.code, response.message)
+            response = await self.execute_command(answer, timeout=timeout)
+        if response.code != SMTPStatus.auth_successful:
+            raise aiosmtplib.SMTPAuthenticationError(response.code, response.message)
+        return response
 
 
 @dataclass(frozen=True)
@@ -39,6 +73,7 @@ class SmtpServer:
     username: str | None = None
     password: str | None = None
     ca_file: str | None = None
+    ca_data: str | None = None  # PEM text of trusted CAs (a user's account keeps it in the store)
     timeout: float = 60.0
 
     @classmethod
@@ -61,8 +96,8 @@ class SmtpServer:
         return f"SmtpServer({self.host}:{self.port}, {self.security}, user={self.username!r})"
 
     def tls_context(self) -> ssl.SSLContext:
-        """Certificates are always verified; ``ca_file`` narrows trust to that CA."""
-        return ssl.create_default_context(cafile=self.ca_file)
+        """Certificates are always verified; ``ca_file`` / ``ca_data`` narrow trust to that CA."""
+        return ssl.create_default_context(cafile=self.ca_file, cadata=self.ca_data)
 
 
 def _status(message: str) -> str | None:
@@ -77,7 +112,7 @@ def _retry_after(message: str) -> float | None:
     return float(match.group(1)) * (60.0 if match.group(2).lower().startswith("m") else 1.0)
 
 
-def from_reply(code: int, message: str) -> DeliveryError:
+def from_reply(code: int, message: str, command: str | None = None) -> DeliveryError:
     """A reply code and text as our error: 4xx transient, 5xx permanent."""
     cls = TransientError if 400 <= code < 500 else PermanentError
     return cls(
@@ -85,11 +120,19 @@ def from_reply(code: int, message: str) -> DeliveryError:
         reply_code=code,
         enhanced_status=_status(message),
         retry_after=_retry_after(message),
+        command=command,
     )
 
 
 def translate(exc: BaseException) -> DeliveryError:
     """Map an aiosmtplib / socket / TLS exception to TransientError or PermanentError."""
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError) and 400 <= exc.code < 500:
+        # 454 4.7.0 "temporary authentication failure": the server's trouble, not the password
+        return TransientError(
+            f"authentication deferred: {exc.message}",
+            reply_code=exc.code,
+            enhanced_status=_status(exc.message),
+        )
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         return PermanentError(
             f"authentication failed: {exc.message}",
@@ -97,15 +140,25 @@ def translate(exc: BaseException) -> DeliveryError:
             enhanced_status=_status(exc.message),
             kind="auth",
         )
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+        return from_reply(exc.code, exc.message, "MAIL")
+    if isinstance(exc, aiosmtplib.SMTPDataError):
+        return from_reply(exc.code, exc.message, "DATA")
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return from_reply(exc.code, exc.message)
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         first = exc.recipients[0] if exc.recipients else None
         if first is None:
             return TransientError("all recipients refused")
-        return from_reply(first.code, first.message)
+        return from_reply(first.code, first.message, "RCPT")
     if isinstance(exc, aiosmtplib.SMTPNotSupported):
         return PermanentError(f"server does not support what is needed: {exc}", kind="config")
+    if isinstance(exc, aiosmtplib.SMTPException) and _NO_AUTH.search(str(exc)):
+        # no AUTH offered (e.g. before TLS) or no common mechanism: the account's settings
+        return PermanentError(f"cannot log in: {exc}", kind="auth")
+    if isinstance(exc, aiosmtplib.SMTPException) and "STARTTLS extension" in str(exc):
+        # never fall back to plain text: a missing STARTTLS may be a downgrade attack
+        return PermanentError(f"server does not offer STARTTLS: {exc}", kind="config")
     if isinstance(exc, ssl.SSLCertVerificationError):
         return PermanentError(f"TLS certificate not trusted: {exc.verify_message}", kind="config")
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError | TimeoutError):
@@ -127,7 +180,7 @@ class SmtpPool:
 
     def _new(self) -> aiosmtplib.SMTP:
         s = self.server
-        return aiosmtplib.SMTP(
+        return _Smtp(
             hostname=s.host,
             port=s.port,
             use_tls=s.security == "tls",
@@ -168,7 +221,7 @@ class SmtpPool:
                 return Receipt(
                     reply_code=None,
                     text="all recipients refused",
-                    refused={r.recipient: from_reply(r.code, r.message) for r in exc.recipients},
+                    refused={r.recipient: from_reply(r.code, r.message, "RCPT") for r in exc.recipients},
                 )
             except BaseException as exc:
                 if conn is not None:
@@ -187,7 +240,7 @@ class SmtpPool:
         return Receipt(
             reply_code=250,  # sendmail returns only after DATA's 250
             text=reply,
-            refused={rcpt: from_reply(r.code, r.message) for rcpt, r in refused.items()},
+            refused={rcpt: from_reply(r.code, r.message, "RCPT") for rcpt, r in refused.items()},
         )
 
     async def close(self) -> None:

@@ -88,3 +88,44 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+#: states of a connected account (worker/accounts.py)
+ACCOUNT_STATES = ("connected", "needs_reconnect", "auth_failed")
+
+
+class Account(Base):
+    """An owner's connected Gmail account or custom SMTP server; secrets only encrypted."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (UniqueConstraint("owner", "channel", name="uq_account_owner_channel"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(24), default="connected")
+    #: Gmail: the connected address (the From of every message); SMTP: unused
+    address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    client_id: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    security: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    username: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    ca_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Fernet token of the JSON secrets (refresh token, client secret, password)
+    secret: Mapped[str] = mapped_column(Text)
+    #: bumped whenever the credentials change, so a stale failure cannot flag new credentials
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ChannelPreference(Base):
+    """The channel an owner's jobs take when they name none (``msc`` when there is no row)."""
+
+    __tablename__ = "channel_preferences"
+
+    owner: Mapped[str] = mapped_column(String(200), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,293 @@
+"""``maildispatch accounts ...``: connected Gmail accounts, custom SMTP servers, preferences.
+
+Secrets are read from stdin (a prompt on a terminal), never from arguments: arguments end up
+in shell history and in ``ps``. Nothing here prints a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Declare ``accounts`` and its subcommands (no worker imports here)."""
+    p = sub.add_parser("accounts", help="connected Gmail accounts and custom SMTP servers")
+    acts = p.add_subparsers(dest="accounts_action", required=True)
+
+    gmail = acts.add_parser("gmail", help="the owner's Gmail account")
+    g = gmail.add_subparsers(dest="gmail_action", required=True)
+    q = g.add_parser(
+        "connect",
+        help="connect (or replace) the owner's Gmail account",
+        description="Reads the refresh token from stdin (first line); with "
+        "--client-secret-stdin the client secret is the next line. Without --client-id the "
+        "deployment's MAILDISPATCH_GOOGLE_CLIENT_ID / _SECRET are used.",
+    )
+    q.add_argument("--owner", required=True)
+    q.add_argument("--email", required=True, help="the Gmail address: every From becomes it")
+    q.add_argument("--refresh-token-stdin", action="store_true", required=True)
+    q.add_argument("--client-id")
+    q.add_argument("--client-secret-stdin", action="store_true")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=cmd_gmail_connect)
+
+    smtp = acts.add_parser("smtp", help="the owner's custom SMTP server")
+    s = smtp.add_subparsers(dest="smtp_action", required=True)
+    q = s.add_parser("set", help="set (or replace) the owner's SMTP server; password from stdin")
+    q.add_argument("--owner", required=True)
+    q.add_argument("--host", required=True)
+    q.add_argument("--port", type=int, required=True)
+    q.add_argument("--security", choices=["starttls", "tls", "none"], required=True)
+    q.add_argument("--username", required=True)
+    q.add_argument("--password-stdin", action="store_true", required=True)
+    q.add_argument("--ca-file", help="PEM file of the CA to trust for this server (only it)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=cmd_smtp_set)
+
+    q = acts.add_parser("prefer", help="the channel of the owner's jobs that name none")
+    q.add_argument("--owner", required=True)
+    q.add_argument("--channel", choices=["msc", "gmail", "smtp"], required=True)
+    q.set_defaults(handler=cmd_prefer)
+
+    q = acts.add_parser("list", help="owners, their preferred channel and accounts (no secrets)")
+    q.add_argument("--owner")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=cmd_list)
+
+    q = acts.add_parser("remove", help="forget an owner's Gmail account or SMTP server")
+    q.add_argument("--owner", required=True)
+    q.add_argument("--channel", choices=["gmail", "smtp"], required=True)
+    q.set_defaults(handler=cmd_remove)
+
+    q = acts.add_parser(
+        "rotate-key",
+        help="re-encrypt every stored secret under MAILDISPATCH_SECRET_KEY",
+        description="Run after moving the old key to MAILDISPATCH_PREVIOUS_SECRET_KEYS.",
+    )
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=cmd_rotate_key)
+
+    q = acts.add_parser("sync", help="rewrite the producers' Redis copy of the preferences")
+    q.set_defaults(handler=cmd_sync)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _read_secret(prompt: str) -> str:
+    if sys.stdin.isatty():
+        return getpass.getpass(f"{prompt}: ")
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _context() -> tuple[Any, Any, Any]:
+    from config.settings import get_settings
+    from worker.store import open_store
+    from worker.vault import Vault
+
+    settings = get_settings()
+    vault = Vault.from_settings(settings)  # refuses to run without a secret key
+    return settings, open_store(settings.database_url), vault
+
+
+def _redis(settings: Any) -> Any:
+    import redis
+
+    return redis.Redis.from_url(settings.state_redis_url, socket_timeout=10)
+
+
+def _refused(exc: Exception) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _summary(session: Any, owner: str, channel: str) -> dict[str, Any]:
+    from worker.accounts import summaries
+
+    for entry in summaries(session, owner):
+        for account in entry["accounts"]:
+            if account["channel"] == channel:
+                return {"owner": owner, **account}
+    return {"owner": owner, "channel": channel}
+
+
+# -- handlers ----------------------------------------------------------------------------------
+def cmd_gmail_connect(args: argparse.Namespace) -> int:
+    """Connect the owner's Gmail account with a refresh token read from stdin."""
+    from worker.accounts import AccountError, connect_gmail
+
+    settings, store, vault = _context()
+    if args.client_secret_stdin and not args.client_id:
+        return _refused(ValueError("--client-secret-stdin needs --client-id"))
+    if args.client_id and not args.client_secret_stdin:
+        return _refused(ValueError("--client-id needs --client-secret-stdin"))
+    if not args.client_id and not (settings.google_client_id and settings.google_client_secret):
+        return _refused(
+            ValueError(
+                "no OAuth client: pass --client-id with --client-secret-stdin, or set "
+                "MAILDISPATCH_GOOGLE_CLIENT_ID and MAILDISPATCH_GOOGLE_CLIENT_SECRET"
+            )
+        )
+    refresh_token = _read_secret("refresh token")
+    client_secret = _read_secret("client secret") if args.client_secret_stdin else None
+    try:
+        with store.session() as session:
+            connect_gmail(
+                session,
+                vault,
+                owner=args.owner,
+                email=args.email,
+                refresh_token=refresh_token,
+                client_id=args.client_id,
+                client_secret=client_secret,
+            )
+            shown = _summary(session, args.owner.strip(), "gmail")
+    except AccountError as exc:
+        return _refused(exc)
+    _done(shown, args.json, f"Gmail account {shown.get('email')} connected for {args.owner}")
+    return 0
+
+
+def cmd_smtp_set(args: argparse.Namespace) -> int:
+    """Set the owner's custom SMTP server with a password read from stdin."""
+    from worker.accounts import AccountError, set_smtp
+
+    _, store, vault = _context()
+    ca_pem = None
+    if args.ca_file:
+        try:
+            ca_pem = Path(args.ca_file).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            return _refused(ValueError(f"cannot read --ca-file: {exc}"))
+    password = _read_secret("password")
+    if args.security == "none":
+        print(
+            "warning: --security none sends the password and every message unencrypted",
+            file=sys.stderr,
+        )
+    try:
+        with store.session() as session:
+            set_smtp(
+                session,
+                vault,
+                owner=args.owner,
+                host=args.host,
+                port=args.port,
+                security=args.security,
+                username=args.username,
+                password=password,
+                ca_pem=ca_pem,
+            )
+            shown = _summary(session, args.owner.strip(), "smtp")
+    except AccountError as exc:
+        return _refused(exc)
+    _done(shown, args.json, f"SMTP server {args.host}:{args.port} set for {args.owner}")
+    return 0
+
+
+def _done(shown: dict[str, Any], as_json: bool, line: str) -> None:
+    print(json.dumps(shown, default=str) if as_json else f"{line} (state {shown.get('state')})")
+
+
+def cmd_prefer(args: argparse.Namespace) -> int:
+    """Set the owner's preferred channel, and publish it to the producers."""
+    from worker.accounts import AccountError, mirror_preference, set_preference
+
+    settings, store, _ = _context()
+    try:
+        with store.session() as session:
+            set_preference(session, args.owner, args.channel)
+    except AccountError as exc:
+        return _refused(exc)
+    return _publish(settings, args.owner.strip(), args.channel, mirror_preference)
+
+
+def _publish(settings: Any, owner: str, channel: str, mirror: Any) -> int:
+    import redis
+
+    client = _redis(settings)
+    try:
+        mirror(client, owner, channel)
+    except redis.RedisError as exc:
+        print(
+            f"error: saved, but Redis did not take it ({type(exc).__name__}); jobs naming no "
+            "channel keep the old preference until `maildispatch accounts sync` succeeds",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        client.close()
+    print(f"{owner}: jobs that name no channel go to {channel}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Owners with their preferred channel and accounts."""
+    from worker.accounts import summaries
+
+    _, store, _ = _context()
+    with store.session() as session:
+        rows = summaries(session, args.owner)
+    if args.json:
+        print(json.dumps(rows, default=str))
+        return 0
+    for entry in rows:
+        print(f"{entry['owner']}  (preferred channel: {entry['preferred_channel']})")
+        for a in entry["accounts"]:
+            where = a.get("email") or f"{a.get('username')} @ {a.get('host')}:{a.get('port')}"
+            extra = f"  last error: {a['last_error']}" if a.get("last_error") else ""
+            print(f"  {a['channel']:<6} {a['state']:<16} {where}{extra}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    """Forget an owner's account; a preference for it falls back to msc."""
+    from worker.accounts import AccountError, mirror_preference, remove
+
+    settings, store, _ = _context()
+    try:
+        with store.session() as session:
+            removed, reset = remove(session, args.owner, args.channel)
+    except AccountError as exc:
+        return _refused(exc)
+    if not removed:
+        print(f"{args.owner} has no {args.channel} account", file=sys.stderr)
+        return 1
+    print(f"removed the {args.channel} account of {args.owner}")
+    if reset:
+        return _publish(settings, args.owner, "msc", mirror_preference)
+    return 0
+
+
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    """Re-encrypt every stored secret under the current key."""
+    from worker.accounts import rotate_key
+
+    _, store, vault = _context()
+    with store.session() as session:
+        result = rotate_key(session, vault)
+    if args.json:
+        print(json.dumps(result.__dict__))
+    else:
+        print(f"re-encrypted {result.rotated}, already current {result.already_current}")
+        for name in result.unreadable:
+            print(f"cannot decrypt {name}: it must be connected again", file=sys.stderr)
+    return 1 if result.unreadable else 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Rewrite the Redis copy of every preference from the store."""
+    from worker.accounts import mirror_all
+
+    settings, store, _ = _context()
+    client = _redis(settings)
+    try:
+        with store.session() as session:
+            count = mirror_all(client, session)
+    finally:
+        client.close()
+    print(f"published {count} preference(s)")
+    return 0

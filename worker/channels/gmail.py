@@ -1,0 +1,305 @@
+"""Gmail: the owner's connected Google account, through the Gmail API ``users.messages.send``.
+
+``From`` is always the connected address, with the identity's display name: Gmail sends as the
+account it is authorised for, so the recipient sees that account whatever identity was chosen
+(the job records ``from_replaced``). Bounces return to the user's inbox, so this channel has no
+return path of ours, no suppression list and no bounce ingest.
+
+OAuth2 access tokens come from google-auth user credentials (the refresh token kept encrypted
+in the accounts store), fetched from ``MAILDISPATCH_GOOGLE_TOKEN_URI`` and cached per account in
+this worker process; one caller refreshes at a time and the others wait for its token. Each
+worker process keeps its own cache (Google lets several access tokens live side by side).
+
+Google's answers are translated to our errors in :func:`translate` only:
+
+- 401 on send: the token is refreshed once and the send retried; a second 401 is ``auth``
+- token endpoint ``invalid_grant``: PermanentError ``auth`` (account ``needs_reconnect``)
+- 429, ``rateLimitExceeded`` / ``userRateLimitExceeded`` ...: TransientError, after the delay
+  Google names (``Retry-After``, or "Retry after <time>" in the message)
+- 5xx, timeouts, connection errors: TransientError
+- any other 4xx: PermanentError with Google's reason and message
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+import threading
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses, parsedate_to_datetime
+from typing import Any, ClassVar
+
+import google.auth.exceptions
+import httpx
+import requests
+import structlog
+from google.auth.credentials import TokenState
+from google.auth.transport.requests import Request
+from google.oauth2.credentials import Credentials
+
+from config.settings import Settings
+from producers.job import SendJob
+from worker.accounts import GmailAccount
+from worker.channels.base import Envelope, MessageOptions, OutgoingMessage, Receipt
+from worker.errors import DeliveryError, PermanentError, TransientError
+
+log = structlog.get_logger("maildispatch.gmail")
+
+SEND_PATH = "/gmail/v1/users/me/messages/send"
+#: 403/429 reasons that mean "slow down", not "never"
+RATE_REASONS = frozenset(
+    {
+        "rateLimitExceeded",
+        "userRateLimitExceeded",
+        "dailyLimitExceeded",
+        "quotaExceeded",
+        "RATE_LIMIT_EXCEEDED",
+        "RESOURCE_EXHAUSTED",
+    }
+)
+#: the grant lacks the send permission: the user must connect again and allow it
+SCOPE_REASONS = frozenset({"insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT"})
+#: a token fetched this recently is used even inside google-auth's early-refresh margin
+JUST_REFRESHED = 30.0
+MAX_CACHED_ACCOUNTS = 1024
+_RETRY_AT = re.compile(r"retry after (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)", re.I)
+
+
+class _Token:
+    """One account's OAuth credentials in this process; refreshed by one caller at a time."""
+
+    def __init__(self, account: GmailAccount, token_uri: str) -> None:
+        self.credentials = Credentials(  # type: ignore[no-untyped-call]
+            token=None,
+            refresh_token=account.refresh_token,
+            token_uri=token_uri,
+            client_id=account.client_id,
+            client_secret=account.client_secret,
+        )
+        self._session = requests.Session()
+        self._request = Request(self._session)
+        self._refreshing = asyncio.Lock()  # coroutines of this loop
+        self._thread_lock = threading.Lock()  # the refresh itself runs in a thread
+        self._fetched_at = 0.0
+
+    def _usable(self, rejected: str | None) -> bool:
+        c = self.credentials
+        if not c.token or c.token == rejected:
+            return False
+        if c.token_state == TokenState.FRESH:
+            return True
+        recent = time.monotonic() - self._fetched_at < JUST_REFRESHED
+        return recent and c.token_state != TokenState.INVALID
+
+    async def get(self, rejected: str | None = None) -> str:
+        """A valid access token; refreshed first when expired (or when ``rejected`` by Google)."""
+        async with self._refreshing:
+            if not self._usable(rejected):
+                why = "rejected" if rejected else ("expired" if self.credentials.token else "first")
+                await asyncio.to_thread(self._refresh)
+                expiry = self.credentials.expiry
+                log.info(
+                    "gmail_token_refreshed",
+                    why=why,
+                    expires_in_s=round(
+                        (expiry.replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds()
+                    )
+                    if expiry
+                    else None,
+                )
+            return str(self.credentials.token)
+
+    def _refresh(self) -> None:
+        with self._thread_lock:
+            self.credentials.refresh(self._request)  # type: ignore[no-untyped-call]
+            self._fetched_at = time.monotonic()
+
+    def close(self) -> None:
+        """Close the token endpoint's connections."""
+        self._session.close()
+
+
+class GmailChannel:
+    """Sends through the Gmail API as the owner's connected account."""
+
+    name: ClassVar[str] = "gmail"
+    owns_return_path: ClassVar[bool] = False
+
+    def __init__(self, settings: Settings) -> None:
+        self.send_url = settings.gmail_api_url.rstrip("/") + SEND_PATH
+        self.token_uri = settings.google_token_uri
+        self.http = httpx.AsyncClient(timeout=settings.smtp_timeout)
+        self._tokens: OrderedDict[tuple[str, int, str], _Token] = OrderedDict()
+
+    def message_options(self, job: SendJob, account: Any) -> MessageOptions:
+        """From (and the envelope) is the connected address; Message-ID at its domain."""
+        email = _gmail(account).email
+        return MessageOptions(mail_from=email, domain=email.rpartition("@")[2], from_address=email)
+
+    async def deliver(self, message: OutgoingMessage, envelope: Envelope, account: Any) -> Receipt:
+        """``users.messages.send`` with the raw message; the Gmail message id is the receipt."""
+        token = self._token(_gmail(account))
+        body = {"raw": base64.urlsafe_b64encode(with_bcc(message.data, envelope)).decode()}
+        try:
+            access = await token.get()
+            response = await self._post(body, access)
+            if response.status_code == 401:  # revoked or expired early: refresh once, retry once
+                log.info("gmail_token_rejected")
+                response = await self._post(body, await token.get(rejected=access))
+        except Exception as exc:
+            raise translate(exc) from exc
+        if not response.is_success:
+            raise translate(response)
+        try:
+            data = response.json()
+            gmail_id, thread = str(data["id"]), str(data.get("threadId", ""))
+        except (ValueError, KeyError, TypeError):
+            # Gmail accepted the message (2xx); an odd body must not make us send it again
+            return Receipt(reply_code=None, text=f"accepted by Gmail (HTTP {response.status_code})")
+        return Receipt(
+            reply_code=None,
+            text=f"accepted by Gmail: id {gmail_id} thread {thread}",
+            provider_id=gmail_id,
+        )
+
+    async def _post(self, body: dict[str, str], access: str) -> httpx.Response:
+        return await self.http.post(
+            self.send_url, json=body, headers={"Authorization": f"Bearer {access}"}
+        )
+
+    def _token(self, account: GmailAccount) -> _Token:
+        fingerprint = hashlib.sha256(
+            f"{account.client_id}\0{account.client_secret}\0{account.refresh_token}".encode()
+        ).hexdigest()
+        key = (account.owner, account.revision, fingerprint)
+        token = self._tokens.get(key)
+        if token is None:
+            token = self._tokens[key] = _Token(account, self.token_uri)
+            while len(self._tokens) > MAX_CACHED_ACCOUNTS:
+                self._tokens.popitem(last=False)[1].close()
+        self._tokens.move_to_end(key)
+        return token
+
+    async def close(self) -> None:
+        """Close the HTTP clients."""
+        await self.http.aclose()
+        for token in self._tokens.values():
+            token.close()
+        self._tokens.clear()
+
+
+def _gmail(account: Any) -> GmailAccount:
+    if not isinstance(account, GmailAccount):
+        raise PermanentError("no Gmail account is connected for this owner", kind="config")
+    return account
+
+
+def with_bcc(data: bytes, envelope: Envelope) -> bytes:
+    """The message with a ``Bcc`` header for envelope-only recipients.
+
+    Gmail takes recipients from the headers, not an envelope, and removes ``Bcc`` before it
+    delivers; the built message never has a ``Bcc`` header of its own.
+    """
+    head = data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(head)
+    shown = {
+        addr.lower()
+        for _, addr in getaddresses([*parsed.get_all("To", []), *parsed.get_all("Cc", [])])
+    }
+    hidden = [r for r in envelope.rcpt_to if r.lower() not in shown]
+    if not hidden:
+        return data
+    folded = ",\r\n ".join(hidden)  # one address a line: no header line over 998 octets
+    return f"Bcc: {folded}\r\n".encode() + data
+
+
+def translate(failure: httpx.Response | BaseException) -> DeliveryError:
+    """Google's answer (or a transport failure) as TransientError or PermanentError."""
+    if isinstance(failure, google.auth.exceptions.RefreshError):
+        return _refresh_error(failure)
+    if isinstance(failure, google.auth.exceptions.TransportError):
+        return TransientError(f"cannot reach Google's token endpoint: {failure}")
+    if isinstance(failure, httpx.TransportError):
+        return TransientError(f"Gmail API unreachable: {type(failure).__name__}: {failure}")
+    if isinstance(failure, BaseException):
+        raise failure
+    status = failure.status_code
+    reason, message = _google_error(failure)
+    text = f"Gmail API {status} {reason}: {message}".replace(" :", ":")[:1000]
+    if status == 429 or reason in RATE_REASONS:
+        return TransientError(text, retry_after=_retry_after(failure, message))
+    if status >= 500:
+        return TransientError(text, retry_after=_retry_after(failure, message))
+    if status == 401:
+        return PermanentError(
+            f"Google refused a freshly refreshed access token ({text}); reconnect the Gmail "
+            "account",
+            kind="auth",
+        )
+    if reason in SCOPE_REASONS:
+        return PermanentError(
+            f"the Gmail account did not grant permission to send ({text}); reconnect it and "
+            "allow sending",
+            kind="auth",
+        )
+    return PermanentError(text, kind="rejected")
+
+
+def _refresh_error(exc: google.auth.exceptions.RefreshError) -> DeliveryError:
+    data = next((a for a in exc.args if isinstance(a, dict)), {})
+    first = str(exc.args[0]) if exc.args else ""
+    error = str(data.get("error") or first.split(":", 1)[0]).strip()[:100]
+    description = str(data.get("error_description") or "").strip()[:300]
+    detail = f"{error}: {description}" if description else error
+    if error == "invalid_grant":
+        return PermanentError(
+            f"reconnect the Gmail account: Google no longer accepts its authorization ({detail})",
+            kind="auth",
+        )
+    if error in ("invalid_client", "unauthorized_client"):
+        return PermanentError(
+            f"Google refused the OAuth client ({detail}); check the client id and secret",
+            kind="config",
+        )
+    if getattr(exc, "retryable", False):
+        return TransientError(f"Google's token endpoint failed: {detail}")
+    return PermanentError(f"Google's token endpoint refused the refresh: {detail}", kind="auth")
+
+
+def _google_error(response: httpx.Response) -> tuple[str, str]:
+    """(reason, message) of a Google JSON error body; tolerant of anything else."""
+    try:
+        error = response.json().get("error", {})
+    except ValueError:
+        return "", response.text[:300].strip()
+    if not isinstance(error, dict):
+        return str(error)[:100], ""
+    details = error.get("errors") or [{}]
+    reason = str(details[0].get("reason") or error.get("status") or "")
+    return reason[:100], str(error.get("message") or "")[:500]
+
+
+def _retry_after(response: httpx.Response, message: str) -> float | None:
+    """Seconds Google asks us to wait: ``Retry-After`` (seconds or a date), or its message."""
+    header = response.headers.get("Retry-After", "").strip()
+    when: datetime | None = None
+    if header.isdigit():
+        return float(header)
+    if header:
+        try:
+            when = parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            when = None
+    if when is None and (match := _RETRY_AT.search(message)):
+        when = datetime.fromisoformat(match.group(1).replace("Z", "+00:00"))
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
