@@ -21,7 +21,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 #: modules that add subcommands: each has ``register(subparsers)``, which only declares
 #: arguments (cheap, no worker imports); handlers import what they need when they run
-EXTENSIONS: tuple[str, ...] = ("worker.accounts_cli",)
+EXTENSIONS: tuple[str, ...] = ("worker.accounts_cli", "worker.web.cli")
 
 
 def _print_json(data: Any) -> None:

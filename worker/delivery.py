@@ -19,6 +19,7 @@ from structlog.contextvars import bound_contextvars
 from config.retry import next_retry, policy_for
 from config.settings import Settings
 from producers.job import SendJob
+from worker import metrics
 from worker.channels.base import Channel, Envelope, Receipt
 from worker.errors import DeliveryError, PermanentError, TransientError
 from worker.message import build_message
@@ -112,6 +113,7 @@ class Delivery:
         for state in results:
             if isinstance(state, str):
                 setattr(summary, state, getattr(summary, state) + 1)
+        await metrics.flush(self.states.redis, self.channel.name, summary.as_dict())
         if crashed:
             # Redis or the database failed under a job: the whole batch is retried, and the
             # jobs already finished are skipped then by their claim
@@ -234,6 +236,8 @@ class Delivery:
         if rejected and not accepted:
             fields["last_error"] = receipt.refused[rejected[0]].describe()[:500]
         await self.states.finish(job_id, state, **fields)
+        if accepted:
+            metrics.accepted(self.channel.name, claim.enqueued_at, job.send_at)
         log.info(
             "delivery_accepted" if accepted else "delivery_rejected",
             reply_code=receipt.reply_code,

@@ -1,0 +1,64 @@
+"""The full HTTP API: the intake of ``producers/http.py`` plus the store-backed parts.
+
+``maildispatch api`` serves it; ``uvicorn --factory worker.web.app:create_app`` works too.
+``python -m worker.web.app > docs/openapi.json`` regenerates the checked-in OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from config.settings import Settings, get_settings
+from producers.client import Dispatcher
+from producers.http import Extensions
+from producers.http import create_app as create_intake
+from worker.store import Store, open_store
+from worker.web import failed, page
+from worker.web.auth import Sessions, StoredKeys
+from worker.web.collector import DeliveryCollector
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API with API keys, Failed Sends (JSON and page), metrics and the database check.
+
+    Nothing is connected until the first request; the store is migrated when first opened.
+    """
+    settings = settings or get_settings()
+    secret = settings.require_secret_key()
+    url = settings.database_url
+
+    def store() -> Store:
+        return open_store(url)
+
+    def database() -> None:
+        with store().engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    dispatcher = Dispatcher(settings)
+    keys = StoredKeys(store)
+    extensions = Extensions(
+        keys=keys,
+        routers=(
+            failed.router(store, dispatcher),
+            page.router(store, dispatcher, keys, Sessions(secret)),
+        ),
+        health={"database": database},
+        collectors=(DeliveryCollector(settings, store),),
+        job_failures=failed.job_failures(store),
+    )
+    return create_intake(settings, extensions, dispatcher)
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document of the full API (independent of the deployment's settings)."""
+    # a placeholder key: the document does not depend on it, and nothing is signed with it
+    settings = Settings(secret_key="openapi", _env_file=None)  # noqa: S106
+    return create_app(settings).openapi()
+
+
+if __name__ == "__main__":
+    print(json.dumps(openapi_document(), indent=2, sort_keys=True))

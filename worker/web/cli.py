@@ -1,0 +1,153 @@
+"""``maildispatch api``, ``maildispatch api-keys create|list|revoke`` and ``maildispatch flower``.
+
+``register`` only declares arguments; the handlers import what they need when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from config.settings import ConfigurationError, get_settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the subcommands."""
+    p = sub.add_parser("api", help="serve the HTTP API and the Failed Sends page")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="proxies trusted for X-Forwarded-Proto/-For (for the cookie's Secure flag)",
+    )
+    p.set_defaults(handler=cmd_api)
+
+    p = sub.add_parser("api-keys", help="API keys of the services that call the HTTP API")
+    keys = p.add_subparsers(dest="action", required=True)
+    q = keys.add_parser("create", help="create a key and print it once")
+    q.add_argument("--name", required=True, help="the calling service")
+    q.add_argument("--scope", default="send,read", help="comma-separated: send, read")
+    q.add_argument("--json", action="store_true")
+    q = keys.add_parser("list")
+    q.add_argument("--json", action="store_true")
+    q = keys.add_parser("revoke")
+    q.add_argument("key", help="the key's id or its shown prefix (md_xxxxxxxx)")
+    q.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_api_keys)
+
+    p = sub.add_parser("flower", help="Flower, with basic auth from MAILDISPATCH_FLOWER_BASIC_AUTH")
+    p.add_argument("--port", type=int, default=5555)
+    p.add_argument("--address", default="127.0.0.1")
+    p.add_argument("flower_args", nargs=argparse.REMAINDER, help="passed on to Flower")
+    p.set_defaults(handler=cmd_flower)
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    """Serve the API with uvicorn (one process: counters and caches are per process)."""
+    import uvicorn
+
+    from worker.logging import configure_logging
+    from worker.store import open_store
+    from worker.web.app import create_app
+
+    settings = get_settings()
+    settings.require_secret_key()
+    configure_logging(settings)
+    open_store(settings.database_url)  # migrate now: a broken database URL fails at start
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=None,  # uvicorn logs through the root logger configured above
+        access_log=False,  # producers/http.py logs one http_request event per request
+        proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        server_header=False,
+    )
+    return 0
+
+
+def _key_dict(info: Any) -> dict[str, Any]:
+    return {
+        "id": info.id,
+        "name": info.name,
+        "prefix": info.prefix,
+        "scopes": sorted(info.scopes),
+        "created_at": info.created_at.isoformat(),
+        "last_used_at": info.last_used_at.isoformat() if info.last_used_at else None,
+        "revoked_at": info.revoked_at.isoformat() if info.revoked_at else None,
+    }
+
+
+def cmd_api_keys(args: argparse.Namespace) -> int:
+    """Create, list or revoke API keys."""
+    from worker.store import open_store
+    from worker.store.apikeys import InvalidScopes, create_key, list_keys, parse_scopes, revoke_key
+
+    store = open_store(get_settings().database_url)
+    if args.action == "create":
+        try:
+            scopes = parse_scopes(args.scope)
+        except InvalidScopes as exc:
+            print(f"error: --scope: {exc}", file=sys.stderr)
+            return 2
+        with store.session() as session:
+            key, info = create_key(session, args.name, scopes)
+        if args.json:
+            print(json.dumps(_key_dict(info) | {"key": key}))
+        else:
+            print(key)
+            print(
+                f"API key {info.prefix}… for {info.name} ({','.join(sorted(scopes))}); "
+                "it is shown only now: only a hash is stored",
+                file=sys.stderr,
+            )
+        return 0
+    with store.session() as session:
+        found = list_keys(session) if args.action == "list" else revoke_key(session, args.key)
+        rows = [_key_dict(i) for i in found]
+    if args.action == "revoke" and not rows:
+        print(f"no active key {args.key}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    for r in rows:
+        state = f"revoked {r['revoked_at'][:19]}" if r["revoked_at"] else "active"
+        used = (r["last_used_at"] or "never")[:19]
+        print(
+            f"{r['id']:>4} {r['prefix']:<12} {r['name']:<24} {','.join(r['scopes']):<10} "
+            f"last used {used:<19} {state}"
+        )
+    return 0
+
+
+def cmd_flower(args: argparse.Namespace) -> int:
+    """Replace this process with Flower for ``worker.app``, refusing to run without a password."""
+    auth = get_settings().flower_basic_auth
+    credentials = auth.get_secret_value().strip() if auth else ""
+    if not credentials or any(":" not in pair for pair in credentials.split(",")):
+        raise ConfigurationError(
+            "MAILDISPATCH_FLOWER_BASIC_AUTH must be set to user:password (comma-separated for "
+            "several); Flower shows every task and is not run without authentication"
+        )
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.app",
+        "flower",
+        f"--port={args.port}",
+        f"--address={args.address}",
+        *[a for a in args.flower_args if a != "--"],
+    ]
+    # Flower reads FLOWER_* variables; passing the password there keeps it out of `ps` output
+    env = {**os.environ, "FLOWER_BASIC_AUTH": credentials}
+    sys.stdout.flush()
+    os.execve(sys.executable, argv, env)  # noqa: S606 (our own argument list)
+    return 0  # not reached

@@ -1,0 +1,203 @@
+"""The Failed Sends page: ``GET /failed-sends?owner=U``, server-rendered, no JavaScript.
+
+Signing in: ``/login`` takes an API key (with the ``read`` scope; ``send`` too for Resend) and
+sets a signed session cookie (``worker/web/auth.py``); a request with ``Authorization: Bearer``
+works as well. Every form that changes something carries a CSRF token bound to the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import structlog
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from producers.client import Dispatcher
+from producers.http import Caller, read_body
+from worker.reasons import plain_words
+from worker.store import Store, repo
+from worker.store.models import FAILED_KINDS, FailedSend
+from worker.web.auth import SESSION_COOKIE, SESSION_TTL, Sessions, StoredKeys
+from worker.web.failed import resend_row
+
+log = structlog.get_logger("maildispatch.http")
+
+PAGE_SIZE = 50
+FORM_LIMIT = 8 * 1024
+CHANNELS = {"msc": "MSC", "gmail": "Gmail", "smtp": "SMTP"}
+HEADERS = {
+    # no script at all; inline styles only; forms post back here only
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+_templates = Environment(
+    loader=FileSystemLoader(Path(__file__).with_name("templates")),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """A page from ``templates/`` (every value HTML-escaped)."""
+    html = _templates.get_template(name).render(**context)
+    return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def row_view(row: FailedSend) -> dict[str, Any]:
+    """What the page shows of one Failed Send."""
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    return {
+        "id": row.id,
+        "recipient": row.recipient,
+        "subject": row.subject,
+        "channel": CHANNELS.get(row.channel, row.channel),
+        "when": created.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "when_iso": created.isoformat(),
+        "reason": plain_words(row.reason, row.enhanced_status),
+        "kind": row.kind,
+        "hard": row.hard,
+        "resent_job": row.resend_job_id,
+        "can_resend": row.job is not None and not row.resend_job_id,
+    }
+
+
+def _safe_next(target: str | None) -> str:
+    # only a path on this site: never an open redirect
+    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
+        return target
+    return "/failed-sends"
+
+
+def router(
+    store: Callable[[], Store], dispatcher: Dispatcher, keys: StoredKeys, sessions: Sessions
+) -> APIRouter:
+    """The page's routes."""
+    page = APIRouter(include_in_schema=False)
+
+    def who(request: Request) -> tuple[Caller | None, str | None]:
+        """The caller and its session cookie (None for a bearer key)."""
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("bearer "):
+            return keys.check(header[7:].strip()), None
+        cookie = request.cookies.get(SESSION_COOKIE)
+        key_id = sessions.key_id(cookie)
+        if key_id is None:
+            return None, None
+        return keys.by_id(key_id), cookie
+
+    async def form(request: Request) -> dict[str, str]:
+        body = await read_body(request, FORM_LIMIT)
+        return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+
+    @page.get("/login")
+    def login_form(next: str | None = None) -> HTMLResponse:
+        return render("login.html", next=_safe_next(next))
+
+    @page.post("/login")
+    async def login(request: Request) -> Response:
+        fields = await form(request)
+        target = _safe_next(fields.get("next"))
+        caller = await run_in_threadpool(keys.check, fields.get("api_key", "").strip())
+        if caller is None or "read" not in caller.scopes:
+            log.warning("page_login_refused")
+            error = "That key is unknown, revoked, or lacks the read scope."
+            return render("login.html", status=401, next=target, error=error)
+        response = RedirectResponse(target, status_code=303, headers=HEADERS)
+        response.set_cookie(
+            SESSION_COOKIE,
+            sessions.issue(caller.key_id),
+            max_age=SESSION_TTL,
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+        )
+        log.info("page_login", caller=caller.name)
+        return response
+
+    @page.post("/logout")
+    async def logout(request: Request) -> Response:
+        response = RedirectResponse("/login", status_code=303, headers=HEADERS)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    @page.get("/failed-sends")
+    def failed_sends(
+        request: Request,
+        owner: str | None = None,
+        kind: str | None = None,
+        cursor: int | None = None,
+        resent: int | None = None,
+    ) -> Response:
+        caller, cookie = who(request)
+        if caller is None:
+            return RedirectResponse(
+                "/login?" + urlencode({"next": str(request.url.path) + "?" + request.url.query}),
+                status_code=303,
+                headers=HEADERS,
+            )
+        if "read" not in caller.scopes:
+            return render("message.html", 403, title="Not allowed", text="This key cannot read.")
+        owner = (owner or "").strip() or None
+        context: dict[str, Any] = {
+            "owner": owner,
+            "kind": kind or "",
+            "kinds": FAILED_KINDS,
+            "caller": caller,
+            "csrf": sessions.csrf(cookie) if cookie else "",
+            "can_send": "send" in caller.scopes,
+            "rows": [],
+            "next_cursor": None,
+            "flash": None,
+        }
+        if owner is None:
+            return render("failed_sends.html", **context)
+        with store().session() as session:
+            result = repo.list_failed_sends(
+                session,
+                owner,
+                kind=kind if kind in FAILED_KINDS else None,
+                cursor=cursor,
+                limit=PAGE_SIZE,
+            )
+            context["rows"] = [row_view(r) for r in result.items]
+            if result.next_cursor:
+                query = {"owner": owner, "cursor": result.next_cursor} | (
+                    {"kind": kind} if kind else {}
+                )
+                context["next_cursor"] = "/failed-sends?" + urlencode(query)
+            done = repo.get_failed_send(session, resent) if resent else None
+            if done is not None and done.owner == owner and done.resend_job_id:
+                context["flash"] = {"recipient": done.recipient, "job": done.resend_job_id}
+        return render("failed_sends.html", **context)
+
+    @page.post("/failed-sends/{failed_id}/resend")
+    async def resend(request: Request, failed_id: int) -> Response:
+        fields = await form(request)
+        caller, cookie = await run_in_threadpool(who, request)
+        if caller is None:
+            return render("message.html", 401, title="Signed out", text="Sign in again.")
+        if cookie is not None and not sessions.csrf_ok(cookie, fields.get("csrf")):
+            return render("message.html", 403, title="Expired form", text="Reload the page.")
+        if "send" not in caller.scopes:
+            return render("message.html", 403, title="Not allowed", text="This key cannot send.")
+        try:
+            await run_in_threadpool(resend_row, store(), dispatcher, failed_id, caller)
+        except HTTPException as exc:
+            return render("message.html", exc.status_code, title="Cannot resend", text=exc.detail)
+        query = {"owner": fields.get("owner", ""), "resent": failed_id}
+        return RedirectResponse(
+            "/failed-sends?" + urlencode(query), status_code=303, headers=HEADERS
+        )
+
+    return page
