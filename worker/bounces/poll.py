@@ -143,7 +143,7 @@ class Poller:
             if typ != "OK":
                 raise imaplib.IMAP4.error(f"SEARCH failed: {data!r}")
             uids = data[0].split() if data and data[0] else []
-            uidplus = "UIDPLUS" in conn.capabilities
+            uidplus = b"UIDPLUS" in _capabilities(conn)
             for uid in uids:
                 raw = self._fetch(conn, uid)
                 if raw is None:
@@ -181,6 +181,14 @@ class Poller:
         conn.uid("STORE", uid.decode(), "+FLAGS.SILENT", "(\\Deleted)")
         if uidplus:  # RFC 4315: expunge this message only, not others flagged by someone else
             conn.uid("EXPUNGE", uid.decode())
+
+
+def _capabilities(conn: imaplib.IMAP4) -> set[bytes]:
+    """The capabilities after login (imaplib keeps only the greeting's, which lack UIDPLUS)."""
+    typ, data = conn.capability()
+    if typ != "OK" or not data or not isinstance(data[0], bytes):
+        return set()
+    return set(data[0].upper().split())
 
 
 def run(poller: Poller, *, once: bool, interval: float) -> int:
