@@ -21,7 +21,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 #: modules that add subcommands: each has ``register(subparsers)``, which only declares
 #: arguments (cheap, no worker imports); handlers import what they need when they run
-EXTENSIONS: tuple[str, ...] = ("worker.accounts_cli", "worker.web.cli")
+EXTENSIONS: tuple[str, ...] = ("worker.accounts_cli", "worker.bounces.commands", "worker.web.cli")
 
 
 def _print_json(data: Any) -> None:
@@ -150,6 +150,7 @@ def _failed_dict(row: Any) -> dict[str, Any]:
         "channel": row.channel,
         "recipient": row.recipient,
         "kind": row.kind,
+        "action": row.action,
         "reply_code": row.reply_code,
         "enhanced_status": row.enhanced_status,
         "reason": row.reason,

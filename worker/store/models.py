@@ -45,6 +45,8 @@ class FailedSend(Base):
     channel: Mapped[str] = mapped_column(String(16))
     recipient: Mapped[str] = mapped_column(String(320))
     kind: Mapped[str] = mapped_column(String(16))
+    #: a bounce's DSN action (RFC 3464 2.3.3: ``failed``, ``delayed`` ...); None at send time
+    action: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reply_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     enhanced_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reason: Mapped[str] = mapped_column(String(200), default="")
