@@ -19,6 +19,23 @@ ROUTES = {DELIVER_TASK[c]: {"queue": QUEUE[c]} for c in CHANNELS} | {
 }
 
 
+def transport_options(settings: Settings, amqp: bool) -> dict[str, Any]:
+    """Broker options: publisher confirms on RabbitMQ, a short visibility timeout on Redis."""
+    if amqp:
+        # a publish returns once RabbitMQ has the message: an accepted job is on durable storage
+        return {"confirm_publish": True}
+    # Redis redelivers a message not acked within the visibility timeout. Nothing waits in the
+    # broker (retries live in md:schedule, started batches come back through their lease: see
+    # worker/inflight.py), so it only has to outlast a batch's run; a duplicate copy is harmless
+    # (claims). Sweep for such messages often enough that the timeout is what decides.
+    sweep = max(1, min(10, int(settings.visibility_timeout / 4)))
+    return {
+        "visibility_timeout": settings.visibility_timeout,
+        "unacked_restore_interval": sweep,
+        "unacked_restore_throttle": 1,
+    }
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration for producers and workers (identical on both sides)."""
     exchange = Exchange("maildispatch", type="direct")
@@ -31,9 +48,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
-        # Redis redelivers a message not acked within this many seconds; tasks take seconds, and
-        # retries never wait in the broker (see worker/scheduler.py), so an hour is plenty.
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout},
+        "broker_transport_options": transport_options(settings, amqp),
+        # RabbitMQ quorum queues have no global QoS: Celery then sets prefetch per consumer
+        "worker_detect_quorum_queues": True,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

@@ -37,3 +37,18 @@ LATENCY = f"{PREFIX}metrics:latency"
 def rate(scope: str) -> str:
     """A fleet-wide rate-limit window."""
     return f"{PREFIX}rate:{scope}"
+
+
+#: sorted set of batches being delivered, by the time their holder's lease runs out (renewed
+#: while the worker process lives); the scheduler's reaper republishes the jobs of a dead one
+INFLIGHT = f"{PREFIX}inflight"
+
+
+def batch(batch_id: str) -> str:
+    """The job JSON of one in-flight batch (while a worker process delivers it)."""
+    return f"{PREFIX}batch:{batch_id}"
+
+
+def reaping(batch_id: str) -> str:
+    """A short lock so that two schedulers do not republish the same dead batch at once."""
+    return f"{PREFIX}reaping:{batch_id}"

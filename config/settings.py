@@ -73,9 +73,12 @@ class Settings(BaseSettings):
 
     # Batching and reliability
     batch_size: int = Field(100, ge=1, le=1000)
-    visibility_timeout: float = 3600.0
+    # Redis redelivers a task not acked within this long: the backstop for a batch reserved by a
+    # worker that died before it started it (started ones come back through their lease)
+    visibility_timeout: float = 300.0
     job_ttl: float = 7 * 86400.0
-    claim_lease: float = 600.0
+    # a batch's jobs stay `busy` while its worker renews this lease (every lease/4); then reaped
+    claim_lease: float = 60.0
     on_uncertain: Literal["resend", "fail"] = "resend"
     scheduler_interval: float = 0.5
 
@@ -110,6 +113,13 @@ class Settings(BaseSettings):
     smtp_retry_delays: Durations = (30.0, 120.0, 600.0, 1800.0, 3600.0)
     smtp_give_up_after: float = 86400.0
 
+    # Fleet-wide pacing (worker/ratelimit.py), "N/period" items: per connected Gmail account,
+    # per custom SMTP server (all, or "host=N/period" for one), per MSC destination domain
+    gmail_limits: CommaList = ("2000/24h", "150/1m")
+    smtp_limits: CommaList = ()
+    smtp_server_limits: CommaList = ()
+    msc_domain_limits: CommaList = ()
+
     # HTTP API and Flower
     api_max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)  # larger request bodies get 413
     flower_basic_auth: SecretStr | None = None  # "user:password[,user2:password2]"
@@ -118,7 +128,31 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
-    _lists = field_validator("msc_relays", mode="before")(_split_list)
+    _lists = field_validator(
+        "msc_relays",
+        "gmail_limits",
+        "smtp_limits",
+        "smtp_server_limits",
+        "msc_domain_limits",
+        mode="before",
+    )(_split_list)
+
+    @field_validator("gmail_limits", "smtp_limits", mode="after")
+    @classmethod
+    def _rates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from config.limits import parse_rates
+
+        parse_rates(value)
+        return value
+
+    @field_validator("smtp_server_limits", "msc_domain_limits", mode="after")
+    @classmethod
+    def _keyed_rates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from config.limits import parse_keyed_rates
+
+        parse_keyed_rates(value)
+        return value
+
     _delays = field_validator(
         "msc_retry_delays", "gmail_retry_delays", "smtp_retry_delays", mode="before"
     )(_durations)

@@ -20,6 +20,8 @@ except ConfigurationError as exc:
 
 app: Celery = make_celery(get_settings(), "maildispatch")
 app.conf.imports = ("worker.tasks", "worker.bounces.tasks")
+# poison input (not JSON, no task, unknown task) is logged without its body and counted
+app.conf.worker_consumer = "worker.poison:PoisonAwareConsumer"
 
 
 @signals.setup_logging.connect
@@ -36,4 +38,5 @@ def _close(**_: Any) -> None:
 
 
 import worker.bounces.tasks  # noqa: E402  (the bounce ingest task)
+import worker.poison  # noqa: E402  (counts rejected and unknown task messages)
 import worker.tasks  # noqa: E402,F401  (registers the tasks on ``app``)

@@ -23,6 +23,7 @@ from worker import metrics
 from worker.channels.base import Channel, Envelope, Receipt
 from worker.errors import DeliveryError, PermanentError, TransientError
 from worker.message import build_message
+from worker.ratelimit import Pacing
 from worker.state import Claim, JobStates
 from worker.store import Store, repo
 
@@ -61,6 +62,7 @@ class BatchSummary:
     retrying: int = 0
     skipped: int = 0
     invalid: int = 0
+    deferred: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """JSON-friendly counts."""
@@ -91,6 +93,7 @@ class Delivery:
         self.store = store
         self.accounts = accounts or NoAccounts()
         self.policy = policy_for(settings, channel.name)
+        self.pacing = Pacing(settings, channel.name, states.redis)
 
     async def run_batch(self, wires: Sequence[Any]) -> BatchSummary:
         """Deliver every job of the batch concurrently; each is claimed and recorded on its own."""
@@ -179,6 +182,12 @@ class Delivery:
         started = time.perf_counter()
         try:
             account = await self.accounts.load(self.channel.name, job.owner)
+            if over := await self.pacing.over_limit(job, account, recipients):
+                await self.states.defer(str(job.id), wire, *over)  # fleet-wide limit: later
+                log.info(
+                    "delivery_deferred", scope=over[1], delay_s=round(over[0] - time.time(), 1)
+                )
+                return "deferred"
             options = self.channel.message_options(job, account)
             message = build_message(
                 job,
@@ -257,7 +266,8 @@ class Delivery:
         **fields: Any,
     ) -> str:
         now = time.time()
-        delay = next_retry(self.policy, claim.attempt, now - claim.enqueued_at, error.retry_after)
+        age = now - claim.enqueued_at - claim.deferred  # time deferred by limits does not count
+        delay = next_retry(self.policy, claim.attempt, age, error.retry_after)
         if delay is None:
             expired = PermanentError(
                 f"gave up after {claim.attempt} attempts: {error.describe()}",

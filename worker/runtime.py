@@ -71,6 +71,7 @@ class Runtime:
         async def shutdown() -> None:
             for d in self._deliveries.values():
                 await d.channel.close()
+            await self.states.inflight.close()
             await self.redis.aclose()
 
         try:

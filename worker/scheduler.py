@@ -3,6 +3,7 @@
 Waiting jobs live in a Redis sorted set, not in Celery countdowns: Redis' visibility timeout
 would redeliver a long countdown early and repeatedly (celery#2599). Several schedulers may run;
 each takes due jobs under a short lease, so a crashed one's share comes back after it.
+The same loop reaps in-flight batches whose worker died (worker/inflight.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import structlog
 
 from config.settings import Settings
 from producers.client import Dispatcher
+from worker.inflight import reap
 from worker.state import JobStates
 
 log = structlog.get_logger("maildispatch.scheduler")
@@ -54,6 +56,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         while not stop.is_set():
             try:
                 published = await tick(states, dispatcher)
+                # batches whose worker died (lease not renewed): their jobs go out again
+                published += await reap(client, dispatcher)
             except Exception:
                 log.exception("scheduler_tick_failed")
                 published = 0

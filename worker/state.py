@@ -1,7 +1,8 @@
 """Per-job delivery state in Redis: the atomic claim, outcomes, and the durable schedule.
 
 States: queued -> sending -> sent | failed | bounced | suppressed, with ``retrying`` (and
-``scheduled`` for a future ``send_at``) while a job waits in the schedule sorted set.
+``scheduled`` for a future ``send_at``, ``deferred`` when over a fleet-wide rate limit) while a
+job waits in the schedule sorted set.
 A job is claimed (``sending``, with a lease) right before its SMTP transaction, and marked ``sent``
 with one Redis write right after the server's 250: that write is the only window in which a
 crash can leave a job whose fate is uncertain (docs/decisions.md, MAILDISPATCH_ON_UNCERTAIN).
@@ -17,27 +18,35 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from config import keys
+from worker.inflight import InFlight, current_batch
 
 FINAL_STATES = frozenset({"sent", "failed", "bounced", "suppressed"})
 
-# KEYS[1] job hash. ARGV: now, lease seconds, ttl, owner, channel
-# -> {decision, attempts, pending recipients json or "", enqueued_at}
+# KEYS[1] job hash, KEYS[2] in-flight batches (worker/inflight.py).
+# ARGV: now, lease seconds, ttl, owner, channel, holder batch id ("" when none)
+# -> {decision, attempts, pending recipients json or "", enqueued_at, seconds deferred by limits}
 _CLAIM = """
 local k = KEYS[1]
 local now = tonumber(ARGV[1])
 local st = redis.call('HGET', k, 'state')
 if st == 'sent' or st == 'failed' or st == 'bounced' or st == 'suppressed' then
-  return {'done', st, '', ''}
+  return {'done', st, '', '', ''}
 end
 local decision = 'go'
 if st == 'sending' then
   local lease = tonumber(redis.call('HGET', k, 'lease_until') or '0')
-  if lease > now then return {'busy', '', '', ''} end
+  -- the holder's batch lease (renewed while its worker process lives) decides when it has one
+  local holder = redis.call('HGET', k, 'holder')
+  if holder then
+    local alive = redis.call('ZSCORE', KEYS[2], holder)
+    if alive then lease = tonumber(alive) end
+  end
+  if lease > now then return {'busy', '', '', '', ''} end
   decision = 'uncertain'
-elseif st == 'retrying' or st == 'scheduled' then
+elseif st == 'retrying' or st == 'scheduled' or st == 'deferred' then
   local due = tonumber(redis.call('HGET', k, 'next_at') or '0')
   -- a stale copy of the task (broker redelivery) must not run a retry early
-  if due > now + 1 then return {'wait', '', '', ''} end
+  if due > now + 1 then return {'wait', '', '', '', ''} end
 end
 if not st then
   redis.call('HSET', k, 'owner', ARGV[4], 'channel', ARGV[5], 'enqueued_at', ARGV[1])
@@ -45,18 +54,33 @@ end
 local attempts = redis.call('HINCRBY', k, 'attempts', 1)
 redis.call('HSET', k, 'state', 'sending', 'lease_until', now + tonumber(ARGV[2]),
            'updated_at', ARGV[1])
+if ARGV[6] ~= '' then redis.call('HSET', k, 'holder', ARGV[6]) else redis.call('HDEL', k, 'holder') end
 redis.call('EXPIRE', k, tonumber(ARGV[3]))
 return {decision, tostring(attempts), redis.call('HGET', k, 'pending') or '',
-        redis.call('HGET', k, 'enqueued_at') or ARGV[1]}
+        redis.call('HGET', k, 'enqueued_at') or ARGV[1], redis.call('HGET', k, 'deferred_s') or '0'}
 """
 
-# KEYS[1] schedule zset. ARGV: now, lease, limit -> ids due, leased for ``lease`` seconds
+# KEYS[1] schedule zset. ARGV: now, leased-until, limit -> ids due, re-scored to leased-until
 _TAKE_DUE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), id)
 end
 return ids
+"""
+
+# KEYS[1] schedule zset, KEYS[2..] payload keys. ARGV: leased-until, then the job ids.
+# A job re-scheduled meanwhile (its new attempt already failed and scheduled a retry) has another
+# score and a new payload: both stay.
+_PUBLISHED = """
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) == tonumber(ARGV[1]) then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('DEL', KEYS[i])
+  end
+end
+return 0
 """
 
 Decision = Literal["go", "uncertain", "done", "busy", "wait"]
@@ -71,6 +95,7 @@ class Claim:
     pending: tuple[str, ...] | None = None  # recipients still to deliver after a partial failure
     enqueued_at: float = 0.0
     final_state: str = ""
+    deferred: float = 0.0  # seconds spent deferred by rate limits: not part of the give-up budget
 
 
 class JobStates:
@@ -82,14 +107,18 @@ class JobStates:
         self.ttl = int(ttl)
         self._claim = client.register_script(_CLAIM)
         self._take_due = client.register_script(_TAKE_DUE)
+        self._published = client.register_script(_PUBLISHED)
+        self.inflight = InFlight(client, lease=lease, ttl=ttl)
+        self._leased_until: dict[str, float] = {}
 
     async def claim(self, job_id: str, owner: str, channel: str) -> Claim:
         """Atomically move a job to ``sending`` unless it is final, leased or not yet due."""
         now = time.time()
         reply = await self._claim(
-            keys=[keys.job(job_id)], args=[now, self.lease, self.ttl, owner, channel]
+            keys=[keys.job(job_id), keys.INFLIGHT],
+            args=[now, self.lease, self.ttl, owner, channel, current_batch.get()],
         )
-        decision, second, pending, enqueued = (_text(x) for x in reply)
+        decision, second, pending, enqueued, deferred = (_text(x) for x in reply)
         if decision in ("done", "busy", "wait"):
             return Claim(decision, final_state=second)  # type: ignore[arg-type]
         return Claim(
@@ -97,6 +126,7 @@ class JobStates:
             attempt=int(second),
             pending=tuple(json.loads(pending)) if pending else None,
             enqueued_at=float(enqueued),
+            deferred=float(deferred or 0),
         )
 
     async def finish(self, job_id: str, state: str, **fields: Any) -> None:
@@ -109,7 +139,7 @@ class JobStates:
         mapping |= {k: _field(v) for k, v in fields.items() if v is not None}
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(keys.job(job_id), mapping=mapping)
-        pipe.hdel(keys.job(job_id), "pending")
+        pipe.hdel(keys.job(job_id), "pending", "holder")
         pipe.expire(keys.job(job_id), self.ttl)
         await pipe.execute()
 
@@ -136,30 +166,60 @@ class JobStates:
             pipe.hset(keys.job(job_id), "pending", json.dumps(list(pending)))
         else:
             pipe.hdel(keys.job(job_id), "pending")
+        pipe.hdel(keys.job(job_id), "holder")
         pipe.expire(keys.job(job_id), self.ttl)
         pipe.zadd(keys.SCHEDULE, {job_id: due})
+        await pipe.execute()
+
+    async def defer(self, job_id: str, wire: dict[str, Any], due: float, scope: str) -> None:
+        """Park a job over a rate limit until ``due``: no attempt used, no give-up time spent."""
+        now = time.time()
+        kind = scope.split(":", 1)[0]
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.payload(job_id), json.dumps(wire), ex=self.ttl)
+        pipe.hset(
+            keys.job(job_id),
+            mapping={
+                "state": "deferred",
+                "next_at": due,
+                "updated_at": now,
+                "lease_until": 0,
+                "deferred_by": scope,
+            },
+        )
+        pipe.hdel(keys.job(job_id), "holder")
+        pipe.hincrby(keys.job(job_id), "attempts", -1)
+        pipe.hincrbyfloat(keys.job(job_id), "deferred_s", max(due - now, 0.0))
+        pipe.expire(keys.job(job_id), self.ttl)
+        pipe.zadd(keys.SCHEDULE, {job_id: due})
+        pipe.hincrby(keys.COUNTERS, "deferred", 1)
+        pipe.hincrby(keys.COUNTERS, f"deferred:{kind}", 1)
         await pipe.execute()
 
     async def take_due(
         self, limit: int = 500, lease: float = 60.0
     ) -> list[tuple[str, dict[str, Any] | None]]:
         """Jobs due now, with their payloads; leased so a crashed scheduler's share comes back."""
+        now = time.time()
+        until = now + lease
         ids = [
-            _text(i)
-            for i in await self._take_due(keys=[keys.SCHEDULE], args=[time.time(), lease, limit])
+            _text(i) for i in await self._take_due(keys=[keys.SCHEDULE], args=[now, until, limit])
         ]
         if not ids:
             return []
+        self._leased_until = dict.fromkeys(ids, until)  # read back by published()
         payloads = await self.redis.mget([keys.payload(i) for i in ids])
         return [(i, json.loads(p) if p else None) for i, p in zip(ids, payloads, strict=True)]
 
     async def published(self, job_ids: list[str]) -> None:
-        """Remove jobs from the schedule once their batch is on the queue."""
-        if job_ids:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.zrem(keys.SCHEDULE, *job_ids)
-            pipe.delete(*[keys.payload(i) for i in job_ids])
-            await pipe.execute()
+        """Remove jobs from the schedule once their batch is on the queue (unless re-scheduled)."""
+        groups: dict[float, list[str]] = {}
+        for i in job_ids:
+            groups.setdefault(self._leased_until.pop(i, -1.0), []).append(i)
+        for until, ids in groups.items():
+            await self._published(
+                keys=[keys.SCHEDULE, *[keys.payload(i) for i in ids]], args=[until, *ids]
+            )
 
     async def count(self, name: str, amount: int = 1) -> None:
         """Bump an operational counter (poison messages, deferrals)."""

@@ -1,0 +1,228 @@
+"""The claim, the in-flight registry and its reaper, and the schedule, against real Redis.
+
+Each scenario is one a crash produces: a holder that stops renewing its lease (its process died),
+a batch that crashes, a stale task copy arriving while a retry waits, a job re-scheduled while
+the scheduler is publishing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from config import keys
+from config.settings import Settings
+from producers.client import Dispatcher
+from tests.conftest import SECRET
+from worker.inflight import reap
+from worker.state import JobStates
+
+
+def wire(i: int = 0) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "owner": "acme",
+        "channel": "msc",
+        "identity": "Acme <a@acme.example>",
+        "to": [f"u{i}@example.org"],
+        "subject": "s",
+        "text": "t",
+    }
+
+
+def queued(client: redis.Redis) -> list[str]:
+    """Job ids of every batch waiting on mail.msc."""
+    ids = []
+    for raw in client.lrange("mail.msc", 0, -1):
+        body = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        ids += [j["id"] for j in body[0][0]]
+    return ids
+
+
+@pytest.fixture
+def dispatcher(redis_url: str, redis_client: redis.Redis) -> Dispatcher:
+    d = Dispatcher(Settings(broker_url=redis_url, secret_key=SECRET))  # type: ignore[arg-type]
+    yield d  # type: ignore[misc]
+    d.close()
+
+
+def run(redis_url: str, scenario: Callable[[aioredis.Redis], Awaitable[None]]) -> None:
+    async def main() -> None:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await scenario(client)
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_dead_holders_jobs_are_republished_and_resent_as_uncertain(
+    redis_url: str, redis_client: redis.Redis, dispatcher: Dispatcher
+) -> None:
+    jobs = [wire(i) for i in range(3)]
+
+    async def scenario(client: aioredis.Redis) -> None:
+        holder = JobStates(client, lease=0.3, ttl=3600)
+        other = JobStates(client, lease=0.3, ttl=3600)
+        release = asyncio.Event()
+
+        async def deliver() -> None:
+            # job 0 is being sent when the process "dies"; job 1 was sent; job 2 never claimed
+            assert (await holder.claim(jobs[0]["id"], "acme", "msc")).decision == "go"
+            assert (await holder.claim(jobs[1]["id"], "acme", "msc")).decision == "go"
+            await holder.finish(jobs[1]["id"], "sent")
+            await release.wait()
+
+        redis_client.hset(keys.job(jobs[2]["id"]), "state", "queued")
+        work = asyncio.create_task(holder.inflight.run(jobs, deliver))
+        await asyncio.sleep(0.1)
+        # a redelivered copy while the holder lives and renews its lease: busy, however long
+        await asyncio.sleep(0.5)
+        assert (await other.claim(jobs[0]["id"], "acme", "msc")).decision == "busy"
+        assert await reap(client, dispatcher) == 0
+        # the process dies: nothing renews its lease any more
+        await holder.inflight.close()
+        await asyncio.sleep(0.4)
+        assert await reap(client, dispatcher) == 2  # the one in flight and the unclaimed one
+        assert sorted(queued(redis_client)) == sorted([jobs[0]["id"], jobs[2]["id"]])
+        assert await client.zcard(keys.INFLIGHT) == 0
+        assert await client.keys("md:batch:*") == []
+        again = await other.claim(jobs[0]["id"], "acme", "msc")
+        assert (again.decision, again.attempt) == ("uncertain", 2)
+        assert (await other.claim(jobs[1]["id"], "acme", "msc")).decision == "done"
+        assert (await other.claim(jobs[2]["id"], "acme", "msc")).decision == "go"
+        release.set()
+        await work
+
+    run(redis_url, scenario)
+
+
+def test_a_crashed_batch_is_reaped_at_once(
+    redis_url: str, redis_client: redis.Redis, dispatcher: Dispatcher
+) -> None:
+    jobs = [wire()]
+
+    async def scenario(client: aioredis.Redis) -> None:
+        states = JobStates(client, lease=60, ttl=3600)
+
+        async def crash() -> None:
+            await states.claim(jobs[0]["id"], "acme", "msc")
+            raise ConnectionError("the database went away")
+
+        with pytest.raises(ConnectionError):
+            await states.inflight.run(jobs, crash)
+        # no need to wait a minute for the lease: the batch marked itself expired
+        assert (await JobStates(client, lease=60, ttl=3600).claim(jobs[0]["id"], "acme", "msc")).decision == "uncertain"
+        await states.finish(jobs[0]["id"], "sent")
+        assert await reap(client, dispatcher) == 0  # finished meanwhile: nothing to resend
+        assert queued(redis_client) == []
+        await states.inflight.close()
+
+    run(redis_url, scenario)
+
+
+def test_a_finished_batch_leaves_nothing_in_redis(redis_url: str, redis_client: redis.Redis) -> None:
+    jobs = [wire()]
+
+    async def scenario(client: aioredis.Redis) -> None:
+        states = JobStates(client, lease=60, ttl=3600)
+
+        async def deliver() -> str:
+            await states.claim(jobs[0]["id"], "acme", "msc")
+            await states.finish(jobs[0]["id"], "sent")
+            return "ok"
+
+        assert await states.inflight.run(jobs, deliver) == "ok"
+        await states.inflight.close()
+
+    run(redis_url, scenario)
+    assert redis_client.zcard(keys.INFLIGHT) == 0
+    assert redis_client.keys("md:batch:*") == []
+    assert redis_client.hget(keys.job(jobs[0]["id"]), "holder") is None
+
+
+def test_a_stale_copy_does_not_run_a_retry_early(redis_url: str, redis_client: redis.Redis) -> None:
+    job = wire()
+
+    async def scenario(client: aioredis.Redis) -> None:
+        states = JobStates(client, lease=60, ttl=3600)
+        claim = await states.claim(job["id"], "acme", "msc")
+        await states.schedule_retry(job["id"], job, time.time() + 7200, None, last_error="451")
+        # Redis' visibility timeout hands the old task out again, over and over: it waits
+        for _ in range(3):
+            assert (await states.claim(job["id"], "acme", "msc")).decision == "wait"
+        assert claim.attempt == 1
+        assert await client.hget(keys.job(job["id"]), "attempts") == b"1"
+
+    run(redis_url, scenario)
+
+
+def test_a_job_rescheduled_while_being_published_stays_scheduled(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    job = wire()
+
+    async def scenario(client: aioredis.Redis) -> None:
+        states = JobStates(client, lease=60, ttl=3600)
+        await states.claim(job["id"], "acme", "msc")
+        await states.schedule_retry(job["id"], job, time.time() - 1, None)
+        (taken,) = await states.take_due()
+        assert taken == (job["id"], job)
+        # the published copy runs, fails again and schedules its next retry before the
+        # scheduler got to remove the entry it published
+        await states.claim(job["id"], "acme", "msc")
+        due = time.time() + 600
+        await states.schedule_retry(job["id"], job, due, None)
+        await states.published([job["id"]])
+        assert await client.zscore(keys.SCHEDULE, job["id"]) == pytest.approx(due)
+        assert await client.exists(keys.payload(job["id"]))
+
+    run(redis_url, scenario)
+
+
+def test_published_removes_what_it_published(redis_url: str, redis_client: redis.Redis) -> None:
+    job = wire()
+
+    async def scenario(client: aioredis.Redis) -> None:
+        states = JobStates(client, lease=60, ttl=3600)
+        await states.schedule_retry(job["id"], job, time.time() - 1, None)
+        assert [i for i, _ in await states.take_due()] == [job["id"]]
+        await states.published([job["id"]])
+        assert await client.zcard(keys.SCHEDULE) == 0
+        assert not await client.exists(keys.payload(job["id"]))
+
+    run(redis_url, scenario)
+
+
+def test_deferral_uses_no_attempt_and_no_give_up_time(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    job = wire()
+
+    async def scenario(client: aioredis.Redis) -> None:
+        states = JobStates(client, lease=60, ttl=3600)
+        await states.claim(job["id"], "acme", "msc")
+        await states.defer(job["id"], job, time.time() + 30, "domain:example.org")
+        state = await client.hgetall(keys.job(job["id"]))
+        assert state[b"state"] == b"deferred" and state[b"deferred_by"] == b"domain:example.org"
+        assert state[b"attempts"] == b"0"
+        assert await client.zscore(keys.SCHEDULE, job["id"]) is not None
+        assert (await states.claim(job["id"], "acme", "msc")).decision == "wait"
+        await client.hset(keys.job(job["id"]), "next_at", time.time())  # its slot has come
+        claim = await states.claim(job["id"], "acme", "msc")
+        assert claim.decision == "go" and claim.attempt == 1
+        assert claim.deferred == pytest.approx(30, abs=1)
+        counters = await client.hgetall(keys.COUNTERS)
+        assert counters[b"deferred"] == b"1" and counters[b"deferred:domain"] == b"1"
+
+    run(redis_url, scenario)

@@ -1,0 +1,202 @@
+"""In-flight batches: who delivers what right now, so that a dead worker's jobs come back promptly.
+
+A worker process registers each batch before claiming its jobs: the batch's job JSON under
+``md:batch:<id>`` and the batch id in the ``md:inflight`` sorted set, scored by when its lease runs
+out. While the process lives it renews the leases of its batches every ``lease / 4`` seconds; a
+batch that ends is removed, a batch that crashes is marked expired at once. A claim records the
+batch as the job's ``holder``, so a redelivered copy of the job is ``busy`` only while its holder
+is alive (worker/state.py).
+
+The scheduler's :func:`reap` finds batches whose lease ran out (``kill -9``, a lost host, a crashed
+batch), releases their ``sending`` jobs (the next claim sees them as ``uncertain`` and follows
+``MAILDISPATCH_ON_UNCERTAIN``) and republishes every job of the batch that is neither final nor
+waiting in the schedule. It covers the case the broker cannot: a redelivered copy that answered
+``busy`` was acked, then the holder died.
+
+Cost: one pipelined write when a batch starts and one when it ends (the JSON of a batch is in
+Redis only while it is being delivered); nothing per job beyond the claim's own script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from typing import Any, Protocol, TypeVar
+
+import redis.asyncio as aioredis
+import structlog
+
+from config import keys
+
+log = structlog.get_logger("maildispatch.inflight")
+
+T = TypeVar("T")
+
+#: the batch the current coroutine delivers ("" outside a registered batch); claims read it
+current_batch: ContextVar[str] = ContextVar("maildispatch_batch", default="")
+
+#: seconds a reaper holds a dead batch before another scheduler may take it up again
+REAP_LOCK = 30
+
+# KEYS[1] in-flight zset, KEYS[2] reaping lock, KEYS[3..] job hashes.
+# ARGV: now, batch id, lock seconds, then the job ids (same order as KEYS[3..])
+# -> {'skip'} (renewed, gone, or another reaper has it) or {'reap', ids of the batch's jobs to
+#    publish again: `queued` ones, and `sending` ones it held}
+_REAP = """
+local now = tonumber(ARGV[1])
+local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if not score or tonumber(score) > now then return {'skip'} end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[3])) then return {'skip'} end
+local out = {'reap'}
+for i = 3, #KEYS do
+  local k = KEYS[i]
+  local st = redis.call('HGET', k, 'state')
+  if st == 'queued' then
+    table.insert(out, ARGV[i + 1])
+  elseif st == 'sending' then
+    local holder = redis.call('HGET', k, 'holder')
+    local lease = tonumber(redis.call('HGET', k, 'lease_until') or '0')
+    if holder == ARGV[2] or (not holder and lease <= now) then
+      redis.call('HSET', k, 'lease_until', 0)
+      redis.call('HDEL', k, 'holder')
+      table.insert(out, ARGV[i + 1])
+    end
+  end
+end
+return out
+"""
+
+
+class Publisher(Protocol):
+    """What the reaper needs of a producer: publish jobs (wire form) as batches."""
+
+    def publish(self, wires: Sequence[dict[str, Any]]) -> None:
+        """Publish the jobs to their queues."""
+        ...
+
+
+class InFlight:
+    """The batches this worker process is delivering, with their leases kept alive."""
+
+    def __init__(self, client: aioredis.Redis, *, lease: float, ttl: float) -> None:
+        self.redis = client
+        self.lease = lease
+        self.ttl = int(ttl)
+        self._held: set[str] = set()
+        self._renewer: asyncio.Task[None] | None = None
+
+    async def run(self, wires: Sequence[Any], work: Callable[[], Awaitable[T]]) -> T:
+        """Register the batch, run ``work`` as its holder, then remove it (or mark it expired)."""
+        batch_id = uuid.uuid4().hex
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.batch(batch_id), json.dumps(list(wires)), ex=self.ttl)
+        pipe.zadd(keys.INFLIGHT, {batch_id: time.time() + self.lease})
+        await pipe.execute()
+        self._held.add(batch_id)
+        self._ensure_renewer()
+        token = current_batch.set(batch_id)
+        try:
+            result = await work()
+        except BaseException:
+            self._held.discard(batch_id)
+            # the batch crashed: its leftover `sending` jobs are uncertain now, not in a minute
+            with contextlib.suppress(Exception):
+                await self.redis.zadd(keys.INFLIGHT, {batch_id: 0}, xx=True)
+            raise
+        finally:
+            current_batch.reset(token)
+        self._held.discard(batch_id)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.zrem(keys.INFLIGHT, batch_id)
+        pipe.delete(keys.batch(batch_id))
+        await pipe.execute()
+        return result
+
+    def _ensure_renewer(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+
+    async def _renew_forever(self) -> None:
+        interval = max(self.lease / 4, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            held = list(self._held)
+            if not held:
+                continue
+            until = time.time() + self.lease
+            try:
+                await self.redis.zadd(keys.INFLIGHT, dict.fromkeys(held, until), xx=True)
+            except Exception:  # Redis away: the leases may run out, and the reaper takes over
+                log.warning("inflight_renew_failed", batches=len(held))
+
+    async def close(self) -> None:
+        """Stop renewing (the process is going away)."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._renewer
+
+
+async def reap(client: aioredis.Redis, publisher: Publisher, limit: int = 20) -> int:
+    """Republish the unfinished jobs of batches whose holder's lease ran out; returns how many."""
+    now = time.time()
+    expired = [
+        _text(b) for b in await client.zrangebyscore(keys.INFLIGHT, "-inf", now, start=0, num=limit)
+    ]
+    total = 0
+    for batch_id in expired:
+        raw = await client.get(keys.batch(batch_id))
+        wires = _wires(raw)
+        if wires is None:
+            log.error("inflight_batch_missing", batch=batch_id)
+            await client.zrem(keys.INFLIGHT, batch_id)
+            continue
+        by_id = {str(w["id"]): w for w in wires}
+        ids = list(by_id)
+        reply = [
+            _text(i)
+            for i in await client.eval(
+                _REAP,
+                2 + len(ids),
+                keys.INFLIGHT,
+                keys.reaping(batch_id),
+                *[keys.job(i) for i in ids],
+                now,
+                batch_id,
+                REAP_LOCK,
+                *ids,
+            )
+        ]
+        if reply[0] != "reap":
+            continue
+        again = reply[1:]
+        if again:
+            await asyncio.to_thread(publisher.publish, [by_id[i] for i in again])
+        pipe = client.pipeline(transaction=True)
+        pipe.zrem(keys.INFLIGHT, batch_id)
+        pipe.delete(keys.batch(batch_id), keys.reaping(batch_id))
+        await pipe.execute()
+        log.warning("inflight_batch_reaped", batch=batch_id, jobs=len(ids), republished=len(again))
+        total += len(again)
+    return total
+
+
+def _wires(raw: bytes | str | None) -> list[dict[str, Any]] | None:
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, list):
+        return None
+    return [w for w in data if isinstance(w, dict) and "id" in w]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,76 @@
+"""Poison input on a queue: rejected once, logged, counted in ``md:counters``; the worker goes on.
+
+Three layers see it: a body that is not JSON never reaches a task (the consumer's decode fails:
+``PoisonAwareConsumer``), a message naming no task or an unknown one is rejected by Celery
+(signals below), and a task whose arguments or jobs are malformed is answered by the task itself
+(worker/tasks.py, worker/delivery.py). Nothing is requeued, and no body is ever logged: it may
+hold a message's content.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import redis
+import structlog
+from celery import signals
+from celery.worker.consumer import Consumer
+
+from config import keys
+from config.settings import get_settings
+
+log = structlog.get_logger("maildispatch.poison")
+
+_client: redis.Redis | None = None
+_lock = threading.Lock()
+
+
+def count(name: str) -> None:
+    """Bump a poison counter (best effort: counting must never stop the consumer)."""
+    global _client
+    try:
+        with _lock:
+            if _client is None:
+                _client = redis.Redis.from_url(get_settings().state_redis_url)
+        _client.hincrby(keys.COUNTERS, name, 1)
+    except redis.RedisError:
+        log.warning("poison_count_failed", counter=name)
+
+
+def _queue_of(message: Any) -> str | None:
+    info = getattr(message, "delivery_info", None) or {}
+    return info.get("routing_key")
+
+
+class PoisonAwareConsumer(Consumer):
+    """Celery's consumer, logging undecodable messages without their body and counting them."""
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        """Acknowledge (drop) a message whose body cannot be decoded."""
+        body = getattr(message, "body", b"") or b""
+        log.error(
+            "message_undecodable",
+            queue=_queue_of(message),
+            content_type=getattr(message, "content_type", None),
+            size=len(body),
+            error=type(exc).__name__,
+        )
+        count("poison_messages")
+        message.ack()
+
+
+@signals.task_rejected.connect
+def _rejected(message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
+    log.error(
+        "message_rejected",
+        queue=_queue_of(message),
+        error=type(exc).__name__ if exc else "not a task message",
+    )
+    count("poison_messages")
+
+
+@signals.task_unknown.connect
+def _unknown(message: Any = None, name: str | None = None, **_: Any) -> None:
+    log.error("message_unknown_task", queue=_queue_of(message), task=str(name)[:100])
+    count("poison_messages")

@@ -1,0 +1,154 @@
+"""Fleet-wide pacing: limits that hold across every worker process and host, counted in Redis.
+
+Scopes: a connected Gmail account (``MAILDISPATCH_GMAIL_LIMITS``, default 2,000 per rolling 24 h
+and 150 per minute), a custom SMTP server (``MAILDISPATCH_SMTP_LIMITS`` for every server,
+``MAILDISPATCH_SMTP_SERVER_LIMITS`` for one host) and an MSC destination domain
+(``MAILDISPATCH_MSC_DOMAIN_LIMITS="gmail.com=50/s,yahoo.com=20/s"``). Celery's ``rate_limit`` is
+per worker process and does not hold for a fleet.
+
+Each (scope, rate) is a sliding window of buckets in one Redis hash, checked and counted for all
+the scopes of a job at once by one Lua script. A bucket is counted until it has left the window
+entirely, so the limit is never exceeded (at the cost of up to one bucket of headroom). A job over
+a limit is not failed: it is deferred through the schedule (state ``deferred``, counted in
+``md:counters``) to a slot when capacity returns; deferred jobs get successive slots spaced by
+``window / count`` so they come back at the sustainable rate instead of all at once. A deferral
+uses neither an attempt nor the give-up budget. With no limit configured for a job's scopes there
+is no Redis call at all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+
+from config import keys
+from config.limits import Rate, parse_keyed_rates, parse_rates
+from config.settings import Settings
+from producers.job import SendJob
+
+log = structlog.get_logger("maildispatch.ratelimit")
+
+# KEYS: one hash per (scope, rate). ARGV: now, then per key: count, window, buckets.
+# -> "0" (allowed and counted in every window) or the time (string) the job may try again
+_ACQUIRE = """
+local now = tonumber(ARGV[1])
+local due = 0
+local current = {}
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[i * 3 - 1])
+  local window = tonumber(ARGV[i * 3])
+  local n = tonumber(ARGV[i * 3 + 1])
+  local size = window / n
+  local idx = math.floor(now / size)
+  current[i] = idx
+  local raw = redis.call('HGETALL', key)
+  local total, slot = 0, 0
+  local buckets = {}
+  for j = 1, #raw, 2 do
+    if raw[j] == 'slot' then
+      slot = tonumber(raw[j + 1])
+    else
+      local b = tonumber(raw[j])
+      if b <= idx - n then
+        redis.call('HDEL', key, raw[j])
+      else
+        local c = tonumber(raw[j + 1])
+        total = total + c
+        table.insert(buckets, {b, c})
+      end
+    end
+  end
+  if total + 1 > limit then
+    table.sort(buckets, function(x, y) return x[1] < y[1] end)
+    local free_at = now + window
+    local freed = 0
+    for _, bc in ipairs(buckets) do
+      freed = freed + bc[2]
+      if total - freed + 1 <= limit then
+        free_at = (bc[1] + n) * size
+        break
+      end
+    end
+    local at = math.max(free_at, slot)
+    redis.call('HSET', key, 'slot', tostring(at + window / limit))
+    redis.call('PEXPIRE', key, math.ceil((at - now + window) * 1000) + 1000)
+    if at > due then due = at end
+  end
+end
+if due > 0 then return tostring(due) end
+for i, key in ipairs(KEYS) do
+  redis.call('HINCRBY', key, string.format('%d', current[i]), 1)
+  local ttl = redis.call('PTTL', key)
+  local want = math.ceil(tonumber(ARGV[i * 3]) * 1000) + 1000
+  if ttl < want then redis.call('PEXPIRE', key, want) end
+end
+return '0'
+"""
+
+Scope = tuple[str, tuple[Rate, ...]]
+
+
+def buckets_for(rate: Rate) -> int:
+    """Buckets per window: 100 ms for per-second rates, 1/60 of longer windows."""
+    return 10 if rate.window <= 10 else 60
+
+
+class Pacing:
+    """The fleet-wide limits of one channel, checked before each send."""
+
+    def __init__(self, settings: Settings, channel: str, client: aioredis.Redis) -> None:
+        self.channel = channel
+        self.redis = client
+        self.domains = parse_keyed_rates(settings.msc_domain_limits) if channel == "msc" else {}
+        self.gmail = parse_rates(settings.gmail_limits) if channel == "gmail" else ()
+        self.smtp = parse_rates(settings.smtp_limits) if channel == "smtp" else ()
+        self.smtp_servers = (
+            parse_keyed_rates(settings.smtp_server_limits) if channel == "smtp" else {}
+        )
+        self.enabled = bool(self.domains or self.gmail or self.smtp or self.smtp_servers)
+        self._acquire = client.register_script(_ACQUIRE)
+
+    def scopes(self, job: SendJob, account: Any, recipients: Sequence[str]) -> list[Scope]:
+        """The limited scopes this send counts against (empty: nothing to check)."""
+        if self.channel == "msc":
+            domains = sorted({r.rpartition("@")[2].lower() for r in recipients})
+            return [(f"domain:{d}", self.domains[d]) for d in domains if d in self.domains]
+        if self.channel == "gmail" and self.gmail:
+            address = str(getattr(account, "email", "") or job.owner).lower()
+            return [(f"gmail:{address}", self.gmail)]
+        if self.channel == "smtp":
+            host = str(getattr(account, "host", "") or "").lower()
+            rates = self.smtp_servers.get(host) or self.smtp
+            if rates:
+                where = f"{host}:{getattr(account, 'port', '')}" if host else job.owner
+                return [(f"smtp:{where}", rates)]
+        return []
+
+    async def acquire(self, scopes: Sequence[Scope], now: float | None = None) -> float:
+        """Count one message against every scope, or return when to try again (0: go)."""
+        names: list[str] = []
+        args: list[float | int] = [time.time() if now is None else now]
+        for scope, rates in scopes:
+            for rate in rates:
+                names.append(keys.rate(f"{scope}:{rate.window:g}"))
+                args += [rate.count, rate.window, buckets_for(rate)]
+        reply = await self._acquire(keys=names, args=args)
+        return float(reply.decode() if isinstance(reply, bytes) else reply)
+
+    async def over_limit(
+        self, job: SendJob, account: Any, recipients: Sequence[str]
+    ) -> tuple[float, str] | None:
+        """None when the send may go now; else (when to try again, the limiting scope)."""
+        if not self.enabled:
+            return None
+        scopes = self.scopes(job, account, recipients)
+        if not scopes:
+            return None
+        due = await self.acquire(scopes)
+        if due <= 0:
+            return None
+        return due, ",".join(s for s, _ in scopes)
