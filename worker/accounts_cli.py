@@ -273,8 +273,12 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
         print(json.dumps(result.__dict__))
     else:
         print(f"re-encrypted {result.rotated}, already current {result.already_current}")
-        for name in result.unreadable:
-            print(f"cannot decrypt {name}: it must be connected again", file=sys.stderr)
+    for name in result.unreadable:
+        print(
+            f"cannot decrypt {name}: list the old key in MAILDISPATCH_PREVIOUS_SECRET_KEYS, "
+            "or connect the account again",
+            file=sys.stderr,
+        )
     return 1 if result.unreadable else 0
 
 

@@ -267,6 +267,16 @@ def test_job_arrives_from_the_connected_account(
     assert sent.gmail_id in status["reply"]
 
 
+def test_a_batch_shares_one_refresh(gfleet: UserFleet, fake: FakeGoogle, owner: str) -> None:
+    _connect(gfleet, owner, fake.grant("ann@gmail.com", CLIENT_ID, CLIENT_SECRET))
+    ids = gfleet.dispatcher.send_many(
+        [_job_for(owner, to=[f"r{i}@example.org"]) for i in range(12)]
+    )
+    assert {s["state"] for s in gfleet.wait_final(*ids).values()} == {"sent"}
+    assert len(fake.messages_for("ann@gmail.com")) == 12
+    assert fake.log.token_requests == ["ok"]  # 12 concurrent sends, one token refresh
+
+
 def test_expired_access_token_is_refreshed_before_sending(
     gfleet: UserFleet, fake: FakeGoogle, owner: str
 ) -> None:

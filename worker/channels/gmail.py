@@ -68,6 +68,8 @@ SCOPE_REASONS = frozenset({"insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFF
 #: a token fetched this recently is used even inside google-auth's early-refresh margin
 JUST_REFRESHED = 30.0
 MAX_CACHED_ACCOUNTS = 1024
+#: concurrent sends per account: Gmail answers 429 past a small per-user concurrency
+SENDS_PER_ACCOUNT = 4
 _RETRY_AT = re.compile(r"retry after (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)", re.I)
 
 
@@ -87,6 +89,7 @@ class _Token:
         self._refreshing = asyncio.Lock()  # coroutines of this loop
         self._thread_lock = threading.Lock()  # the refresh itself runs in a thread
         self._fetched_at = 0.0
+        self.sending = asyncio.Semaphore(SENDS_PER_ACCOUNT)
 
     def _usable(self, rejected: str | None) -> bool:
         c = self.credentials
@@ -147,11 +150,12 @@ class GmailChannel:
         token = self._token(_gmail(account))
         body = {"raw": base64.urlsafe_b64encode(with_bcc(message.data, envelope)).decode()}
         try:
-            access = await token.get()
-            response = await self._post(body, access)
-            if response.status_code == 401:  # revoked or expired early: refresh once, retry once
-                log.info("gmail_token_rejected")
-                response = await self._post(body, await token.get(rejected=access))
+            async with token.sending:
+                access = await token.get()
+                response = await self._post(body, access)
+                if response.status_code == 401:  # revoked or expired early: refresh, retry once
+                    log.info("gmail_token_rejected")
+                    response = await self._post(body, await token.get(rejected=access))
         except Exception as exc:
             raise translate(exc) from exc
         if not response.is_success:

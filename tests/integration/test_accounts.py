@@ -1,0 +1,284 @@
+"""The accounts store on SQLite and PostgreSQL, the preference mirror in Redis, key rotation
+through the CLI, and the worker's AsyncAccounts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import select, text
+
+from config import keys
+from config.settings import Settings
+from producers.client import Dispatcher
+from tests.conftest import SECRET
+from tests.support.services import REPO
+from worker import accounts
+from worker.accounts import AccountError, AsyncAccounts, GmailAccount, SmtpAccount
+from worker.errors import PermanentError
+from worker.store.db import Store
+from worker.store.models import Account
+from worker.vault import Vault
+
+VAULT = Vault(SECRET)
+SETTINGS = Settings(
+    secret_key=SECRET, google_client_id="deploy-client", google_client_secret="deploy-secret"
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'var' / 'store.db'}")
+        yield s
+        s.dispose()
+        return
+    url = request.getfixturevalue("postgres_url")
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    admin = Store(url, migrate=False)
+    with admin.engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    s = Store(f"{url}?options=-csearch_path%3D{schema}")
+    yield s
+    s.dispose()
+    with admin.engine.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+def _gmail(store: Store, owner: str = "acme", email: str = "ann@gmail.com", **kw: str) -> None:
+    with store.session() as s:
+        accounts.connect_gmail(s, VAULT, owner=owner, email=email, refresh_token="1//rt", **kw)
+
+
+def _smtp(store: Store, owner: str = "acme", password: str = "pw") -> None:  # noqa: S107
+    with store.session() as s:
+        accounts.set_smtp(
+            s,
+            VAULT,
+            owner=owner,
+            host="smtp.example.net",
+            port=587,
+            security="starttls",
+            username="ann",
+            password=password,
+        )
+
+
+def test_one_gmail_account_per_owner_the_second_replaces_the_first(store: Store) -> None:
+    _gmail(store, email="first@gmail.com")
+    _gmail(store, email="second@gmail.com", client_id="own", client_secret="own-secret")
+    with store.session() as s:
+        (row,) = s.scalars(select(Account).where(Account.owner == "acme")).all()
+        assert (row.address, row.client_id, row.revision, row.state) == (
+            "second@gmail.com",
+            "own",
+            2,
+            "connected",
+        )
+        loaded = accounts.load(s, VAULT, SETTINGS, "gmail", "acme")
+    assert loaded == GmailAccount("acme", "second@gmail.com", "own", "own-secret", "1//rt", 2)
+    assert "own-secret" not in repr(loaded) and "1//rt" not in repr(loaded)
+
+
+def test_gmail_without_own_client_uses_the_deployments(store: Store) -> None:
+    _gmail(store)
+    with store.session() as s:
+        loaded = accounts.load(s, VAULT, SETTINGS, "gmail", "acme")
+    assert isinstance(loaded, GmailAccount)
+    assert (loaded.client_id, loaded.client_secret) == ("deploy-client", "deploy-secret")
+    with store.session() as s, pytest.raises(PermanentError, match="OAuth client") as info:
+        accounts.load(s, VAULT, Settings(secret_key=SECRET), "gmail", "acme")
+    assert info.value.kind == "config"
+
+
+def test_smtp_account_and_its_server(store: Store) -> None:
+    _smtp(store, password="first")
+    _smtp(store, password="second")
+    with store.session() as s:
+        loaded = accounts.load(s, VAULT, SETTINGS, "smtp", "acme")
+    assert isinstance(loaded, SmtpAccount) and loaded.password == "second"
+    server = loaded.server(5.0)
+    assert (server.host, server.port, server.security, server.username) == (
+        "smtp.example.net",
+        587,
+        "starttls",
+        "ann",
+    )
+    assert "second" not in repr(loaded) and "second" not in repr(server)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"port": 0}, "port"),
+        ({"security": "ssl"}, "security"),
+        ({"host": "bad host"}, "host"),
+        ({"password": ""}, "password"),
+        ({"password": "a\nb"}, "password"),
+        ({"ca_pem": "not a certificate"}, "PEM"),
+    ],
+)
+def test_smtp_input_is_checked(store: Store, kwargs: dict[str, object], words: str) -> None:
+    args: dict[str, object] = {
+        "owner": "acme",
+        "host": "smtp.example.net",
+        "port": 587,
+        "security": "starttls",
+        "username": "ann",
+        "password": "pw",
+    } | kwargs
+    with store.session() as s, pytest.raises(AccountError, match=words):
+        accounts.set_smtp(s, VAULT, **args)  # type: ignore[arg-type]
+
+
+def test_missing_account_is_a_config_failure(store: Store) -> None:
+    with store.session() as s, pytest.raises(PermanentError, match="no Gmail account") as info:
+        accounts.load(s, VAULT, SETTINGS, "gmail", "nobody")
+    assert info.value.kind == "config" and "accounts gmail connect" in info.value.text
+
+
+def test_flagged_account_fails_fast_until_set_again(store: Store) -> None:
+    _smtp(store)
+    with store.session() as s:
+        assert accounts.mark_failed(s, "smtp", "acme", 1, "535 5.7.8 bad credentials") == (
+            "auth_failed"
+        )
+        assert accounts.mark_failed(s, "smtp", "acme", 1, "again") is None  # already flagged
+    with store.session() as s, pytest.raises(PermanentError, match="auth_failed") as info:
+        accounts.load(s, VAULT, SETTINGS, "smtp", "acme")
+    assert info.value.kind == "auth" and "535 5.7.8" in info.value.text
+    _smtp(store)  # new credentials: connected again
+    with store.session() as s:
+        assert isinstance(accounts.load(s, VAULT, SETTINGS, "smtp", "acme"), SmtpAccount)
+        # a failure of the old credentials (revision 1) does not flag the new ones (2)
+        assert accounts.mark_failed(s, "smtp", "acme", 1, "late failure") is None
+        assert accounts.summaries(s, "acme")[0]["accounts"][0]["state"] == "connected"
+
+
+def test_preferences_need_an_account_and_fall_back_on_remove(store: Store) -> None:
+    with store.session() as s:
+        assert accounts.preferred_channel(s, "acme") == "msc"
+        with pytest.raises(AccountError, match="connect one first"):
+            accounts.set_preference(s, "acme", "gmail")
+    _gmail(store)
+    with store.session() as s:
+        accounts.set_preference(s, "acme", "gmail")
+        assert accounts.preferred_channel(s, "acme") == "gmail"
+        assert accounts.remove(s, "acme", "smtp") == (False, False)
+        assert accounts.remove(s, "acme", "gmail") == (True, True)
+        assert accounts.preferred_channel(s, "acme") == "msc"
+
+
+def test_summaries_never_show_a_secret(store: Store) -> None:
+    _gmail(store, client_id="own", client_secret="client-secret-xyz")
+    _smtp(store, password="password-xyz")
+    with store.session() as s:
+        accounts.set_preference(s, "acme", "smtp")
+        shown = accounts.summaries(s)
+    dumped = json.dumps(shown, default=str)
+    assert "xyz" not in dumped and "1//rt" not in dumped
+    assert shown[0]["preferred_channel"] == "smtp"
+    assert [a["channel"] for a in shown[0]["accounts"]] == ["gmail", "smtp"]
+
+
+def test_rotate_key_re_encrypts_every_row(store: Store) -> None:
+    old = Vault("old-key-0123456789abcdef0123456789")
+    with store.session() as s:
+        accounts.connect_gmail(s, old, owner="a", email="a@gmail.com", refresh_token="1//a")
+        accounts.set_smtp(
+            s, old, owner="b", host="h", port=25, security="none", username="u", password="p"
+        )
+    new = Vault("new-key-fedcba9876543210fedcba9876", ["old-key-0123456789abcdef0123456789"])
+    with store.session() as s:
+        result = accounts.rotate_key(s, new)
+    assert (result.rotated, result.already_current, result.unreadable) == (2, 0, [])
+    only_new = Vault("new-key-fedcba9876543210fedcba9876")
+    with store.session() as s:
+        assert accounts.load(s, only_new, SETTINGS, "smtp", "b").password == "p"  # type: ignore[union-attr]
+        assert accounts.rotate_key(s, new).already_current == 2
+
+
+def test_preferences_are_mirrored_for_producers(
+    tmp_path: Path, redis_client: redis.Redis, redis_url: str
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    _smtp(store)
+    with store.session() as s:
+        accounts.set_preference(s, "acme", "smtp")
+    redis_client.hset(keys.PREFERRED_CHANNEL, "stale-owner", "gmail")
+    with store.session() as s:
+        assert accounts.mirror_all(redis_client, s) == 1
+    assert redis_client.hgetall(keys.PREFERRED_CHANNEL) == {b"acme": b"smtp"}
+    d = Dispatcher(Settings(secret_key=SECRET, broker_url=redis_url))
+    job = {"identity": "a@x.example", "to": ["b@y.example"], "text": "t", "subject": "s"}
+    resolved = d._resolve_channels([d.validate(job | {"owner": o}) for o in ("acme", "other")])
+    assert [str(j.channel) for j in resolved] == ["smtp", "msc"]
+    d.close()
+    store.dispose()
+
+
+def test_async_accounts_share_one_read_and_flag_refusals(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    _gmail(store)
+    worker_accounts = AsyncAccounts(SETTINGS, store)
+
+    async def run() -> None:
+        loaded = await asyncio.gather(*(worker_accounts.load("gmail", "acme") for _ in range(20)))
+        assert all(a is loaded[0] for a in loaded)  # read once for a batch's jobs
+        with pytest.raises(PermanentError) as info:
+            await worker_accounts.load("smtp", "acme")
+        assert info.value.kind == "config"
+        await worker_accounts.auth_failed("gmail", "acme", PermanentError("invalid_grant"))
+        with pytest.raises(PermanentError, match="needs_reconnect") as again:
+            await worker_accounts.load("gmail", "acme")
+        assert again.value.kind == "auth"
+
+    asyncio.run(asyncio.wait_for(run(), 30))
+    store.dispose()
+
+
+def test_rotate_key_through_the_cli(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'store.db'}"
+    base = {"PATH": "/usr/bin:/bin", "MAILDISPATCH_DATABASE_URL": database_url}
+
+    def cli(*args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "producers.cli", *args],
+            env=base | env,
+            cwd=REPO,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    old, new = "old-cli-key-0123456789abcdef012345", "new-cli-key-fedcba9876543210fedcba"
+    out = cli(
+        "accounts", "smtp", "set", "--owner", "acme", "--host", "smtp.example.net", "--port",
+        "465", "--security", "tls", "--username", "ann", "--password-stdin",
+        stdin="s3cret-pw\n", MAILDISPATCH_SECRET_KEY=old,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    out = cli("accounts", "rotate-key", "--json", MAILDISPATCH_SECRET_KEY=new)
+    assert out.returncode == 1 and "cannot decrypt acme/smtp" in out.stderr  # old key missing
+    out = cli(
+        "accounts", "rotate-key", "--json",
+        MAILDISPATCH_SECRET_KEY=new, MAILDISPATCH_PREVIOUS_SECRET_KEYS=old,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"rotated": 1, "already_current": 0, "unreadable": []}
+    store = Store(database_url)
+    with store.session() as s:
+        loaded = accounts.load(s, Vault(new), SETTINGS, "smtp", "acme")
+    assert isinstance(loaded, SmtpAccount) and loaded.password == "s3cret-pw"
+    store.dispose()
+    out = cli("accounts", "list", "--json")  # no key, no vault: refused plainly
+    assert out.returncode == 78 and "MAILDISPATCH_SECRET_KEY" in out.stderr

@@ -1,0 +1,246 @@
+"""The custom SMTP channel: a real worker on ``mail.smtp`` and a user's server (aiosmtpd) that
+requires STARTTLS and AUTH, with a certificate from a CA only the account trusts."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.auth_smtpd import AuthHandler, Pki, auth_server, make_pki
+from tests.support.relay import Relay
+from tests.support.user_fleet import UserFleet, database_bytes, redis_dump, user_fleet
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def servers(pki: Pki) -> Iterator[dict[str, Relay]]:
+    started = {
+        "plain": auth_server(pki, {"ann": PASSWORD}).start(),
+        "login-only": auth_server(pki, {"ann": PASSWORD}, mechanisms=("LOGIN",)).start(),
+    }
+    yield started
+    for server in started.values():
+        server.stop()
+
+
+@pytest.fixture
+def server(servers: dict[str, Relay]) -> Relay:
+    for s in servers.values():
+        s.handler.reset()
+    return servers["plain"]
+
+
+@pytest.fixture(scope="module")
+def sfleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserFleet]:
+    with user_fleet("mail.smtp", tmp_path_factory.mktemp("smtp-fleet")) as fleet:
+        yield fleet
+
+
+@pytest.fixture
+def owner(sfleet: UserFleet, server: Relay) -> Iterator[str]:
+    name = f"user-{uuid.uuid4().hex[:8]}"
+    yield name
+    sfleet.forget(name)
+
+
+def _handler(server: Relay) -> AuthHandler:
+    assert isinstance(server.handler, AuthHandler)
+    return server.handler
+
+
+def _set(
+    fleet: UserFleet,
+    owner: str,
+    server: Relay,
+    password: str = PASSWORD,
+    ca_file: Path | None = None,
+    trust: bool = True,
+) -> dict[str, Any]:
+    """``accounts smtp set`` through the CLI, the password on stdin."""
+    args = [
+        "accounts", "smtp", "set", "--owner", owner, "--host", "127.0.0.1",
+        "--port", str(server.port), "--security", "starttls", "--username", "ann",
+        "--password-stdin",
+    ]  # fmt: skip
+    if trust and ca_file is not None:
+        args += ["--ca-file", str(ca_file)]
+    shown = fleet.cli_json(*args, stdin=password + "\n")
+    assert shown["state"] == "connected" and shown["custom_ca"] is (trust and ca_file is not None)
+    return dict(shown)
+
+
+def _job(owner: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "owner": owner,
+        "channel": "smtp",
+        "identity": "Ann Example <ann@acme.example>",
+        "to": ["bob@example.org"],
+        "subject": "Through my own server",
+        "text": "Hi Bob\n",
+    } | overrides
+
+
+def test_delivered_over_starttls_with_auth(
+    sfleet: UserFleet, server: Relay, pki: Pki, owner: str
+) -> None:
+    _set(sfleet, owner, server, ca_file=pki.ca_file)
+    job_id = sfleet.dispatcher.send(_job(owner, bcc=["hidden@example.net"]))
+    assert sfleet.wait_final(job_id)[str(job_id)]["state"] == "sent"
+    handler = _handler(server)
+    (got,) = handler.messages
+    assert got.mail_from == "ann@acme.example"  # the identity: bounces go to the user
+    assert sorted(got.rcpt_tos) == ["bob@example.org", "hidden@example.net"]
+    msg = got.message
+    assert str(msg["From"]) == "Ann Example <ann@acme.example>"
+    assert msg["Sender"] is None and msg["Bcc"] is None
+    assert msg["Message-ID"] == f"<{job_id}@acme.example>"
+    assert handler.tls_data == [True]
+    assert [(x.mechanism, x.username, x.success) for x in handler.logins] == [
+        ("PLAIN", "ann", True)
+    ]
+    status = sfleet.status(job_id)
+    assert status["channel"] == "smtp" and status["attempts"] == "1"
+    assert status["from_address"] == "ann@acme.example" and status["from_replaced"] == "no"
+    assert status["reply"].startswith("250")
+
+
+def test_login_only_server_exchange_style(
+    sfleet: UserFleet, servers: dict[str, Relay], pki: Pki, owner: str
+) -> None:
+    login_only = servers["login-only"]
+    _set(sfleet, owner, login_only, ca_file=pki.ca_file)
+    job_id = sfleet.dispatcher.send(_job(owner))
+    assert sfleet.wait_final(job_id)[str(job_id)]["state"] == "sent"
+    handler = _handler(login_only)
+    assert [(x.mechanism, x.success) for x in handler.logins] == [("LOGIN", True)]
+    assert len(handler.messages) == 1
+
+
+def test_wrong_password_flags_the_account_and_fails_once(
+    sfleet: UserFleet, server: Relay, pki: Pki, owner: str
+) -> None:
+    _set(sfleet, owner, server, password="not the password", ca_file=pki.ca_file)
+    job_id = sfleet.dispatcher.send(_job(owner))
+    state = sfleet.wait_final(job_id)[str(job_id)]
+    assert state["state"] == "failed" and state["attempts"] == "1"  # never retried
+    (failed,) = sfleet.status(job_id)["failed_sends"]
+    assert (failed["kind"], failed["reply_code"]) == ("auth", 535)
+    account = sfleet.account(owner, "smtp")
+    assert account["state"] == "auth_failed" and "535" in account["last_error"]
+    handler = _handler(server)
+    tried = len(handler.logins)
+    assert 1 <= tried <= 2 and not any(x.success for x in handler.logins)
+
+    # the next job fails without another login (no lock-out of the user's mailbox)
+    second = sfleet.dispatcher.send(_job(owner))
+    assert sfleet.wait_final(second)[str(second)]["state"] == "failed"
+    assert len(handler.logins) == tried
+    assert "auth_failed" in sfleet.status(second)["failed_sends"][0]["diagnostic"]
+
+    # new credentials make it usable again
+    _set(sfleet, owner, server, ca_file=pki.ca_file)
+    time.sleep(2.2)  # the worker keeps an account's record for 2 s
+    third = sfleet.dispatcher.send(_job(owner))
+    assert sfleet.wait_final(third)[str(third)]["state"] == "sent"
+    assert sfleet.account(owner, "smtp")["state"] == "connected"
+
+
+def test_untrusted_certificate_is_never_sent_to(
+    sfleet: UserFleet, server: Relay, owner: str
+) -> None:
+    _set(sfleet, owner, server, trust=False)  # the test CA is not among the system's
+    job_id = sfleet.dispatcher.send(_job(owner))
+    assert sfleet.wait_final(job_id)[str(job_id)]["state"] == "failed"
+    (failed,) = sfleet.status(job_id)["failed_sends"]
+    assert failed["kind"] == "config" and "certificate" in failed["diagnostic"]
+    handler = _handler(server)
+    assert handler.logins == [] and handler.messages == []  # the password never left
+
+
+def test_reply_codes_follow_the_msc_policy(
+    sfleet: UserFleet, server: Relay, pki: Pki, owner: str
+) -> None:
+    _set(sfleet, owner, server, ca_file=pki.ca_file)
+    deferred = sfleet.dispatcher.send(_job(owner, to=["defer1-slow@example.org"]))
+    rejected = sfleet.dispatcher.send(_job(owner, to=["reject-ghost@example.org"]))
+    states = sfleet.wait_final(deferred, rejected)
+    assert (states[str(deferred)]["state"], states[str(deferred)]["attempts"]) == ("sent", "2")
+    assert states[str(rejected)]["state"] == "failed"
+    (failed,) = sfleet.status(rejected)["failed_sends"]
+    assert (failed["kind"], failed["reply_code"], failed["enhanced_status"]) == (
+        "rejected",
+        550,
+        "5.1.1",
+    )
+    assert sfleet.account(owner, "smtp")["state"] == "connected"
+
+
+def test_connections_are_pooled_per_server_and_credentials(
+    sfleet: UserFleet, server: Relay, pki: Pki, owner: str
+) -> None:
+    _set(sfleet, owner, server, ca_file=pki.ca_file)
+    for _ in range(2):
+        ids = sfleet.dispatcher.send_many([_job(owner, to=[f"r{i}@example.org"]) for i in range(8)])
+        assert {s["state"] for s in sfleet.wait_final(*ids).values()} == {"sent"}
+    handler = _handler(server)
+    assert len(handler.messages) == 16
+    assert 1 <= len(handler.logins) <= 3  # at most 3 connections, each logged in once
+
+
+def test_job_without_channel_follows_the_preference(
+    sfleet: UserFleet, server: Relay, pki: Pki, owner: str
+) -> None:
+    _set(sfleet, owner, server, ca_file=pki.ca_file)
+    out = sfleet.cli("accounts", "prefer", "--owner", owner, "--channel", "smtp")
+    assert out.returncode == 0, out.stderr
+    job = _job(owner)
+    del job["channel"]
+    job_id = sfleet.dispatcher.send(job)
+    assert sfleet.wait_final(job_id)[str(job_id)]["state"] == "sent"
+    assert sfleet.status(job_id)["channel"] == "smtp"
+    assert len(_handler(server).messages) == 1
+    [entry] = sfleet.cli_json("accounts", "list", "--owner", owner)
+    assert entry["preferred_channel"] == "smtp"
+
+
+def test_no_password_in_the_clear_in_database_redis_or_logs(
+    sfleet: UserFleet, server: Relay, pki: Pki, owner: str
+) -> None:
+    secret = f"pw-{uuid.uuid4().hex}"
+    # first refused (the server expects another password), then accepted
+    _set(sfleet, owner, server, password=secret, ca_file=pki.ca_file)
+    refused = sfleet.dispatcher.send(_job(owner))
+    assert sfleet.wait_final(refused)[str(refused)]["state"] == "failed"
+    _handler(server).users["ann"] = secret
+    try:
+        _set(sfleet, owner, server, password=secret, ca_file=pki.ca_file)
+        time.sleep(2.2)  # the worker keeps an account's record for 2 s
+        ok = sfleet.dispatcher.send(_job(owner))
+        assert sfleet.wait_final(ok)[str(ok)]["state"] == "sent"
+    finally:
+        _handler(server).users["ann"] = PASSWORD
+    listing = sfleet.cli("accounts", "list", "--owner", owner, "--json")
+    status = sfleet.cli("status", str(refused), "--json")
+    haystacks = {
+        "database": database_bytes(sfleet.database_file),
+        "redis": redis_dump(sfleet.redis),
+        "logs": sfleet.logs().encode(),
+        "cli": (listing.stdout + listing.stderr + status.stdout).encode(),
+    }
+    plain_auth = base64.b64encode(f"\0ann\0{secret}".encode())
+    for needle in (secret.encode(), base64.b64encode(secret.encode()), plain_auth):
+        for where, data in haystacks.items():
+            assert needle not in data, f"the password is in the {where}"
+    assert b"auth_failed" in haystacks["database"]  # the search itself works
