@@ -35,7 +35,11 @@ def _deliver_task(channel: str) -> Callable[..., dict[str, int]]:
             log.exception("batch_crashed", channel=channel, count=count, retry_in_s=delay)
             time.sleep(delay)
             try:
-                raise self.retry(exc=exc, countdown=0, max_retries=None) from exc
+                # the retry's task-sent event shows what the message showed, not the jobs
+                shown = getattr(self.request, "argsrepr", None)
+                raise self.retry(  # type: ignore[call-arg]  # celery-types lacks **options
+                    exc=exc, countdown=0, max_retries=None, argsrepr=shown, kwargsrepr="{}"
+                ) from exc
             except Reject as rejected:  # the retry could not be published: requeue this copy
                 raise Reject(exc, requeue=True) from rejected
 

@@ -1,0 +1,182 @@
+"""Flower against a live worker: tasks appear by their readable names, with their outcomes and
+retries, and nothing of a message (recipient, subject, body) or a secret shows."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from config.settings import Settings
+from producers.client import Dispatcher, make_celery
+from tests.conftest import SECRET, Fleet, make_settings
+from tests.support.relay import Relay
+from tests.support.services import (
+    REPO,
+    background,
+    celery_worker_args,
+    free_port,
+    wait_for,
+)
+
+AUTH = ("ops", "flower-pw-123")
+
+
+def flower_args(port: int) -> list[str]:
+    """The Procfile's flower command."""
+    return [sys.executable, "-m", "producers.cli", "flower", "--port", str(port)]
+
+
+@pytest.fixture
+def flower(fleet: Fleet, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = fleet.env | {"MAILDISPATCH_FLOWER_BASIC_AUTH": ":".join(AUTH)}
+    log = tmp_path / "flower.log"
+    with background(flower_args(port), env, log) as proc:
+
+        def up() -> bool:
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            try:
+                return httpx.get(f"{url}/api/workers", auth=AUTH, timeout=3).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 60, 0.3, "Flower to answer")
+        yield url
+
+
+def flower_tasks(url: str, name: str) -> dict[str, dict[str, Any]]:
+    tasks = httpx.get(f"{url}/api/tasks", params={"taskname": name}, auth=AUTH, timeout=10)
+    assert tasks.status_code == 200, tasks.text
+    return dict(tasks.json())
+
+
+def job(to: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "owner": "flower-owner",
+        "identity": "Private Person <private.person@acme.example>",
+        "to": [to],
+        "cc": ["carbon.copy@example.net"],
+        "subject": "Confidential subject line",
+        "text": "The body says body-marker-7731 and nothing else",
+    } | extra
+
+
+def assert_no_content(dump: str) -> None:
+    for secret in (
+        "private.person@acme.example",
+        "carbon.copy@example.net",
+        "reject-ghost@example.org",
+        "defer1-later@example.org",
+        "happy.user@example.org",
+        "Confidential subject line",
+        "body-marker-7731",
+        SECRET,
+        AUTH[1],
+    ):
+        assert secret not in dump, f"{secret!r} shows in Flower"
+
+
+def test_flower_shows_delivery_tasks_by_name_without_content(
+    fleet: Fleet, relay: Relay, flower: str
+) -> None:
+    assert httpx.get(f"{flower}/api/tasks", timeout=5).status_code == 401  # basic auth is on
+    d = Dispatcher(fleet.settings)
+    ids = d.send_many(
+        [job("happy.user@example.org"), job("reject-ghost@example.org", cc=[])]  # one batch
+    )
+    (retried,) = d.send_many([job("defer1-later@example.org")])  # 451, then the scheduler resends
+    d.close()
+    wanted = {str(i) for i in [*ids, retried]}
+
+    def seen() -> dict[str, dict[str, Any]] | None:
+        tasks = flower_tasks(flower, "maildispatch.deliver.msc")
+        done = [t for t in tasks.values() if t.get("state") == "SUCCESS"]
+        shown = " ".join(str(t.get("args")) for t in done)
+        return tasks if len(done) >= 3 and all(i[:8] in shown for i in wanted) else None
+
+    wait_for(seen, 60, 0.5, "Flower to show the three delivery tasks")
+    tasks = seen()
+    assert tasks is not None
+    results = [str(t.get("result")) for t in tasks.values()]
+    assert any("'failed': 1" in r for r in results)  # the rejection, counted in the batch
+    assert any("'retrying': 1" in r for r in results)  # the 451
+    assert all(t["name"] == "maildispatch.deliver.msc" for t in tasks.values())
+    for t in tasks.values():
+        assert "channel=msc" in str(t["args"]) and t["kwargs"] in ("{}", {})
+    assert_no_content(json.dumps(tasks))
+    workers = httpx.get(f"{flower}/api/workers", auth=AUTH, timeout=10).text
+    assert_no_content(workers)
+
+
+@contextmanager
+def task_events(settings: Settings) -> Iterator[list[dict[str, Any]]]:
+    """Every task event on the bus while the block runs: what Flower (or anyone) receives."""
+    events: list[dict[str, Any]] = []
+    stop = threading.Event()
+    app = make_celery(settings, "event-tap")
+
+    def tap() -> None:
+        with app.connection_for_read() as conn:
+            receiver = app.events.Receiver(conn, handlers={"*": events.append})
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError, socket.timeout):
+                    receiver.capture(limit=None, timeout=0.5, wakeup=False)
+
+    thread = threading.Thread(target=tap, daemon=True)
+    thread.start()
+    time.sleep(1)  # the receiver's queue is bound before anything is sent
+    try:
+        yield events
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_a_batch_that_crashes_shows_as_retrying_without_content(
+    fleet: Fleet, flower: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # a worker whose database is unreachable: every batch crashes and is retried by Celery
+    env = fleet.env | {"MAILDISPATCH_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/x"}
+    log = tmp_path / "broken-worker.log"
+    with (
+        background(celery_worker_args("mail.smtp"), env, log),
+        task_events(fleet.settings) as events,
+    ):
+        wait_for(lambda: "ready" in log.read_text(errors="replace"), 60, what="worker ready")
+        d = Dispatcher(make_settings(env))
+        (job_id,) = d.send_many([job("happy.user@example.org", channel="smtp")])
+        d.close()
+
+        def retried() -> list[dict[str, Any]]:
+            tasks = flower_tasks(flower, "maildispatch.deliver.smtp").values()
+            return [t for t in tasks if t.get("retries", 0) >= 1 or t.get("state") == "RETRY"]
+
+        wait_for(retried, 90, 0.5, "Flower to show the retried batch")
+    tasks = flower_tasks(flower, "maildispatch.deliver.smtp")
+    assert any(str(job_id)[:8] in str(t["args"]) for t in tasks.values())
+    assert_no_content(json.dumps(tasks))
+    sent = [e for e in events if e["type"] == "task-sent"]
+    assert len(sent) >= 2  # the first publish and at least one retry
+    assert_no_content(json.dumps(events, default=str))
+
+
+def test_flower_refuses_to_run_without_a_password(fleet: Fleet) -> None:
+    env = {k: v for k, v in fleet.env.items() if k != "MAILDISPATCH_FLOWER_BASIC_AUTH"}
+    out = subprocess.run(
+        flower_args(free_port()), env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 78 and "MAILDISPATCH_FLOWER_BASIC_AUTH" in out.stderr
