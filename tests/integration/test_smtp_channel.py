@@ -244,3 +244,66 @@ def test_no_password_in_the_clear_in_database_redis_or_logs(
         for where, data in haystacks.items():
             assert needle not in data, f"the password is in the {where}"
     assert b"auth_failed" in haystacks["database"]  # the search itself works
+
+
+def test_plain_text_setting_never_sends_the_password(
+    sfleet: UserFleet, server: Relay, owner: str
+) -> None:
+    out = sfleet.cli(
+        "accounts", "smtp", "set", "--owner", owner, "--host", "127.0.0.1",
+        "--port", str(server.port), "--security", "none", "--username", "ann",
+        "--password-stdin", stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert out.returncode == 0 and "unencrypted" in out.stderr
+    job_id = sfleet.dispatcher.send(_job(owner))
+    assert sfleet.wait_final(job_id)[str(job_id)]["state"] == "failed"
+    (failed,) = sfleet.status(job_id)["failed_sends"]
+    assert failed["kind"] == "auth" and "AUTH" in failed["diagnostic"]
+    assert sfleet.account(owner, "smtp")["state"] == "auth_failed"
+    assert _handler(server).logins == []  # the server offers AUTH only inside TLS
+
+
+def test_implicit_tls_with_login(pki: Pki) -> None:
+    """``--security tls`` (port 465 style), in this process: the channel alone."""
+    import asyncio
+
+    from config.settings import Settings
+    from producers.job import parse_job
+    from tests.support.services import free_port
+    from worker.accounts import SmtpAccount
+    from worker.channels.base import Envelope
+    from worker.channels.smtp import SmtpChannel
+    from worker.message import build_message
+
+    handler = AuthHandler({"ann": PASSWORD})
+    tls = Relay(
+        free_port(),
+        handler,
+        ssl_context=pki.server_context(),
+        authenticator=handler.authenticate,
+        auth_require_tls=False,  # aiosmtpd counts only STARTTLS as TLS; this socket is TLS
+        auth_exclude_mechanism=["PLAIN"],
+    ).start()
+    account = SmtpAccount(
+        "o", "127.0.0.1", tls.port, "tls", "ann", PASSWORD, pki.ca_file.read_text()
+    )
+    job = parse_job(_job("o"))
+
+    async def run() -> None:
+        channel = SmtpChannel(Settings(secret_key="k" * 32, smtp_timeout=10))
+        options = channel.message_options(job, account)
+        message = build_message(job, domain=options.domain)
+        try:
+            receipt = await channel.deliver(
+                message, Envelope(options.mail_from, tuple(job.recipients)), account
+            )
+            assert receipt.reply_code == 250
+        finally:
+            await channel.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(run(), 30))
+    finally:
+        tls.stop()
+    assert [(x.mechanism, x.success) for x in handler.logins] == [("LOGIN", True)]
+    assert handler.tls_data == [True] and len(handler.messages) == 1

@@ -151,8 +151,10 @@ class AuthHandler(RecordingHandler):
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         """Keep the message, noting whether the session was encrypted."""
+        transport = server.transport
+        implicit = transport is not None and transport.get_extra_info("ssl_object") is not None
         with self.auth_lock:
-            self.tls_data.append(session.ssl is not None)
+            self.tls_data.append(session.ssl is not None or implicit)
         return await super().handle_DATA(server, session, envelope)
 
 
