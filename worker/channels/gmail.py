@@ -137,6 +137,7 @@ class GmailChannel:
     def __init__(self, settings: Settings) -> None:
         self.send_url = settings.gmail_api_url.rstrip("/") + SEND_PATH
         self.token_uri = settings.google_token_uri
+        # the same bound as one SMTP conversation: a send must not hold a job for longer
         self.http = httpx.AsyncClient(timeout=settings.smtp_timeout)
         self._tokens: OrderedDict[tuple[str, int, str], _Token] = OrderedDict()
 
