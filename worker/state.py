@@ -18,6 +18,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from config import keys
+from worker.autopipe import AutoPipeline
 from worker.inflight import InFlight, current_batch
 
 FINAL_STATES = frozenset({"sent", "failed", "bounced", "suppressed"})
@@ -83,6 +84,14 @@ end
 return 0
 """
 
+# KEYS[1] job hash. ARGV: ttl, then field, value, ... -> the final state in one atomic write
+_FINISH = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HDEL', KEYS[1], 'pending', 'holder')
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return 1
+"""
+
 Decision = Literal["go", "uncertain", "done", "busy", "wait"]
 
 
@@ -108,13 +117,17 @@ class JobStates:
         self._claim = client.register_script(_CLAIM)
         self._take_due = client.register_script(_TAKE_DUE)
         self._published = client.register_script(_PUBLISHED)
+        self._finish = client.register_script(_FINISH)
+        #: claims and finishes of concurrent jobs share round trips (worker/autopipe.py)
+        self._auto = AutoPipeline(client)
         self.inflight = InFlight(client, lease=lease, ttl=ttl)
         self._leased_until: dict[str, float] = {}
 
     async def claim(self, job_id: str, owner: str, channel: str) -> Claim:
         """Atomically move a job to ``sending`` unless it is final, leased or not yet due."""
         now = time.time()
-        reply = await self._claim(
+        reply = await self._auto.script(
+            self._claim,
             keys=[keys.job(job_id), keys.INFLIGHT],
             args=[now, self.lease, self.ttl, owner, channel, current_batch.get()],
         )
@@ -137,11 +150,8 @@ class JobStates:
             "lease_until": 0,
         }
         mapping |= {k: _field(v) for k, v in fields.items() if v is not None}
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.job(job_id), mapping=mapping)
-        pipe.hdel(keys.job(job_id), "pending", "holder")
-        pipe.expire(keys.job(job_id), self.ttl)
-        await pipe.execute()
+        pairs = [item for kv in mapping.items() for item in kv]
+        await self._auto.script(self._finish, keys=[keys.job(job_id)], args=[self.ttl, *pairs])
 
     async def schedule_retry(
         self,

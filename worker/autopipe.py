@@ -1,0 +1,96 @@
+"""Redis scripts called in the same event-loop iteration, sent to Redis as one pipeline.
+
+The jobs of a batch are delivered by concurrent coroutines, and each makes the same two calls:
+the claim before its SMTP transaction, and the final state right after its 250. redis-py spends
+~60-100 µs of Python on each round trip, which at thousands of emails per second is a good part
+of a core. Here every call made during one loop iteration waits only for the end of that
+iteration and leaves with the others in one pipeline: the claims of a whole batch travel
+together, and the finishes of the replies read in the same iteration do too. Nothing is delayed
+beyond the current iteration, so each write still happens where it did (docs/decisions.md,
+"The uncertain window"), and each caller gets its own result or its own error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+
+@dataclass
+class _Call:
+    script: AsyncScript
+    keys: Sequence[Any]
+    args: Sequence[Any]
+    future: asyncio.Future[Any]
+
+
+class AutoPipeline:
+    """Coalesces ``EVALSHA`` calls per event-loop iteration (one instance per process loop)."""
+
+    def __init__(self, client: aioredis.Redis, max_calls: int = 2000) -> None:
+        self.client = client
+        self.max_calls = max_calls
+        self._queue: list[_Call] = []
+        self._flushing: set[asyncio.Task[None]] = set()
+
+    async def script(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run a registered Lua script, in a pipeline with the calls of this loop iteration."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append(_Call(script, keys, args, future))
+        if len(self._queue) == 1:
+            # callbacks scheduled now run in the next iteration, after every coroutine made
+            # ready in this one has had its turn (and added its call)
+            loop.call_soon(self._flush)
+        elif len(self._queue) >= self.max_calls:
+            self._flush()
+        return await future
+
+    def _flush(self) -> None:
+        calls, self._queue = self._queue, []
+        if not calls:
+            return
+        task = asyncio.ensure_future(self._send(calls))
+        self._flushing.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._flushing.discard)
+
+    async def _send(self, calls: list[_Call]) -> None:
+        try:
+            results = await self._pipeline(calls)
+            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+            if missing:  # Redis restarted or its script cache was flushed: load, then redo
+                for script in {id(calls[i].script): calls[i].script for i in missing}.values():
+                    script.sha = await self.client.script_load(script.script)
+                again = await self._pipeline([calls[i] for i in missing])
+                for i, result in zip(missing, again, strict=True):
+                    results[i] = result
+        except asyncio.CancelledError:
+            for call in calls:
+                call.future.cancel()
+            raise
+        except Exception as exc:  # Redis unreachable: every caller of this pipeline gets it
+            for call in calls:
+                if not call.future.done():
+                    call.future.set_exception(exc)
+            return
+        for call, result in zip(calls, results, strict=True):
+            if call.future.done():  # its caller was cancelled meanwhile
+                continue
+            if isinstance(result, Exception):
+                call.future.set_exception(result)
+            else:
+                call.future.set_result(result)
+
+    async def _pipeline(self, calls: Sequence[_Call]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            # EVALSHA directly: a Script object in a pipeline costs a SCRIPT EXISTS round trip
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
