@@ -122,7 +122,9 @@ def test_a_crashed_batch_is_reaped_at_once(
         with pytest.raises(ConnectionError):
             await states.inflight.run(jobs, crash)
         # no need to wait a minute for the lease: the batch marked itself expired
-        assert (await JobStates(client, lease=60, ttl=3600).claim(jobs[0]["id"], "acme", "msc")).decision == "uncertain"
+        assert (
+            await JobStates(client, lease=60, ttl=3600).claim(jobs[0]["id"], "acme", "msc")
+        ).decision == "uncertain"
         await states.finish(jobs[0]["id"], "sent")
         assert await reap(client, dispatcher) == 0  # finished meanwhile: nothing to resend
         assert queued(redis_client) == []
@@ -131,7 +133,9 @@ def test_a_crashed_batch_is_reaped_at_once(
     run(redis_url, scenario)
 
 
-def test_a_finished_batch_leaves_nothing_in_redis(redis_url: str, redis_client: redis.Redis) -> None:
+def test_a_finished_batch_leaves_nothing_in_redis(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
     jobs = [wire()]
 
     async def scenario(client: aioredis.Redis) -> None:
