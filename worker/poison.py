@@ -9,6 +9,7 @@ hold a message's content.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -21,6 +22,7 @@ from config import keys
 from config.settings import get_settings
 
 log = structlog.get_logger("maildispatch.poison")
+_celery_log = logging.getLogger("celery.worker.consumer")
 
 _client: redis.Redis | None = None
 _lock = threading.Lock()
@@ -58,6 +60,26 @@ class PoisonAwareConsumer(Consumer):
         )
         count("poison_messages")
         message.ack()
+
+    # Celery's own versions of these log the message body: ours log ids and names only
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        """Reject a message that is not a task message."""
+        message.reject_log_error(_celery_log, self.connection_errors)  # type: ignore[attr-defined]
+        signals.task_rejected.send(sender=self, message=message, exc=None)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        """Reject a task message naming a task this worker does not have."""
+        headers = getattr(message, "headers", None) or {}
+        message.reject_log_error(_celery_log, self.connection_errors)  # type: ignore[attr-defined]
+        signals.task_unknown.send(
+            sender=self, message=message, exc=exc, name=headers.get("task"), id=headers.get("id")
+        )
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        """Reject a task message that cannot be read as a task."""
+        message.reject_log_error(_celery_log, self.connection_errors)  # type: ignore[attr-defined]
+        signals.task_rejected.send(sender=self, message=message, exc=exc)
 
 
 @signals.task_rejected.connect

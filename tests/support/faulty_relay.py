@@ -1,18 +1,23 @@
 """A relay that misbehaves on request: goes down and comes back on the same port, answers 421 to
 every other connection, and notes when each message arrived (for pacing checks).
 
-Built on tests/support/relay.py's scripted handler, so recipients still script 550/451 answers.
+Built on tests/support/relay.py's scripted handler, so recipients still script 550/451 answers;
+``later<N>-...@`` adds a first answer of "451 ... try again in N seconds" (greylisting).
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
+import re
 import time
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from tests.support.relay import RecordingHandler
+
+_LATER = re.compile(r"^later(\d+)-")
 
 
 class FaultyHandler(RecordingHandler):
@@ -25,6 +30,26 @@ class FaultyHandler(RecordingHandler):
         self.refused_connections = 0
         self._sessions = itertools.count()
         self._verdict: dict[int, bool] = {}
+        self.rcpt_times: collections.defaultdict[str, list[float]] = collections.defaultdict(list)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        """Note when each recipient was tried; greylist ``later<N>-`` once for N seconds."""
+        with self.lock:
+            self.rcpt_times[address].append(time.time())
+        match = _LATER.match(address.split("@")[0].lower())
+        if not match:
+            return await super().handle_RCPT(server, session, envelope, address, options)
+        with self.lock:
+            self.attempts[address] += 1
+            seen = self.attempts[address]
+        if seen == 1:
+            return (
+                f"451 4.7.1 <{address}>: Greylisted, please try again in {match.group(1)} seconds"
+            )
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
