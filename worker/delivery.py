@@ -7,6 +7,7 @@ This is the order of steps every channel shares (the channel only sends). The Ce
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -73,7 +74,9 @@ def reason_of(error: DeliveryError) -> str:
     """A short reason in plain words for a Failed Send row."""
     from worker.reasons import reason_for
 
-    return reason_for(error.reply_code, error.enhanced_status, error.text, error.kind)
+    return reason_for(
+        error.reply_code, error.enhanced_status, error.text, error.kind, error.command
+    )
 
 
 class Delivery:
@@ -235,6 +238,13 @@ class Delivery:
             "provider_id": receipt.provider_id,
             "accepted": accepted,
         }
+        if self.channel.owns_return_path:  # read back by bounce ingest (worker/bounces/ingest.py)
+            fields |= {
+                "rcpts": json.dumps([r.lower() for r in job.recipients]),
+                "subject": job.subject[:200],
+                "identity": str(job.identity),
+                "metadata": json.dumps(job.metadata) if job.metadata else None,
+            }
         if retry:
             first = next(iter(retry.values()))
             log.info(
@@ -336,4 +346,4 @@ class Delivery:
 def _hard(error: DeliveryError) -> bool:
     from worker.reasons import is_hard
 
-    return is_hard(error.reply_code, error.enhanced_status, error.text)
+    return is_hard(error.reply_code, error.enhanced_status, error.text, error.command)
