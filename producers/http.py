@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from kombu import Connection
 from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -452,7 +453,7 @@ def create_app(
     @app.get("/metrics", tags=["operations"], response_class=Response)
     def metrics() -> Response:
         """Prometheus metrics (no API key needed: counts only, no owners or addresses)."""
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     for router in extensions.routers:
         app.include_router(router)
