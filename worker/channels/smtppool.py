@@ -272,7 +272,9 @@ class SmtpPool:
                 return Receipt(
                     reply_code=None,
                     text="all recipients refused",
-                    refused={r.recipient: from_reply(r.code, r.message, "RCPT") for r in exc.recipients},
+                    refused={
+                        r.recipient: from_reply(r.code, r.message, "RCPT") for r in exc.recipients
+                    },
                 )
             except BaseException as exc:
                 if conn is not None:
