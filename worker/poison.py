@@ -48,6 +48,17 @@ def _queue_of(message: Any) -> str | None:
 class PoisonAwareConsumer(Consumer):
     """Celery's consumer, logging undecodable messages without their body and counting them."""
 
+    class Blueprint(Consumer.Blueprint):  # type: ignore[valid-type,misc]
+        """Celery's steps less native delayed delivery.
+
+        maildispatch never publishes a countdown or ETA (retries wait in md:schedule), so the 28
+        quorum queues Celery declares for delayed delivery on RabbitMQ would only be clutter.
+        """
+
+        default_steps = [
+            s for s in Consumer.Blueprint.default_steps if not s.endswith(":DelayedDelivery")
+        ]
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         """Acknowledge (drop) a message whose body cannot be decoded."""
         body = getattr(message, "body", b"") or b""

@@ -26,11 +26,12 @@ def faulty_relay() -> Iterator[FaultyRelay]:
 
 @pytest.fixture
 def make_fleet(tmp_path: Path, faulty_relay: FaultyRelay) -> Iterator[MakeFleet]:
-    """Build a fleet on a private redis-server (``appendonly`` for broker restarts); no process
-    is started until the test asks. Everything is stopped at the end, whatever happened."""
+    """Build a fleet on a private redis-server (``appendonly`` for broker restarts; job state
+    always, the broker unless ``broker_url`` names another); no process is started until the test
+    asks. Everything is stopped at the end, whatever happened."""
     made: list[tuple[ProcFleet, RedisServer]] = []
 
-    def make(*, appendonly: bool = False, **env: str) -> ProcFleet:
+    def make(*, appendonly: bool = False, broker_url: str | None = None, **env: str) -> ProcFleet:
         server = RedisServer(tmp_path / "redis", appendonly=appendonly).start()
         settings = worker_env(
             server.url,
@@ -38,7 +39,7 @@ def make_fleet(tmp_path: Path, faulty_relay: FaultyRelay) -> Iterator[MakeFleet]
             faulty_relay.url,
             **(FAST_RECOVERY | env),
         )
-        fleet = ProcFleet(tmp_path, settings, redis_server=server)
+        fleet = ProcFleet(tmp_path, settings, redis_server=server, broker_url=broker_url)
         made.append((fleet, server))
         return fleet
 

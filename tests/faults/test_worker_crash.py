@@ -11,6 +11,7 @@ import pytest
 
 from tests.faults.conftest import MakeFleet
 from tests.support.faulty_relay import FaultyRelay
+from tests.support.rabbit import amqp_url, private_vhost
 from tests.support.services import wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
@@ -85,3 +86,29 @@ def test_warm_shutdown_mid_batch_loses_nothing_and_sends_nothing_twice(
     assert set(states.values()) == {"sent"}
     assert len(counts) == JOBS and set(counts.values()) == {1}
     d.close()
+
+
+def test_kill9_on_rabbitmq_redelivers_the_batch_at_once(
+    make_fleet: MakeFleet, faulty_relay: FaultyRelay
+) -> None:
+    with private_vhost() as vhost:
+        # RabbitMQ itself hands a dead consumer's unacked batches to the next one as soon as its
+        # connection drops (no visibility timeout); the jobs it had claimed come back through
+        # their batch's lease, as on Redis
+        fleet = make_fleet(broker_url=amqp_url(vhost), **PACE)
+        faulty_relay.handler.delay = 0.06
+        fleet.scheduler()
+        victim = fleet.worker()
+        d = fleet.dispatcher()
+        ids = d.send_many([job(i) for i in range(400)])
+        wait_for(lambda: faulty_relay.received() >= 100, 60, 0.02, "100 sent")
+        victim.kill9()
+        in_flight = fleet.in_state(ids, "sending")
+        fleet.worker()
+        states = fleet.wait_final(list(ids), 60)
+        counts = faulty_relay.handler.by_message_id()
+        assert len(counts) == 400, "a job was lost"
+        assert sum(counts.values()) - len(counts) <= in_flight
+        assert set(states.values()) == {"sent"}
+        d.close()
+        fleet.close()
