@@ -33,3 +33,16 @@ def test_openapi_documents_every_route_and_the_job() -> None:
     }
     assert {"202", "401", "403", "413", "422"} <= set(post["responses"])
     assert "owner" in document["components"]["schemas"]["SendJob"]["properties"]
+
+
+def test_the_intake_imports_nothing_from_worker() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, producers.http; "
+        "print(sorted(m for m in sys.modules if m == 'worker' or m.startswith('worker.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
