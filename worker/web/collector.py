@@ -147,7 +147,7 @@ class DeliveryCollector(Collector):
 
         sent = CounterMetricFamily(
             "maildispatch_deliveries",
-            "Delivery attempts by channel and outcome (sent, failed, retrying, skipped, invalid)",
+            "Delivery attempts by channel and outcome (sent, failed, retrying, deferred, skipped, invalid)",
             labels=["channel", "outcome"],
         )
         for field, value in sorted(_decode(deliveries).items()):
