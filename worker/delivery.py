@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import redis
+import sqlalchemy.exc
 import structlog
 from pydantic import ValidationError
 from structlog.contextvars import bound_contextvars
@@ -29,6 +31,10 @@ from worker.state import Claim, JobStates
 from worker.store import Store, repo
 
 log = structlog.get_logger("maildispatch.delivery")
+
+#: not a bug in a job: the store or Redis failed under it. Recording the job as failed would be
+#: wrong (the relay may have accepted it); the batch crashes and is retried instead
+INFRASTRUCTURE_ERRORS = (redis.RedisError, sqlalchemy.exc.OperationalError)
 
 
 class Accounts(Protocol):
@@ -152,6 +158,8 @@ class Delivery:
             with bound_contextvars(attempt=claim.attempt):
                 try:
                     return await self._attempt(job, wire, claim, suppressed.get(job.owner, {}))
+                except INFRASTRUCTURE_ERRORS:
+                    raise  # Redis or the database is away: the batch is retried, claims decide
                 except Exception as exc:  # a bug in maildispatch: recorded, never lost
                     log.exception("delivery_crashed")
                     error = PermanentError(f"internal error: {type(exc).__name__}", kind="error")
