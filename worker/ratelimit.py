@@ -7,8 +7,9 @@ and 150 per minute), a custom SMTP server (``MAILDISPATCH_SMTP_LIMITS`` for ever
 per worker process and does not hold for a fleet.
 
 Each (scope, rate) is a sliding window of buckets in one Redis hash, checked and counted for all
-the scopes of a job at once by one Lua script. A bucket is counted until it has left the window
-entirely, so the limit is never exceeded (at the cost of up to one bucket of headroom). A job over
+the scopes of a job at once by one Lua script. A bucket is counted until every message in it is
+older than the window, so the limit is never exceeded (at the cost of up to one bucket of
+headroom: 100 ms of a per-second rate, 1/60 of a longer window). A job over
 a limit is not failed: it is deferred through the schedule (state ``deferred``, counted in
 ``md:counters``) to a slot when capacity returns; deferred jobs get successive slots spaced by
 ``window / count`` so they come back at the sustainable rate instead of all at once. A deferral
@@ -53,7 +54,7 @@ for i, key in ipairs(KEYS) do
       slot = tonumber(raw[j + 1])
     else
       local b = tonumber(raw[j])
-      if b <= idx - n then
+      if b < idx - n then
         redis.call('HDEL', key, raw[j])
       else
         local c = tonumber(raw[j + 1])
@@ -69,7 +70,7 @@ for i, key in ipairs(KEYS) do
     for _, bc in ipairs(buckets) do
       freed = freed + bc[2]
       if total - freed + 1 <= limit then
-        free_at = (bc[1] + n) * size
+        free_at = (bc[1] + n + 1) * size
         break
       end
     end
