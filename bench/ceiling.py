@@ -65,9 +65,11 @@ def main() -> None:
     ap.add_argument("--run", default="ceiling")
     args = ap.parse_args()
     messages = prepare(args.count, args.run)
+    cpu = time.process_time()
     start = time.time()
     sent = asyncio.run(blast(args.port, messages, args.connections))
-    print(json.dumps({"start": start, "sent": sent, "end": time.time()}), flush=True)
+    cpu = time.process_time() - cpu
+    print(json.dumps({"start": start, "sent": sent, "end": time.time(), "cpu": cpu}), flush=True)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, EMAIL_MAX_LENGTH
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -68,9 +69,45 @@ def _single_line(value: str) -> str:
     return value
 
 
+#: the common shape of an address, a subset of what email-validator accepts: a plain ASCII
+#: dot-atom local part and an LDH domain. Such an address is valid exactly when its domain is, and
+#: email-validator spends most of its ~35 µs on the domain, which a batch shares across recipients.
+_PLAIN_LOCAL = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*\Z")
+_PLAIN_DOMAIN = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\Z")
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_domain(domain: str) -> tuple[str, str] | None:
+    """email-validator's (normalized, ASCII) form of a domain, or None where it refuses it."""
+    try:
+        checked = validate_email(f"a@{domain}", check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return checked.domain, checked.ascii_domain
+
+
+def _plain_address(address: str) -> str | None:
+    """What email-validator would return for a plain address, or None to ask it in full."""
+    local, _, domain = address.rpartition("@")
+    if not (_PLAIN_LOCAL.match(local) and _PLAIN_DOMAIN.match(domain)):
+        return None
+    known = _plain_domain(domain)
+    if known is None:
+        return None  # the full check words the error
+    normalized, ascii_domain = known
+    if local.lower() in CASE_INSENSITIVE_MAILBOX_NAMES:  # postmaster, abuse... (RFC 2142)
+        local = local.lower()
+    result = f"{local}@{normalized}"
+    longest = max(len(address), len(result.encode()), len(local) + 1 + len(ascii_domain))
+    return result if longest <= EMAIL_MAX_LENGTH else None
+
+
 @functools.lru_cache(maxsize=65536)
 def _check_address(address: str) -> str:
     _single_line(address)
+    plain = _plain_address(address)
+    if plain is not None:
+        return plain
     try:
         # syntax only: deliverability (DNS) is the relay's business, and there is no network here
         return validate_email(address, check_deliverability=False).normalized

@@ -7,6 +7,7 @@ task that process runs, so SMTP connections and Redis clients outlive a single t
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 from collections.abc import Coroutine
@@ -93,6 +94,10 @@ def runtime() -> Runtime:
         if _runtime is None or _pid != os.getpid():
             _runtime = Runtime(get_settings())
             _pid = os.getpid()
+            # what exists now (modules, settings, pools) lives as long as the process: keep it
+            # out of the cyclic collector's full passes, which otherwise rescan all of it every
+            # few thousand emails (~10% of a worker's CPU; docs/performance.md)
+            gc.freeze()
         return _runtime
 
 

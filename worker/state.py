@@ -84,9 +84,16 @@ end
 return 0
 """
 
-# KEYS[1] job hash. ARGV: ttl, then field, value, ... -> the final state in one atomic write
+# KEYS[1] job hash. ARGV: ttl, the fields as one JSON object of strings -> the final state in
+# one atomic write. (One JSON argument instead of a pair of arguments per field: redis-py packs
+# each argument in Python, which cost more than the rest of the write.)
 _FINISH = """
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local flat = {}
+for name, value in pairs(cjson.decode(ARGV[2])) do
+  flat[#flat + 1] = name
+  flat[#flat + 1] = value
+end
+redis.call('HSET', KEYS[1], unpack(flat))
 redis.call('HDEL', KEYS[1], 'pending', 'holder')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
@@ -150,8 +157,13 @@ class JobStates:
             "lease_until": 0,
         }
         mapping |= {k: _field(v) for k, v in fields.items() if v is not None}
-        pairs = [item for kv in mapping.items() for item in kv]
-        await self._auto.script(self._finish, keys=[keys.job(job_id)], args=[self.ttl, *pairs])
+        # values as redis-py would have written them: str as is, numbers by repr()
+        text = {k: v if isinstance(v, str) else repr(v) for k, v in mapping.items()}
+        await self._auto.script(
+            self._finish,
+            keys=[keys.job(job_id)],
+            args=[self.ttl, json.dumps(text, ensure_ascii=False)],
+        )
 
     async def schedule_retry(
         self,
