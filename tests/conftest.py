@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from sqlalchemy import text
 
 from config.settings import Settings
 from tests.support.relay import Relay
@@ -24,6 +26,7 @@ from tests.support.services import (
     scheduler_args,
     wait_for,
 )
+from worker.store.db import Store
 
 #: the Redis database the tests own; flushed around every test that uses it (set
 #: MAILDISPATCH_TEST_REDIS_DB to run two suites side by side on one Redis)
@@ -53,6 +56,27 @@ def postgres_url() -> str:
     """The machine's PostgreSQL test database."""
     need("PostgreSQL", port_open("127.0.0.1", 5432))
     return POSTGRES_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The Failed Sends store on both engines: a SQLite file, and a throwaway PostgreSQL schema."""
+    if request.param == "sqlite":
+        s = Store(f"sqlite:///{tmp_path / 'var' / 'store.db'}")
+        yield s
+        s.dispose()
+        return
+    url = request.getfixturevalue("postgres_url")
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    admin = Store(url, migrate=False)
+    with admin.engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    s = Store(f"{url}?options=-csearch_path%3D{schema}")
+    yield s
+    s.dispose()
+    with admin.engine.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
 
 
 @pytest.fixture(scope="session")

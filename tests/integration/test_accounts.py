@@ -7,13 +7,11 @@ import asyncio
 import json
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from config import keys
 from config.settings import Settings
@@ -31,26 +29,6 @@ VAULT = Vault(SECRET)
 SETTINGS = Settings(
     secret_key=SECRET, google_client_id="deploy-client", google_client_secret="deploy-secret"
 )
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path / 'var' / 'store.db'}")
-        yield s
-        s.dispose()
-        return
-    url = request.getfixturevalue("postgres_url")
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    admin = Store(url, migrate=False)
-    with admin.engine.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    s = Store(f"{url}?options=-csearch_path%3D{schema}")
-    yield s
-    s.dispose()
-    with admin.engine.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
 
 
 def _gmail(store: Store, owner: str = "acme", email: str = "ann@gmail.com", **kw: str) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import text
 from structlog.testing import capture_logs
 
 from config import keys
@@ -29,26 +28,6 @@ from worker.store.db import Store
 
 DOMAIN = "bounces.operator.test"
 OLD_SECRET = "the-key-before-rotation-0123456789"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path / 'store.db'}")
-        yield s
-        s.dispose()
-        return
-    url = request.getfixturevalue("postgres_url")
-    schema = f"t_{uuid.uuid4().hex[:10]}"
-    admin = Store(url, migrate=False)
-    with admin.engine.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    s = Store(f"{url}?options=-csearch_path%3D{schema}")
-    yield s
-    s.dispose()
-    with admin.engine.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
 
 
 @pytest.fixture
