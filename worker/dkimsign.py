@@ -25,8 +25,11 @@ FOLD_AT = 72
 
 def _relaxed(name: bytes, value: bytes) -> bytes:
     """RFC 6376 §3.4.2: lowercase name, unfolded value with runs of WSP as one space, stripped."""
-    value = value.replace(b"\r\n", b"").replace(b"\n", b"")
-    return name.lower().rstrip() + b":" + _WSP.sub(b" ", value).strip()
+    if b"\n" in value:
+        value = value.replace(b"\r\n", b"").replace(b"\n", b"")
+    if b"\t" in value or b"  " in value:  # most header values have neither: skip the regex
+        value = _WSP.sub(b" ", value)
+    return name.lower().rstrip() + b":" + value.strip()
 
 
 def _headers(head: bytes) -> list[tuple[bytes, bytes]]:
@@ -102,14 +105,14 @@ def _signer(private_key: bytes) -> tuple[bytes, Callable[[bytes], bytes]]:
             return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
 
         return b"rsa-sha256", rsa_sign
-    import nacl.encoding
-    import nacl.signing
+    from nacl.bindings import crypto_sign, crypto_sign_seed_keypair
 
-    seed = nacl.signing.SigningKey(private_key, encoder=nacl.encoding.Base64Encoder)
+    _, secret = crypto_sign_seed_keypair(base64.b64decode(private_key))
 
     def ed25519_sign(data: bytes) -> bytes:
-        # RFC 8463 §3: Ed25519 signs the SHA-256 hash of the header hash input
-        return bytes(seed.sign(hashlib.sha256(data).digest()).signature)
+        # RFC 8463 §3: Ed25519 signs the SHA-256 hash of the header hash input; crypto_sign
+        # returns the 64-byte signature followed by what it signed
+        return bytes(crypto_sign(hashlib.sha256(data).digest(), secret)[:64])
 
     return b"ed25519-sha256", ed25519_sign
 

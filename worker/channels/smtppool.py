@@ -194,22 +194,32 @@ async def transaction(
     options = [b"SMTPUTF8"] if utf8 else []
     if conn.supports_extension("size"):
         options.insert(0, b"size=%d" % len(data))  # our messages have CRLF line endings already
+    # every reply within the connection's timeout, as aiosmtplib's own commands wait, but with
+    # one timer moved along instead of a new one per command (the DATA exchange, 354 then the
+    # final reply, gets two). A timeout raises TimeoutError; the pool then drops the connection.
+    timeout = conn.timeout if conn.timeout is not None else 300.0
+    loop = asyncio.get_running_loop()
     try:
-        response = await conn.execute_command(
-            b"MAIL", b"FROM:<" + mail_from.encode(encoding) + b">", *options
-        )
-        if response.code != SMTPStatus.completed:
-            raise aiosmtplib.SMTPSenderRefused(response.code, response.message, mail_from)
-        errors: list[aiosmtplib.SMTPRecipientRefused] = []
-        for rcpt in rcpt_to:
-            response = await conn.execute_command(b"RCPT", b"TO:<" + rcpt.encode(encoding) + b">")
-            if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
-                errors.append(
-                    aiosmtplib.SMTPRecipientRefused(response.code, response.message, rcpt)
+        async with asyncio.timeout_at(loop.time() + timeout) as deadline:
+            response = await conn.execute_command(
+                b"MAIL", b"FROM:<" + mail_from.encode(encoding) + b">", *options, timeout=None
+            )
+            if response.code != SMTPStatus.completed:
+                raise aiosmtplib.SMTPSenderRefused(response.code, response.message, mail_from)
+            errors: list[aiosmtplib.SMTPRecipientRefused] = []
+            for rcpt in rcpt_to:
+                deadline.reschedule(loop.time() + timeout)
+                response = await conn.execute_command(
+                    b"RCPT", b"TO:<" + rcpt.encode(encoding) + b">", timeout=None
                 )
-        if len(errors) == len(rcpt_to):
-            raise aiosmtplib.SMTPRecipientsRefused(errors)
-        response = await conn.data(data)
+                if response.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+                    errors.append(
+                        aiosmtplib.SMTPRecipientRefused(response.code, response.message, rcpt)
+                    )
+            if len(errors) == len(rcpt_to):
+                raise aiosmtplib.SMTPRecipientsRefused(errors)
+            deadline.reschedule(loop.time() + 2 * timeout)
+            response = await conn.data(data, timeout=None)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
         # as sendmail does: leave the connection ready for the next envelope
         with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
