@@ -43,8 +43,11 @@ class DeliveryError(Exception):
 
     def describe(self) -> str:
         """``550 5.1.1 text``: the reply as a person reads it."""
-        parts = [str(self.reply_code) if self.reply_code else "", self.enhanced_status or ""]
-        return " ".join(p for p in [*parts, self.text] if p)
+        status = self.enhanced_status or ""
+        if status and self.text.startswith(status):
+            status = ""  # servers usually start their text with the enhanced status already
+        parts = [str(self.reply_code) if self.reply_code else "", status, self.text]
+        return " ".join(p for p in parts if p)
 
 
 class TransientError(DeliveryError):

@@ -37,3 +37,12 @@ def test_kinds_that_name_their_reason() -> None:
 
 def test_plain_words() -> None:
     assert plain_words("userunknown", "5.1.1") == "Mailbox does not exist (5.1.1)"
+
+
+def test_describe_does_not_repeat_the_enhanced_status() -> None:
+    from worker.errors import PermanentError
+
+    error = PermanentError("5.1.1 <a@b.c>: User unknown", reply_code=550, enhanced_status="5.1.1")
+    assert error.describe() == "550 5.1.1 <a@b.c>: User unknown"
+    bare = PermanentError("User unknown", reply_code=550, enhanced_status="5.1.1")
+    assert bare.describe() == "550 5.1.1 User unknown"
