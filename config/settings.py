@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     claim_lease: float = 60.0
     on_uncertain: Literal["resend", "fail"] = "resend"
     scheduler_interval: float = 0.5
+    #: every worker's main process also runs the scheduler loop (a standalone
+    #: ``maildispatch scheduler`` is then optional; several schedulers are safe together)
+    embedded_scheduler: bool = True
 
     # Limits on what producers may enqueue
     max_message_bytes: int = 10 * 1024 * 1024

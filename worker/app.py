@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery, signals
@@ -29,11 +30,29 @@ def _logging(**_: Any) -> None:
     configure_logging(get_settings())
 
 
+_scheduler: list[Any] = []
+
+
+@signals.worker_ready.connect
+def _start_scheduler(**_: Any) -> None:
+    # the main process (not a pool child) runs the retry scheduler and the dead-batch reaper
+    if get_settings().embedded_scheduler:
+        from worker.scheduler import EmbeddedScheduler
+
+        scheduler = EmbeddedScheduler(get_settings())
+        scheduler.start()
+        _scheduler.append(scheduler)
+
+
 @signals.worker_process_shutdown.connect
 @signals.worker_shutdown.connect
 def _close(**_: Any) -> None:
     from worker.runtime import shutdown_runtime
 
+    while _scheduler:  # only in the process that started it (not in forked pool children)
+        scheduler = _scheduler.pop()
+        if scheduler.pid == os.getpid():
+            scheduler.stop()
     shutdown_runtime()
 
 

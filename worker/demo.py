@@ -1,8 +1,8 @@
 """``make demo``: the main job end to end on the embedded defaults, then a table of outcomes.
 
-Starts (and afterwards stops) a stand-in relay (aiosmtpd), an MSC worker and the scheduler as
-real processes, uses Redis at MAILDISPATCH_BROKER_URL (or a private redis-server when nothing
-answers there) and the SQLite store under ``var/``.
+Starts (and afterwards stops) a stand-in relay (aiosmtpd) and a real MSC worker process, which
+runs the retry scheduler on a thread of its main process; uses Redis at MAILDISPATCH_BROKER_URL
+(or a private redis-server when nothing answers there) and the SQLite store under ``var/``.
 """
 
 from __future__ import annotations
@@ -201,7 +201,6 @@ def run_demo(timeout: float = 90.0) -> int:
             "WARNING",
         ]
         stack.enter_context(process(celery, env))
-        stack.enter_context(process([sys.executable, "-m", "producers.cli", "scheduler"], env))
         dispatcher = Dispatcher(settings)
         stack.callback(dispatcher.close)
         jobs = demo_jobs()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import threading
 
 import redis.asyncio as aioredis
 import structlog
@@ -68,3 +70,41 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         dispatcher.close()
         await client.aclose()
         log.info("scheduler_stopped")
+
+
+class EmbeddedScheduler:
+    """The scheduler loop on a daemon thread of a worker's main process.
+
+    So that a fleet started from the Procfile's worker lines alone still publishes its retries
+    and reaps dead batches; extra schedulers are harmless (due jobs are taken under a lease).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pid = os.getpid()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(
+            target=self._main, name="maildispatch-scheduler", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start the loop and wait until it runs."""
+        self._thread.start()
+        self._started.wait(10)
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self._started.set()
+            await run(self.settings, self._stop)
+
+        asyncio.run(main())
+
+    def stop(self) -> None:
+        """Ask the loop to stop and wait for it (a few seconds at most)."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
