@@ -102,7 +102,9 @@ def _plain_address(address: str) -> str | None:
     return result if longest <= EMAIL_MAX_LENGTH else None
 
 
-@functools.lru_cache(maxsize=65536)
+#: small on purpose: a worker validates ~every address once, and a large cache only grows its
+#: memory (64k entries were ~15 MB per process); repeated identities still hit it
+@functools.lru_cache(maxsize=4096)
 def _check_address(address: str) -> str:
     _single_line(address)
     plain = _plain_address(address)
