@@ -21,7 +21,12 @@ Handler = Callable[[argparse.Namespace], int]
 
 #: modules that add subcommands: each has ``register(subparsers)``, which only declares
 #: arguments (cheap, no worker imports); handlers import what they need when they run
-EXTENSIONS: tuple[str, ...] = ("worker.accounts_cli", "worker.bounces.commands", "worker.web.cli")
+EXTENSIONS: tuple[str, ...] = (
+    "worker.accounts_cli",
+    "worker.bounces.commands",
+    "worker.web.cli",
+    "worker.dkim_cli",
+)
 
 
 def _print_json(data: Any) -> None:
