@@ -223,7 +223,9 @@ def _build(rec: Record, message: Message, rfc822: dict[str, list[str]]) -> Bounc
         action = dsn.action_of(action)
     if reason == "delivered":
         action = "delivered"
-    elif reason == "expired":
+    elif reason == "expired" and action != "failed":
+        # Sisimai reports every expiry as "delayed"; a DSN that says "failed" (the MTA gave up)
+        # keeps it, so a final expiry reads as the failure it is
         action = "delayed"
     elif not action and klass in ("4", "5"):
         action = "failed"

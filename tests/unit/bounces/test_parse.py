@@ -132,3 +132,10 @@ def test_not_a_report_yields_no_bounce() -> None:
 def test_garbage_does_not_raise() -> None:
     for raw in (b"", b"\x00\xff\xfe", b"no header here", b"Subject: x\n\n--b\n--b--"):
         assert parse_bounce(raw).bounces == ()
+
+
+def test_a_final_expiry_reads_as_a_failure() -> None:
+    # the MTA gave up (Action: failed, 4.4.7): a failure, whatever Sisimai calls expiries
+    report = parse("dsn-expired.eml")
+    assert report.kind == "bounce"
+    assert [(b.action, b.reason) for b in report.bounces] == [("failed", "expired")]
