@@ -36,6 +36,42 @@ def transport_options(settings: Settings, amqp: bool) -> dict[str, Any]:
     }
 
 
+def use_orjson() -> None:
+    """kombu's ``json`` serializer (``application/json``) encoded and decoded by orjson.
+
+    The same plain JSON on the wire (non-Python producers, Flower), several times faster than
+    the standard library on a batch of 100 jobs (~250 KB), which producer and worker both
+    handle once per batch. What orjson does not know goes through kombu's own encoder (its
+    ``default``, and the whole message for integers beyond 64 bits); a message carrying kombu's
+    ``__type__`` markers (datetime, Decimal, bytes...) is decoded by kombu, which restores them.
+    """
+    import orjson
+    from kombu.serialization import register
+    from kombu.utils import json as kombu_json
+
+    fallback = kombu_json.JSONEncoder().default
+    # as kombu: int keys become strings, datetimes go through kombu's encoder (typed markers).
+    # Unlike kombu, a UUID is sent as a plain string, and integers beyond 64 bits decode as
+    # floats: maildispatch's messages carry neither (jobs are validated JSON-native data).
+    options = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+
+    def dumps(obj: Any) -> str:
+        try:
+            return orjson.dumps(obj, default=fallback, option=options).decode()
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits: kombu's own way
+            return str(kombu_json.dumps(obj))
+
+    def loads(data: Any) -> Any:
+        if not isinstance(data, bytes | str):
+            data = bytes(data)  # memoryview, bytearray
+        marker: Any = b'"__type__"' if isinstance(data, bytes) else '"__type__"'
+        if marker in data:
+            return kombu_json.loads(data)
+        return orjson.loads(data)
+
+    register("json", dumps, loads, content_type="application/json", content_encoding="utf-8")
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration for producers and workers (identical on both sides)."""
     exchange = Exchange("maildispatch", type="direct")

@@ -19,7 +19,7 @@ import redis
 from celery import Celery, signals
 
 from config import keys
-from config.celery import DELIVER_TASK, QUEUE, celery_config
+from config.celery import DELIVER_TASK, QUEUE, celery_config, use_orjson
 from config.settings import Settings, get_settings
 from producers.job import Channel, FieldError, InvalidJob, SendJob, parse_job
 
@@ -39,6 +39,7 @@ class InvalidJobs(ValueError):
 
 def make_celery(settings: Settings, name: str = "maildispatch") -> Celery:
     """A Celery app configured for maildispatch; the worker builds its own from the same config."""
+    use_orjson()
     app = Celery(name, set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
