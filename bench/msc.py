@@ -24,17 +24,22 @@ from bench.common import (
     rss_bytes,
 )
 
+#: copies of the Procfile's ``msc`` line the bench runs: one per core, as an operator scales it
+#: (``honcho start -c msc=2``, ``heroku ps:scale msc=2``); each copy is one process (solo pool)
+MSC_PROCESSES = os.cpu_count() or 1
+
 
 def procfile_command(name: str = "msc") -> list[str]:
-    """The Procfile line ``name:`` as an argument list, ``celery`` run from this interpreter."""
+    """The Procfile line ``name:`` run by ``sh`` as honcho runs it, ``celery`` from this
+    interpreter (``exec``: the process is the worker itself)."""
     for line in (REPO / "Procfile").read_text().splitlines():
         key, _, command = line.partition(":")
         if key.strip() == name:
-            args = shlex.split(command)
+            args = shlex.split(command)  # only to find the program
+            command = command.strip()
             if args[0] == "celery":
-                args = [sys.executable, "-m", "celery", *args[1:]]
-            # %h (the host name) is expanded by Celery; nothing else needs a shell
-            return args
+                command = shlex.join([sys.executable, "-m", "celery"]) + command[len("celery") :]
+            return ["sh", "-c", "exec " + command]
     raise RuntimeError(f"no {name}: line in the Procfile")
 
 
@@ -76,7 +81,9 @@ def settings_from(env: dict[str, str]) -> Any:
 class Fleet:
     """The Procfile's ``msc`` worker(s) against the bench Redis and relay."""
 
-    def __init__(self, env: dict[str, str], tmp: Path, tag: str, processes: int = 1) -> None:
+    def __init__(
+        self, env: dict[str, str], tmp: Path, tag: str, processes: int = MSC_PROCESSES
+    ) -> None:
         self.env = env
         self.procs = [
             Proc(procfile_command("msc"), tmp / f"msc-{tag}-{n}.log", env) for n in range(processes)

@@ -195,7 +195,7 @@ class MscRun:
         tmp: Path,
         tag: str,
         dkim: tuple[str, str] | None = None,
-        processes: int = 1,
+        processes: int = msc.MSC_PROCESSES,
     ) -> None:
         from producers.client import Dispatcher
 

@@ -154,7 +154,7 @@ def msc_fleet(session_relay: Relay, tmp_path_factory: pytest.TempPathFactory) ->
     try:
         with (
             background(
-                celery_worker_args("mail.msc", concurrency=2, pool="prefork"),
+                celery_worker_args("mail.msc", pool="solo"),  # one copy of the Procfile's line
                 env,
                 tmp / "worker.log",
             ),

@@ -101,10 +101,12 @@ class ProcFleet:
         return Dispatcher(self.settings)
 
     def worker(self, concurrency: int = 2, queue: str = "mail.msc", ready: bool = True) -> Proc:
-        """Start a Celery worker (prefork, as the Procfile) and wait until it is ready."""
+        """Start a Celery worker with the Procfile's pool and wait until it is ready: one process
+        (solo) per copy of the ``msc`` line, prefork with ``concurrency`` for the other queues."""
         self._workers += 1
         name = f"w{self._workers}-{uuid.uuid4().hex[:6]}"
-        args = [*celery_worker_args(queue, concurrency=concurrency, pool="prefork"), "-n", name]
+        pool, procs = ("solo", 1) if queue == "mail.msc" else ("prefork", concurrency)
+        args = [*celery_worker_args(queue, concurrency=procs, pool=pool), "-n", name]
         proc = Proc(args, self.env, self.tmp / f"worker-{self._workers}.log")
         self.procs.append(proc)
         if ready:
