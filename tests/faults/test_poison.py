@@ -3,6 +3,7 @@ the worker goes on delivering."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -72,8 +73,9 @@ def test_poison_is_rejected_once_logged_counted_and_the_worker_goes_on(
     assert settled() == expected
     assert fleet.redis.llen("mail.msc") == 0 and fleet.redis.hlen("unacked") == 0
     log = worker.text()
+    events = {json.loads(line).get("event") for line in log.splitlines() if line.startswith("{")}
     for event in ("message_undecodable", "message_unknown_task", "batch_invalid", "job_invalid"):
-        assert f'"event": "{event}"' in log
+        assert event in events
     assert "not json" not in log and "[[{{{" not in log  # a body is never logged
     assert worker.popen.poll() is None
     assert list(faulty_relay.handler.by_message_id().values()) == [1]
