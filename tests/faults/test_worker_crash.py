@@ -48,7 +48,13 @@ def test_kill9_twice_mid_batch_loses_nothing(
     in_flight = []
     victim = first
     for threshold in (250, 600):
-        wait_for(lambda t=threshold: faulty_relay.received() >= t, 60, 0.02, f"{threshold} sent")
+        # mid-batch: a solo worker (the Procfile's msc line) has gaps between its batches
+        wait_for(
+            lambda t=threshold: faulty_relay.received() >= t and fleet.in_state(ids, "sending") > 0,
+            60,
+            0.02,
+            f"{threshold} sent, a batch in flight",
+        )
         victim.kill9()
         # the only jobs that may be sent twice: claimed, maybe accepted, not recorded
         in_flight.append(fleet.in_state(ids, "sending"))
