@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -142,19 +143,29 @@ class Fleet:
         self.redis = redis.Redis.from_url(redis_url)
 
 
-@pytest.fixture(scope="session")
-def msc_fleet(session_relay: Relay, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    """A real MSC Celery worker and the scheduler, as the Procfile starts them."""
+@contextmanager
+def running_fleet(
+    tmp: Path,
+    relay_url: str,
+    *,
+    broker_url: str | None = None,
+    pool: str = "solo",
+    concurrency: int = 1,
+) -> Iterator[Fleet]:
+    """An MSC worker and the scheduler with a private redis-server for job state.
+
+    The broker is that Redis too unless ``broker_url`` names another (RabbitMQ).
+    """
     from tests.support.redis_server import RedisServer
 
-    tmp = tmp_path_factory.mktemp("fleet")
     server = RedisServer(tmp / "redis").start()
     database_url = f"sqlite:///{tmp / 'store.db'}"
-    env = worker_env(server.url, database_url, session_relay.url)
+    extra = {"MAILDISPATCH_REDIS_URL": server.url} if broker_url else {}
+    env = worker_env(broker_url or server.url, database_url, relay_url, **extra)
     try:
         with (
             background(
-                celery_worker_args("mail.msc", pool="solo"),  # one copy of the Procfile's line
+                celery_worker_args("mail.msc", concurrency=concurrency, pool=pool),
                 env,
                 tmp / "worker.log",
             ),
@@ -172,17 +183,29 @@ def msc_fleet(session_relay: Relay, tmp_path_factory: pytest.TempPathFactory) ->
         server.stop()
 
 
-@pytest.fixture
-def fleet(msc_fleet: Fleet, relay: Relay) -> Fleet:
-    """The session fleet, with an empty relay and no job state left from other tests.
+def clear_job_state(fleet: Fleet) -> Fleet:
+    """Forget job state left by other tests.
 
     Only maildispatch's keys go: kombu's queue bindings must survive, or publishers that
     declared them earlier would route into nothing.
     """
-    stale = list(msc_fleet.redis.scan_iter("md:*", count=1000))
+    stale = list(fleet.redis.scan_iter("md:*", count=1000))
     if stale:
-        msc_fleet.redis.delete(*stale)
-    return msc_fleet
+        fleet.redis.delete(*stale)
+    return fleet
+
+
+@pytest.fixture(scope="session")
+def msc_fleet(session_relay: Relay, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """A real MSC Celery worker (one copy of the Procfile's line) and the scheduler."""
+    with running_fleet(tmp_path_factory.mktemp("fleet"), session_relay.url) as fleet:
+        yield fleet
+
+
+@pytest.fixture
+def fleet(msc_fleet: Fleet, relay: Relay) -> Fleet:
+    """The session fleet, with an empty relay and no job state left from other tests."""
+    return clear_job_state(msc_fleet)
 
 
 def logs_of(path: Path) -> str:

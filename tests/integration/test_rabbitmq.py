@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Fleet, make_settings, worker_env
+from tests.conftest import Fleet, clear_job_state, running_fleet
 from tests.integration.test_msc_delivery import (  # noqa: F401  (collected here, on RabbitMQ)
     test_451_twice_then_accepted_is_delivered_once,
     test_batch_arrives_exactly_once_with_headers_and_envelope,
@@ -21,9 +21,7 @@ from tests.integration.test_msc_delivery import (  # noqa: F401  (collected here
     test_retries_exhausted_become_expired,
 )
 from tests.support.rabbit import amqp_url, private_vhost, rabbitmqctl
-from tests.support.redis_server import RedisServer
 from tests.support.relay import Relay
-from tests.support.services import background, celery_worker_args, scheduler_args, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -40,43 +38,20 @@ def rabbit_fleet(
     vhost: str, session_relay: Relay, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fleet]:
     """An MSC worker and the scheduler on RabbitMQ, with job state in a private Redis."""
-    tmp = tmp_path_factory.mktemp("rabbit")
-    server = RedisServer(tmp / "redis").start()
-    database_url = f"sqlite:///{tmp / 'store.db'}"
-    env = worker_env(
-        amqp_url(vhost),
-        database_url,
+    with running_fleet(
+        tmp_path_factory.mktemp("rabbit"),
         session_relay.url,
-        MAILDISPATCH_REDIS_URL=server.url,
-    )
-    try:
-        with (
-            background(
-                celery_worker_args("mail.msc", concurrency=2, pool="prefork"),
-                env,
-                tmp / "worker.log",
-            ),
-            background(scheduler_args(), env, tmp / "scheduler.log"),
-        ):
-            wait_for(
-                lambda: "ready" in (tmp / "worker.log").read_text(errors="replace"),
-                60,
-                what="worker ready",
-            )
-            fleet = Fleet(env, make_settings(env), database_url, server.url)
-            yield fleet
-            fleet.redis.close()
-    finally:
-        server.stop()
+        broker_url=amqp_url(vhost),
+        pool="prefork",
+        concurrency=2,
+    ) as fleet:
+        yield fleet
 
 
 @pytest.fixture
 def fleet(rabbit_fleet: Fleet, relay: Relay) -> Fleet:
     """The RabbitMQ fleet, with an empty relay and no job state left from other tests."""
-    stale = list(rabbit_fleet.redis.scan_iter("md:*", count=1000))
-    if stale:
-        rabbit_fleet.redis.delete(*stale)
-    return rabbit_fleet
+    return clear_job_state(rabbit_fleet)
 
 
 def test_queues_are_durable_quorum_queues_with_nothing_else_declared(
