@@ -15,7 +15,7 @@ from . import rhost_google, rhost_microsoft
 from . import rhost_tables as t
 from .codes import valid_reply, valid_status
 from .reasons import Fact
-from .text import contains_any, select
+from .text import contains_any, first_reason, select
 
 __all__ = ["find_rhost_reason", "provider_of"]
 
@@ -62,13 +62,6 @@ def _provider(domain: str, rhost: str, lhost: str) -> str:
         for name, hosts in _CLASSES:
             if any(host.endswith(h) for h in hosts):
                 return name
-    return ""
-
-
-def _first(table: tuple[tuple[str, tuple[str, ...]], ...], text: str) -> str:
-    for reason, needles in table:
-        if contains_any(text, needles):
-            return reason
     return ""
 
 
@@ -146,7 +139,7 @@ def _nttdocomo(fo: Fact) -> str:
         return "userunknown"
     if status == "5.2.0":
         return "filtered"
-    found = _first(t.NTTDOCOMO, issued)
+    found = first_reason(t.NTTDOCOMO, issued)
     if found or status != "5.0.0":
         return found
     # A docomo rejection at DATA is its per-user filter, at RCPT an unknown user
@@ -155,14 +148,14 @@ def _nttdocomo(fo: Fact) -> str:
 
 def _lowered(table: tuple[tuple[str, tuple[str, ...]], ...]) -> Callable[[Fact], str]:
     def find(fo: Fact) -> str:
-        return _first(table, fo.diagnostic.lower()) if fo.diagnostic else ""
+        return first_reason(table, fo.diagnostic.lower()) if fo.diagnostic else ""
 
     return find
 
 
 def _as_is(table: tuple[tuple[str, tuple[str, ...]], ...]) -> Callable[[Fact], str]:
     def find(fo: Fact) -> str:
-        return _first(table, fo.diagnostic) if fo.diagnostic else ""
+        return first_reason(table, fo.diagnostic) if fo.diagnostic else ""
 
     return find
 
@@ -201,7 +194,7 @@ def _cox(fo: Fact) -> str:
     code = select(fo.diagnostic + " ", "AUP#", " ")
     if code in t.COX_CODES:
         return t.COX_CODES[code]
-    return _first(t.COX, fo.diagnostic.lower())
+    return first_reason(t.COX, fo.diagnostic.lower())
 
 
 def _facebook(fo: Fact) -> str:
@@ -222,7 +215,7 @@ def _godaddy(fo: Fact) -> str:
     label = "IB" + select(fo.diagnostic, " IB", " ")
     if label in t.GODADDY_CODES:
         return t.GODADDY_CODES[label]
-    return _first(t.GODADDY, fo.diagnostic.lower())
+    return first_reason(t.GODADDY, fo.diagnostic.lower())
 
 
 def _iua(fo: Fact) -> str:

@@ -76,6 +76,14 @@ def contains_any(text: str, needles: Iterable[str]) -> bool:
     return bool(text) and any(map(text.__contains__, needles))
 
 
+def first_reason(table: Iterable[tuple[str, Iterable[str]]], text: str) -> str:
+    """The reason of the first ``(reason, needles)`` row whose needles occur in ``text``."""
+    for reason, needles in table:
+        if contains_any(text, needles):
+            return reason
+    return ""
+
+
 def startswith_any(text: str, prefixes: Iterable[str]) -> bool:
     """Return True when ``text`` starts with any of ``prefixes``."""
     if not text:

@@ -8,20 +8,13 @@ from ..dsn import apply_field, field, match, split_original
 from ..hosts import find_address, is_email_address
 from ..mime import boundary
 from ..model import Message, Rising
-from ..text import aligned, contains_any, is_contained, select, sweep
+from ..text import aligned, contains_any, first_reason, is_contained, select, sweep
 from .base import DsnFields, Records
 
 __all__ = [
     "activehunter", "apachejames", "domino", "fml", "imailserver", "interscanmss",
     "mailfoundry", "mailmarshalsmtp", "mfilter", "notes",
 ]  # fmt: skip
-
-
-def _first_reason(table: tuple[tuple[str, tuple[str, ...]], ...], text: str) -> str:
-    for reason, needles in table:
-        if contains_any(text, needles):
-            return reason
-    return ""
 
 
 _DOMINO: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -82,7 +75,7 @@ def domino(msg: Message) -> Rising | None:
     for rec in recs.items:
         rec.diagnosis = sweep(rec.diagnosis)
         rec.recipient = find_address(rec.recipient)
-        reason = _first_reason(_DOMINO, rec.diagnosis)
+        reason = first_reason(_DOMINO, rec.diagnosis)
         if reason:
             rec.status = rec.status or codes.pseudo_status(reason, False)
             rec.reason = reason
@@ -126,7 +119,7 @@ def notes(msg: Message) -> Rising | None:
     )
     for rec in recs.items:
         rec.diagnosis = sweep(rec.diagnosis)
-        rec.reason = _first_reason(table, rec.diagnosis)
+        rec.reason = first_reason(table, rec.diagnosis)
     return Rising(records=recs.items, rfc822=latter)
 
 
@@ -162,7 +155,7 @@ def imailserver(msg: Message) -> Rising | None:
     for rec in recs.items:
         rec.diagnosis = sweep((alternates + " " + rec.diagnosis).replace("\n", " "))
         rec.command = codes.find_command(rec.diagnosis)
-        rec.reason = _first_reason(table, rec.diagnosis)
+        rec.reason = first_reason(table, rec.diagnosis)
     if "\nFrom: " not in latter:
         latter = "From: " + msg.header("to") + "\n" + latter + "\n"
     if "\nTo: " not in latter:
@@ -413,7 +406,7 @@ def fml(msg: Message) -> Rising | None:
         return None
     for rec in recs.items:
         rec.diagnosis = sweep(rec.diagnosis)
-        rec.reason = _first_reason(_FML_TABLE, rec.diagnosis) or _first_reason(
+        rec.reason = first_reason(_FML_TABLE, rec.diagnosis) or first_reason(
             _FML_TITLES, msg.header("subject")
         )
     return Rising(records=recs.items, rfc822=latter)

@@ -10,20 +10,13 @@ from .. import codes
 from ..dsn import apply_field, field, match, split_original
 from ..hosts import find_address, find_host, is_email_address, is_ipv4
 from ..model import Message, Record, Rising
-from ..text import aligned, contains_any, select, startswith_any, sweep
+from ..text import aligned, contains_any, first_reason, select, startswith_any, sweep
 from .base import Records
 
 __all__ = [
     "amazonses", "biglobe", "einsundeins", "ezweb", "gmx", "kddi", "messagingserver",
     "verizon", "zoho",
 ]  # fmt: skip
-
-
-def _first_reason(table: tuple[tuple[str, tuple[str, ...]], ...], text: str) -> str:
-    for reason, needles in table:
-        if contains_any(text, needles):
-            return reason
-    return ""
 
 
 def _ses_json(payload: str) -> dict[str, Any] | None:
@@ -350,7 +343,7 @@ def biglobe(msg: Message) -> Rising | None:
     )
     for rec in recs.items:
         rec.diagnosis = sweep(rec.diagnosis)
-        rec.reason = _first_reason(table, rec.diagnosis)
+        rec.reason = first_reason(table, rec.diagnosis)
     return Rising(records=recs.items, rfc822=latter)
 
 
@@ -414,7 +407,7 @@ def ezweb(msg: Message) -> Rising | None:
         if msg.header("x-spasign") == "NG":
             rec.reason = "filtered"
         else:
-            rec.reason = _first_reason(_EZWEB, rec.diagnosis)
+            rec.reason = first_reason(_EZWEB, rec.diagnosis)
         if rec.reason or "@ezweb.ne.jp" in rec.recipient or "@au.com" in rec.recipient:
             continue
         if rec.diagnosis.startswith("<"):
@@ -464,5 +457,5 @@ def kddi(msg: Message) -> Rising | None:
         elif rec.command == "RCPT":
             rec.reason = "userunkonwn"
         else:
-            rec.reason = _first_reason(table, rec.diagnosis)
+            rec.reason = first_reason(table, rec.diagnosis)
     return Rising(records=recs.items, rfc822=latter)

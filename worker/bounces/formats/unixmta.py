@@ -6,17 +6,10 @@ from .. import codes
 from ..dsn import apply_field, field, match, split_original
 from ..hosts import find_address, find_host, is_email_address
 from ..model import FIELD_MEMBER, Message, Rising
-from ..text import aligned, contains_any, select, startswith_any, sweep
+from ..text import aligned, contains_any, first_reason, select, startswith_any, sweep
 from .base import RFC822_PARTS, DsnFields, Records
 
 __all__ = ["courier", "dragonfly", "opensmtpd", "x1", "x2", "x3", "x6"]
-
-
-def _reason_by(table: tuple[tuple[str, tuple[str, ...]], ...], text: str) -> str:
-    for reason, needles in table:
-        if contains_any(text, needles):
-            return reason
-    return ""
 
 
 _OPENSMTPD: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -71,7 +64,7 @@ def opensmtpd(msg: Message) -> Rising | None:
         return None
     for rec in recs.items:
         rec.diagnosis = sweep(rec.diagnosis)
-        rec.reason = _reason_by(_OPENSMTPD, rec.diagnosis)
+        rec.reason = first_reason(_OPENSMTPD, rec.diagnosis)
     return Rising(records=recs.items, rfc822=latter)
 
 
@@ -110,7 +103,7 @@ def dragonfly(msg: Message) -> Rising | None:
     )
     for rec in recs.items:
         rec.diagnosis = sweep(rec.diagnosis)
-        rec.reason = _reason_by(table, rec.diagnosis)
+        rec.reason = first_reason(table, rec.diagnosis)
     return Rising(records=recs.items, rfc822=latter)
 
 
@@ -151,7 +144,7 @@ def courier(msg: Message) -> Rising | None:
     for rec in recs.items:
         rec.diagnosis = sweep(rec.diagnosis)
         rec.command = thecommand
-        rec.reason = _reason_by(table, rec.diagnosis)
+        rec.reason = first_reason(table, rec.diagnosis)
     return Rising(records=recs.items, rfc822=latter)
 
 
