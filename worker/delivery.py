@@ -7,7 +7,6 @@ This is the order of steps every channel shares (the channel only sends). The Ce
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import structlog
 from pydantic import ValidationError
 from structlog.contextvars import bound_contextvars
 
+from config import fastjson
 from config.retry import next_retry, policy_for
 from config.settings import Settings
 from producers.job import SendJob
@@ -189,7 +189,7 @@ class Delivery:
                 await self.states.finish(str(job.id), "suppressed", last_error=error.text)
                 log.info("delivery_suppressed", recipients=len(blocked))
                 return "failed"
-        log.info("delivery_started", recipients=len(recipients))
+        log.debug("delivery_started", recipients=len(recipients))  # the outcome line says it all
         started = time.perf_counter()
         try:
             account = await self.accounts.load(self.channel.name, job.owner)
@@ -248,10 +248,10 @@ class Delivery:
         }
         if self.channel.owns_return_path:  # read back by bounce ingest (worker/bounces/ingest.py)
             fields |= {
-                "rcpts": json.dumps([r.lower() for r in job.recipients]),
+                "rcpts": fastjson.dumps_text([r.lower() for r in job.recipients]),
                 "subject": job.subject[:200],
                 "identity": str(job.identity),
-                "metadata": json.dumps(job.metadata) if job.metadata else None,
+                "metadata": fastjson.dumps_text(job.metadata) if job.metadata else None,
             }
         if retry:
             first = next(iter(retry.values()))

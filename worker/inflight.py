@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 import redis.asyncio as aioredis
 import structlog
 
-from config import keys
+from config import fastjson, keys
 
 log = structlog.get_logger("maildispatch.inflight")
 
@@ -94,7 +94,7 @@ class InFlight:
         """Register the batch, run ``work`` as its holder, then remove it (or mark it expired)."""
         batch_id = uuid.uuid4().hex
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.batch(batch_id), json.dumps(list(wires)), ex=self.ttl)
+        pipe.set(keys.batch(batch_id), fastjson.dumps(list(wires)), ex=self.ttl)
         pipe.zadd(keys.INFLIGHT, {batch_id: time.time() + self.lease})
         await pipe.execute()
         self._held.add(batch_id)

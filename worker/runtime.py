@@ -14,6 +14,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+import uvloop
 
 from config.settings import Settings, get_settings
 from worker.channels.registry import make_channel
@@ -29,7 +30,11 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.loop = asyncio.new_event_loop()
+        self.loop = (
+            uvloop.new_event_loop()
+            if os.environ.get("MDX_UVLOOP", "1") == "1"
+            else asyncio.new_event_loop()
+        )
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="maildispatch-loop", daemon=True
         )

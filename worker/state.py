@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
-from config import keys
+from config import fastjson, keys
 from worker.autopipe import AutoPipeline
 from worker.inflight import InFlight, current_batch
 
@@ -162,7 +162,7 @@ class JobStates:
         await self._auto.script(
             self._finish,
             keys=[keys.job(job_id)],
-            args=[self.ttl, json.dumps(text, ensure_ascii=False)],
+            args=[self.ttl, fastjson.dumps(text)],
         )
 
     async def schedule_retry(

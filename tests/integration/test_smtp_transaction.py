@@ -87,5 +87,27 @@ def test_a_server_that_stops_answering_times_out(smtpd: Relay) -> None:
     started = time.monotonic()
     with pytest.raises(TransientError, match="timed out"):
         send(smtpd, "slow@example.org", timeout=0.4)
-    # MAIL and RCPT answer at once; the DATA exchange has twice the timeout
+    # MAIL, RCPT and DATA answer at once; a silent server is given up within two timeouts
     assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.parametrize(
+    ("sent", "arrived"),
+    [
+        # lines starting with a dot are stuffed on the wire and arrive as written
+        (b"Subject: d\r\n\r\n.\r\n..two\r\n.end", b"Subject: d\r\n\r\n.\r\n..two\r\n.end\r\n"),
+        (b".starts with a dot\r\n", b".starts with a dot\r\n"),
+        # bare LF and bare CR become CRLF, as SMTP requires (no bare-LF smuggling)
+        (b"Subject: lf\n\nline\nx\r.\ry\r\n", b"Subject: lf\r\n\r\nline\r\nx\r\n.\r\ny\r\n"),
+    ],
+)
+def test_data_is_transparent(smtpd: Relay, sent: bytes, arrived: bytes) -> None:
+    async def main() -> object:
+        pool = SmtpPool(SmtpServer("127.0.0.1", smtpd.port), size=1)
+        try:
+            return await pool.send(Envelope("b@b.example", ("fine@example.org",)), sent)
+        finally:
+            await pool.close()
+
+    assert asyncio.run(main()).reply_code == 250  # type: ignore[attr-defined]
+    assert [m.data for m in smtpd.handler.messages] == [arrived]
