@@ -33,6 +33,10 @@ def transport_options(settings: Settings, amqp: bool) -> dict[str, Any]:
         "visibility_timeout": settings.visibility_timeout,
         "unacked_restore_interval": sweep,
         "unacked_restore_throttle": 1,
+        # the task body (JSON text already) goes into kombu's JSON envelope as a string instead
+        # of base64: a third fewer bytes per queued job, no encode/decode of ~250 KB per batch.
+        # Each message names its own encoding, so base64 messages already queued still decode.
+        "body_encoding": None,
     }
 
 

@@ -16,7 +16,6 @@ import redis
 import sqlalchemy.exc
 import structlog
 from pydantic import ValidationError
-from structlog.contextvars import bound_contextvars
 
 from config import fastjson
 from config.retry import next_retry, policy_for
@@ -25,6 +24,7 @@ from producers.job import SendJob
 from worker import metrics
 from worker.channels.base import Channel, Envelope, Receipt
 from worker.errors import DeliveryError, PermanentError, TransientError
+from worker.logging import log_context
 from worker.message import build_message
 from worker.ratelimit import Pacing
 from worker.state import Claim, JobStates
@@ -150,12 +150,12 @@ class Delivery:
         self, job: SendJob, wire: dict[str, Any], suppressed: dict[str, dict[str, str]]
     ) -> str:
         job_id = str(job.id)
-        with bound_contextvars(job_id=job_id, owner=job.owner, channel=self.channel.name):
+        with log_context(job_id=job_id, owner=job.owner, channel=self.channel.name):
             claim = await self.states.claim(job_id, job.owner, self.channel.name)
             if claim.decision in ("done", "busy", "wait"):
                 log.info("delivery_skipped", decision=claim.decision, state=claim.final_state)
                 return "skipped"
-            with bound_contextvars(attempt=claim.attempt):
+            with log_context(attempt=claim.attempt):
                 try:
                     return await self._attempt(job, wire, claim, suppressed.get(job.owner, {}))
                 except INFRASTRUCTURE_ERRORS:

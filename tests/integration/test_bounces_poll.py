@@ -7,7 +7,6 @@ broker down the command fails with 75 and the mailbox is left exactly as it was.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import redis
 from tests.conftest import SECRET
 from tests.support.bounces import render
 from tests.support.dovecot import PASSWORD, Dovecot
+from tests.support.queue import task_body
 from tests.support.services import REPO, free_port
 from worker.returnpath import return_path
 
@@ -109,7 +109,7 @@ def queued(client: redis.Redis) -> list[bytes]:
     """The raw messages on mail.bounces, oldest first."""
     found = []
     for message in reversed(client.lrange("mail.bounces", 0, -1)):
-        body = json.loads(base64.b64decode(json.loads(message)["body"]))
+        body = task_body(message)
         found.append(base64.b64decode(body[0][0]["raw"]))
     return found
 

@@ -20,6 +20,7 @@ import redis
 
 from tests.conftest import SECRET
 from tests.support.bounces import deliver, render
+from tests.support.queue import task_body
 from tests.support.redis_server import RedisServer
 from tests.support.services import background, free_port, port_open, wait_for
 from worker.returnpath import return_path
@@ -89,7 +90,7 @@ def dsn(recipient: str = "gone@example.org") -> tuple[bytes, str]:
 
 
 def payload(message: dict[str, object]) -> dict[str, object]:
-    body = json.loads(base64.b64decode(str(message["body"])))
+    body = task_body(message)
     args = body[0]
     assert isinstance(args, list) and len(args) == 1
     wire: dict[str, object] = args[0]

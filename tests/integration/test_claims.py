@@ -8,8 +8,6 @@ the scheduler is publishing it.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,6 +21,7 @@ from config import keys
 from config.settings import Settings
 from producers.client import Dispatcher
 from tests.conftest import SECRET
+from tests.support.queue import task_body
 from worker.inflight import reap
 from worker.state import JobStates
 
@@ -43,7 +42,7 @@ def queued(client: redis.Redis) -> list[str]:
     """Job ids of every batch waiting on mail.msc."""
     ids = []
     for raw in client.lrange("mail.msc", 0, -1):
-        body = json.loads(base64.b64decode(json.loads(raw)["body"]))
+        body = task_body(raw)
         ids += [j["id"] for j in body[0][0]]
     return ids
 

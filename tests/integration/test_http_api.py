@@ -3,7 +3,6 @@ what is enqueued stays on the queue, where the tests count it)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from config import keys
 from config.settings import Settings
 from tests.conftest import SECRET
 from tests.support.api import bearer, new_key, serve
+from tests.support.queue import task_body
 from worker.store import Store, open_store, repo
 from worker.store.apikeys import revoke_key
 from worker.web.app import create_app
@@ -39,7 +39,7 @@ class Api:
         """The batches waiting on a queue: each Celery message's job list."""
         batches = []
         for raw in self.redis.lrange(queue, 0, -1):
-            args, _kwargs, _embed = json.loads(base64.b64decode(json.loads(raw)["body"]))
+            args, _kwargs, _embed = task_body(raw)
             batches.append(args[0])
         return batches
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import uuid
 
-from producers.client import Dispatcher
+from producers.client import Dispatcher, make_celery
 from tests.conftest import SECRET, Fleet
 from tests.support.relay import Relay
 from tests.support.services import REPO, wait_for
@@ -141,4 +141,24 @@ def test_redelivered_batch_does_not_send_twice(fleet: Fleet, relay: Relay) -> No
     wait_for(lambda: fleet.redis.llen("mail.msc") == 0, 30, what="queue drained")
     wait_for(lambda: True, 1)
     assert sum(relay.handler.by_message_id().values()) == 20
+    d.close()
+
+
+def test_messages_queued_in_base64_by_an_older_producer_are_delivered(
+    fleet: Fleet, relay: Relay
+) -> None:
+    # before 2026-11-30 task bodies went into kombu's envelope as base64; during a rolling
+    # upgrade such messages still wait on the queue. Each message names its own encoding.
+    older = make_celery(fleet.settings, "older-producer")
+    older.conf.broker_transport_options = {
+        **older.conf.broker_transport_options,
+        "body_encoding": "base64",
+    }
+    with older.connection_for_write() as conn:
+        assert conn.default_channel.body_encoding == "base64"
+    d = Dispatcher(fleet.settings, celery_app=older)
+    ids = d.send_many([job(f"old{i}@example.org") for i in range(3)])
+    states = wait_final(d, ids)
+    assert all(s["state"] == "sent" for s in states.values())
+    assert len(relay.handler.by_message_id()) == 3
     d.close()

@@ -38,6 +38,7 @@ from config.settings import Settings
 from worker.bounces.enqueue import InboundMessage, envelope_domains
 from worker.bounces.model import Bounce, BounceReport
 from worker.bounces.parse import parse_bounce
+from worker.logging import log_context
 from worker.returnpath import PREFIX, job_from_address, verify_token
 from worker.store import Store, repo
 
@@ -147,7 +148,7 @@ class Ingest:
             )
             self.redis.hincrby(keys.COUNTERS, f"bounces_{found_in}", 1)
             return Outcome("dropped", why=found_in)
-        with structlog.contextvars.bound_contextvars(job_id=str(job_id), source=message.source):
+        with log_context(job_id=str(job_id), source=message.source):
             return self._for_job(str(job_id), message, report)
 
     def find_job(
