@@ -23,39 +23,31 @@ _WSP = re.compile(rb"[\t ]+")
 FOLD_AT = 72
 
 
-def _relaxed(name: bytes, value: bytes) -> bytes:
-    """RFC 6376 §3.4.2: lowercase name, unfolded value with runs of WSP as one space, stripped."""
-    if b"\n" in value:
-        value = value.replace(b"\r\n", b"").replace(b"\n", b"")
-    if b"\t" in value or b"  " in value:  # most header values have neither: skip the regex
-        value = _WSP.sub(b" ", value)
-    return name.lower().rstrip() + b":" + value.strip()
+def _canonical_headers(head: bytes, include: Sequence[bytes]) -> bytes:
+    """The relaxed form of each signed field, each ending in CRLF, in ``include`` order.
 
-
-def _headers(head: bytes) -> list[tuple[bytes, bytes]]:
-    """The header fields of a header block (folded continuation lines kept with their field)."""
-    fields: list[tuple[bytes, bytes]] = []
+    ``head`` is the header block without its final CRLF. For a name listed twice the last
+    unused instance is taken each time; a name listed but absent is signed as absent
+    (RFC 6376 §5.4.2). Continuation lines are unfolded first (CRLF before WSP removed, §3.4.2).
+    """
+    if b"\r\n " in head or b"\r\n\t" in head:
+        head = head.replace(b"\r\n ", b" ").replace(b"\r\n\t", b"\t")
+    wanted = set(include)
+    found: dict[bytes, list[bytes]] = {}
     for line in head.split(CRLF):
-        if line[:1] in (b" ", b"\t") and fields:
-            name, value = fields[-1]
-            fields[-1] = (name, value + CRLF + line)
-        elif line:
-            name, _, value = line.partition(b":")
-            fields.append((name, value))
-    return fields
-
-
-def _select(fields: list[tuple[bytes, bytes]], include: Sequence[bytes]) -> list[bytes]:
-    """The canonical form of each signed field: the last unused instance of each name listed."""
-    positions: dict[bytes, list[int]] = {}
-    for i, (name, _) in enumerate(fields):
-        positions.setdefault(name.lower().rstrip(), []).append(i)
+        name, _, value = line.partition(b":")
+        key = name.lower().rstrip()
+        if key in wanted:
+            found.setdefault(key, []).append(value)
     out = []
-    for want in include:
-        found = positions.get(want)
-        if found:  # a name listed but absent is signed as absent (RFC 6376 §5.4.2)
-            out.append(_relaxed(*fields[found.pop()]))
-    return out
+    for name in include:
+        values = found.get(name)
+        if values:
+            value = values.pop()
+            if b"\t" in value or b"  " in value:
+                value = _WSP.sub(b" ", value)
+            out.append(name + b":" + value.strip() + CRLF)
+    return b"".join(out)
 
 
 def _simple_body(body: bytes) -> bytes:
@@ -66,10 +58,10 @@ def _simple_body(body: bytes) -> bytes:
 
 
 def _fold(value: bytes, prefix_len: int) -> bytes:
-    """Fold a tag list at its spaces (and the signature in chunks) near FOLD_AT.
+    """Fold a tag list at its spaces near FOLD_AT.
 
-    Every break is CRLF + space where a space was, or inside ``b=`` where FWS is allowed
-    (RFC 6376 §3.5), so the relaxed form, and thus the signed hash, is unchanged.
+    Every break is CRLF + space where a space was, so the relaxed form, and thus the signed
+    hash, is unchanged (RFC 6376 §3.5).
     """
     lines: list[bytes] = []
     line = b""
@@ -78,16 +70,39 @@ def _fold(value: bytes, prefix_len: int) -> bytes:
         if line and len(line) + 1 + len(word) > room:
             lines.append(line)
             line, room = b"", FOLD_AT - 1
-        if word.startswith(b"b=") and len(line) + 1 + len(word) > room:
-            if line:
-                lines.append(line)
-                line, room = b"", FOLD_AT - 1
-            while len(word) > room:
-                lines.append(word[:room])
-                word, room = word[room:], FOLD_AT - 1
         line = line + b" " + word if line else word
     lines.append(line)
     return (CRLF + b" ").join(lines)
+
+
+@functools.lru_cache(maxsize=64)
+def _fixed_tags(algorithm: bytes, domain: str, selector: str, include: tuple[bytes, ...]) -> bytes:
+    """The tags that are the same for every message of a key, folded once: ``v`` to ``h``."""
+    d = domain.encode()
+    tags = [
+        b"v=1",
+        b"a=" + algorithm,
+        b"c=relaxed/simple",
+        b"d=" + d,
+        b"i=@" + d,
+        b"q=dns/txt",
+        b"s=" + selector.encode(),
+        b"h=" + b" : ".join(include),
+    ]
+    return _fold(b"; ".join(tags), len(_NAME) + 1)
+
+
+def _fold_signature(signature: bytes) -> bytes:
+    """``b=`` and the base64 signature, broken every FOLD_AT - 1 characters (FWS, §3.5)."""
+    chunks = [b"b=" + signature[: FOLD_AT - 3]]
+    rest = signature[FOLD_AT - 3 :]
+    while rest:
+        chunks.append(rest[: FOLD_AT - 1])
+        rest = rest[FOLD_AT - 1 :]
+    return (CRLF + b" ").join(chunks)
+
+
+_NAME = b"DKIM-Signature:"
 
 
 @functools.lru_cache(maxsize=16)
@@ -125,27 +140,34 @@ def sign(
     include_headers: Sequence[bytes],
     now: float | None = None,
 ) -> bytes:
-    """The ``DKIM-Signature:`` header field (ending in CRLF) for a CRLF-terminated message."""
+    """The ``DKIM-Signature:`` header field (ending in CRLF) for a CRLF-terminated message.
+
+    The tags every message of this key shares are folded once (``_fixed_tags``); ``t=`` and
+    ``bh=`` follow on a line of their own and ``b=`` on the next ones. Folding only ever puts a
+    CRLF before a space, so the header hashed (relaxed, ``b=`` empty) is the header written.
+    """
     algorithm, signer = _signer(private_key)
     head, _, body = message.partition(b"\r\n\r\n")
     body_hash = base64.b64encode(hashlib.sha256(_simple_body(body)).digest())
-    include = [h.lower() for h in include_headers]
-    d = domain.encode()
-    tags = [
-        b"v=1",
-        b"a=" + algorithm,
-        b"c=relaxed/simple",
-        b"d=" + d,
-        b"i=@" + d,
-        b"q=dns/txt",
-        b"s=" + selector.encode(),
-        b"t=%d" % int(time.time() if now is None else now),
-        b"h=" + b" : ".join(include),
-        b"bh=" + body_hash,
-    ]
-    unsigned = b"; ".join([*tags, b"b="])
-    signed_data = b"".join(h + CRLF for h in _select(_headers(head + CRLF), include))
-    signed_data += _relaxed(b"DKIM-Signature", unsigned)  # hashed without its CRLF (§3.7)
+    include = tuple(h.lower() for h in include_headers)
+    fixed = _fixed_tags(algorithm, domain, selector, include)
+    varying = b"t=%d; bh=%s" % (int(time.time() if now is None else now), body_hash)
+    # the header as hashed: relaxed (unfolded, one space per run of WSP), empty b=, no CRLF
+    unfolded = fixed.replace(CRLF + b" ", b" ")
+    signed_data = _canonical_headers(head, include)
+    signed_data += b"dkim-signature:" + unfolded + b"; " + varying + b"; b="
     signature = base64.b64encode(signer(signed_data))
-    name = b"DKIM-Signature:"
-    return name + b" " + _fold(b"; ".join([*tags, b"b=" + signature]), len(name) + 1) + CRLF
+    return (
+        _NAME
+        + b" "
+        + fixed
+        + b";"
+        + CRLF
+        + b" "
+        + varying
+        + b";"
+        + CRLF
+        + b" "
+        + _fold_signature(signature)
+        + CRLF
+    )
