@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 from celery import Celery, signals
+from hiredis import pack_command
 
 from config import fastjson, keys
 from config.celery import DELIVER_TASK, QUEUE, celery_config, use_orjson
@@ -57,7 +58,7 @@ local jobs = cjson.decode(ARGV[3])
 for i, key in ipairs(KEYS) do
   local j = jobs[i]
   redis.call('HSET', key, 'state', 'queued', 'owner', j[1], 'channel', j[2],
-             'subject', j[3], 'identity', j[4], 'recipients', j[5],
+             'subject', j[3], 'identity', j[4], 'recipients', tostring(j[5]),
              'attempts', '0', 'enqueued_at', ARGV[2])
   redis.call('EXPIRE', key, ttl)
 end
@@ -136,7 +137,6 @@ class Dispatcher:
         self.settings.require_secret_key()
         self.celery = celery_app or make_celery(self.settings, "maildispatch-producer")
         self.redis = redis.Redis.from_url(self.settings.state_redis_url)
-        self._queued = self.redis.register_script(_QUEUED)
 
     # -- validation ---------------------------------------------------------------------------
     def validate(self, data: JobInput, index: int | None = None) -> SendJob:
@@ -194,15 +194,21 @@ class Dispatcher:
             jobs = self._resolve_channels(jobs)
             ids, fresh = self._claim_idempotency(jobs)
             now = time.time()
-            self._record_queued(fresh, now)
             due_now: list[SendJob] = []
             later: list[SendJob] = []
             for j in fresh:
                 (later if j.send_at and j.send_at.timestamp() > now else due_now).append(j)
             try:
+                # Redis records the queued states while the wire forms are built; every state
+                # is confirmed before the first job is published
+                recorded = self._record_queued(fresh, now)
+                try:
+                    wires = [job_wire(j) for j in due_now]
+                finally:
+                    recorded()
                 if later:
                     self._schedule(later)
-                self.publish([job_wire(j) for j in due_now], progress)
+                self.publish(wires, progress)
             except Exception:
                 self._forget(fresh)
                 raise
@@ -267,25 +273,60 @@ class Dispatcher:
         fresh = [j for j in jobs if first.get(j.id, j.id) == j.id]
         return ids, fresh
 
-    def _record_queued(self, jobs: list[SendJob], now: float) -> None:
-        # one script call per thousand jobs: two commands per job cost the producer more
-        # (redis-py packs every argument in Python) than validating the job did
-        # (the fields as one JSON argument: redis-py packs each argument in Python, ~1 µs each)
+    def _record_queued(self, jobs: list[SendJob], now: float) -> Callable[[], None]:
+        """Send the queued state of every job to Redis; the function returned waits for it.
+
+        One script call per thousand jobs, its fields in one JSON argument, packed by hiredis
+        (redis-py packs each argument in Python, ~1 µs each). The calls are all written before
+        any reply is read, so the caller works while Redis runs them; the function returned
+        reads the replies and raises the first error.
+        """
         ttl = int(self.settings.job_ttl)
-        for chunk in batches(jobs, 1000):
-            fields = fastjson.dumps(
-                [
-                    (
-                        j.owner,
-                        str(j.channel),
-                        j.subject[:200],
-                        str(j.identity),
-                        str(len(j.recipients)),
-                    )
-                    for j in chunk
-                ]
-            )
-            self._queued(keys=[keys.job(str(j.id)) for j in chunk], args=[ttl, repr(now), fields])
+        pool = self.redis.connection_pool
+        conn = pool.get_connection()
+        calls = 0
+        try:
+            for chunk in batches(jobs, 1000):
+                fields = fastjson.dumps(
+                    [
+                        (
+                            j.owner,
+                            str(j.channel),
+                            j.subject[:200],
+                            str(j.identity),
+                            len(j.recipients),
+                        )
+                        for j in chunk
+                    ]
+                )
+                ids = [keys.job(str(j.id)) for j in chunk]
+                command: tuple[Any, ...] = (
+                    "EVAL",
+                    _QUEUED,
+                    len(chunk),
+                    *ids,
+                    ttl,
+                    repr(now),
+                    fields,
+                )
+                conn.send_packed_command([pack_command(command)], check_health=calls == 0)  # type: ignore[no-untyped-call]
+                calls += 1
+        except BaseException:
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            pool.release(conn)
+            raise
+
+        def replies() -> None:
+            try:
+                for _ in range(calls):
+                    conn.read_response()
+            except BaseException:
+                conn.disconnect()  # type: ignore[no-untyped-call]  # unread replies: not reusable
+                raise
+            finally:
+                pool.release(conn)
+
+        return replies
 
     def _schedule(self, jobs: list[SendJob]) -> None:
         pipe = self.redis.pipeline(transaction=True)
