@@ -72,7 +72,9 @@ class Settings(BaseSettings):
     previous_secret_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
 
     # Batching and reliability
-    batch_size: int = Field(100, ge=1, le=1000)
+    # 200: Celery's cost per task message spread over more jobs (200 vs 100: ~10% less worker
+    # CPU per email, ~30% less producer time publishing; docs/performance.md)
+    batch_size: int = Field(200, ge=1, le=1000)
     # Redis redelivers a task not acked within this long: the backstop for a batch reserved by a
     # worker that died before it started it (started ones come back through their lease)
     visibility_timeout: float = 300.0
