@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from config import fastjson
+
 MAX_SUBJECT = 998  # RFC 5322 §2.1.1: a line is at most 998 characters
 MAX_ATTACHMENTS_BYTES = 25 * 1024 * 1024
 MAX_METADATA_BYTES = 8 * 1024
@@ -191,6 +193,13 @@ def _header_map(value: object) -> object:
     return value
 
 
+def _metadata_size(value: dict[str, Any]) -> dict[str, Any]:
+    # carried with the job, kept in its Redis state and in Failed Sends: bounded
+    if value and len(fastjson.dumps(value)) > MAX_METADATA_BYTES:
+        raise ValueError(f"larger than {MAX_METADATA_BYTES} bytes as JSON")
+    return value
+
+
 class SendJob(BaseModel):
     """One message to deliver. Built by producers, decoded by workers."""
 
@@ -211,7 +220,9 @@ class SendJob(BaseModel):
     html: str | None = None
     headers: Annotated[dict[str, str], BeforeValidator(_header_map)] = Field(default_factory=dict)
     attachments: tuple[Attachment, ...] = ()
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: Annotated[dict[str, Any], AfterValidator(_metadata_size)] = Field(
+        default_factory=dict
+    )
     send_at: datetime | None = None
     version: Literal[1] = 1
 

@@ -61,6 +61,7 @@ def test_valid_job_parses_identity_and_defaults() -> None:
         ),
         ({"unknown_field": 1}, "unknown_field"),
         ({"send_at": "2030-01-01T00:00:00"}, "send_at"),
+        ({"metadata": {"notes": "x" * 9000}}, "metadata"),
     ],
 )
 def test_invalid_input_names_the_field(overrides: dict[str, object], field: str) -> None:
@@ -83,6 +84,10 @@ def test_html_only_is_a_body() -> None:
 def test_attachment_total_size_is_capped() -> None:
     big = base64.b64encode(b"x" * (26 * 1024 * 1024)).decode()
     assert "attachments" in errors_of(job(attachments=[{"filename": "big.bin", "content": big}]))
+
+
+def test_metadata_up_to_8_kb_is_accepted() -> None:
+    assert parse_job(job(metadata={"notes": "x" * 8000})).metadata["notes"] == "x" * 8000
 
 
 def test_round_trips_as_json() -> None:
