@@ -10,6 +10,7 @@ only values orjson refuses in our data are integers beyond 64 bits, which a prod
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,12 +18,12 @@ import orjson
 _OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
-def dumps(obj: Any) -> bytes:
-    """``obj`` as compact UTF-8 JSON bytes."""
+def dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+    """``obj`` as compact UTF-8 JSON bytes; ``default`` turns what JSON lacks into what it has."""
     try:
-        return orjson.dumps(obj, option=_OPTIONS)
+        return orjson.dumps(obj, default=default, option=_OPTIONS)
     except orjson.JSONEncodeError:  # an integer beyond 64 bits
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        return json.dumps(obj, default=default, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def dumps_text(obj: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -10,17 +9,15 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any
 
-import orjson
 import structlog
 
+from config import fastjson
 from config.settings import Settings
 
 
 def _json_bytes(obj: Any, **kw: Any) -> bytes:
-    try:
-        return orjson.dumps(obj, default=kw.get("default"), option=orjson.OPT_NON_STR_KEYS)
-    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: the standard library
-        return json.dumps(obj, **kw).encode()
+    # structlog passes its fallback for objects JSON lacks as ``default``
+    return fastjson.dumps(obj, default=kw.get("default"))
 
 
 def _json_text(obj: Any, **kw: Any) -> str:
