@@ -119,14 +119,17 @@ def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 _SET_BY_WIRE = {"id", "channel"}
 
 
-def job_wire(job: SendJob) -> dict[str, Any]:
-    """The JSON form of a job as it travels on the queue (defaults left out to keep it small)."""
+def job_wire(job: SendJob, job_id: str | None = None) -> dict[str, Any]:
+    """The JSON form of a job as it travels on the queue (defaults left out to keep it small).
+
+    ``job_id`` is ``str(job.id)`` when the caller has it already.
+    """
     # id and channel are set below: excluded from the dump, whose comparison with the defaults
     # would otherwise draw a fresh uuid4 for every job (a third of the dump's cost)
-    return job.model_dump(mode="json", exclude_defaults=True, exclude=_SET_BY_WIRE) | {
-        "id": str(job.id),
-        "channel": str(job.channel),
-    }
+    wire = job.model_dump(mode="json", exclude_defaults=True, exclude=_SET_BY_WIRE)
+    wire["id"] = job_id or str(job.id)
+    wire["channel"] = str(job.channel)
+    return wire
 
 
 class Dispatcher:
@@ -189,29 +192,37 @@ class Dispatcher:
         A job whose idempotency key was seen before is not enqueued again: its first id is
         returned in its place.
         """
+        # the work runs in its own frame: everything it built is freed when it returns, before
+        # collection resumes (a collection then would scan every job and wire form still alive)
         with _gc_paused():
-            jobs = self.validate_all(items)
-            jobs = self._resolve_channels(jobs)
-            ids, fresh = self._claim_idempotency(jobs)
-            now = time.time()
-            due_now: list[SendJob] = []
+            return self._send_many(items, progress)
+
+    def _send_many(self, items: Iterable[JobInput], progress: Progress | None) -> list[uuid.UUID]:
+        jobs = self.validate_all(items)
+        jobs = self._resolve_channels(jobs)
+        ids, fresh = self._claim_idempotency(jobs)
+        job_ids = [str(j.id) for j in fresh]
+        now = time.time()
+        try:
+            # Redis records the queued states while the wire forms are built; every state is
+            # confirmed before the first job is published
+            recorded = self._record_queued(fresh, job_ids, now)
             later: list[SendJob] = []
-            for j in fresh:
-                (later if j.send_at and j.send_at.timestamp() > now else due_now).append(j)
             try:
-                # Redis records the queued states while the wire forms are built; every state
-                # is confirmed before the first job is published
-                recorded = self._record_queued(fresh, now)
-                try:
-                    wires = [job_wire(j) for j in due_now]
-                finally:
-                    recorded()
-                if later:
-                    self._schedule(later)
-                self.publish(wires, progress)
-            except Exception:
-                self._forget(fresh)
-                raise
+                wires = []
+                for j, job_id in zip(fresh, job_ids, strict=True):
+                    if j.send_at and j.send_at.timestamp() > now:
+                        later.append(j)
+                    else:
+                        wires.append(job_wire(j, job_id))
+            finally:
+                recorded()
+            if later:
+                self._schedule(later)
+            self.publish(wires, progress)
+        except Exception:
+            self._forget(fresh)
+            raise
         return ids
 
     def publish(self, wires: Sequence[dict[str, Any]], progress: Progress | None = None) -> None:
@@ -273,7 +284,9 @@ class Dispatcher:
         fresh = [j for j in jobs if first.get(j.id, j.id) == j.id]
         return ids, fresh
 
-    def _record_queued(self, jobs: list[SendJob], now: float) -> Callable[[], None]:
+    def _record_queued(
+        self, jobs: list[SendJob], job_ids: list[str], now: float
+    ) -> Callable[[], None]:
         """Send the queued state of every job to Redis; the function returned waits for it.
 
         One script call per thousand jobs, its fields in one JSON argument, packed by hiredis
@@ -286,7 +299,8 @@ class Dispatcher:
         conn = pool.get_connection()
         calls = 0
         try:
-            for chunk in batches(jobs, 1000):
+            for start in range(0, len(jobs), 1000):
+                chunk = jobs[start : start + 1000]
                 fields = fastjson.dumps(
                     [
                         (
@@ -299,7 +313,7 @@ class Dispatcher:
                         for j in chunk
                     ]
                 )
-                ids = [keys.job(str(j.id)) for j in chunk]
+                ids = [keys.job(job_id) for job_id in job_ids[start : start + 1000]]
                 command: tuple[Any, ...] = (
                     "EVAL",
                     _QUEUED,

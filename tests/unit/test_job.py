@@ -105,3 +105,15 @@ def test_schema_document_is_current() -> None:
 
     path = Path(__file__).resolve().parents[2] / "docs" / "sendjob.schema.json"
     assert json.loads(path.read_text()) == sendjob_schema(), "run `make schema` and commit docs/"
+
+
+def test_a_repeated_identity_parses_as_the_first_time() -> None:
+    first = parse_job(job(identity="Ann Example <ann@EXAMPLE.com>"))
+    again = parse_job(
+        job(identity="Ann Example <ann@EXAMPLE.com>", reply_to="Ann Example <ann@EXAMPLE.com>")
+    )
+    assert again.identity == first.identity == again.reply_to
+    assert (again.identity.name, again.identity.address) == ("Ann Example", "ann@example.com")
+    # a bad identity is refused every time, with the field inside the mailbox named
+    for _ in range(2):
+        assert "identity.address" in errors_of(job(identity="Ann <not-an-address>"))
