@@ -144,7 +144,10 @@ class Dispatcher:
     # -- validation ---------------------------------------------------------------------------
     def validate(self, data: JobInput, index: int | None = None) -> SendJob:
         """One job, checked against the contract and this deployment's limits."""
-        job = data if isinstance(data, SendJob) else parse_job(_as_json_input(data), index)
+        if type(data) is dict:  # the common case: no Mapping (ABC) check, no copy
+            job = parse_job(data, index)
+        else:
+            job = data if isinstance(data, SendJob) else parse_job(_as_json_input(data), index)
         if job.estimated_size() > self.settings.max_message_bytes:
             raise InvalidJob(
                 [

@@ -262,7 +262,7 @@ class SendJob(BaseModel):
             raise ValueError("text: a body is required (text and/or html)")
         if self.send_at is not None and self.send_at.tzinfo is None:
             raise ValueError("send_at: must carry a timezone (e.g. 2026-01-01T09:00:00Z)")
-        if sum(a.size for a in self.attachments) > MAX_ATTACHMENTS_BYTES:
+        if self.attachments and sum(a.size for a in self.attachments) > MAX_ATTACHMENTS_BYTES:
             raise ValueError(f"attachments: larger than {MAX_ATTACHMENTS_BYTES} bytes in total")
         return self
 
@@ -277,7 +277,9 @@ class SendJob(BaseModel):
     def estimated_size(self) -> int:
         """Roughly the size of the built message in bytes, to refuse oversize jobs early."""
         body = _utf8_size(self.text or "") + _utf8_size(self.html or "")
-        return body + sum(len(a.content) for a in self.attachments) + 2048
+        if self.attachments:
+            body += sum(len(a.content) for a in self.attachments)
+        return body + 2048
 
 
 class FieldError(BaseModel):
