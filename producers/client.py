@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import Any
 
+import orjson
 import redis
 from celery import Celery, signals
 from hiredis import pack_command
@@ -83,6 +84,75 @@ def _gc_paused() -> Iterator[None]:
         gc.enable()
 
 
+#: jobs validated and recorded as queued per step of send_many (and per script call)
+STATE_CHUNK = 1000
+
+
+class _QueuedStates:
+    """Records the queued state of jobs in Redis, without waiting for Redis in between.
+
+    One script call per chunk of jobs, its fields in one JSON argument, packed by hiredis
+    (redis-py packs each argument in Python, ~1 µs each), on a connection of its own; the
+    replies are read by ``confirm``, which raises the first error.
+    """
+
+    def __init__(self, client: redis.Redis, ttl: int, now: float) -> None:
+        self._pool = client.connection_pool
+        self._conn: Any = None
+        self._ttl = ttl
+        self._now = repr(now)
+        self._calls = 0
+
+    def send(self, jobs: Sequence[tuple[int, SendJob, str]]) -> None:
+        if not jobs:
+            return
+        fields = fastjson.dumps(
+            [
+                (j.owner, str(j.channel), j.subject[:200], str(j.identity), len(j.recipients))
+                for _, j, _ in jobs
+            ]
+        )
+        command: tuple[Any, ...] = ("EVAL", _QUEUED, len(jobs), *[keys.job(i) for _, _, i in jobs])
+        if self._conn is None:
+            self._conn = self._pool.get_connection()
+        try:
+            packed = pack_command((*command, self._ttl, self._now, fields))
+            self._conn.send_packed_command([packed], check_health=self._calls == 0)
+        except BaseException:
+            self._drop()
+            raise
+        self._calls += 1
+
+    def confirm(self) -> None:
+        """Every state sent is recorded (or the first error is raised)."""
+        try:
+            while self._calls:
+                self._calls -= 1
+                self._conn.read_response()
+        except BaseException:
+            self._drop()
+            raise
+        self.close()
+
+    def close(self) -> None:
+        """Done: the replies not read yet are read (errors ignored), the connection released."""
+        if self._conn is None:
+            return
+        with contextlib.suppress(redis.RedisError, OSError):
+            while self._calls:
+                self._calls -= 1
+                self._conn.read_response()
+            self._pool.release(self._conn)
+            self._conn = None
+        self._drop()
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.disconnect()  # replies left unread: not reusable
+            self._pool.release(self._conn)
+            self._conn = None
+
+
 _DELIVER_NAMES = {name: channel for channel, name in DELIVER_TASK.items()}
 
 
@@ -94,19 +164,27 @@ def _hide_arguments(
     if headers is None or sender not in _DELIVER_NAMES:
         return
     args = body[0] if isinstance(body, tuple | list) and body else ()
-    jobs = args[0] if args and isinstance(args[0], list) else []
+    jobs = args[0] if args and isinstance(args[0], list | orjson.Fragment) else []
+    headers["kwargsrepr"] = "{}"
+    if isinstance(jobs, orjson.Fragment):
+        return  # encoded by Dispatcher, which names the jobs itself (and a Fragment's repr is bare)
     headers["argsrepr"] = task_argsrepr(
         [j for j in jobs if isinstance(j, dict)], _DELIVER_NAMES[sender]
     )
-    headers["kwargsrepr"] = "{}"
 
 
 def task_argsrepr(jobs: Sequence[Mapping[str, Any]], channel: str) -> str:
     """What Flower and logs show of a batch: ids, owners, channel and count, never content."""
-    ids = [str(j.get("id")) for j in jobs[:3]]
-    owners = sorted({str(j.get("owner")) for j in jobs})
-    more = f" +{len(jobs) - 3} more" if len(jobs) > 3 else ""
-    return f"jobs={ids}{more} owners={owners[:3]} channel={channel} count={len(jobs)}"
+    return _argsrepr(
+        [j.get("id") for j in jobs[:3]], {j.get("owner") for j in jobs}, channel, len(jobs)
+    )
+
+
+def _argsrepr(first_ids: Sequence[Any], owners: Iterable[Any], channel: str, count: int) -> str:
+    ids = [str(i) for i in first_ids]
+    shown = sorted({str(o) for o in owners})
+    more = f" +{count - 3} more" if count > 3 else ""
+    return f"jobs={ids}{more} owners={shown[:3]} channel={channel} count={count}"
 
 
 def batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -130,6 +208,43 @@ def job_wire(job: SendJob, job_id: str | None = None) -> dict[str, Any]:
     wire["id"] = job_id or str(job.id)
     wire["channel"] = str(job.channel)
     return wire
+
+
+#: a job on its way to the queue: (id, owner, the data as given or None, the validated job or
+#: None); its queue form is made when its batch is published (see _encode)
+Entry = tuple[str, str, "dict[str, Any] | None", "SendJob | None"]
+
+
+def _encode(entries: Sequence[Entry], channel: str) -> orjson.Fragment:
+    """The JSON array of a batch's jobs, in their queue form.
+
+    A job given as a dict goes as the caller gave it, with its id and channel: a worker validates
+    it into the same SendJob as this producer did (one model, one set of rules), so the
+    validated job need not be dumped (a sixth of ``send_many``'s cost per job). Data that is not
+    JSON as given (a Mailbox object, a Decimal in metadata...) and SendJob objects go as the
+    validated job's dump. Made batch by batch, as it is published: no encoded form of every job
+    is held at once.
+    """
+    wires = [_wire(entry, channel) for entry in entries]
+    try:
+        return orjson.Fragment(orjson.dumps(wires))
+    except TypeError:  # orjson.JSONEncodeError: some job's data is not JSON as given
+        pass
+    for n, (job_id, _, _, job) in enumerate(entries):
+        if job is not None:
+            try:
+                orjson.dumps(wires[n])
+            except TypeError:
+                wires[n] = job_wire(job, job_id)
+    return orjson.Fragment(fastjson.dumps(wires))
+
+
+def _wire(entry: Entry, channel: str) -> dict[str, Any]:
+    job_id, _, given, job = entry
+    if given is not None:
+        return {**given, "id": job_id, "channel": channel}
+    assert job is not None  # an entry has its data or its job
+    return job_wire(job, job_id)
 
 
 class Dispatcher:
@@ -201,40 +316,79 @@ class Dispatcher:
             return self._send_many(items, progress)
 
     def _send_many(self, items: Iterable[JobInput], progress: Progress | None) -> list[uuid.UUID]:
-        jobs = self.validate_all(items)
-        jobs = self._resolve_channels(jobs)
-        ids, fresh = self._claim_idempotency(jobs)
-        job_ids = [str(j.id) for j in fresh]
+        given = items if isinstance(items, list) else list(items)
         now = time.time()
+        ids: list[uuid.UUID] = []
+        errors: list[InvalidJob] = []
+        # (position in `given`, job, its id as text) of every job to enqueue
+        accepted: list[tuple[int, SendJob, str]] = []
+        states = _QueuedStates(self.redis, int(self.settings.job_ttl), now)
         try:
-            # Redis records the queued states while the wire forms are built; every state is
-            # confirmed before the first job is published
-            recorded = self._record_queued(fresh, job_ids, now)
+            # Chunk by chunk, so that Redis records the queued states of one chunk (a third of
+            # the time it takes to validate it) while the next is validated; every state is
+            # confirmed before the first job is published. After an invalid job, the rest is
+            # only validated (every bad job is reported) and what was recorded is undone.
+            for start in range(0, len(given), STATE_CHUNK):
+                jobs = self._validate_chunk(given, start, errors)
+                if errors:
+                    continue
+                jobs = self._resolve_channels(jobs)
+                chunk_ids, fresh = self._claim_idempotency(jobs)
+                ids += chunk_ids
+                new = [(start + i, jobs[i], str(jobs[i].id)) for i in fresh]
+                accepted += new
+                states.send(new)
+            states.confirm()
+            if errors:
+                raise InvalidJobs(errors)
             later: list[SendJob] = []
-            try:
-                wires = []
-                for j, job_id in zip(fresh, job_ids, strict=True):
-                    if j.send_at and j.send_at.timestamp() > now:
-                        later.append(j)
-                    else:
-                        wires.append(job_wire(j, job_id))
-            finally:
-                recorded()
+            groups: dict[tuple[str, str], list[Entry]] = {}
+            for i, job, job_id in accepted:
+                if job.send_at and job.send_at.timestamp() > now:
+                    later.append(job)
+                    continue
+                data = given[i]
+                channel = str(job.channel)
+                group = groups.setdefault(
+                    (channel, job.owner if channel != Channel.MSC else ""), []
+                )
+                group.append((job_id, job.owner, data if type(data) is dict else None, job))
             if later:
                 self._schedule(later)
-            self.publish(wires, progress)
-        except Exception:
-            self._forget(fresh)
+            self._publish_groups(groups, progress)
+        except BaseException:
+            states.close()  # its replies read (or its connection dropped) before the undo
+            self._forget([job for _, job, _ in accepted])
             raise
         return ids
 
+    def _validate_chunk(
+        self, given: Sequence[JobInput], start: int, errors: list[InvalidJob]
+    ) -> list[SendJob]:
+        jobs: list[SendJob] = []
+        for index in range(start, min(start + STATE_CHUNK, len(given))):
+            try:
+                jobs.append(self.validate(given[index], index))
+            except InvalidJob as exc:
+                errors.append(exc)
+        return jobs
+
     def publish(self, wires: Sequence[dict[str, Any]], progress: Progress | None = None) -> None:
         """Publish jobs (already validated, in wire form) as batches per channel (and owner)."""
-        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        groups: dict[tuple[str, str], list[Entry]] = {}
         for wire in wires:
             channel = wire["channel"]
-            owner = wire["owner"] if channel != Channel.MSC else ""
-            groups.setdefault((channel, owner), []).append(wire)
+            owner = wire["owner"]
+            key = (channel, owner if channel != Channel.MSC else "")
+            groups.setdefault(key, []).append((wire["id"], owner, wire, None))
+        self._publish_groups(groups, progress)
+
+    def _publish_groups(
+        self,
+        groups: Mapping[tuple[str, str], list[Entry]],
+        progress: Progress | None,
+    ) -> None:
+        """Each group's jobs (id, owner, queue form) as batch tasks of at most batch_size jobs."""
         # Straight to the channel's queue through the default exchange (the queue's name is the
         # routing key): on Redis, kombu would otherwise read the exchange's bindings back with
         # one round trip per message. On Redis the messages are also written in pipelines of up
@@ -249,12 +403,17 @@ class Dispatcher:
                 for chunk in batches(group, self.settings.batch_size):
                     self.celery.send_task(
                         DELIVER_TASK[channel],
-                        args=(chunk,),
+                        args=(_encode(chunk, channel),),
                         queue=queue,
                         exchange="",
                         routing_key=queue,
                         producer=producer,
-                        argsrepr=task_argsrepr(chunk, channel),
+                        argsrepr=_argsrepr(
+                            [e[0] for e in chunk[:3]],
+                            {e[1] for e in chunk},
+                            channel,
+                            len(chunk),
+                        ),
                         kwargsrepr="{}",
                     )
                     if progress:
@@ -270,10 +429,11 @@ class Dispatcher:
         }
         return [j if j.channel else j.model_copy(update={"channel": chosen[j.owner]}) for j in jobs]
 
-    def _claim_idempotency(self, jobs: list[SendJob]) -> tuple[list[uuid.UUID], list[SendJob]]:
+    def _claim_idempotency(self, jobs: list[SendJob]) -> tuple[list[uuid.UUID], list[int]]:
+        """Every job's id (a repeated idempotency key's first id) and the positions of new jobs."""
         keyed = [j for j in jobs if j.idempotency_key]
         if not keyed:
-            return [j.id for j in jobs], jobs
+            return [j.id for j in jobs], list(range(len(jobs)))
         pipe = self.redis.pipeline(transaction=False)
         for j in keyed:
             key = keys.idempotency(j.owner, j.idempotency_key or "")
@@ -284,66 +444,8 @@ class Dispatcher:
         for j, stored in zip(keyed, replies[1::2], strict=True):
             first[j.id] = uuid.UUID(stored.decode())
         ids = [first.get(j.id, j.id) for j in jobs]
-        fresh = [j for j in jobs if first.get(j.id, j.id) == j.id]
+        fresh = [i for i, j in enumerate(jobs) if ids[i] == j.id]
         return ids, fresh
-
-    def _record_queued(
-        self, jobs: list[SendJob], job_ids: list[str], now: float
-    ) -> Callable[[], None]:
-        """Send the queued state of every job to Redis; the function returned waits for it.
-
-        One script call per thousand jobs, its fields in one JSON argument, packed by hiredis
-        (redis-py packs each argument in Python, ~1 µs each). The calls are all written before
-        any reply is read, so the caller works while Redis runs them; the function returned
-        reads the replies and raises the first error.
-        """
-        ttl = int(self.settings.job_ttl)
-        pool = self.redis.connection_pool
-        conn = pool.get_connection()
-        calls = 0
-        try:
-            for start in range(0, len(jobs), 1000):
-                chunk = jobs[start : start + 1000]
-                fields = fastjson.dumps(
-                    [
-                        (
-                            j.owner,
-                            str(j.channel),
-                            j.subject[:200],
-                            str(j.identity),
-                            len(j.recipients),
-                        )
-                        for j in chunk
-                    ]
-                )
-                ids = [keys.job(job_id) for job_id in job_ids[start : start + 1000]]
-                command: tuple[Any, ...] = (
-                    "EVAL",
-                    _QUEUED,
-                    len(chunk),
-                    *ids,
-                    ttl,
-                    repr(now),
-                    fields,
-                )
-                conn.send_packed_command([pack_command(command)], check_health=calls == 0)  # type: ignore[no-untyped-call]
-                calls += 1
-        except BaseException:
-            conn.disconnect()  # type: ignore[no-untyped-call]
-            pool.release(conn)
-            raise
-
-        def replies() -> None:
-            try:
-                for _ in range(calls):
-                    conn.read_response()
-            except BaseException:
-                conn.disconnect()  # type: ignore[no-untyped-call]  # unread replies: not reusable
-                raise
-            finally:
-                pool.release(conn)
-
-        return replies
 
     def _schedule(self, jobs: list[SendJob]) -> None:
         pipe = self.redis.pipeline(transaction=True)

@@ -222,9 +222,14 @@ def _header_map(value: object) -> object:
 
 
 def _metadata_size(value: dict[str, Any]) -> dict[str, Any]:
-    # carried with the job, kept in its Redis state and in Failed Sends: bounded
-    if value and len(fastjson.dumps(value)) > MAX_METADATA_BYTES:
-        raise ValueError(f"larger than {MAX_METADATA_BYTES} bytes as JSON")
+    # carried with the job, kept in its Redis state and in Failed Sends: JSON, and bounded
+    if value:
+        try:
+            size = len(fastjson.dumps(value))
+        except TypeError as exc:  # a Decimal, a set...
+            raise ValueError(f"must be JSON data ({exc})") from None
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(f"larger than {MAX_METADATA_BYTES} bytes as JSON")
     return value
 
 

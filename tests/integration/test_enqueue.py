@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 import redis
 
 from config.settings import Settings
 from producers.client import Dispatcher, InvalidJobs
+from producers.job import Mailbox, SendJob
 from tests.conftest import SECRET
 from tests.support.queue import task_body
 
@@ -47,6 +49,29 @@ def test_send_many_publishes_full_batches(
     # the task body is JSON text inside kombu's envelope, not base64 (a third smaller)
     envelope = json.loads(redis_client.lindex("mail.msc", 0))
     assert envelope["properties"]["body_encoding"] is None and envelope["body"].startswith("[[[{")
+
+
+def test_queued_jobs_validate_into_the_jobs_accepted(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    given = [
+        job(0, cc=["Carol <CAROL@Example.NET>"], metadata={"order": 7}),  # JSON as given
+        job(1, identity=Mailbox(name="Shop", address="shop@example.com")),  # a model object
+        job(2, subject=b"Order 2", send_at=datetime(2026, 1, 1, tzinfo=UTC)),  # bytes: not JSON
+        SendJob.model_validate(job(3, channel="msc")),
+    ]
+    expected = [dispatcher.validate(g) for g in given]
+    ids = dispatcher.send_many(given)
+    (batch,) = queued_jobs(redis_client)
+    assert [j["id"] for j in batch] == [str(i) for i in ids]
+    assert batch[0]["cc"] == ["Carol <CAROL@Example.NET>"]  # a dict goes as it was given
+    # what the worker reads back is the job this producer accepted, whatever form it came in
+    for wire, want, job_id in zip(batch, expected, ids, strict=True):
+        got = SendJob.model_validate(wire)
+        assert got.id == job_id and got.channel == "msc"
+        assert got.model_dump(exclude={"id", "channel"}) == want.model_dump(
+            exclude={"id", "channel"}
+        )
 
 
 def test_send_is_a_batch_of_one_published_at_once(
@@ -100,3 +125,19 @@ def test_dispatcher_refuses_to_start_without_secret(redis_url: str) -> None:
 
     with pytest.raises(ConfigurationError):
         Dispatcher(Settings(broker_url=redis_url, secret_key=None))
+
+
+def test_a_bad_job_after_the_first_thousand_leaves_nothing_behind(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # states are recorded chunk by chunk while the rest is validated: all undone on a bad job
+    jobs = [job(i, idempotency_key=f"k{i}") for i in range(2500)]
+    jobs[2200] = job(2200, to=["nope"])
+    with pytest.raises(InvalidJobs) as info:
+        dispatcher.send_many(jobs)
+    assert [e.index for e in info.value.errors] == [2200]
+    assert redis_client.llen("mail.msc") == 0
+    assert redis_client.keys("md:job:*") == [] and redis_client.keys("md:idem:*") == []
+    # and the same jobs, corrected, are accepted: their idempotency keys were released
+    jobs[2200] = job(2200)
+    assert len(set(dispatcher.send_many(jobs))) == 2500

@@ -16,6 +16,7 @@ import redis
 
 from config import keys
 from config.settings import Settings
+from producers.job import SendJob
 from tests.conftest import SECRET
 from tests.support.api import bearer, new_key, serve
 from tests.support.queue import task_body
@@ -286,7 +287,8 @@ def test_show_and_resend_a_failed_send(api: Api) -> None:
     new_id = res.json()["id"]
     assert res.json()["resend_of"] == row["id"]
     (batch,) = api.queued()
-    assert batch[0]["id"] == new_id and batch[0]["to"] == [{"address": row["recipient"]}]
+    resent = SendJob.model_validate(batch[0])
+    assert str(resent.id) == new_id and resent.recipients == (row["recipient"],)
     assert batch[0]["metadata"]["resend_of"] == row["id"]
     again = api.client.post(f"/v1/failed-sends/{row['id']}/resend", headers=h).json()
     assert again["id"] == new_id and len(api.queued()) == 1  # resending twice is one new job

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from decimal import Decimal
 
 import pytest
 
@@ -62,6 +63,7 @@ def test_valid_job_parses_identity_and_defaults() -> None:
         ({"unknown_field": 1}, "unknown_field"),
         ({"send_at": "2030-01-01T00:00:00"}, "send_at"),
         ({"metadata": {"notes": "x" * 9000}}, "metadata"),
+        ({"metadata": {"amount": Decimal("9.90")}}, "metadata"),
     ],
 )
 def test_invalid_input_names_the_field(overrides: dict[str, object], field: str) -> None:
