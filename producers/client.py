@@ -108,7 +108,7 @@ class _QueuedStates:
             return
         fields = fastjson.dumps(
             [
-                (j.owner, str(j.channel), j.subject[:200], str(j.identity), len(j.recipients))
+                (j.owner, str(j.channel), j.subject[:200], str(j.identity), _recipient_count(j))
                 for _, j, _ in jobs
             ]
         )
@@ -151,6 +151,17 @@ class _QueuedStates:
             self._conn.disconnect()  # replies left unread: not reusable
             self._pool.release(self._conn)
             self._conn = None
+
+
+def _box_count(job: SendJob) -> int:
+    """How many mailboxes a job names, a repeated one counted each time."""
+    return len(job.to) + len(job.cc) + len(job.bcc)
+
+
+def _recipient_count(job: SendJob) -> int:
+    """``len(job.recipients)``, without building the list in the common case of one mailbox."""
+    boxes = _box_count(job)
+    return boxes if boxes == 1 else len(job.recipients)
 
 
 _DELIVER_NAMES = {name: channel for channel, name in DELIVER_TASK.items()}
@@ -263,7 +274,10 @@ class Dispatcher:
             job = parse_job(data, index)
         else:
             job = data if isinstance(data, SendJob) else parse_job(_as_json_input(data), index)
-        if job.estimated_size() > self.settings.max_message_bytes:
+        limit = self.settings.max_message_bytes
+        # a character is at most 4 bytes of UTF-8: only a body that could be too large is measured
+        body = len(job.text or "") + len(job.html or "")
+        if (job.attachments or 4 * body + 2048 > limit) and job.estimated_size() > limit:
             raise InvalidJob(
                 [
                     FieldError(
@@ -273,7 +287,9 @@ class Dispatcher:
                 ],
                 index,
             )
-        if len(job.recipients) > self.settings.max_recipients:
+        if _box_count(job) > self.settings.max_recipients and (
+            len(job.recipients) > self.settings.max_recipients
+        ):
             raise InvalidJob(
                 [
                     FieldError(

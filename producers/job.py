@@ -78,9 +78,7 @@ def _single_line(value: str) -> str:
 #: the common shape of an address, a subset of what email-validator accepts: a plain ASCII
 #: dot-atom local part and an LDH domain. Such an address is valid exactly when its domain is, and
 #: email-validator spends most of its ~35 µs on the domain, which a batch shares across recipients.
-_PLAIN = re.compile(
-    r"(?P<local>[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*)@(?P<domain>[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)\Z"
-)
+_PLAIN = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\Z")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -98,7 +96,7 @@ def _plain_address(address: str) -> str | None:
     match = _PLAIN.match(address)
     if match is None:
         return None
-    local, domain = match.group("local", "domain")
+    local, _, domain = address.partition("@")  # the pattern admits one @
     known = _plain_domain(domain)
     if known is None:
         return None  # the full check words the error
@@ -106,6 +104,8 @@ def _plain_address(address: str) -> str | None:
     if local.lower() in CASE_INSENSITIVE_MAILBOX_NAMES:  # postmaster, abuse... (RFC 2142)
         local = local.lower()
     result = f"{local}@{normalized}"
+    if normalized is ascii_domain or normalized == ascii_domain:  # all ASCII: one length
+        return result if len(result) <= EMAIL_MAX_LENGTH else None
     longest = max(len(address), len(result.encode()), len(local) + 1 + len(ascii_domain))
     return result if longest <= EMAIL_MAX_LENGTH else None
 

@@ -10,7 +10,7 @@ import redis
 
 from config.settings import Settings
 from producers.client import Dispatcher, InvalidJobs
-from producers.job import Mailbox, SendJob
+from producers.job import InvalidJob, Mailbox, SendJob
 from tests.conftest import SECRET
 from tests.support.queue import task_body
 
@@ -118,6 +118,26 @@ def test_oversize_job_is_refused(redis_url: str, redis_client: redis.Redis) -> N
         d.send_many([job(1, text="x" * 20_000)])
     d.close()
     assert redis_client.llen("mail.msc") == 0
+
+
+def test_size_and_recipient_limits_count_bytes_and_distinct_recipients(redis_url: str) -> None:
+    d = Dispatcher(
+        Settings(
+            broker_url=redis_url, secret_key=SECRET, max_message_bytes=10_000, max_recipients=3
+        )  # type: ignore[arg-type]
+    )
+    try:
+        d.validate(job(1, text="é" * 3_900))  # 3,900 characters, 7,800 bytes: fits
+        with pytest.raises(InvalidJob, match="larger than"):
+            d.validate(job(1, text="é" * 4_500))  # 4,500 characters but 9,000 bytes + headers
+        same = ["a@example.org", "a@EXAMPLE.org"]  # one recipient: domains are case-folded
+        d.validate(job(1, to=same, cc=["a@example.org"], bcc=["b@example.org"]))
+        with pytest.raises(InvalidJob, match="more than 3 recipients"):
+            d.validate(
+                job(1, to=same, cc=["c@example.org", "d@example.org"], bcc=["b@example.org"])
+            )
+    finally:
+        d.close()
 
 
 def test_dispatcher_refuses_to_start_without_secret(redis_url: str) -> None:
