@@ -131,7 +131,7 @@ class _QueuedStates:
         self._calls += 1
 
     def confirm(self) -> None:
-        """Every state sent is recorded (or the first error is raised)."""
+        """Every state sent is recorded (or the first error is raised); the connection released."""
         try:
             while self._calls:
                 self._calls -= 1
@@ -139,25 +139,25 @@ class _QueuedStates:
         except BaseException:
             self._drop()
             raise
-        self.close()
-
-    def close(self) -> None:
-        """Done: the replies not read yet are read (errors ignored), the connection released."""
-        if self._conn is None:
-            return
-        with contextlib.suppress(redis.RedisError, OSError):
-            while self._calls:
-                self._calls -= 1
-                self._conn.read_response()
+        if self._conn is not None:
             self._pool.release(self._conn)
             self._conn = None
-        self._drop()
+
+    def close(self) -> None:
+        """Done, after a failure: the replies not read yet are read (errors ignored)."""
+        with contextlib.suppress(redis.RedisError, OSError):
+            self.confirm()
 
     def _drop(self) -> None:
         if self._conn is not None:
             self._conn.disconnect()  # replies left unread: not reusable
             self._pool.release(self._conn)
             self._conn = None
+
+
+def _batch_key(channel: str, owner: str) -> tuple[str, str]:
+    """The jobs one batch task may carry: one channel, and one owner for gmail and smtp."""
+    return channel, owner if channel != Channel.MSC else ""
 
 
 def _box_count(job: SendJob) -> int:
@@ -313,13 +313,13 @@ class Dispatcher:
 
     def validate_all(self, items: Iterable[JobInput]) -> list[SendJob]:
         """Every job valid, or :class:`InvalidJobs` naming each bad one (by index) and field."""
-        jobs: list[SendJob] = []
+        given = items if isinstance(items, list) else list(items)
         errors: list[InvalidJob] = []
-        for index, item in enumerate(items):
-            try:
-                jobs.append(self.validate(item, index))
-            except InvalidJob as exc:
-                errors.append(exc)
+        jobs = [
+            job
+            for start in range(0, len(given), STATE_CHUNK)
+            for job in self._validate_chunk(given, start, errors)
+        ]
         if errors:
             raise InvalidJobs(errors)
         return jobs
@@ -375,10 +375,7 @@ class Dispatcher:
                     later.append(job)
                     continue
                 data = given[i]
-                channel = str(job.channel)
-                group = groups.setdefault(
-                    (channel, job.owner if channel != Channel.MSC else ""), []
-                )
+                group = groups.setdefault(_batch_key(str(job.channel), job.owner), [])
                 group.append((job_id, job.owner, data if type(data) is dict else None, job))
             if later:
                 self._schedule(later)
@@ -414,9 +411,8 @@ class Dispatcher:
         """Publish jobs (already validated, in wire form) as batches per channel (and owner)."""
         groups: dict[tuple[str, str], list[Entry]] = {}
         for wire in wires:
-            channel = wire["channel"]
             owner = wire["owner"]
-            key = (channel, owner if channel != Channel.MSC else "")
+            key = _batch_key(wire["channel"], owner)
             groups.setdefault(key, []).append((wire["id"], owner, wire, None))
         self._publish_groups(groups, progress)
 

@@ -30,11 +30,7 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.loop = (
-            uvloop.new_event_loop()
-            if os.environ.get("MDX_UVLOOP", "1") == "1"
-            else asyncio.new_event_loop()
-        )
+        self.loop = uvloop.new_event_loop()
         self._thread = threading.Thread(
             target=self.loop.run_forever, name="maildispatch-loop", daemon=True
         )
