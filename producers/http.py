@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings, get_settings
 from producers.client import Dispatcher, InvalidJobs
-from producers.job import FieldError, SendJob, SingleLine
+from producers.job import FieldError, Line200, SendJob
 
 log = structlog.get_logger("maildispatch.http")
 
@@ -148,9 +148,7 @@ class _Batch(BaseModel):
     jobs: list[SendJob] = Field(min_length=1, max_length=MAX_BATCH)
 
 
-_IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(
-    Annotated[SingleLine, Field(min_length=1, max_length=200)]
-)
+_IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(Line200)
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "no valid API key"},
     403: {"model": ErrorBody, "description": "the key lacks the scope"},

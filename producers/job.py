@@ -126,7 +126,10 @@ def _check_address(address: str) -> str:
 
 
 EmailAddress = Annotated[str, AfterValidator(_check_address)]
-SingleLine = Annotated[str, AfterValidator(_single_line)]
+#: a single line of 1..200 characters (owner, idempotency key). Every length limit is written
+#: before the single-line check, so that pydantic-core checks it on the str itself: a limit
+#: given after a Python validator costs one more Python call per field.
+Line200 = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_single_line)]
 
 _NAME_ADDR = re.compile(r'^\s*"?(?P<name>[^"<]*?)"?\s*<(?P<addr>[^<>]+)>\s*$')
 
@@ -147,7 +150,7 @@ class Mailbox(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: Annotated[SingleLine, Field(max_length=200)] | None = None
+    name: Annotated[str, Field(max_length=200), AfterValidator(_single_line)] | None = None
     address: EmailAddress
 
     def __str__(self) -> str:
@@ -194,7 +197,7 @@ class Attachment(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    filename: Annotated[SingleLine, Field(min_length=1, max_length=255)]
+    filename: Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_single_line)]
     content_type: Annotated[
         str, Field(pattern=r"^[a-zA-Z0-9!#$&^_.+-]+/[a-zA-Z0-9!#$&^_.+-]+$")
     ] = "application/octet-stream"
@@ -239,8 +242,8 @@ class SendJob(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4)
-    idempotency_key: Annotated[SingleLine, Field(min_length=1, max_length=200)] | None = None
-    owner: Annotated[SingleLine, Field(min_length=1, max_length=200)]
+    idempotency_key: Line200 | None = None
+    owner: Line200
     #: None: the owner's preferred channel, resolved by the producer before enqueueing
     channel: Channel | None = None
     identity: IdentityIn
@@ -248,7 +251,7 @@ class SendJob(BaseModel):
     cc: tuple[MailboxIn, ...] = ()
     bcc: tuple[MailboxIn, ...] = ()
     reply_to: IdentityIn | None = None
-    subject: Annotated[SingleLine, Field(max_length=MAX_SUBJECT)] = ""
+    subject: Annotated[str, Field(max_length=MAX_SUBJECT), AfterValidator(_single_line)] = ""
     text: str | None = None
     html: str | None = None
     headers: Annotated[dict[str, str], BeforeValidator(_header_map)] = Field(default_factory=dict)
