@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     bounce_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     bounce_publish_timeout: float = 5.0
     bounce_imap_password: SecretStr | None = None
+    # PEM certificate (chain) and key: when both are set, bounce-server offers STARTTLS
+    bounce_tls_cert: str | None = None
+    bounce_tls_key: str | None = None
     dkim_private_key_file: str | None = None
     dkim_selector: str | None = None
     msc_connections_per_relay: int = Field(32, ge=1, le=1000)

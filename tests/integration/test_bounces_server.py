@@ -2,7 +2,8 @@
 
 Only the bounce domain is accepted, the size cap holds, a 250 means the raw message is on
 ``mail.bounces`` (byte for byte, body hidden from Flower), and while the broker is down the
-server answers 451 and takes the message again once the broker is back, losing nothing.
+server answers 451 and takes the message again once the broker is back, losing nothing. The
+server has a certificate: it offers STARTTLS, and MTAs without TLS still get through.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ import pytest
 import redis
 
 from tests.conftest import SECRET
+from tests.support.auth_smtpd import Pki, make_pki
 from tests.support.bounces import deliver, render
 from tests.support.queue import task_body
 from tests.support.redis_server import RedisServer
@@ -30,10 +33,11 @@ MAX_BYTES = 64 * 1024
 
 
 class Server:
-    def __init__(self, port: int, broker: RedisServer, log: Path) -> None:
+    def __init__(self, port: int, broker: RedisServer, log: Path, pki: Pki) -> None:
         self.port = port
         self.broker = broker
         self.log = log
+        self.pki = pki
 
     def queued(self) -> list[dict[str, object]]:
         """The task messages on mail.bounces, oldest first."""
@@ -54,26 +58,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("bounce-server")
     broker = RedisServer(tmp / "redis", appendonly=True).start()
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILDISPATCH_")}
-    env |= {
+    pki = make_pki(tmp / "pki")
+    env = server_env() | {
         "MAILDISPATCH_BROKER_URL": broker.url,
-        "MAILDISPATCH_SECRET_KEY": SECRET,
         "MAILDISPATCH_BOUNCE_DOMAIN": DOMAIN,
         "MAILDISPATCH_BOUNCE_LISTEN": f"127.0.0.1:{port}",
         "MAILDISPATCH_BOUNCE_MAX_BYTES": str(MAX_BYTES),
         "MAILDISPATCH_BOUNCE_PUBLISH_TIMEOUT": "2s",
-        "MAILDISPATCH_LOG_FORMAT": "json",
+        "MAILDISPATCH_BOUNCE_TLS_CERT": str(pki.cert_file),
+        "MAILDISPATCH_BOUNCE_TLS_KEY": str(pki.key_file),
     }
     log = tmp / "server.log"
     args = [sys.executable, "-m", "producers.cli", "bounce-server"]
     try:
         with background(args, env, log) as proc:
             wait_for(lambda: port_open("127.0.0.1", port), 30, what="bounce server listening")
-            yield Server(port, broker, log)
+            yield Server(port, broker, log, pki)
             proc.terminate()
             assert proc.wait(20) == 0, log.read_text()[-2000:]
     finally:
         broker.stop()
+
+
+def server_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILDISPATCH_")}
+    return env | {"MAILDISPATCH_SECRET_KEY": SECRET, "MAILDISPATCH_LOG_FORMAT": "json"}
 
 
 @pytest.fixture
@@ -152,3 +161,42 @@ def test_broker_down_answers_451_and_nothing_is_lost(srv: Server) -> None:
     raws = [base64.b64decode(str(payload(m)["raw"])) for m in srv.queued()]
     assert raws == [before, during]
     assert "bounce_enqueue_failed" in srv.log.read_text()
+
+
+def test_starttls_is_offered_not_required(srv: Server) -> None:
+    encrypted, rp1 = dsn("private@example.org")
+    stage, code, text = deliver(srv.port, encrypted, rp1, tls_ca=srv.pki.ca_file)  # cert checked
+    assert (stage, code) == ("data", 250), text
+    clear, rp2 = dsn("old-mta@example.org")  # an MTA without TLS still gets through
+    assert deliver(srv.port, clear, rp2)[:2] == ("data", 250)
+    assert [base64.b64decode(str(payload(m)["raw"])) for m in srv.queued()] == [encrypted, clear]
+
+    def received() -> list[bool]:
+        lines = [json.loads(line) for line in srv.log.read_text().splitlines() if "{" in line]
+        return [e["tls"] for e in lines if e.get("event") == "bounce_received"]
+
+    wait_for(lambda: received()[-2:] == [True, False], 10, what="both bounces logged")
+
+
+@pytest.mark.parametrize("which", ["only the certificate", "an unreadable key"])
+def test_a_half_or_broken_tls_setting_stops_the_server_with_a_clear_error(
+    srv: Server, tmp_path: Path, which: str
+) -> None:
+    env = server_env() | {
+        "MAILDISPATCH_BROKER_URL": srv.broker.url,
+        "MAILDISPATCH_BOUNCE_LISTEN": f"127.0.0.1:{free_port()}",
+        "MAILDISPATCH_BOUNCE_TLS_CERT": str(srv.pki.cert_file),
+    }
+    if which == "an unreadable key":
+        env["MAILDISPATCH_BOUNCE_TLS_KEY"] = str(tmp_path / "missing.key")
+    done = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "bounce-server"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 78, done.stderr[-2000:]
+    expected = "go together" if which == "only the certificate" else "missing.key"
+    assert "configuration error" in done.stderr and expected in done.stderr

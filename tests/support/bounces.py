@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ssl
 import uuid
+from pathlib import Path
 
 import aiosmtplib
 
@@ -39,10 +41,16 @@ def forged_return_path(domain: str = "bounces.operator.test") -> str:
 
 
 def deliver(
-    port: int, raw: bytes, *rcpts: str, sender: str = "", declare_size: bool = True
+    port: int,
+    raw: bytes,
+    *rcpts: str,
+    sender: str = "",
+    declare_size: bool = True,
+    tls_ca: Path | None = None,
 ) -> tuple[str, int, str]:
     """Send ``raw`` over SMTP like a remote MTA; returns (stage, code, text) of the answer that
     ended the transaction: the DATA reply, or the first refusal (stage ``mail``/``rcpt``/``data``).
+    With ``tls_ca``, STARTTLS first, the server's certificate checked against that CA.
     """
 
     async def go() -> tuple[str, int, str]:
@@ -55,6 +63,8 @@ def deliver(
         )
         await client.connect()
         try:
+            if tls_ca is not None:
+                await client.starttls(tls_context=ssl.create_default_context(cafile=tls_ca))
             options = [f"SIZE={len(raw)}"] if declare_size else []
             reply = await client.mail(sender, options=options)
             for rcpt in rcpts:

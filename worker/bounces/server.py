@@ -6,6 +6,11 @@ EHLO ``SIZE`` keyword so well-behaved MTAs do not even try). The server answers 
 once the broker has taken the raw message; if the broker is unreachable or slow it answers 451,
 and the sending MTA keeps the bounce and tries again later. Tokens are not checked here but by
 the ingest task, which drops forged ones.
+
+With ``MAILDISPATCH_BOUNCE_TLS_CERT`` and ``MAILDISPATCH_BOUNCE_TLS_KEY`` set it offers STARTTLS
+(RFC 3207): MTAs that support it send bounces, and the addresses and text they carry, encrypted.
+TLS is offered, never required: a publicly referenced MX must accept mail in the clear too
+(RFC 3207 §4), or bounces from MTAs without TLS would be lost.
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 import time
 from typing import Any
 
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from config.settings import Settings
+from config.settings import ConfigurationError, Settings
 from worker.bounces.enqueue import BouncePublisher, EnqueueFailed, InboundMessage
 
 log = structlog.get_logger("maildispatch.bounces.server")
@@ -74,8 +80,34 @@ class BounceHandler:
         except EnqueueFailed as exc:
             log.warning("bounce_enqueue_failed", error=str(exc), size=len(raw), peer=_peer(session))
             return "451 4.3.0 Temporary failure queueing the message, please try again later"
-        log.info("bounce_received", size=len(raw), task_id=task_id, peer=_peer(session))
+        log.info(
+            "bounce_received",
+            size=len(raw),
+            task_id=task_id,
+            peer=_peer(session),
+            tls=session.ssl is not None,
+        )
         return f"250 2.0.0 OK queued as {task_id}"
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server's TLS context from the configured certificate and key (None: no STARTTLS)."""
+    cert, key = settings.bounce_tls_cert, settings.bounce_tls_key
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise ConfigurationError(
+            "MAILDISPATCH_BOUNCE_TLS_CERT and MAILDISPATCH_BOUNCE_TLS_KEY go together: set both "
+            "to offer STARTTLS, or neither"
+        )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"bounce-server cannot load its TLS certificate {cert!r} and key {key!r}: {exc}"
+        ) from None
+    return context
 
 
 def _peer(session: Session) -> str:
@@ -89,6 +121,7 @@ class BounceServer:
     def __init__(self, settings: Settings, listen: str | None = None) -> None:
         self.settings = settings
         self.host, self.port = parse_listen(listen or settings.bounce_listen)
+        self.tls = tls_context(settings)  # a bad certificate stops it before it connects
         self.publisher = BouncePublisher(settings)
         self.handler = BounceHandler(settings.bounce_domain, self.publisher)
         self._server: asyncio.Server | None = None
@@ -96,6 +129,8 @@ class BounceServer:
     def _protocol(self) -> SMTP:
         return SMTP(
             self.handler,
+            tls_context=self.tls,  # None: no STARTTLS in EHLO
+            require_starttls=False,
             data_size_limit=self.settings.bounce_max_bytes,
             enable_SMTPUTF8=True,
             hostname=self.settings.bounce_domain,
@@ -113,6 +148,7 @@ class BounceServer:
             port=self.port,
             domain=self.settings.bounce_domain,
             max_bytes=self.settings.bounce_max_bytes,
+            starttls=self.tls is not None,
         )
 
     async def stop(self) -> None:
