@@ -48,6 +48,12 @@ class Caller:
     key_id: int
     name: str
     scopes: frozenset[str]
+    #: None: the key acts for every owner; else for this owner only
+    owner: str | None = None
+
+    def sees(self, owner: str | None) -> bool:
+        """May this caller send as, and read what belongs to, ``owner``?"""
+        return self.owner is None or owner == self.owner
 
 
 class KeyChecker(Protocol):
@@ -151,7 +157,7 @@ class _Batch(BaseModel):
 _IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(Line200)
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "no valid API key"},
-    403: {"model": ErrorBody, "description": "the key lacks the scope"},
+    403: {"model": ErrorBody, "description": "the key lacks the scope, or is for another owner"},
     413: {"model": ErrorBody, "description": "body larger than MAILDISPATCH_API_MAX_BODY_BYTES"},
     422: {"model": ErrorBody, "description": "invalid input; every invalid field is named"},
 }
@@ -160,10 +166,32 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 class Invalid(Exception):
     """Invalid input: answered 422 with every invalid field."""
 
+    status = 422
+
     def __init__(self, detail: str, errors: list[ErrorItem]) -> None:
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
+
+
+class OtherOwner(Invalid):
+    """Jobs of an owner the caller's key is not for: answered 403, naming each such job."""
+
+    status = 403
+
+
+def check_owners(caller: Caller, owners: Sequence[str], batch: bool = False) -> None:
+    """Every job's owner is one the caller's key acts for, or :class:`OtherOwner`."""
+    if caller.owner is None:
+        return
+    message = f"this API key sends only for owner {caller.owner!r}"
+    errors = [
+        ErrorItem(index=i if batch else None, field="owner", message=message)
+        for i, owner in enumerate(owners)
+        if owner != caller.owner
+    ]
+    if errors:
+        raise OtherOwner(f"{len(errors)} job(s) of another owner; nothing was enqueued", errors)
 
 
 def _items(errors: Sequence[FieldError], index: int | None = None) -> list[ErrorItem]:
@@ -203,12 +231,15 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 # -- the work behind each route (runs in the thread pool: Redis and the broker block) ------------
-def send_one(dispatcher: Dispatcher, body: bytes, idempotency_key: str | None) -> Accepted:
+def send_one(
+    dispatcher: Dispatcher, caller: Caller, body: bytes, idempotency_key: str | None
+) -> Accepted:
     """Validate one job (and the header's key) and enqueue it."""
     try:
         job = SendJob.model_validate_json(body)
     except ValidationError as exc:
         raise Invalid("invalid job; nothing was enqueued", field_errors(exc)) from None
+    check_owners(caller, [job.owner])
     if idempotency_key is not None:
         try:
             key = _IDEMPOTENCY_KEY.validate_python(idempotency_key)
@@ -233,7 +264,7 @@ def send_one(dispatcher: Dispatcher, body: bytes, idempotency_key: str | None) -
     return Accepted(id=job_id, duplicate=job_id != job.id)
 
 
-def send_batch(dispatcher: Dispatcher, body: bytes) -> BatchAccepted:
+def send_batch(dispatcher: Dispatcher, caller: Caller, body: bytes) -> BatchAccepted:
     """Validate every job of a batch (each once), then enqueue all of them or none."""
     try:
         jobs = _Batch.model_validate_json(body).jobs
@@ -241,6 +272,7 @@ def send_batch(dispatcher: Dispatcher, body: bytes) -> BatchAccepted:
         errors = field_errors(exc, batch=True)
         bad = len({e.index for e in errors if e.index is not None})
         raise Invalid(f"{bad or 'the'} invalid job(s); nothing was enqueued", errors) from None
+    check_owners(caller, [j.owner for j in jobs], batch=True)
     try:
         ids = dispatcher.send_many(jobs)
     except InvalidJobs as exc:
@@ -251,12 +283,19 @@ def send_batch(dispatcher: Dispatcher, body: bytes) -> BatchAccepted:
 
 
 def message_status(
-    dispatcher: Dispatcher, failures: Callable[[str], list[dict[str, Any]]] | None, job_id: str
+    dispatcher: Dispatcher,
+    failures: Callable[[str], list[dict[str, Any]]] | None,
+    job_id: str,
+    caller: Caller,
 ) -> MessageStatus:
-    """The job's state from Redis, with its Failed Sends when the store is plugged in."""
+    """The job's state from Redis, with its Failed Sends when the store is plugged in.
+
+    A job of an owner the caller's key is not for is unknown to it (404, as if it did not exist).
+    """
     state = dispatcher.status(job_id) or {}
     failed = failures(job_id) if failures else []
-    if not state and not failed:
+    owner = state.get("owner") or (failed[0]["owner"] if failed else None)
+    if (not state and not failed) or not caller.sees(owner):
         raise HTTPException(404, f"unknown job {job_id} (or its state expired)")
 
     def number(name: str) -> float | None:
@@ -265,7 +304,7 @@ def message_status(
     return MessageStatus(
         id=uuid.UUID(job_id),
         state=state.get("state", "failed"),
-        owner=state.get("owner") or (failed[0]["owner"] if failed else None),
+        owner=owner,
         channel=state.get("channel") or (failed[0]["channel"] if failed else None),
         attempts=int(state.get("attempts", 0) or 0),
         last_error=state.get("last_error"),
@@ -352,7 +391,7 @@ def create_app(
     @app.exception_handler(Invalid)
     async def invalid(request: Request, exc: Invalid) -> JSONResponse:
         body = ErrorBody(detail=exc.detail, errors=exc.errors)
-        return JSONResponse(body.model_dump(exclude_none=True), status_code=422)
+        return JSONResponse(body.model_dump(exclude_none=True), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -399,7 +438,7 @@ def create_app(
     ) -> Accepted:
         """Validate and enqueue one job (a SendJob). The same Idempotency-Key is one job."""
         body = await read_body(request, limit)
-        accepted = await run_in_threadpool(send_one, dispatcher, body, idempotency_key)
+        accepted = await run_in_threadpool(send_one, dispatcher, caller, body, idempotency_key)
         response.headers["Location"] = f"/v1/messages/{accepted.id}"
         return accepted
 
@@ -418,7 +457,7 @@ def create_app(
     ) -> BatchAccepted:
         """Validate up to 1,000 jobs, then enqueue all of them, or none if any is invalid."""
         body = await read_body(request, limit)
-        return await run_in_threadpool(send_batch, dispatcher, body)
+        return await run_in_threadpool(send_batch, dispatcher, caller, body)
 
     @app.get(
         "/v1/messages/{job_id}",
@@ -430,7 +469,7 @@ def create_app(
         job_id: uuid.UUID, caller: Annotated[Caller, Depends(require("read"))]
     ) -> MessageStatus:
         """A job's state, channel, attempts and last error, and its Failed Sends."""
-        return message_status(dispatcher, extensions.job_failures, str(job_id))
+        return message_status(dispatcher, extensions.job_failures, str(job_id), caller)
 
     @app.get("/healthz", tags=["operations"], responses={503: {"description": "a check failed"}})
     def healthz() -> JSONResponse:

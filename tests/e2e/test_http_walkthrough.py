@@ -131,6 +131,11 @@ def test_operator_walkthrough(stack: dict[str, Any], relay: Relay) -> None:
     assert {k["name"] for k in json.loads(listing.stdout)} == {"billing", "dashboards"}
     assert key not in listing.stdout
     h = {"Authorization": f"Bearer {key}"}
+    # a key for one owner (e.g. handed to one user's integration), and an owner that cannot be
+    portal = cli(env, "api-keys", "create", "--name", "portal", "--owner", OWNER, "--json")
+    assert json.loads(portal.stdout.strip().splitlines()[-1])["owner"] == OWNER
+    bad_owner = cli(env, "api-keys", "create", "--name", "x", "--owner", "a\nb")
+    assert bad_owner.returncode == 2 and "--owner" in bad_owner.stderr
 
     # with and without the key, malformed and oversized
     http = httpx.Client(base_url=api, timeout=30)
@@ -145,6 +150,11 @@ def test_operator_walkthrough(stack: dict[str, Any], relay: Relay) -> None:
     assert malformed.status_code == 422
     assert {e["field"] for e in malformed.json()["errors"]} == {"to.0.address", "subject"}
     assert http.post("/v1/messages", content=b"{oops", headers=h).status_code == 422
+    portal_h = {
+        "Authorization": f"Bearer {json.loads(portal.stdout.strip().splitlines()[-1])['key']}"
+    }
+    other = http.post("/v1/messages", json=job("a@example.org", owner="x"), headers=portal_h)
+    assert other.status_code == 403 and other.json()["errors"][0]["field"] == "owner"
     huge = http.post("/v1/messages", json=job("a@example.org", text="x" * BODY_CAP), headers=h)
     assert huge.status_code == 413
 

@@ -219,6 +219,44 @@ def test_the_store_keeps_only_a_hash_of_each_key(api: Api) -> None:
     assert api.key not in dump and api.key[:11] in dump
 
 
+def test_a_key_for_one_owner_sends_and_reads_that_owner_only(api: Api) -> None:
+    _failed_rows(api.store, "acct-42", 2)
+    _failed_rows(api.store, "acct-9", 1)
+    ann = bearer(new_key(api.store, "ann's app", owner="acct-42"))
+    # sending: its owner's jobs only; a batch with one other owner's job is refused whole
+    mine = api.client.post("/v1/messages", json=job(), headers=ann)
+    assert mine.status_code == 202
+    other = api.client.post("/v1/messages", json=job(owner="acct-9"), headers=ann)
+    assert other.status_code == 403
+    assert other.json()["errors"] == [
+        {"field": "owner", "message": "this API key sends only for owner 'acct-42'"}
+    ]
+    batch = {"jobs": [job(), job(owner="acct-9"), job(), job(owner="acct-7")]}
+    mixed = api.client.post("/v1/messages:batch", json=batch, headers=ann)
+    assert mixed.status_code == 403
+    assert [(e["index"], e["field"]) for e in mixed.json()["errors"]] == [
+        (1, "owner"),
+        (3, "owner"),
+    ]
+    assert [j["id"] for b in api.queued() for j in b] == [mine.json()["id"]]
+    # reading: its owner's state and Failed Sends; another owner's are unknown to it (404)
+    theirs = api.client.post("/v1/messages", json=job(owner="acct-9"), headers=bearer(api.key))
+    assert api.client.get(f"/v1/messages/{mine.json()['id']}", headers=ann).status_code == 200
+    assert api.client.get(f"/v1/messages/{theirs.json()['id']}", headers=ann).status_code == 404
+    listed = api.client.get("/v1/failed-sends", headers=ann).json()["items"]
+    assert {r["owner"] for r in listed} == {"acct-42"} and len(listed) == 2
+    peek = api.client.get("/v1/failed-sends", params={"owner": "acct-9"}, headers=ann)
+    assert peek.status_code == 403
+    everyone = api.client.get("/v1/failed-sends", headers=bearer(api.key)).json()["items"]
+    (foreign,) = [r for r in everyone if r["owner"] == "acct-9"]
+    assert api.client.get(f"/v1/failed-sends/{foreign['id']}", headers=ann).status_code == 404
+    resend = api.client.post(f"/v1/failed-sends/{foreign['id']}/resend", headers=ann)
+    assert resend.status_code == 404
+    assert api.client.get(f"/v1/messages/{foreign['job_id']}", headers=ann).status_code == 404
+    own = listed[0]
+    assert api.client.post(f"/v1/failed-sends/{own['id']}/resend", headers=ann).status_code == 202
+
+
 # -- reads ---------------------------------------------------------------------------------------
 def _failed_rows(store: Store, owner: str, count: int, kind: str = "rejected") -> None:
     now = datetime.now(UTC)

@@ -127,6 +127,23 @@ def test_the_page_lists_failures_in_plain_words_and_escapes_everything(
     assert "someone-else" not in html and html.count("Resend</button>") == 2
 
 
+def test_a_key_for_one_owner_shows_that_owner_only(site: dict[str, Any]) -> None:
+    failed(site["store"], 2)
+    failed(site["store"], 1, subject="Theirs", owner="someone-else")
+    with site["store"].session() as session:
+        (theirs,) = repo.list_failed_sends(session, "someone-else").items
+    with signed_in(site["url"], new_key(site["store"], "user", owner=OWNER)) as user:
+        asked = user.get("/failed-sends", params={"owner": "someone-else"}).text  # ignored
+        own = user.get("/failed-sends").text
+        peek = user.post(
+            f"/failed-sends/{theirs.id}/resend", data={"csrf": csrf_of(own), "owner": OWNER}
+        )
+    for html in (asked, own):
+        assert "Theirs" not in html and html.count("Resend</button>") == 2
+        assert 'name="owner" value' not in html.split("</form>")[0]  # no owner field to change
+    assert peek.status_code == 404 and site["redis"].llen("mail.msc") == 0
+
+
 def test_resend_needs_the_session_csrf_token_and_the_send_scope(site: dict[str, Any]) -> None:
     failed(site["store"], 1)
     with site["store"].session() as session:

@@ -72,10 +72,10 @@ def api_process(env: Mapping[str, str], log: Path) -> Iterator[str]:
         yield url
 
 
-def new_key(store: Store, name: str, scopes: str = "send,read") -> str:
-    """An API key in the store."""
+def new_key(store: Store, name: str, scopes: str = "send,read", owner: str | None = None) -> str:
+    """An API key in the store (for ``owner`` only, given one)."""
     with store.session() as session:
-        key, _ = create_key(session, name, frozenset(scopes.split(",")))
+        key, _ = create_key(session, name, frozenset(scopes.split(",")), owner)
     return key
 
 

@@ -1,5 +1,9 @@
 """API keys of calling services: created once and shown once; only a SHA-256 hash is kept.
 
+A key acts for every owner, or, created with an owner, for that owner only: it sends only that
+owner's jobs and reads only that owner's job state and Failed Sends (a product can hand such a
+key, or a page session signed in with it, to one of its users).
+
 A key is ``md_`` plus 43 URL-safe characters (256 random bits). Such a key cannot be guessed, so a
 plain SHA-256 (not a slow password hash) is enough, and a lookup is one indexed equality.
 """
@@ -33,6 +37,8 @@ class KeyInfo:
     name: str
     prefix: str
     scopes: frozenset[str]
+    #: None: every owner
+    owner: str | None
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
@@ -56,14 +62,18 @@ def parse_scopes(text: str) -> frozenset[str]:
     return scopes
 
 
-def create_key(session: Session, name: str, scopes: frozenset[str]) -> tuple[str, KeyInfo]:
-    """A new key for a service: returns the key (to show once) and what is stored of it."""
+def create_key(
+    session: Session, name: str, scopes: frozenset[str], owner: str | None = None
+) -> tuple[str, KeyInfo]:
+    """A new key for a service (for one owner's use only, given ``owner``): returns the key (to
+    show once) and what is stored of it."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(
         name=name,
         prefix=key[:_SHOWN_PREFIX],
         key_hash=key_hash(key),
         scopes=",".join(sorted(scopes)),
+        owner=owner,
         created_at=utcnow(),
     )
     session.add(row)
@@ -113,6 +123,7 @@ def _info(row: ApiKey) -> KeyInfo:
         name=row.name,
         prefix=row.prefix,
         scopes=frozenset(s for s in row.scopes.split(",") if s),
+        owner=row.owner,
         created_at=row.created_at,
         last_used_at=row.last_used_at,
         revoked_at=row.revoked_at,

@@ -56,7 +56,7 @@ class StoredKeys:
                 return None
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
-            caller = Caller(key_id=info.id, name=info.name, scopes=info.scopes)
+            caller = Caller(key_id=info.id, name=info.name, scopes=info.scopes, owner=info.owner)
             self._cache[slot] = (now + CACHE_SECONDS, caller)
             return caller
 

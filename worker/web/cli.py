@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = keys.add_parser("create", help="create a key and print it once")
     q.add_argument("--name", required=True, help="the calling service")
     q.add_argument("--scope", default="send,read", help="comma-separated: send, read")
+    q.add_argument(
+        "--owner", help="only this owner's jobs, state and Failed Sends (default: every owner)"
+    )
     q.add_argument("--json", action="store_true")
     q = keys.add_parser("list")
     q.add_argument("--json", action="store_true")
@@ -77,6 +80,7 @@ def _key_dict(info: Any) -> dict[str, Any]:
         "name": info.name,
         "prefix": info.prefix,
         "scopes": sorted(info.scopes),
+        "owner": info.owner,
         "created_at": info.created_at.isoformat(),
         "last_used_at": info.last_used_at.isoformat() if info.last_used_at else None,
         "revoked_at": info.revoked_at.isoformat() if info.revoked_at else None,
@@ -85,6 +89,9 @@ def _key_dict(info: Any) -> dict[str, Any]:
 
 def cmd_api_keys(args: argparse.Namespace) -> int:
     """Create, list or revoke API keys."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from producers.job import Line200
     from worker.store import open_store
     from worker.store.apikeys import InvalidScopes, create_key, list_keys, parse_scopes, revoke_key
 
@@ -95,14 +102,23 @@ def cmd_api_keys(args: argparse.Namespace) -> int:
         except InvalidScopes as exc:
             print(f"error: --scope: {exc}", file=sys.stderr)
             return 2
+        owner = None
+        if args.owner is not None:
+            try:
+                owner = TypeAdapter(Line200).validate_python(args.owner)
+            except ValidationError as exc:
+                message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                print(f"error: --owner: {message}", file=sys.stderr)
+                return 2
         with store.session() as session:
-            key, info = create_key(session, args.name, scopes)
+            key, info = create_key(session, args.name, scopes, owner)
         if args.json:
             print(json.dumps(_key_dict(info) | {"key": key}))
         else:
             print(key)
+            only = f", owner {owner} only" if owner else ""
             print(
-                f"API key {info.prefix}… for {info.name} ({','.join(sorted(scopes))}); "
+                f"API key {info.prefix}… for {info.name} ({','.join(sorted(scopes))}{only}); "
                 "it is shown only now: only a hash is stored",
                 file=sys.stderr,
             )
@@ -119,9 +135,10 @@ def cmd_api_keys(args: argparse.Namespace) -> int:
     for r in rows:
         state = f"revoked {r['revoked_at'][:19]}" if r["revoked_at"] else "active"
         used = (r["last_used_at"] or "never")[:19]
+        owner = f"owner {r['owner']}" if r["owner"] else "every owner"
         print(
             f"{r['id']:>4} {r['prefix']:<12} {r['name']:<24} {','.join(r['scopes']):<10} "
-            f"last used {used:<19} {state}"
+            f"{owner:<20} last used {used:<19} {state}"
         )
     return 0
 

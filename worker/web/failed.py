@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel
 
 from producers.client import Dispatcher
-from producers.http import ERRORS, Caller, ErrorBody, ErrorItem, Invalid, require
+from producers.http import ERRORS, Caller, ErrorBody, ErrorItem, Invalid, OtherOwner, require
 from worker.reasons import plain_words
 from worker.resend import CannotResend, resend
 from worker.store import Store, repo
@@ -108,7 +108,15 @@ def router(store: Callable[[], Store], dispatcher: Dispatcher) -> APIRouter:
         cursor: Annotated[int | None, Query(ge=1)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> FailedSendPage:
-        """An owner's Failed Sends (all owners without ``owner``), newest first."""
+        """An owner's Failed Sends (all owners without ``owner``), newest first.
+
+        A key for one owner lists that owner's only (``owner`` may be left out).
+        """
+        if caller.owner is not None:
+            if owner not in (None, caller.owner):
+                message = f"this API key reads only owner {caller.owner!r}"
+                raise OtherOwner("another owner", [ErrorItem(field="owner", message=message)])
+            owner = caller.owner
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         with store().session() as session:
@@ -130,7 +138,7 @@ def router(store: Callable[[], Store], dispatcher: Dispatcher) -> APIRouter:
         """One Failed Send."""
         with store().session() as session:
             row = repo.get_failed_send(session, failed_id)
-            if row is None:
+            if row is None or not caller.sees(row.owner):
                 raise HTTPException(404, f"no Failed Send {failed_id}")
             return failed_out(row)
 
@@ -150,9 +158,13 @@ def router(store: Callable[[], Store], dispatcher: Dispatcher) -> APIRouter:
 
 
 def resend_row(store: Store, dispatcher: Dispatcher, failed_id: int, caller: Caller) -> uuid.UUID:
-    """Resend one Failed Send (the same new job if it was resent already)."""
+    """Resend one Failed Send (the same new job if it was resent already).
+
+    A row of an owner the caller's key is not for is unknown to it (404).
+    """
     with store.session() as session:
-        if repo.get_failed_send(session, failed_id) is None:
+        row = repo.get_failed_send(session, failed_id)
+        if row is None or not caller.sees(row.owner):
             raise HTTPException(404, f"no Failed Send {failed_id}")
     try:
         new_id = resend(store, dispatcher, failed_id)

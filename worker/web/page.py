@@ -148,9 +148,11 @@ def router(
             )
         if "read" not in caller.scopes:
             return render("message.html", 403, title="Not allowed", text="This key cannot read.")
-        owner = (owner or "").strip() or None
+        # a key for one owner shows that owner's only, whatever the address asks for
+        owner = caller.owner or (owner or "").strip() or None
         context: dict[str, Any] = {
             "owner": owner,
+            "owner_fixed": caller.owner is not None,
             "kind": kind or "",
             "kinds": FAILED_KINDS,
             "caller": caller,
