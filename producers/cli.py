@@ -146,6 +146,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel a job that is not sent yet."""
+    dispatcher = _dispatcher()
+    try:
+        state = dispatcher.cancel(args.job)
+    finally:
+        dispatcher.close()
+    if args.json:
+        _print_json({"id": args.job, "state": state, "cancelled": state == "cancelled"})
+    elif state is None:
+        print(f"unknown job {args.job}", file=sys.stderr)
+    elif state == "cancelled":
+        print(f"{args.job}: cancelled")
+    else:
+        print(f"{args.job} is {state}: too late to cancel", file=sys.stderr)
+    return {None: 1, "cancelled": 0}.get(state, 3)
+
+
 # -- operator commands (import worker) ---------------------------------------------------------
 def _failed_dict(row: Any) -> dict[str, Any]:
     return {
@@ -296,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("cancel", help="cancel a job not sent yet (exit 3 when too late)")
+    p.add_argument("job")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_cancel)
 
     p = sub.add_parser("failed", help="Failed Sends")
     fs = p.add_subparsers(dest="action", required=True)

@@ -74,6 +74,24 @@ return #KEYS
 """
 
 
+#: states in which a job waits (on the queue or in the schedule) and can still be cancelled
+CANCELLABLE = ("queued", "retrying", "scheduled", "deferred")
+
+# KEYS: job hash, schedule zset, the job's scheduled payload. ARGV: now, job id
+# -> the job's state after the call ('cancelled' when it is, now or before; '' when unknown)
+_CANCEL = """
+local st = redis.call('HGET', KEYS[1], 'state')
+if st == 'queued' or st == 'retrying' or st == 'scheduled' or st == 'deferred' then
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'updated_at', ARGV[1])
+  redis.call('HDEL', KEYS[1], 'next_at')
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('DEL', KEYS[3])
+  return 'cancelled'
+end
+return st or ''
+"""
+
+
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
     """No cyclic garbage collection while a call builds many jobs.
@@ -501,6 +519,22 @@ class Dispatcher:
                 pipe.delete(keys.idempotency(j.owner, j.idempotency_key))
         with contextlib.suppress(redis.RedisError):
             pipe.execute()
+
+    def cancel(self, job_id: uuid.UUID | str) -> str | None:
+        """Cancel a job that has not been sent yet; returns its state after the call.
+
+        ``"cancelled"`` when it is (now, or by an earlier call); the state that made it too late
+        otherwise (``"sending"``: its SMTP transaction is under way; ``"sent"``, ``"failed"``...);
+        None for an unknown job (or one whose state expired). A job waiting on the queue or in
+        the schedule (a retry, a ``send_at``, a rate-limit deferral) is cancelled; the worker
+        that later takes its task skips it. Recipients a partly delivered job reached already
+        keep what they got.
+        """
+        job_id = str(job_id)
+        state = self.redis.eval(
+            _CANCEL, 3, keys.job(job_id), keys.SCHEDULE, keys.payload(job_id), time.time(), job_id
+        )
+        return _text(state) or None
 
     def status(self, job_id: uuid.UUID | str) -> dict[str, str] | None:
         """The job's state hash from Redis (None when unknown or expired)."""

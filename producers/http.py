@@ -134,6 +134,13 @@ class BatchAccepted(BaseModel):
     count: int
 
 
+class Cancelled(BaseModel):
+    """A job that will not be sent."""
+
+    id: uuid.UUID
+    state: str
+
+
 class MessageStatus(BaseModel):
     """A job's delivery state (job state expires after ``MAILDISPATCH_JOB_TTL``)."""
 
@@ -318,6 +325,20 @@ def message_status(
     )
 
 
+def cancel_job(dispatcher: Dispatcher, job_id: str, caller: Caller) -> Cancelled:
+    """Cancel a job not sent yet: 404 when unknown (to this caller), 409 when too late."""
+    state = dispatcher.status(job_id)
+    if state is None or not caller.sees(state.get("owner")):
+        raise HTTPException(404, f"unknown job {job_id} (or its state expired)")
+    after = dispatcher.cancel(job_id)
+    if after is None:
+        raise HTTPException(404, f"unknown job {job_id} (or its state expired)")
+    if after != "cancelled":
+        raise HTTPException(409, f"job {job_id} is {after}: too late to cancel")
+    log.info("message_cancelled", job_id=job_id, caller=caller.name)
+    return Cancelled(id=uuid.UUID(job_id), state=after)
+
+
 def broker_check(settings: Settings) -> Callable[[], None]:
     """Raises unless the broker answers (Redis: PING; RabbitMQ: a connection)."""
 
@@ -470,6 +491,20 @@ def create_app(
     ) -> MessageStatus:
         """A job's state, channel, attempts and last error, and its Failed Sends."""
         return message_status(dispatcher, extensions.job_failures, str(job_id), caller)
+
+    @app.post(
+        "/v1/messages/{job_id}/cancel",
+        response_model=Cancelled,
+        responses={k: v for k, v in ERRORS.items() if k != 413}
+        | {404: {"model": ErrorBody}, 409: {"model": ErrorBody, "description": "too late"}},
+        tags=["messages"],
+    )
+    def post_cancel(
+        job_id: uuid.UUID, caller: Annotated[Caller, Depends(require("send"))]
+    ) -> Cancelled:
+        """Cancel a job that is not sent yet: queued, scheduled (send_at), or waiting for a retry
+        or a rate limit. 409 once its delivery has started or ended."""
+        return cancel_job(dispatcher, str(job_id), caller)
 
     @app.get("/healthz", tags=["operations"], responses={503: {"description": "a check failed"}})
     def healthz() -> JSONResponse:

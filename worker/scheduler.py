@@ -32,8 +32,10 @@ async def tick(states: JobStates, dispatcher: Dispatcher, limit: int = 1000) -> 
         return 0
     wires = [w for _, w in due if w is not None]
     missing = [i for i, w in due if w is None]
-    if missing:
-        log.error("scheduled_payload_missing", count=len(missing))
+    if missing:  # cancelled while this tick took it (the cancel drops the payload), or lost
+        lost = await states.not_cancelled(missing)
+        if lost:
+            log.error("scheduled_payload_missing", count=len(lost))
     if wires:
         await asyncio.to_thread(dispatcher.publish, wires)
     await states.published([i for i, _ in due])

@@ -2,7 +2,8 @@
 
 States: queued -> sending -> sent | failed | bounced | suppressed, with ``retrying`` (and
 ``scheduled`` for a future ``send_at``, ``deferred`` when over a fleet-wide rate limit) while a
-job waits in the schedule sorted set.
+job waits in the schedule sorted set; a waiting job may be ``cancelled`` (``Dispatcher.cancel``),
+which the claim treats as final.
 A job is claimed (``sending``, with a lease) right before its SMTP transaction, and marked ``sent``
 with one Redis write right after the server's 250: that write is the only window in which a
 crash can leave a job whose fate is uncertain (docs/decisions.md, MAILDISPATCH_ON_UNCERTAIN).
@@ -21,7 +22,7 @@ from config import fastjson, keys
 from worker.autopipe import AutoPipeline
 from worker.inflight import InFlight, current_batch
 
-FINAL_STATES = frozenset({"sent", "failed", "bounced", "suppressed"})
+FINAL_STATES = frozenset({"sent", "failed", "bounced", "suppressed", "cancelled"})
 
 # KEYS[1] job hash, KEYS[2] in-flight batches (worker/inflight.py).
 # ARGV: now, lease seconds, ttl, owner, channel, holder batch id ("" when none)
@@ -30,7 +31,7 @@ _CLAIM = """
 local k = KEYS[1]
 local now = tonumber(ARGV[1])
 local st = redis.call('HGET', k, 'state')
-if st == 'sent' or st == 'failed' or st == 'bounced' or st == 'suppressed' then
+if st == 'sent' or st == 'failed' or st == 'bounced' or st == 'suppressed' or st == 'cancelled' then
   return {'done', st, '', '', ''}
 end
 local decision = 'go'
@@ -232,6 +233,14 @@ class JobStates:
         self._leased_until = dict.fromkeys(ids, until)  # read back by published()
         payloads = await self.redis.mget([keys.payload(i) for i in ids])
         return [(i, json.loads(p) if p else None) for i, p in zip(ids, payloads, strict=True)]
+
+    async def not_cancelled(self, job_ids: list[str]) -> list[str]:
+        """The jobs of ``job_ids`` that are not ``cancelled``."""
+        pipe = self.redis.pipeline(transaction=False)
+        for i in job_ids:
+            pipe.hget(keys.job(i), "state")
+        states = await pipe.execute()
+        return [i for i, st in zip(job_ids, states, strict=True) if st != b"cancelled"]
 
     async def published(self, job_ids: list[str]) -> None:
         """Remove jobs from the schedule once their batch is on the queue (unless re-scheduled)."""

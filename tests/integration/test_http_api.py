@@ -257,6 +257,34 @@ def test_a_key_for_one_owner_sends_and_reads_that_owner_only(api: Api) -> None:
     assert api.client.post(f"/v1/failed-sends/{own['id']}/resend", headers=ann).status_code == 202
 
 
+def test_cancel_a_queued_or_scheduled_job(api: Api) -> None:
+    h = bearer(api.key)
+    queued = api.client.post("/v1/messages", json=job(), headers=h).json()["id"]
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    scheduled = api.client.post("/v1/messages", json=job(send_at=later), headers=h).json()["id"]
+    assert api.redis.zcard(keys.SCHEDULE) == 1 and api.redis.exists(keys.payload(scheduled))
+    for job_id in (queued, scheduled):
+        res = api.client.post(f"/v1/messages/{job_id}/cancel", headers=h)
+        assert res.status_code == 200 and res.json() == {"id": job_id, "state": "cancelled"}
+        assert api.client.get(f"/v1/messages/{job_id}", headers=h).json()["state"] == "cancelled"
+    # the scheduled one is out of the schedule, its payload (body) gone
+    assert api.redis.zcard(keys.SCHEDULE) == 0 and not api.redis.exists(keys.payload(scheduled))
+    again = api.client.post(f"/v1/messages/{queued}/cancel", headers=h)
+    assert again.status_code == 200  # cancelling twice is no error
+    assert api.client.post(f"/v1/messages/{uuid.uuid4()}/cancel", headers=h).status_code == 404
+    assert (
+        api.client.post(f"/v1/messages/{queued}/cancel", headers=bearer(api.read_key)).status_code
+        == 403
+    )
+    theirs = bearer(new_key(api.store, "other app", owner="acct-9"))
+    fresh = api.client.post("/v1/messages", json=job(), headers=h).json()["id"]
+    assert api.client.post(f"/v1/messages/{fresh}/cancel", headers=theirs).status_code == 404
+    assert api.client.get(f"/v1/messages/{fresh}", headers=h).json()["state"] == "queued"
+    api.redis.hset(keys.job(fresh), "state", "sending")  # a worker's SMTP transaction under way
+    late = api.client.post(f"/v1/messages/{fresh}/cancel", headers=h)
+    assert late.status_code == 409 and "sending" in late.json()["detail"]
+
+
 # -- reads ---------------------------------------------------------------------------------------
 def _failed_rows(store: Store, owner: str, count: int, kind: str = "rejected") -> None:
     now = datetime.now(UTC)

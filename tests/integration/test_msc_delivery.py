@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 from producers.client import Dispatcher, make_celery
 from tests.conftest import SECRET, Fleet
@@ -141,6 +143,42 @@ def test_redelivered_batch_does_not_send_twice(fleet: Fleet, relay: Relay) -> No
     wait_for(lambda: fleet.redis.llen("mail.msc") == 0, 30, what="queue drained")
     wait_for(lambda: True, 1)
     assert sum(relay.handler.by_message_id().values()) == 20
+    d.close()
+
+
+def test_a_cancelled_job_is_never_sent_and_a_sent_one_cannot_be_cancelled(
+    fleet: Fleet, relay: Relay
+) -> None:
+    d = Dispatcher(fleet.settings)
+    soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    jobs = [
+        job("later-cancel@example.org", send_at=soon),  # scheduled
+        job("defer999-cancel@example.org"),  # the relay defers it: retried every 0.6 s
+        job("now-cancel@example.org"),
+    ]
+    scheduled, retrying, now = d.send_many(jobs)
+    assert d.cancel(scheduled) == "cancelled"
+    wait_for(lambda: relay.handler.attempts["defer999-cancel@example.org"] >= 1, 20)
+
+    def cancel_retrying() -> bool:  # between two attempts (not during one: "sending")
+        state = d.cancel(retrying)
+        assert state in ("cancelled", "sending"), state
+        return state == "cancelled"
+
+    wait_for(cancel_retrying, 20, 0.05, "the retrying job cancelled")
+    tried = relay.handler.attempts["defer999-cancel@example.org"]
+    assert wait_final(d, [now])[str(now)]["state"] == "sent"
+    assert d.cancel(now) == "sent"  # too late
+    assert d.cancel(uuid.uuid4()) is None
+    # the task of a cancelled job reaching a worker anyway (taken by the scheduler just before
+    # the cancel, or redelivered) is skipped
+    d.publish([{**jobs[0], "id": str(scheduled), "channel": "msc"}])
+    time.sleep(3)  # past send_at, and several retry delays
+    assert relay.handler.attempts["defer999-cancel@example.org"] == tried
+    assert "later-cancel@example.org" not in relay.handler.attempts
+    assert {d.status(i)["state"] for i in (scheduled, retrying)} == {"cancelled"}  # type: ignore[index]
+    assert fleet.redis.zcard("md:schedule") == 0
+    assert cli(fleet, "cancel", str(now)).returncode == 3  # the CLI: too late
     d.close()
 
 

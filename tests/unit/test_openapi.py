@@ -21,6 +21,7 @@ def test_openapi_documents_every_route_and_the_job() -> None:
         "/v1/messages",
         "/v1/messages:batch",
         "/v1/messages/{job_id}",
+        "/v1/messages/{job_id}/cancel",
         "/v1/failed-sends",
         "/v1/failed-sends/{failed_id}",
         "/v1/failed-sends/{failed_id}/resend",
