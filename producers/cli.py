@@ -260,7 +260,20 @@ def cmd_suppressions(args: argparse.Namespace) -> int:
     from worker.store import open_store, repo
 
     store = open_store(get_settings().database_url)
+    if args.action == "add":
+        from pydantic import ValidationError
+
+        from worker.web.suppressions import SuppressionIn
+
+        try:
+            wanted = SuppressionIn(owner=args.owner, address=args.address, reason=args.reason)
+        except ValidationError as exc:
+            raise SystemExit(f"error: {InvalidJob.from_validation(exc)}") from None
     with store.session() as session:
+        if args.action == "add":
+            repo.suppress(session, wanted.owner, [wanted.address], wanted.reason)
+            print(f"suppressed {wanted.address.lower()} for {wanted.owner}")
+            return 0
         if args.action == "remove":
             removed = repo.unsuppress(session, args.owner, args.address)
             print(f"removed {removed}")
@@ -341,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true")
     q = ss.add_parser("remove")
     q.add_argument("--owner", required=True)
+    q.add_argument("address")
+    q = ss.add_parser("add", help="suppress an address for an owner (e.g. an unsubscribe)")
+    q.add_argument("--owner", required=True, help="the owner, or * for every owner")
+    q.add_argument("--reason", default="manual")
     q.add_argument("address")
     p.set_defaults(handler=cmd_suppressions)
 

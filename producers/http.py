@@ -187,6 +187,17 @@ class OtherOwner(Invalid):
     status = 403
 
 
+def read_owner(caller: Caller, owner: str | None) -> str | None:
+    """The owner a listing is about: a key for one owner lists that owner's only (``owner`` may
+    be left out; another owner is :class:`OtherOwner`). None: every owner."""
+    if caller.owner is None:
+        return owner
+    if owner not in (None, caller.owner):
+        message = f"this API key reads only owner {caller.owner!r}"
+        raise OtherOwner("another owner", [ErrorItem(field="owner", message=message)])
+    return caller.owner
+
+
 def check_owners(caller: Caller, owners: Sequence[str], batch: bool = False) -> None:
     """Every job's owner is one the caller's key acts for, or :class:`OtherOwner`."""
     if caller.owner is None:

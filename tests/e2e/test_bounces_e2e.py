@@ -126,6 +126,14 @@ def test_bounce_becomes_a_failed_send_and_suppresses_the_next_job(
     )
     assert len(relay.handler.messages) == before
     assert to not in relay.handler.attempts or relay.handler.attempts[to] == 1
+
+    # an operator (or a product, over HTTP) adds an unsubscribe and lifts the bounce's entry
+    added = run(fleet.env, "suppressions", "add", "--owner", "acme", "--reason", "unsub", "Z@x.org")
+    assert added.returncode == 0, added.stderr
+    assert run(fleet.env, "suppressions", "add", "--owner", "acme", "nope").returncode != 0
+    assert run(fleet.env, "suppressions", "remove", "--owner", "acme", to).returncode == 0
+    sups = json.loads(run(fleet.env, "suppressions", "list", "--owner", "acme", "--json").stdout)
+    assert {s["address"]: s["reason"] for s in sups} == {"z@x.org": "unsub"}
     d.close()
 
 

@@ -285,6 +285,65 @@ def test_cancel_a_queued_or_scheduled_job(api: Api) -> None:
     assert late.status_code == 409 and "sending" in late.json()["detail"]
 
 
+def test_suppressions_listed_added_and_removed_per_owner(api: Api) -> None:
+    h = bearer(api.key)
+    for owner, address in (("acct-42", "a@example.org"), ("acct-42", "b@example.org")):
+        res = api.client.post(
+            "/v1/suppressions", json={"owner": owner, "address": address}, headers=h
+        )
+        assert res.status_code == 201 and res.json()["reason"] == "manual"
+    again = api.client.post(
+        "/v1/suppressions", json={"owner": "acct-42", "address": "A@example.org"}, headers=h
+    )
+    assert again.status_code == 201 and again.json()["address"] == "a@example.org"  # no twin
+    api.client.post(
+        "/v1/suppressions", json={"owner": "acct-9", "address": "a@example.org"}, headers=h
+    )
+    bad = api.client.post(
+        "/v1/suppressions", json={"owner": "acct-42", "address": "nope", "x": 1}, headers=h
+    )
+    assert bad.status_code == 422 and {e["field"] for e in bad.json()["errors"]} == {"address", "x"}
+
+    listed = api.client.get("/v1/suppressions", params={"owner": "acct-42", "limit": 1}, headers=h)
+    page = listed.json()
+    assert [r["address"] for r in page["items"]] == ["b@example.org"]  # newest first
+    rest = api.client.get(
+        "/v1/suppressions", params={"owner": "acct-42", "cursor": page["next_cursor"]}, headers=h
+    ).json()
+    assert [r["address"] for r in rest["items"]] == ["a@example.org"] and rest[
+        "next_cursor"
+    ] is None
+    one = api.client.get("/v1/suppressions", params={"address": "A@example.org"}, headers=h)
+    assert sorted(r["owner"] for r in one.json()["items"]) == ["acct-42", "acct-9"]
+
+    # a key for one owner: its own list only
+    ann = bearer(new_key(api.store, "ann", owner="acct-42"))
+    mine = api.client.get("/v1/suppressions", headers=ann).json()["items"]
+    assert {r["owner"] for r in mine} == {"acct-42"} and len(mine) == 2
+    assert (
+        api.client.get("/v1/suppressions", params={"owner": "acct-9"}, headers=ann).status_code
+        == 403
+    )
+    foreign = {"owner": "acct-9", "address": "c@example.org"}
+    assert api.client.post("/v1/suppressions", json=foreign, headers=ann).status_code == 403
+    theirs = {"owner": "acct-9", "address": "a@example.org"}
+    assert api.client.delete("/v1/suppressions", params=theirs, headers=ann).status_code == 404
+    mine_a = {"owner": "acct-42", "address": "a@example.org"}
+    assert api.client.delete("/v1/suppressions", params=mine_a, headers=ann).status_code == 204
+    assert api.client.delete("/v1/suppressions", params=mine_a, headers=ann).status_code == 404
+    assert (
+        api.client.delete(
+            "/v1/suppressions", params=mine_a, headers=bearer(api.read_key)
+        ).status_code
+        == 403
+    )
+    left = api.client.get("/v1/suppressions", headers=h).json()["items"]
+    assert sorted((r["owner"], r["address"]) for r in left) == [
+        ("acct-42", "b@example.org"),
+        ("acct-9", "a@example.org"),
+    ]
+
+
 # -- reads ---------------------------------------------------------------------------------------
 def _failed_rows(store: Store, owner: str, count: int, kind: str = "rejected") -> None:
     now = datetime.now(UTC)

@@ -113,3 +113,26 @@ def test_a_rejected_job_is_readable_and_resendable_over_http(
     again = client.get(f"/v1/messages/{new_id}").json()["failed_sends"]
     assert again[0]["metadata"] == {"resend_of": row["id"]}
     assert client.get(f"/v1/failed-sends/{row['id']}").json()["resend_job_id"] == new_id
+
+
+def test_a_suppression_added_over_http_stops_the_next_send_until_removed(
+    client: httpx.Client, relay: Relay
+) -> None:
+    address = "unsubscribed@example.org"
+    added = client.post(
+        "/v1/suppressions",
+        json={"owner": "http-owner", "address": address.upper(), "reason": "unsubscribed"},
+    )
+    assert added.status_code == 201, added.text
+    assert (added.json()["address"], added.json()["reason"]) == (address, "unsubscribed")
+    (job_id,) = client.post("/v1/messages:batch", json={"jobs": [job(address)]}).json()["ids"]
+    assert wait_final(client, [job_id])[job_id]["state"] == "suppressed"
+    (row,) = client.get(f"/v1/messages/{job_id}").json()["failed_sends"]
+    assert (row["kind"], row["recipient"]) == ("suppressed", address)
+    assert address not in {r for m in relay.handler.messages for r in m.rcpt_tos}
+
+    gone = client.delete("/v1/suppressions", params={"owner": "http-owner", "address": address})
+    assert gone.status_code == 204
+    (again,) = client.post("/v1/messages:batch", json={"jobs": [job(address)]}).json()["ids"]
+    assert wait_final(client, [again])[again]["state"] == "sent"
+    assert address in {r for m in relay.handler.messages for r in m.rcpt_tos}

@@ -123,11 +123,24 @@ def suppressed_by_owner(
     return found
 
 
-def list_suppressions(session: Session, owner: str | None = None) -> list[Suppression]:
-    """Suppressions, newest first, for one owner or all."""
+def list_suppressions(
+    session: Session,
+    owner: str | None = None,
+    *,
+    address: str | None = None,
+    cursor: int | None = None,
+    limit: int | None = None,
+) -> list[Suppression]:
+    """Suppressions, newest first, for one owner or all (one address, older than ``cursor``)."""
     query = select(Suppression).order_by(Suppression.id.desc())
     if owner is not None:
         query = query.where(Suppression.owner == owner)
+    if address is not None:
+        query = query.where(Suppression.address == address.lower())
+    if cursor:
+        query = query.where(Suppression.id < cursor)
+    if limit is not None:
+        query = query.limit(limit)
     return list(session.scalars(query))
 
 

@@ -17,7 +17,7 @@ from producers.client import Dispatcher
 from producers.http import Extensions
 from producers.http import create_app as create_intake
 from worker.store import Store, open_store
-from worker.web import failed, page
+from worker.web import failed, page, suppressions
 from worker.web.auth import Sessions, StoredKeys
 from worker.web.collector import DeliveryCollector
 
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys=keys,
         routers=(
             failed.router(store, dispatcher),
+            suppressions.router(store),
             page.router(store, dispatcher, keys, Sessions(secret)),
         ),
         health={"database": database},

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel
 
 from producers.client import Dispatcher
-from producers.http import ERRORS, Caller, ErrorBody, ErrorItem, Invalid, OtherOwner, require
+from producers.http import ERRORS, Caller, ErrorBody, ErrorItem, Invalid, read_owner, require
 from worker.reasons import plain_words
 from worker.resend import CannotResend, resend
 from worker.store import Store, repo
@@ -112,11 +112,7 @@ def router(store: Callable[[], Store], dispatcher: Dispatcher) -> APIRouter:
 
         A key for one owner lists that owner's only (``owner`` may be left out).
         """
-        if caller.owner is not None:
-            if owner not in (None, caller.owner):
-                message = f"this API key reads only owner {caller.owner!r}"
-                raise OtherOwner("another owner", [ErrorItem(field="owner", message=message)])
-            owner = caller.owner
+        owner = read_owner(caller, owner)
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
         with store().session() as session:
