@@ -144,6 +144,38 @@ def test_a_key_for_one_owner_shows_that_owner_only(site: dict[str, Any]) -> None
     assert peek.status_code == 404 and site["redis"].llen("mail.msc") == 0
 
 
+def test_a_suppressed_recipient_can_be_allowed_again_from_the_page(site: dict[str, Any]) -> None:
+    failed(site["store"], 2)  # gone0@ and gone1@
+    with site["store"].session() as session:
+        repo.suppress(session, OWNER, ["Gone1@example.org"], "userunknown")
+        repo.suppress(session, "*", ["gone0@example.org"], "operator")  # not the owner's to lift
+    with signed_in(site["url"], new_key(site["store"], "reader", "read")) as reader:
+        page = reader.get("/failed-sends", params={"owner": OWNER}).text
+        assert page.count(">Suppressed<") == 1 and "Allow again" not in page
+    failed(site["store"], 1, owner="someone-else")  # so that the stranger's page has a form
+    with signed_in(site["url"], new_key(site["store"], "other", owner="someone-else")) as stranger:
+        token = csrf_of(stranger.get("/failed-sends").text)
+        form = {"csrf": token, "owner": OWNER, "address": "gone1@example.org"}
+        assert stranger.post("/failed-sends/unsuppress", data=form).status_code == 404
+    with signed_in(site["url"], new_key(site["store"], "desk")) as desk:
+        page = desk.get("/failed-sends", params={"owner": OWNER}).text
+        assert page.count("Allow again</button>") == 1
+        assert 'aria-label="Allow sending to gone1@example.org again"' in page
+        form = {"csrf": csrf_of(page), "owner": OWNER, "address": "gone1@example.org"}
+        forged = desk.post("/failed-sends/unsuppress", data=form | {"csrf": "x"})
+        assert forged.status_code == 403
+        res = desk.post("/failed-sends/unsuppress", data=form)
+        assert res.status_code == 303
+        after = desk.get(res.headers["location"]).text
+        assert "gone1@example.org can be sent to again." in after
+        assert ">Suppressed<" not in after and "Allow again" not in after
+        assert desk.post("/failed-sends/unsuppress", data=form).status_code == 404  # gone
+    with site["store"].session() as session:
+        assert repo.suppressed(session, OWNER, ["gone1@example.org", "gone0@example.org"]) == {
+            "gone0@example.org": "operator"
+        }
+
+
 def test_resend_needs_the_session_csrf_token_and_the_send_scope(site: dict[str, Any]) -> None:
     failed(site["store"], 1)
     with site["store"].session() as session:

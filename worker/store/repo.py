@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -83,14 +83,17 @@ def suppress(
         session.execute(_insert(session, Suppression).on_conflict_do_nothing(), rows)
 
 
-def suppressed(session: Session, owner: str, addresses: Iterable[str]) -> dict[str, str]:
-    """The addresses among ``addresses`` that are suppressed for the owner, with the reason."""
+def suppressed(
+    session: Session, owner: str, addresses: Iterable[str], *, operator_wide: bool = True
+) -> dict[str, str]:
+    """The addresses among ``addresses`` that are suppressed for the owner, with the reason
+    (by the owner's own list only, without ``operator_wide``)."""
     wanted = {a.lower(): a for a in addresses}
     if not wanted:
         return {}
+    owners = (owner, OPERATOR) if operator_wide else (owner,)
     query = select(Suppression.address, Suppression.reason).where(
-        Suppression.address.in_(list(wanted)),
-        or_(Suppression.owner == owner, Suppression.owner == OPERATOR),
+        Suppression.address.in_(list(wanted)), Suppression.owner.in_(owners)
     )
     return {wanted[a]: r for a, r in session.execute(query)}
 

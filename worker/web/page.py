@@ -54,8 +54,9 @@ def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 
-def row_view(row: FailedSend) -> dict[str, Any]:
-    """What the page shows of one Failed Send."""
+def row_view(row: FailedSend, suppressed: bool = False) -> dict[str, Any]:
+    """What the page shows of one Failed Send (``suppressed``: its recipient is on the owner's
+    suppression list now)."""
     created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
     return {
         "id": row.id,
@@ -69,6 +70,7 @@ def row_view(row: FailedSend) -> dict[str, Any]:
         "hard": row.hard,
         "resent_job": row.resend_job_id,
         "can_resend": row.job is not None and not row.resend_job_id,
+        "suppressed": suppressed,
     }
 
 
@@ -138,6 +140,7 @@ def router(
         kind: str | None = None,
         cursor: int | None = None,
         resent: int | None = None,
+        allowed: str | None = None,
     ) -> Response:
         caller, cookie = who(request)
         if caller is None:
@@ -172,7 +175,10 @@ def router(
                 cursor=cursor,
                 limit=PAGE_SIZE,
             )
-            context["rows"] = [row_view(r) for r in result.items]
+            blocked = repo.suppressed(
+                session, owner, {r.recipient for r in result.items}, operator_wide=False
+            )
+            context["rows"] = [row_view(r, r.recipient in blocked) for r in result.items]
             if result.next_cursor:
                 query = {"owner": owner, "cursor": result.next_cursor} | (
                     {"kind": kind} if kind else {}
@@ -181,6 +187,8 @@ def router(
             done = repo.get_failed_send(session, resent) if resent else None
             if done is not None and done.owner == owner and done.resend_job_id:
                 context["flash"] = {"recipient": done.recipient, "job": done.resend_job_id}
+            if allowed and not repo.suppressed(session, owner, [allowed], operator_wide=False):
+                context["flash"] = {"recipient": allowed, "allowed": True}
         return render("failed_sends.html", **context)
 
     @page.post("/failed-sends/{failed_id}/resend")
@@ -198,6 +206,33 @@ def router(
         except HTTPException as exc:
             return render("message.html", exc.status_code, title="Cannot resend", text=exc.detail)
         query = {"owner": fields.get("owner", ""), "resent": failed_id}
+        return RedirectResponse(
+            "/failed-sends?" + urlencode(query), status_code=303, headers=HEADERS
+        )
+
+    @page.post("/failed-sends/unsuppress")
+    async def unsuppress(request: Request) -> Response:
+        """Take a recipient off the owner's suppression list: it can be sent to again."""
+        fields = await form(request)
+        caller, cookie = await run_in_threadpool(who, request)
+        if caller is None:
+            return render("message.html", 401, title="Signed out", text="Sign in again.")
+        if cookie is not None and not sessions.csrf_ok(cookie, fields.get("csrf")):
+            return render("message.html", 403, title="Expired form", text="Reload the page.")
+        if "send" not in caller.scopes:
+            return render("message.html", 403, title="Not allowed", text="This key cannot send.")
+        owner, address = fields.get("owner", ""), fields.get("address", "")
+        if not caller.sees(owner):
+            return render("message.html", 404, title="Not found", text="No such suppression.")
+
+        def remove() -> int:
+            with store().session() as session:
+                return repo.unsuppress(session, owner, address)
+
+        if not await run_in_threadpool(remove):
+            return render("message.html", 404, title="Not found", text="No such suppression.")
+        log.info("suppression_removed", owner=owner, caller=caller.name)
+        query = {"owner": owner, "allowed": address}
         return RedirectResponse(
             "/failed-sends?" + urlencode(query), status_code=303, headers=HEADERS
         )
