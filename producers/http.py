@@ -182,7 +182,7 @@ class Invalid(Exception):
 
 
 class OtherOwner(Invalid):
-    """Jobs of an owner the caller's key is not for: answered 403, naming each such job."""
+    """Jobs (or a listing) of an owner the caller's key is not for: answered 403, naming each."""
 
     status = 403
 
