@@ -337,6 +337,9 @@ def test_suppressions_listed_added_and_removed_per_owner(api: Api) -> None:
         ).status_code
         == 403
     )
+    operator = {"owner": "*", "address": "spamtrap@example.org"}
+    assert api.client.post("/v1/suppressions", json=operator, headers=h).status_code == 403
+    assert api.client.delete("/v1/suppressions", params=operator, headers=h).status_code == 403
     left = api.client.get("/v1/suppressions", headers=h).json()["items"]
     assert sorted((r["owner"], r["address"]) for r in left) == [
         ("acct-42", "b@example.org"),

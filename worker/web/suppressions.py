@@ -3,7 +3,8 @@
 MSC sends nothing to a suppressed address: the job's recipient fails at once as a Failed Send
 of kind ``suppressed``. Hard bounces and complaints add addresses (worker/bounces/ingest.py);
 a product adds those its users unsubscribed, and removes one its user asks to mail again. Owner
-``*`` is the operator-wide list, for keys that act for every owner.
+``*`` is the operator-wide list: listed to keys that act for every owner, changed only by the
+operator (``maildispatch suppressions add|remove --owner '*'``), never over the API.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from producers.http import ERRORS, Caller, ErrorBody, check_owners, read_owner, 
 from producers.job import EmailAddress, Line200
 from worker.store import Store, repo
 from worker.store.models import Suppression
+from worker.store.repo import OPERATOR
 
 log = structlog.get_logger("maildispatch.http")
 
@@ -67,6 +69,13 @@ def suppression_out(row: Suppression) -> SuppressionOut:
     )
 
 
+def _not_operator_wide(owner: str) -> None:
+    if owner == OPERATOR:
+        raise HTTPException(
+            403, "the operator-wide list (*) is changed with `maildispatch suppressions`"
+        )
+
+
 def router(store: Callable[[], Store]) -> APIRouter:
     """The suppression routes over the store."""
     api = APIRouter(prefix="/v1/suppressions", tags=["suppressions"])
@@ -102,6 +111,7 @@ def router(store: Callable[[], Store]) -> APIRouter:
     ) -> SuppressionOut:
         """Suppress an address for an owner (adding one already there changes nothing)."""
         check_owners(caller, [body.owner])
+        _not_operator_wide(body.owner)
         with store().session() as session:
             repo.suppress(session, body.owner, [body.address], body.reason)
             (row,) = repo.list_suppressions(session, body.owner, address=body.address)
@@ -117,6 +127,7 @@ def router(store: Callable[[], Store]) -> APIRouter:
         """Send to an address again: remove it from the owner's list."""
         if not caller.sees(owner):
             raise HTTPException(404, f"{address} is not suppressed for {owner}")
+        _not_operator_wide(owner)
         with store().session() as session:
             removed = repo.unsuppress(session, owner, address)
         if not removed:
