@@ -195,7 +195,12 @@ def cmd_failed(args: argparse.Namespace) -> int:
     if args.action == "list":
         with store.session() as session:
             page = repo.list_failed_sends(
-                session, args.owner, kind=args.kind, cursor=args.cursor, limit=args.limit
+                session,
+                args.owner,
+                kind=args.kind,
+                recipient=args.recipient,
+                cursor=args.cursor,
+                limit=args.limit,
             )
             rows = [_failed_dict(f) for f in page.items]
         if args.json:
@@ -338,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = fs.add_parser("list")
     q.add_argument("--owner")
     q.add_argument("--kind")
+    q.add_argument("--recipient", help="one address's failures")
     q.add_argument("--cursor", type=int)
     q.add_argument("--limit", type=int, default=50)
     q.add_argument("--json", action="store_true")

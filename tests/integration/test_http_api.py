@@ -397,6 +397,12 @@ def test_failed_sends_list_newest_first_by_cursor_with_filters(api: Api) -> None
         "/v1/failed-sends", params={"owner": "acct-42", "since": since}, headers=h
     ).json()
     assert [r["subject"] for r in recent["items"]] == ["Invoice 4", "Invoice 3"]
+    one = api.client.get(
+        "/v1/failed-sends",
+        params={"owner": "acct-42", "recipient": " GONE3@example.org"},
+        headers=h,
+    ).json()
+    assert [r["recipient"] for r in one["items"]] == ["gone3@example.org"]
     bad = api.client.get("/v1/failed-sends", params={"kind": "nope", "cursor": "x"}, headers=h)
     assert bad.status_code == 422
     assert {e["field"] for e in bad.json()["errors"]} >= {"cursor"}

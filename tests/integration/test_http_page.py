@@ -125,6 +125,10 @@ def test_the_page_lists_failures_in_plain_words_and_escapes_everything(
     assert "Mailbox does not exist (5.1.1)" in html and "Hard" in html
     assert "Gave up after repeated temporary failures (4.3.0)" in html and "Soft" in html
     assert "someone-else" not in html and html.count("Resend</button>") == 2
+    with signed_in(site["url"], new_key(site["store"], "desk")) as client:
+        one = client.get("/failed-sends", params={"owner": OWNER, "recipient": "Gone0@example.org"})
+    assert "gone0@example.org" in one.text and "gone1@example.org" not in one.text
+    assert 'name="recipient" type="search" value="Gone0@example.org"' in one.text
 
 
 def test_a_key_for_one_owner_shows_that_owner_only(site: dict[str, Any]) -> None:

@@ -42,6 +42,10 @@ def test_rows_are_recorded_once_and_listed_newest_first(store: Store) -> None:
         assert rest.next_cursor is None
         assert rest.items[0].job_metadata == {"conversation": 7}
         assert rest.items[0].created_at is not None
+        repo.record_failed_sends(s, [row("job-5", "Mixed.Case@Example.org")])
+        found = repo.list_failed_sends(s, "o1", recipient="mixed.case@example.ORG")
+        assert [f.job_id for f in found.items] == ["job-5"]
+        assert repo.list_failed_sends(s, "o2", recipient="r1@example.org").items == []
 
 
 def test_suppressions_per_owner_and_operator_wide(store: Store) -> None:

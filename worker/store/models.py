@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -37,6 +48,8 @@ class FailedSend(Base):
     __tablename__ = "failed_sends"
     __table_args__ = (
         UniqueConstraint("job_id", "recipient", "kind", name="uq_failed_job_rcpt_kind"),
+        # "did my mail to bob@ fail?": the search by recipient, whatever its case (migration 0006)
+        Index("ix_failed_sends_owner_recipient", "owner", func.lower(text("recipient"))),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

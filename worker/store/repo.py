@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -42,13 +42,19 @@ def list_failed_sends(
     *,
     kind: str | None = None,
     since: datetime | None = None,
+    recipient: str | None = None,
     cursor: int | None = None,
     limit: int = 50,
 ) -> Page:
-    """An owner's Failed Sends, newest first; ``cursor`` is the last id of the previous page."""
+    """An owner's Failed Sends, newest first; ``cursor`` is the last id of the previous page.
+
+    ``recipient`` finds one address's rows, whatever its case.
+    """
     query = select(FailedSend).order_by(FailedSend.id.desc()).limit(limit + 1)
     if owner is not None:
         query = query.where(FailedSend.owner == owner)
+    if recipient:
+        query = query.where(func.lower(FailedSend.recipient) == recipient.strip().lower())
     if kind:
         query = query.where(FailedSend.kind == kind)
     if since:

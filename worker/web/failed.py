@@ -105,10 +105,12 @@ def router(store: Callable[[], Store], dispatcher: Dispatcher) -> APIRouter:
         owner: str | None = None,
         kind: str | None = None,
         since: datetime | None = None,
+        recipient: str | None = None,
         cursor: Annotated[int | None, Query(ge=1)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
     ) -> FailedSendPage:
-        """An owner's Failed Sends (all owners without ``owner``), newest first.
+        """An owner's Failed Sends (all owners without ``owner``), newest first; ``recipient``
+        finds one address's (whatever its case).
 
         A key for one owner lists that owner's only (``owner`` may be left out).
         """
@@ -117,7 +119,13 @@ def router(store: Callable[[], Store], dispatcher: Dispatcher) -> APIRouter:
             since = since.replace(tzinfo=UTC)
         with store().session() as session:
             page = repo.list_failed_sends(
-                session, owner, kind=check_kind(kind), since=since, cursor=cursor, limit=limit
+                session,
+                owner,
+                kind=check_kind(kind),
+                since=since,
+                recipient=recipient,
+                cursor=cursor,
+                limit=limit,
             )
             return FailedSendPage(
                 items=[failed_out(r) for r in page.items], next_cursor=page.next_cursor

@@ -138,6 +138,7 @@ def router(
         request: Request,
         owner: str | None = None,
         kind: str | None = None,
+        recipient: str | None = None,
         cursor: int | None = None,
         resent: int | None = None,
         allowed: str | None = None,
@@ -157,6 +158,7 @@ def router(
             "owner": owner,
             "owner_fixed": caller.owner is not None,
             "kind": kind or "",
+            "recipient": (recipient or "").strip(),
             "kinds": FAILED_KINDS,
             "caller": caller,
             "csrf": sessions.csrf(cookie) if cookie else "",
@@ -172,6 +174,7 @@ def router(
                 session,
                 owner,
                 kind=kind if kind in FAILED_KINDS else None,
+                recipient=context["recipient"] or None,
                 cursor=cursor,
                 limit=PAGE_SIZE,
             )
@@ -180,9 +183,8 @@ def router(
             )
             context["rows"] = [row_view(r, r.recipient in blocked) for r in result.items]
             if result.next_cursor:
-                query = {"owner": owner, "cursor": result.next_cursor} | (
-                    {"kind": kind} if kind else {}
-                )
+                query = {"owner": owner, "cursor": result.next_cursor}
+                query |= {k: v for k, v in (("kind", kind), ("recipient", recipient)) if v}
                 context["next_cursor"] = "/failed-sends?" + urlencode(query)
             done = repo.get_failed_send(session, resent) if resent else None
             if done is not None and done.owner == owner and done.resend_job_id:
