@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # worker that died before it started it (started ones come back through their lease)
     visibility_timeout: float = 300.0
     job_ttl: float = 7 * 86400.0
+    # how long an enqueue waits for another call enqueueing the same idempotency key to publish
+    # (or fail) before it gives up with IdempotencyInProgress (HTTP 409)
+    idempotency_wait: float = 5.0
     # a batch's jobs stay `busy` while its worker renews this lease (every lease/4); then reaped
     claim_lease: float = 60.0
     on_uncertain: Literal["resend", "fail"] = "resend"
@@ -169,6 +172,7 @@ class Settings(BaseSettings):
         "gmail_give_up_after",
         "smtp_give_up_after",
         "job_ttl",
+        "idempotency_wait",
         "claim_lease",
         "visibility_timeout",
         "scheduler_interval",

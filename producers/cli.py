@@ -60,11 +60,16 @@ def cmd_send(args: argparse.Namespace) -> int:
         job = parse_job(data)
     except InvalidJob as exc:
         return _invalid(exc, args.json)
+    from producers.client import IdempotencyInProgress
+
     dispatcher = _dispatcher()
     try:
         job_id = dispatcher.send(job)
-    except InvalidJob as exc:
+    except InvalidJob as exc:  # a limit of this deployment (size, recipients)
         return _invalid(exc, args.json)
+    except IdempotencyInProgress as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL: try again
     finally:
         dispatcher.close()
     if args.json:
@@ -87,6 +92,8 @@ def cmd_send_batch(args: argparse.Namespace) -> int:
     """Validate every line of a JSONL file, then enqueue the valid jobs in batches."""
     from rich.progress import Progress
 
+    from producers.client import IdempotencyInProgress
+
     dispatcher = _dispatcher()
     jobs, bad = [], 0
     with Path(args.file).open(encoding="utf-8") as handle:
@@ -107,8 +114,13 @@ def cmd_send_batch(args: argparse.Namespace) -> int:
         return 2
     with Progress(transient=True, disable=args.json or not sys.stderr.isatty()) as progress:
         bar = progress.add_task("enqueueing", total=len(jobs))
-        ids = dispatcher.send_many(jobs, progress=lambda n: progress.advance(bar, n))
-    dispatcher.close()
+        try:
+            ids = dispatcher.send_many(jobs, progress=lambda n: progress.advance(bar, n))
+        except IdempotencyInProgress as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 75  # EX_TEMPFAIL: try again
+        finally:
+            dispatcher.close()
     if args.json:
         _print_json({"enqueued": len(ids), "invalid": bad, "ids": [str(i) for i in ids]})
     else:

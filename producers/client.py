@@ -34,6 +34,20 @@ JobInput = SendJob | Mapping[str, Any] | str | bytes
 Progress = Callable[[int], None]
 
 
+class IdempotencyInProgress(RuntimeError):
+    """Another call is enqueueing jobs with the same idempotency keys and has not finished
+    (published them, or failed and released the keys) within ``idempotency_wait``. Nothing of
+    this call was enqueued; try again shortly."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        shown = ", ".join(repr(k) for k in keys[:5])
+        super().__init__(
+            f"idempotency key(s) {shown} are being enqueued by another call; nothing was "
+            "enqueued, try again shortly"
+        )
+
+
 class InvalidJobs(ValueError):
     """Some jobs of a ``send_many`` call were invalid; nothing was enqueued."""
 
@@ -89,6 +103,28 @@ if st == 'queued' or st == 'retrying' or st == 'scheduled' or st == 'deferred' t
   return 'cancelled'
 end
 return st or ''
+"""
+
+
+#: An idempotency key is first claimed as pending ("p:<job id>") and confirmed ("<job id>", for
+#: the job TTL) once its job is published: a concurrent call with the same key never answers
+#: with the id of a job whose publish may still fail. It waits up to
+#: MAILDISPATCH_IDEMPOTENCY_WAIT for the other call to confirm or release the key. A pending
+#: claim lapses after PENDING_TTL seconds, so that a producer that died mid-call does not hold
+#: its keys for the whole job TTL (a send_many call must finish within that time).
+PENDING_TTL = 600
+_PENDING = "p:"
+
+# KEYS: idempotency keys. ARGV: ttl, then the job id of each key -> every key still pending for
+# that job is confirmed (set to the id, with the ttl), or released (deleted) when ttl is 0
+_SETTLE = """
+local ttl = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == 'p:' .. ARGV[i + 1] then
+    if ttl > 0 then redis.call('SET', key, ARGV[i + 1], 'EX', ttl) else redis.call('DEL', key) end
+  end
+end
+return #KEYS
 """
 
 
@@ -344,8 +380,14 @@ class Dispatcher:
 
     # -- enqueueing ---------------------------------------------------------------------------
     def send(self, job: JobInput) -> uuid.UUID:
-        """Validate and enqueue one job at once (a batch of one); returns its id."""
-        return self.send_many([job])[0]
+        """Validate and enqueue one job at once (a batch of one); returns its id.
+
+        An invalid job raises :class:`InvalidJob`, naming every invalid field.
+        """
+        try:
+            return self.send_many([job])[0]
+        except InvalidJobs as exc:
+            raise exc.errors[0] from None
 
     def send_many(
         self, items: Iterable[JobInput], progress: Progress | None = None
@@ -367,6 +409,7 @@ class Dispatcher:
         errors: list[InvalidJob] = []
         # (position in `given`, job, its id as text) of every job to enqueue
         accepted: list[tuple[int, SendJob, str]] = []
+        claimed: set[str] = set()  # ids whose idempotency keys this call claimed
         states = _QueuedStates(self.redis, int(self.settings.job_ttl), now)
         try:
             # Chunk by chunk, so that Redis records the queued states of one chunk (a third of
@@ -378,7 +421,7 @@ class Dispatcher:
                 if errors:
                     continue
                 jobs = self._resolve_channels(jobs)
-                chunk_ids, fresh = self._claim_idempotency(jobs)
+                chunk_ids, fresh = self._claim_idempotency(jobs, claimed)
                 ids += chunk_ids
                 new = [(start + i, jobs[i], str(jobs[i].id)) for i in fresh]
                 accepted += new
@@ -402,6 +445,9 @@ class Dispatcher:
             states.close()  # its replies read (or its connection dropped) before the undo
             self._forget([job for _, job, _ in accepted])
             raise
+        if claimed:  # published, so accepted: a key not confirmed lapses after PENDING_TTL
+            with contextlib.suppress(redis.RedisError):
+                self._settle([j for _, j, _ in accepted], self.settings.job_ttl)
         return ids
 
     def _validate_chunk(
@@ -480,23 +526,55 @@ class Dispatcher:
         }
         return [j if j.channel else j.model_copy(update={"channel": chosen[j.owner]}) for j in jobs]
 
-    def _claim_idempotency(self, jobs: list[SendJob]) -> tuple[list[uuid.UUID], list[int]]:
-        """Every job's id (a repeated idempotency key's first id) and the positions of new jobs."""
-        keyed = [j for j in jobs if j.idempotency_key]
-        if not keyed:
-            return [j.id for j in jobs], list(range(len(jobs)))
-        pipe = self.redis.pipeline(transaction=False)
-        for j in keyed:
-            key = keys.idempotency(j.owner, j.idempotency_key or "")
-            pipe.set(key, str(j.id), nx=True, ex=int(self.settings.job_ttl))
-            pipe.get(key)
-        replies = pipe.execute()
+    def _claim_idempotency(
+        self, jobs: list[SendJob], claimed: set[str]
+    ) -> tuple[list[uuid.UUID], list[int]]:
+        """Every job's id (a repeated idempotency key's first id) and the positions of new jobs.
+
+        A key claimed by this call (``claimed``, updated here) or confirmed by an earlier one
+        gives its job's id; a key another call is still enqueueing is waited for (see
+        ``idempotency_wait``): taken over if that call released it, or
+        :class:`IdempotencyInProgress`.
+        """
         first: dict[uuid.UUID, uuid.UUID] = {}
-        for j, stored in zip(keyed, replies[1::2], strict=True):
-            first[j.id] = uuid.UUID(stored.decode())
+        waiting = [j for j in jobs if j.idempotency_key]
+        deadline = time.monotonic() + self.settings.idempotency_wait
+        while waiting:
+            pipe = self.redis.pipeline(transaction=False)
+            for j in waiting:
+                key = keys.idempotency(j.owner, j.idempotency_key or "")
+                pipe.set(key, f"{_PENDING}{j.id}", nx=True, ex=PENDING_TTL)
+                pipe.get(key)
+            replies = pipe.execute()
+            busy = []
+            for j, stored in zip(waiting, replies[1::2], strict=True):
+                value = _text(stored or b"")
+                job_id = value.removeprefix(_PENDING)
+                if job_id == str(j.id):
+                    claimed.add(job_id)
+                elif not value or (value != job_id and job_id not in claimed):
+                    busy.append(j)  # lapsed meanwhile, or another call has not published yet
+                    continue
+                first[j.id] = uuid.UUID(job_id)
+            waiting = busy
+            if waiting and time.monotonic() >= deadline:
+                with contextlib.suppress(redis.RedisError):
+                    self._settle([j for j in jobs if first.get(j.id) == j.id], 0)
+                raise IdempotencyInProgress([j.idempotency_key or "" for j in waiting])
+            if waiting:
+                time.sleep(0.02)
+        if not first:
+            return [j.id for j in jobs], list(range(len(jobs)))
         ids = [first.get(j.id, j.id) for j in jobs]
         fresh = [i for i, j in enumerate(jobs) if ids[i] == j.id]
         return ids, fresh
+
+    def _settle(self, jobs: Sequence[SendJob], ttl: float) -> None:
+        """Confirm (ttl > 0) or release (0) the idempotency keys these jobs still hold pending."""
+        keyed = [j for j in jobs if j.idempotency_key]
+        for chunk in batches(keyed, STATE_CHUNK):
+            names = [keys.idempotency(j.owner, j.idempotency_key or "") for j in chunk]
+            self.redis.eval(_SETTLE, len(names), *names, int(ttl), *[str(j.id) for j in chunk])
 
     def _schedule(self, jobs: list[SendJob]) -> None:
         pipe = self.redis.pipeline(transaction=True)
@@ -515,10 +593,9 @@ class Dispatcher:
         pipe = self.redis.pipeline(transaction=False)
         for j in jobs:
             pipe.delete(keys.job(str(j.id)))
-            if j.idempotency_key:
-                pipe.delete(keys.idempotency(j.owner, j.idempotency_key))
         with contextlib.suppress(redis.RedisError):
             pipe.execute()
+            self._settle(jobs, 0)  # their idempotency keys, where still this call's
 
     def cancel(self, job_id: uuid.UUID | str) -> str | None:
         """Cancel a job that has not been sent yet; returns its state after the call.

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings, get_settings
-from producers.client import Dispatcher, InvalidJobs
+from producers.client import Dispatcher, IdempotencyInProgress, InvalidJobs
 from producers.job import FieldError, Line200, SendJob
 
 log = structlog.get_logger("maildispatch.http")
@@ -168,6 +168,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "body larger than MAILDISPATCH_API_MAX_BODY_BYTES"},
     422: {"model": ErrorBody, "description": "invalid input; every invalid field is named"},
 }
+#: POST /v1/messages and :batch: an Idempotency-Key still being enqueued by another request
+IN_PROGRESS: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "an idempotency key is being enqueued; retry"}
+}
 
 
 class Invalid(Exception):
@@ -278,6 +282,8 @@ def send_one(
         (job_id,) = dispatcher.send_many([job])
     except InvalidJobs as exc:
         raise Invalid("invalid job; nothing was enqueued", _items(exc.errors[0].errors)) from None
+    except IdempotencyInProgress as exc:
+        raise HTTPException(409, str(exc)) from None
     log.info("message_accepted", job_id=str(job_id), owner=job.owner, duplicate=job_id != job.id)
     return Accepted(id=job_id, duplicate=job_id != job.id)
 
@@ -296,6 +302,8 @@ def send_batch(dispatcher: Dispatcher, caller: Caller, body: bytes) -> BatchAcce
     except InvalidJobs as exc:
         errors = [i for e in exc.errors for i in _items(e.errors, e.index)]
         raise Invalid(f"{len(exc.errors)} invalid job(s); nothing was enqueued", errors) from None
+    except IdempotencyInProgress as exc:
+        raise HTTPException(409, str(exc)) from None
     log.info("batch_accepted", count=len(ids), owners=len({j.owner for j in jobs}))
     return BatchAccepted(ids=ids, count=len(ids))
 
@@ -456,7 +464,7 @@ def create_app(
         "/v1/messages",
         status_code=202,
         response_model=Accepted,
-        responses=ERRORS,
+        responses=ERRORS | IN_PROGRESS,
         tags=["messages"],
         openapi_extra={
             "requestBody": {"required": True, "content": {"application/json": single_body}}
@@ -478,7 +486,7 @@ def create_app(
         "/v1/messages:batch",
         status_code=202,
         response_model=BatchAccepted,
-        responses=ERRORS,
+        responses=ERRORS | IN_PROGRESS,
         tags=["messages"],
         openapi_extra={
             "requestBody": {"required": True, "content": {"application/json": batch_body}}

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 import redis
 
+from config import keys
 from config.settings import Settings
-from producers.client import Dispatcher, InvalidJobs
+from producers.client import Dispatcher, IdempotencyInProgress, InvalidJobs
 from producers.job import InvalidJob, Mailbox, SendJob
 from tests.conftest import SECRET
 from tests.support.queue import task_body
+from tests.support.services import wait_for
 
 
 @pytest.fixture
@@ -116,6 +122,8 @@ def test_oversize_job_is_refused(redis_url: str, redis_client: redis.Redis) -> N
     d = Dispatcher(Settings(broker_url=redis_url, secret_key=SECRET, max_message_bytes=10_000))  # type: ignore[arg-type]
     with pytest.raises(InvalidJobs, match="larger than"):
         d.send_many([job(1, text="x" * 20_000)])
+    with pytest.raises(InvalidJob, match="text: message larger than 10000 bytes"):
+        d.send(job(1, text="x" * 20_000))  # one job: its own error, not a list
     d.close()
     assert redis_client.llen("mail.msc") == 0
 
@@ -161,3 +169,68 @@ def test_a_bad_job_after_the_first_thousand_leaves_nothing_behind(
     # and the same jobs, corrected, are accepted: their idempotency keys were released
     jobs[2200] = job(2200)
     assert len(set(dispatcher.send_many(jobs))) == 2500
+
+
+@contextlib.contextmanager
+def black_hole_broker() -> Iterator[str]:
+    """A "broker" that accepts connections and never answers, until it closes them all."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+
+
+def test_a_concurrent_call_never_answers_with_a_job_that_was_not_published(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # the first call claims the key, then hangs publishing (a broker that does not answer) and
+    # finally fails: a second call with the same key must not answer with the first job's id
+    config = {"redis_url": redis_url, "secret_key": SECRET, "idempotency_wait": 0.3}
+    second = Dispatcher(Settings(broker_url=redis_url, **config))  # type: ignore[arg-type]
+    key = keys.idempotency("owner-1", "order-9")
+    failed: list[BaseException] = []
+    with black_hole_broker() as dead:
+        first = Dispatcher(Settings(broker_url=dead, **config))  # type: ignore[arg-type]
+
+        def call() -> None:
+            try:
+                first.send(job(1, idempotency_key="order-9"))
+            except Exception as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        wait_for(lambda: (redis_client.get(key) or b"").startswith(b"p:"), 20, 0.01, "claimed")
+        pending = redis_client.get(key)
+        with pytest.raises(IdempotencyInProgress, match="order-9"):
+            second.send(job(1, idempotency_key="order-9"))  # waits 0.3 s, then gives up
+        assert redis_client.get(key) == pending and redis_client.llen("mail.msc") == 0
+        # a more patient call waits, and takes the key over once the first call released it
+        patient = Dispatcher(Settings(broker_url=redis_url, **config | {"idempotency_wait": 30}))  # type: ignore[arg-type]
+        got: list[object] = []
+        waiter = threading.Thread(
+            target=lambda: got.append(patient.send(job(1, idempotency_key="order-9")))
+        )
+        waiter.start()
+    thread.join(60)  # the broker went away: the first call fails and releases its key
+    waiter.join(60)
+    assert failed and len(got) == 1
+    (job_id,) = got
+    assert f"p:{job_id}".encode() != pending
+    assert redis_client.get(key) == str(job_id).encode()  # published: confirmed
+    assert second.status(job_id)["state"] == "queued"  # type: ignore[arg-type,index]
+    assert [j["id"] for b in queued_jobs(redis_client) for j in b] == [str(job_id)]
+    assert second.send(job(1, idempotency_key="order-9")) == job_id  # a retry: the same job
+    for d in (first, second, patient):
+        d.close()
