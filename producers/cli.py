@@ -54,8 +54,11 @@ def cmd_send(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     if args.header:
-        data["headers"] = dict(h.split(":", 1) for h in args.header)
-        data["headers"] = {k.strip(): v.strip() for k, v in data["headers"].items()}
+        if any(":" not in h for h in args.header):
+            print("error: --header must be 'Name: value'", file=sys.stderr)
+            return 2
+        pairs = (h.split(":", 1) for h in args.header)
+        data["headers"] = {name.strip(): value.strip() for name, value in pairs}
     try:
         job = parse_job(data)
     except InvalidJob as exc:
@@ -94,9 +97,13 @@ def cmd_send_batch(args: argparse.Namespace) -> int:
 
     from producers.client import IdempotencyInProgress
 
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: no such file: {args.file}", file=sys.stderr)
+        return 66  # EX_NOINPUT
     dispatcher = _dispatcher()
     jobs, bad = [], 0
-    with Path(args.file).open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -202,9 +209,13 @@ def _failed_dict(row: Any) -> dict[str, Any]:
 def cmd_failed(args: argparse.Namespace) -> int:
     """List, show or resend Failed Sends."""
     from worker.store import open_store, repo
+    from worker.store.models import FAILED_KINDS
 
     store = open_store(get_settings().database_url)
     if args.action == "list":
+        if args.kind and args.kind not in FAILED_KINDS:
+            print(f"error: --kind must be one of {', '.join(FAILED_KINDS)}", file=sys.stderr)
+            return 2
         with store.session() as session:
             page = repo.list_failed_sends(
                 session,
@@ -235,9 +246,13 @@ def cmd_failed(args: argparse.Namespace) -> int:
     if args.action == "show":
         _print_json(found) if args.json else [print(f"{k:>16}: {v}") for k, v in found.items()]
         return 0
-    from worker.resend import resend
+    from worker.resend import CannotResend, resend
 
-    new_id = resend(store, _dispatcher(), args.id)
+    try:
+        new_id = resend(store, _dispatcher(), args.id)
+    except CannotResend as exc:  # e.g. a bounce: its job's body was not kept
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     _print_json({"id": str(new_id), "resend_of": args.id}) if args.json else print(new_id)
     return 0
 

@@ -153,6 +153,26 @@ def test_send_refuses_header_injection(fleet: Fleet) -> None:
     assert fleet.redis.llen("mail.msc") == 0
 
 
+def test_bad_arguments_get_an_error_line_not_a_traceback(fleet: Fleet, tmp_path: Path) -> None:
+    send = ["send", "--owner", "o", "--from", "a@example.com", "--to", "b@example.org"]
+    env = fleet.env | {"MAILDISPATCH_MAX_MESSAGE_BYTES": "4096"}
+    cases = [
+        (["--subject", "s", "--text", "x", "--header", "NoColon"], "--header must be", 2),
+        (["--subject", "s", "--text", "x" * 5000], "text: message larger than 4096 bytes", 2),
+    ]
+    for extra, message, code in cases:
+        out = run(env, *send, *extra)
+        assert (out.returncode, message in out.stderr) == (code, True), out.stderr
+        assert "Traceback" not in out.stderr
+    missing = run(fleet.env, "send-batch", str(tmp_path / "nope.jsonl"))
+    assert missing.returncode == 66 and "no such file" in missing.stderr
+    kind = run(fleet.env, "failed", "list", "--kind", "nope")
+    assert kind.returncode == 2 and "--kind must be one of" in kind.stderr
+    for out in (missing, kind):
+        assert "Traceback" not in out.stderr
+    assert fleet.redis.llen("mail.msc") == 0
+
+
 def test_processes_refuse_to_start_without_a_secret_key(fleet: Fleet) -> None:
     env = {k: v for k, v in fleet.env.items() if k != "MAILDISPATCH_SECRET_KEY"}
     out = run(
