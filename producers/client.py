@@ -91,8 +91,9 @@ return #KEYS
 #: states in which a job waits (on the queue or in the schedule) and can still be cancelled
 CANCELLABLE = ("queued", "retrying", "scheduled", "deferred")
 
-# KEYS: job hash, schedule zset, the job's scheduled payload. ARGV: now, job id
-# -> the job's state after the call ('cancelled' when it is, now or before; '' when unknown)
+# KEYS: job hash, schedule zset, the job's scheduled payload, the fleet's counters.
+# ARGV: now, job id -> the job's state after the call ('cancelled' when it is, now or before;
+# '' when unknown). Counted once per job, as the event jobs_cancelled (/metrics).
 _CANCEL = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if st == 'queued' or st == 'retrying' or st == 'scheduled' or st == 'deferred' then
@@ -100,6 +101,7 @@ if st == 'queued' or st == 'retrying' or st == 'scheduled' or st == 'deferred' t
   redis.call('HDEL', KEYS[1], 'next_at')
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('DEL', KEYS[3])
+  redis.call('HINCRBY', KEYS[4], 'jobs_cancelled', 1)
   return 'cancelled'
 end
 return st or ''
@@ -636,9 +638,8 @@ class Dispatcher:
         keep what they got.
         """
         job_id = str(job_id)
-        state = self.redis.eval(
-            _CANCEL, 3, keys.job(job_id), keys.SCHEDULE, keys.payload(job_id), time.time(), job_id
-        )
+        names = (keys.job(job_id), keys.SCHEDULE, keys.payload(job_id), keys.COUNTERS)
+        state = self.redis.eval(_CANCEL, len(names), *names, time.time(), job_id)
         return _text(state) or None
 
     def status(self, job_id: uuid.UUID | str) -> dict[str, str] | None:

@@ -271,6 +271,8 @@ def test_cancel_a_queued_or_scheduled_job(api: Api) -> None:
     assert api.redis.zcard(keys.SCHEDULE) == 0 and not api.redis.exists(keys.payload(scheduled))
     again = api.client.post(f"/v1/messages/{queued}/cancel", headers=h)
     assert again.status_code == 200  # cancelling twice is no error
+    events = api.client.get("/metrics").text
+    assert 'maildispatch_events_total{event="jobs_cancelled"} 2.0' in events  # counted once each
     assert api.client.post(f"/v1/messages/{uuid.uuid4()}/cancel", headers=h).status_code == 404
     assert (
         api.client.post(f"/v1/messages/{queued}/cancel", headers=bearer(api.read_key)).status_code

@@ -157,7 +157,9 @@ class DeliveryCollector(Collector):
         yield self._latency(_decode(latency))
 
         events = CounterMetricFamily(
-            "maildispatch_events", "Operational events (poison jobs and batches)", labels=["event"]
+            "maildispatch_events",
+            "Operational events (poison jobs and batches, deferrals, cancelled jobs, bounces)",
+            labels=["event"],
         )
         for name, value in sorted(_decode(counters).items()):
             events.add_metric([name], float(value))
