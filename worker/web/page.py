@@ -102,6 +102,19 @@ def router(
         body = await read_body(request, FORM_LIMIT)
         return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
 
+    async def send_form(request: Request) -> tuple[dict[str, str], Caller] | Response:
+        """A form posted by a signed-in caller that may send, its CSRF token checked; or the
+        page that says why not."""
+        fields = await form(request)
+        caller, cookie = await run_in_threadpool(who, request)
+        if caller is None:
+            return render("message.html", 401, title="Signed out", text="Sign in again.")
+        if cookie is not None and not sessions.csrf_ok(cookie, fields.get("csrf")):
+            return render("message.html", 403, title="Expired form", text="Reload the page.")
+        if "send" not in caller.scopes:
+            return render("message.html", 403, title="Not allowed", text="This key cannot send.")
+        return fields, caller
+
     @page.get("/login")
     def login_form(next: str | None = None) -> HTMLResponse:
         return render("login.html", next=_safe_next(next))
@@ -195,14 +208,10 @@ def router(
 
     @page.post("/failed-sends/{failed_id}/resend")
     async def resend(request: Request, failed_id: int) -> Response:
-        fields = await form(request)
-        caller, cookie = await run_in_threadpool(who, request)
-        if caller is None:
-            return render("message.html", 401, title="Signed out", text="Sign in again.")
-        if cookie is not None and not sessions.csrf_ok(cookie, fields.get("csrf")):
-            return render("message.html", 403, title="Expired form", text="Reload the page.")
-        if "send" not in caller.scopes:
-            return render("message.html", 403, title="Not allowed", text="This key cannot send.")
+        checked = await send_form(request)
+        if isinstance(checked, Response):
+            return checked
+        fields, caller = checked
         try:
             await run_in_threadpool(resend_row, store(), dispatcher, failed_id, caller)
         except HTTPException as exc:
@@ -215,14 +224,10 @@ def router(
     @page.post("/failed-sends/unsuppress")
     async def unsuppress(request: Request) -> Response:
         """Take a recipient off the owner's suppression list: it can be sent to again."""
-        fields = await form(request)
-        caller, cookie = await run_in_threadpool(who, request)
-        if caller is None:
-            return render("message.html", 401, title="Signed out", text="Sign in again.")
-        if cookie is not None and not sessions.csrf_ok(cookie, fields.get("csrf")):
-            return render("message.html", 403, title="Expired form", text="Reload the page.")
-        if "send" not in caller.scopes:
-            return render("message.html", 403, title="Not allowed", text="This key cannot send.")
+        checked = await send_form(request)
+        if isinstance(checked, Response):
+            return checked
+        fields, caller = checked
         owner, address = fields.get("owner", ""), fields.get("address", "")
         if not caller.sees(owner):
             return render("message.html", 404, title="Not found", text="No such suppression.")
