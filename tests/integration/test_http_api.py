@@ -55,6 +55,7 @@ def api(redis_client: redis.Redis, redis_url: str, tmp_path: Any) -> Iterator[Ap
         database_url=f"sqlite:///{tmp_path / 'store.db'}",
         secret_key=SECRET,
         api_max_body_bytes=BODY_CAP,
+        idempotency_wait=0.2,
         _env_file=None,  # type: ignore[call-arg]
     )
     store = open_store(settings.database_url)
@@ -105,6 +106,12 @@ def test_idempotency_key_header_makes_one_job(api: Api) -> None:
     assert len(api.queued()) == 1
     other_owner = api.client.post("/v1/messages", json=job(owner="acct-9"), headers=headers).json()
     assert other_owner["id"] != first["id"]  # keys are per owner
+    # another request is still enqueueing a job with this key (claimed, not yet published)
+    api.redis.set(keys.idempotency("acct-42", "order-8"), f"p:{uuid.uuid4()}", ex=60)
+    busy = bearer(api.key) | {"Idempotency-Key": "order-8"}
+    in_progress = api.client.post("/v1/messages", json=job(), headers=busy)
+    assert in_progress.status_code == 409 and "order-8" in in_progress.json()["detail"]
+    assert len(api.queued()) == 2  # the first job and the other owner's: nothing more
     conflict = api.client.post("/v1/messages", json=job(idempotency_key="other"), headers=headers)
     assert (
         conflict.status_code == 422 and conflict.json()["errors"][0]["field"] == "idempotency_key"
