@@ -195,6 +195,7 @@ def router(
                 session, owner, {r.recipient for r in result.items}, operator_wide=False
             )
             context["rows"] = [row_view(r, r.recipient in blocked) for r in result.items]
+            blocked_lower = {a.lower() for a in blocked}
             if result.next_cursor:
                 query = {"owner": owner, "cursor": result.next_cursor}
                 query |= {k: v for k, v in (("kind", kind), ("recipient", recipient)) if v}
@@ -202,7 +203,9 @@ def router(
             done = repo.get_failed_send(session, resent) if resent else None
             if done is not None and done.owner == owner and done.resend_job_id:
                 context["flash"] = {"recipient": done.recipient, "job": done.resend_job_id}
-            if allowed and not repo.suppressed(session, owner, [allowed], operator_wide=False):
+            # only an address of this page's failures: the address bar cannot put words there
+            shown = {r.recipient.lower() for r in result.items}
+            if allowed and allowed.lower() in shown and allowed.lower() not in blocked_lower:
                 context["flash"] = {"recipient": allowed, "allowed": True}
         return render("failed_sends.html", **context)
 
