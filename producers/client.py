@@ -508,9 +508,11 @@ class Dispatcher:
         # one round trip per message. On Redis the messages are also written in pipelines of up
         # to PUBLISH_PIPELINE (kombu's publish batch), all of them before this returns; RabbitMQ
         # publishes each at once, with its confirm.
+        # ``progress`` hears of jobs once they are written: after each flush of the pipeline
+        unreported = sent = 0
         with (
             self.celery.producer_or_acquire() as producer,
-            producer.batch(max_size=PUBLISH_PIPELINE),
+            producer.batch(max_size=PUBLISH_PIPELINE) as pipeline,
         ):
             for (channel, _), group in groups.items():
                 queue = QUEUE[channel]
@@ -531,7 +533,15 @@ class Dispatcher:
                         kwargsrepr="{}",
                     )
                     if progress:
-                        progress(len(chunk))
+                        unreported += len(chunk)
+                        sent += 1
+                        if sent % PUBLISH_PIPELINE == 0:
+                            pipeline.flush()
+                            progress(unreported)
+                            unreported = 0
+            if progress and unreported:
+                pipeline.flush()
+                progress(unreported)
 
     def _resolve_channels(self, jobs: list[SendJob]) -> list[SendJob]:
         owners = sorted({j.owner for j in jobs if j.channel is None})

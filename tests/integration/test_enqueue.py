@@ -57,6 +57,22 @@ def test_send_many_publishes_full_batches(
     assert envelope["properties"]["body_encoding"] is None and envelope["body"].startswith("[[[{")
 
 
+def test_progress_counts_only_jobs_already_on_the_queue(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    seen: list[tuple[int, int]] = []  # (jobs reported so far, jobs on the queue then)
+    reported = 0
+
+    def progress(n: int) -> None:
+        nonlocal reported
+        reported += n
+        seen.append((reported, sum(len(b) for b in queued_jobs(redis_client))))
+
+    dispatcher.send_many([job(i, channel="msc") for i in range(1030)], progress=progress)
+    assert reported == 1030 and len(seen) > 1  # 21 batches of 50: reported as they are written
+    assert all(on_queue >= so_far for so_far, on_queue in seen), seen
+
+
 def test_queued_jobs_validate_into_the_jobs_accepted(
     dispatcher: Dispatcher, redis_client: redis.Redis
 ) -> None:
