@@ -291,7 +291,6 @@ def cmd_suppressions(args: argparse.Namespace) -> int:
     """List or remove suppressed addresses."""
     from worker.store import open_store, repo
 
-    store = open_store(get_settings().database_url)
     if args.action == "add":
         from pydantic import ValidationError
 
@@ -301,11 +300,12 @@ def cmd_suppressions(args: argparse.Namespace) -> int:
             wanted = SuppressionIn(owner=args.owner, address=args.address, reason=args.reason)
         except ValidationError as exc:
             raise SystemExit(f"error: {InvalidJob.from_validation(exc)}") from None
-    with store.session() as session:
-        if args.action == "add":
+        with open_store(get_settings().database_url).session() as session:
             repo.suppress(session, wanted.owner, [wanted.address], wanted.reason)
-            print(f"suppressed {wanted.address.lower()} for {wanted.owner}")
-            return 0
+        print(f"suppressed {wanted.address.lower()} for {wanted.owner}")
+        return 0
+    store = open_store(get_settings().database_url)
+    with store.session() as session:
         if args.action == "remove":
             removed = repo.unsuppress(session, args.owner, args.address)
             print(f"removed {removed}")

@@ -88,9 +88,6 @@ return #KEYS
 """
 
 
-#: states in which a job waits (on the queue or in the schedule) and can still be cancelled
-CANCELLABLE = ("queued", "retrying", "scheduled", "deferred")
-
 # KEYS: job hash, schedule zset, the job's scheduled payload, the fleet's counters.
 # ARGV: now, job id -> the job's state after the call ('cancelled' when it is, now or before;
 # '' when unknown). Counted once per job, as the event jobs_cancelled (/metrics).
@@ -635,6 +632,7 @@ class Dispatcher:
             pipe.delete(keys.job(str(j.id)))
         with contextlib.suppress(redis.RedisError):
             pipe.execute()
+        with contextlib.suppress(redis.RedisError):
             self._settle(jobs, 0)  # their idempotency keys, where still this call's
 
     def cancel(self, job_id: uuid.UUID | str) -> str | None:

@@ -174,6 +174,8 @@ def test_a_suppressed_recipient_can_be_allowed_again_from_the_page(site: dict[st
         assert "gone1@example.org can be sent to again." in after
         assert ">Suppressed<" not in after and "Allow again" not in after
         assert desk.post("/failed-sends/unsuppress", data=form).status_code == 404  # gone
+        operator = form | {"owner": "*", "address": "gone0@example.org"}
+        assert desk.post("/failed-sends/unsuppress", data=operator).status_code == 403
         spoof = desk.get("/failed-sends", params={"owner": OWNER, "allowed": "Pay now at evil"})
         assert "can be sent to again" not in spoof.text
     with site["store"].session() as session:

@@ -26,6 +26,7 @@ from worker.store import Store, repo
 from worker.store.models import FAILED_KINDS, FailedSend
 from worker.web.auth import SESSION_COOKIE, SESSION_TTL, Sessions, StoredKeys
 from worker.web.failed import resend_row
+from worker.web.suppressions import lift
 
 log = structlog.get_logger("maildispatch.http")
 
@@ -191,11 +192,9 @@ def router(
                 cursor=cursor,
                 limit=PAGE_SIZE,
             )
-            blocked = repo.suppressed(
-                session, owner, {r.recipient for r in result.items}, operator_wide=False
-            )
-            context["rows"] = [row_view(r, r.recipient in blocked) for r in result.items]
-            blocked_lower = {a.lower() for a in blocked}
+            shown = {r.recipient.lower() for r in result.items}
+            blocked = set(repo.suppressed(session, owner, shown, operator_wide=False))
+            context["rows"] = [row_view(r, r.recipient.lower() in blocked) for r in result.items]
             if result.next_cursor:
                 query = {"owner": owner, "cursor": result.next_cursor}
                 query |= {k: v for k, v in (("kind", kind), ("recipient", recipient)) if v}
@@ -204,8 +203,7 @@ def router(
             if done is not None and done.owner == owner and done.resend_job_id:
                 context["flash"] = {"recipient": done.recipient, "job": done.resend_job_id}
             # only an address of this page's failures: the address bar cannot put words there
-            shown = {r.recipient.lower() for r in result.items}
-            if allowed and allowed.lower() in shown and allowed.lower() not in blocked_lower:
+            if allowed and allowed.lower() in shown - blocked:
                 context["flash"] = {"recipient": allowed, "allowed": True}
         return render("failed_sends.html", **context)
 
@@ -232,16 +230,12 @@ def router(
             return checked
         fields, caller = checked
         owner, address = fields.get("owner", ""), fields.get("address", "")
-        if not caller.sees(owner):
-            return render("message.html", 404, title="Not found", text="No such suppression.")
-
-        def remove() -> int:
-            with store().session() as session:
-                return repo.unsuppress(session, owner, address)
-
-        if not await run_in_threadpool(remove):
-            return render("message.html", 404, title="Not found", text="No such suppression.")
-        log.info("suppression_removed", owner=owner, caller=caller.name)
+        try:
+            await run_in_threadpool(lift, store(), caller, owner, address)
+        except HTTPException as exc:
+            return render(
+                "message.html", exc.status_code, title="Cannot allow again", text=exc.detail
+            )
         query = {"owner": owner, "allowed": address}
         return RedirectResponse(
             "/failed-sends?" + urlencode(query), status_code=303, headers=HEADERS

@@ -76,6 +76,20 @@ def _not_operator_wide(owner: str) -> None:
         )
 
 
+def lift(store: Store, caller: Caller, owner: str, address: str) -> None:
+    """Take ``address`` off ``owner``'s list, as ``caller`` may (the API's DELETE and the page's
+    Allow again): 404 when it is not there (or not the caller's to see), 403 for the
+    operator-wide list."""
+    if not caller.sees(owner):
+        raise HTTPException(404, f"{address} is not suppressed for {owner}")
+    _not_operator_wide(owner)
+    with store.session() as session:
+        removed = repo.unsuppress(session, owner, address)
+    if not removed:
+        raise HTTPException(404, f"{address} is not suppressed for {owner}")
+    log.info("suppression_removed", owner=owner, caller=caller.name)
+
+
 def router(store: Callable[[], Store]) -> APIRouter:
     """The suppression routes over the store."""
     api = APIRouter(prefix="/v1/suppressions", tags=["suppressions"])
@@ -125,14 +139,7 @@ def router(store: Callable[[], Store]) -> APIRouter:
         owner: str, address: str, caller: Annotated[Caller, Depends(require("send"))]
     ) -> Response:
         """Send to an address again: remove it from the owner's list."""
-        if not caller.sees(owner):
-            raise HTTPException(404, f"{address} is not suppressed for {owner}")
-        _not_operator_wide(owner)
-        with store().session() as session:
-            removed = repo.unsuppress(session, owner, address)
-        if not removed:
-            raise HTTPException(404, f"{address} is not suppressed for {owner}")
-        log.info("suppression_removed", owner=owner, caller=caller.name)
+        lift(store(), caller, owner, address)
         return Response(status_code=204)
 
     return api
