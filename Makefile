@@ -32,9 +32,11 @@ schema: $(STAMP)
 	$(BIN)/python -m worker.web.app > docs/openapi.json
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/run.py
 
 bench-quick: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/run.py --quick
 
 clean:
