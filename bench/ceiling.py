@@ -1,12 +1,17 @@
 """The ceiling: raw aiosmtplib, 32 concurrent connections, messages built before the clock starts.
 
-Usage: python bench/ceiling.py --port P --count N [--connections 32] [--run TAG]
+Usage: python bench/ceiling.py --port P --count N [--connections 32] [--run TAG] [--go]
 
 It sends the very bytes maildispatch would send for the same jobs (built beforehand with
 ``worker.message.build_message``, no DKIM), so the only difference with the maildispatch row is
 everything maildispatch does around the SMTP transaction. Prints one JSON line: ``start`` (the
-wall clock before the first connection) and the count sent; the bench reads the end time from
-the relay.
+wall clock before the first connection), the count sent and the CPU it used; the bench reads
+the end time from the relay.
+
+The bench runs it once (the single-process ceiling the targets are defined against) and as
+many times at once as maildispatch runs worker processes; with ``--go`` each copy prints
+``ready`` once its messages are built and starts sending when a line arrives on its stdin, so
+that every copy starts together.
 """
 
 from __future__ import annotations
@@ -63,8 +68,12 @@ def main() -> None:
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--run", default="ceiling")
+    ap.add_argument("--go", action="store_true", help="print ready, wait for a line on stdin")
     args = ap.parse_args()
     messages = prepare(args.count, args.run)
+    if args.go:
+        print("ready", flush=True)
+        sys.stdin.readline()
     cpu = time.process_time()
     start = time.time()
     sent = asyncio.run(blast(args.port, messages, args.connections))

@@ -87,7 +87,7 @@ class Proc:
 
 
 class RedisServer:
-    """A private redis-server on a free port (never the machine's Redis)."""
+    """A private redis-server on a free port (never the machine's Redis), its AOF in ``tmp``."""
 
     def __init__(self, tmp: Path) -> None:
         self.port = free_port()
@@ -100,8 +100,12 @@ class RedisServer:
                 "127.0.0.1",
                 "--save",
                 "",
+                # as production should run it: every write in the append-only file, fsynced once
+                # a second (a crash loses at most a second of accepted jobs)
                 "--appendonly",
-                "no",
+                "yes",
+                "--appendfsync",
+                "everysec",
                 "--dir",
                 str(tmp),
                 "--protected-mode",
@@ -214,21 +218,53 @@ def rss_bytes(pid: int) -> int:
 
 
 def children(pid: int) -> list[int]:
-    """Direct children of a process."""
+    """Direct children of a process (forked by any of its threads)."""
+    out: list[int] = []
     try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except FileNotFoundError:
-        return []
-    return [int(p) for p in text.split()]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return out
+    for task in tasks:
+        try:
+            out.extend(int(p) for p in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used."""
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren... of a process (a supervisor's workers and their pools)."""
+    out: list[int] = []
+    todo = children(pid)
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo.extend(children(child))
+    return out
+
+
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """User + system CPU time a process has used (``reaped``: plus its children that exited)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and every descendant, those already exited and reaped included."""
+    return cpu_seconds(pid, reaped=True) + sum(
+        cpu_seconds(c, reaped=True) for c in descendants(pid)
+    )
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and every descendant, summed."""
+    return rss_bytes(pid) + sum(rss_bytes(c) for c in descendants(pid))
 
 
 def loadavg() -> str:

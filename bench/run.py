@@ -1,23 +1,33 @@
-"""maildispatch's bench: three designs side by side in one run, against the same relay process.
+"""maildispatch's bench: the designs side by side in one run, against the same relay process.
 
-Usage: python bench/run.py [--quick | --smoke] [--json FILE]
+Usage: python bench/run.py [--quick | --smoke] [--broker redis|amqp] [--json FILE] [--keep]
 
-- ceiling: raw aiosmtplib, 32 concurrent connections, messages built beforehand (bench/ceiling.py)
+- ceiling: raw aiosmtplib, 32 concurrent connections per process, messages built beforehand
+  (bench/ceiling.py): one process (the baseline of the targets), and as many processes as the
+  ``msc`` line runs workers
 - naive: one Celery task per email, a new smtplib connection each (bench/naive.py)
-- maildispatch: ``send_many`` (and once the HTTP batch endpoint) → the Procfile's ``msc``
-  worker(s) → the relay, which counts messages by Message-ID (bench/relay.py)
+- maildispatch: the Procfile's ``msc`` line started once, fed by ``send_many`` (batch), by
+  ``send`` from four producer processes (stream, paced) or drained from a queue filled while
+  the line was stopped; every job's final state read back from Redis, the relay counting every
+  message by Message-ID (bench/relay.py)
+- peers (bench/peers.py, when it exists): django-celery-email, django-post_office
 
-with a relay that answers at once and one that waits 20 ms before every reply, DKIM off and on;
-then the producer (send_many, HTTP batch intake), single-send latency on an idle fleet, Redis
-bytes per queued job, worker RSS across the longest run, 1k/10k/100k scaling and bounce parsing.
-Every figure is printed with its ratio to the baselines measured in this same run, so a busy
-machine slows all designs alike. Timing never fails the bench: it exits non-zero only when a part
-could not run at all. It starts its own redis-server and relays on free ports and stops them.
+with a relay that answers at once and one that waits 20 ms before every reply. Each design runs
+several times, interleaved (A B C A B C ...); the table shows the median and the spread. Then
+the producer (send_many, HTTP batch intake), single-send latency on an idle fleet and behind a
+bulk backlog, Redis bytes per queued job, memory across the longest run, 1k/10k/100k scaling,
+bounce parsing and DKIM cost. Every figure is printed with its ratio to the baselines measured
+in this same run, so a busy machine slows all designs alike. Timing never fails the bench: it
+exits non-zero only when a part could not run at all. It starts its own redis-server (AOF on,
+fsync every second) and relays on free ports and stops them.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -31,20 +41,32 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import msc, report, singles
 from bench import scenarios as sc
-from bench.common import RedisServer, Relay, loadavg, machine
+from bench.common import REPO, RedisServer, Relay, machine
 from bench.scenarios import Result
 
 SLOW = 0.020  # seconds the slow relay waits before every reply
 
-#: sizes per profile: emails per throughput run (fast/slow relay), naive runs, producer jobs,
-#: HTTP jobs, latency sends, scaling runs
+#: sizes per profile: repetitions of each design; emails per throughput run (fast/slow relay),
+#: naive and peer runs, drains, streams (4 producers), seconds of the paced run (200/s), the bulk
+#: backlog, producer jobs, HTTP jobs, idle latency sends, scaling runs
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
+        "reps": 3,
         "n": 10_000,
-        "n_slow": 10_000,
+        "n_slow": 3_000,
         "naive": 3_000,
-        "naive_slow": 300,
+        "naive_slow": 200,
+        "peers": 1_000,
+        "peers_slow": 100,
+        "peer_relays": ("fast", "slow"),
+        "drain": 10_000,
+        "drain_slow": 3_000,
+        "stream": 5_000,
+        "stream_slow": 2_000,
+        "paced_s": 8.0,
+        "backlog": 100_000,
         "producer": 100_000,
         "http": 20_000,
         "per_request": 1000,
@@ -53,10 +75,20 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rsa": True,
     },
     "quick": {
+        "reps": 2,
         "n": 2_000,
-        "n_slow": 1_500,
+        "n_slow": 1_000,
         "naive": 600,
-        "naive_slow": 60,
+        "naive_slow": 40,
+        "peers": 200,
+        "peers_slow": 30,
+        "peer_relays": ("fast", "slow"),
+        "drain": 2_000,
+        "drain_slow": 1_000,
+        "stream": 1_000,
+        "stream_slow": 600,
+        "paced_s": 4.0,
+        "backlog": 20_000,
         "producer": 20_000,
         "http": 5_000,
         "per_request": 1000,
@@ -65,10 +97,20 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rsa": False,
     },
     "smoke": {
+        "reps": 1,
         "n": 200,
         "n_slow": 100,
         "naive": 60,
         "naive_slow": 10,
+        "peers": 20,
+        "peers_slow": 6,
+        "peer_relays": ("fast",),
+        "drain": 200,
+        "drain_slow": 100,
+        "stream": 200,
+        "stream_slow": 100,
+        "paced_s": 1.0,
+        "backlog": 1_000,
         "producer": 1_000,
         "http": 400,
         "per_request": 100,
@@ -77,19 +119,30 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rsa": False,
     },
 }
-TARGETS = {"vs_ceiling": 0.80, "vs_naive": 5.0, "producer": 20_000, "http": 5_000}
+#: the paced stream: emails per second from all producers together
+PACED_RATE = 200.0
+#: a time box never reached by a working fleet: emails per second below which a run is cut
+FLOOR = {"fast": 300.0, "slow": 60.0}
+
+
+def timebox(tag: str, count: int) -> float:
+    """Seconds a run of ``count`` emails may take before it is cut (and reported so)."""
+    return 20.0 + count / FLOOR[tag]
 
 
 class Bench:
     """Runs the parts in order, keeps what they measured, survives a part that fails."""
 
-    def __init__(self, profile: str, tmp: Path) -> None:
+    def __init__(self, profile: str, tmp: Path, redis: RedisServer) -> None:
         self.size = PROFILES[profile]
         self.profile = profile
         self.tmp = tmp
-        self.rows: dict[str, Result] = {}
+        self.redis = redis
+        self.rows: dict[str, list[Result]] = {}
         self.figures: dict[str, Any] = {}
         self.failed: list[str] = []
+        self.api: sc.Api | None = None
+        self.keys = sc.write_dkim_keys(tmp)
 
     def part(self, name: str, fn: Callable[[], None]) -> None:
         """Run one part; a crash is reported and the bench goes on."""
@@ -103,102 +156,184 @@ class Bench:
         print(f"   {name}: {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
 
     def add(self, key: str, row: Result) -> None:
-        """Keep a row; say so when something arrived twice or not at all."""
-        self.rows[key] = row
-        if row.duplicates:
-            row.note += f"; {row.duplicates} DUPLICATES"
-        if not row.complete and "time-boxed" not in row.note:
-            row.note += f"; only {row.delivered} of {row.count} arrived"
+        """Keep one run of a design."""
+        self.rows.setdefault(key, []).append(row)
 
-    # -- the parts ---------------------------------------------------------------------------
-    def producers(self, redis: RedisServer) -> None:
+    def interleaved(self, tag: str, designs: list[tuple[str, Callable[[int], None]]]) -> None:
+        """Every design once per repetition, in the same order: A B C A B C ..."""
+        reps = self.size["reps"]
+        for rep in range(reps):
+            for name, fn in designs:
+                self.part(f"{name} ({tag}, run {rep + 1}/{reps})", functools.partial(fn, rep))
+
+    # -- producers ----------------------------------------------------------------------------------
+    def producers(self) -> None:
         """send_many of the producer count with no worker; Redis bytes per queued job."""
-        self.figures["producer"] = sc.producer(redis, self.tmp, self.size["producer"])
+        self.figures["producer"] = sc.producer(self.redis, self.tmp, self.size["producer"])
 
-    def http(self, redis: RedisServer, relay: Relay) -> sc.Api | None:
-        """The HTTP batch intake, when producers/http.py exists."""
-        if not (Path(sc.REPO) / "producers" / "http.py").exists():
+    def http(self, relay: Relay) -> None:
+        """The HTTP batch intake, when producers/http.py exists (its server kept for later)."""
+        if not (REPO / "producers" / "http.py").exists():
             self.figures["http"] = None
-            return None
-        env = sc.msc.worker_env(redis.url, relay.url, self.tmp)
-        api = sc.Api(env, self.tmp)
+            return
+        env = msc.worker_env(self.redis.url, relay.url, self.tmp)
+        self.api = sc.Api(env, self.tmp)
         self.figures["http"] = sc.http_intake(
-            api, redis, self.size["http"], self.size["per_request"]
+            self.api, self.redis, self.size["http"], self.size["per_request"]
         )
-        return api
 
-    def relay_round(self, redis: RedisServer, relay: Relay, tag: str, api: sc.Api | None) -> None:
-        """Ceiling, maildispatch (plain, DKIM), naive, ceiling again, on one relay."""
+    # -- one relay -----------------------------------------------------------------------------
+    def relay_round(self, relay: Relay, tag: str, nopipe: Relay | None = None) -> None:
+        """The designs on one relay, interleaved; then what runs once (fast relay)."""
         n = self.size["n"] if tag == "fast" else self.size["n_slow"]
-        timeout = 600.0 if tag == "fast" else 900.0
-        keys = sc.write_dkim_keys(self.tmp)
-        first = sc.ceiling(relay, n, f"ceiling-{tag}-1")
-        run = sc.MscRun(redis, relay, self.tmp, f"{tag}-plain")
-        try:
-            self.add(f"msc-{tag}", run.run(n, f"md-{tag}", timeout, sample_rss=True))
-            if tag == "fast":
-                if api is not None:
-                    self.part(
-                        "maildispatch via HTTP batch",
-                        lambda: self.add(
-                            "msc-http",
-                            sc.http_delivery(api, run, n, self.size["per_request"], timeout),
-                        ),
-                    )
-                self.part("latency", lambda: self._latency(run))
-                self.part("scaling", lambda: self._scaling(run, redis))
-        finally:
-            run.stop()
-        run = sc.MscRun(redis, relay, self.tmp, f"{tag}-dkim", dkim=keys["ed25519"])
-        try:
-            self.add(f"msc-{tag}-dkim", run.run(n, f"md-{tag}-dkim", timeout))
-        finally:
-            run.stop()
-        if tag == "fast" and self.size["rsa"]:
-            run = sc.MscRun(redis, relay, self.tmp, f"{tag}-rsa", dkim=keys["rsa"])
-            try:
-                self.add(f"msc-{tag}-rsa", run.run(n, f"md-{tag}-rsa", timeout))
-            finally:
-                run.stop()
         naive_n = self.size["naive"] if tag == "fast" else self.size["naive_slow"]
-        naive_timeout = 300.0 if tag == "fast" else max(10.0, naive_n / 8)
-        self.add(
-            f"naive-{tag}",
-            sc.naive(redis, relay, self.tmp, naive_n, naive_timeout, f"naive-{tag}"),
-        )
-        second = sc.ceiling(relay, n, f"ceiling-{tag}-2")
-        ceiling = Result(
-            name=f"ceiling-{tag}",
-            count=first.count + second.count,
-            delivered=first.delivered + second.delivered,
-            seconds=first.seconds + second.seconds,
-            duplicates=first.duplicates + second.duplicates,
-            cpu_us={k: round((first.cpu_us[k] + second.cpu_us[k]) / 2, 1) for k in first.cpu_us},
-            note=f"{first.rate:,.0f} before, {second.rate:,.0f} after",
-        )
-        self.add(f"ceiling-{tag}", ceiling)
+        drain_n = self.size["drain"] if tag == "fast" else self.size["drain_slow"]
+        last = self.size["reps"] - 1
+
+        def ceiling1(rep: int) -> None:
+            self.add(f"ceiling-{tag}", sc.ceiling(relay, n, f"ceiling1-{tag}-{rep}"))
+
+        def ceiling_n(rep: int) -> None:
+            label = f"ceilingN-{tag}-{rep}"
+            self.add(f"ceilingN-{tag}", sc.ceiling(relay, n, label, msc.MSC_PROCESSES))
+
+        def naive(rep: int) -> None:
+            timeout = 300.0 if tag == "fast" else max(10.0, naive_n / 8)
+            label = f"naive-{tag}-{rep}"
+            row = sc.naive(self.redis, relay, self.tmp, naive_n, timeout, label)
+            self.add(f"naive-{tag}", row)
+
+        def plain(rep: int) -> None:
+            self.fleet_slot(relay, tag, rep, n, once=tag == "fast" and rep == last)
+
+        def signed(kind: str) -> Callable[[int], None]:
+            key = f"msc-{tag}-{'dkim' if kind == 'ed25519' else kind}"
+
+            def run(rep: int) -> None:
+                self.batch_only(relay, key, n, rep, self.keys[kind])
+
+            return run
+
+        def no_pipelining(rep: int) -> None:
+            assert nopipe is not None
+            self.batch_only(nopipe, f"msc-{tag}-nopipe", n, rep)
+
+        def drain(single: bool) -> Callable[[int], None]:
+            kind = "single" if single else "batch"
+
+            def run(rep: int) -> None:
+                label = f"drain-{kind}-{tag}-{rep}"
+                try:
+                    row = singles.drain(
+                        self.redis, relay, self.tmp, label, drain_n, single, timebox(tag, drain_n)
+                    )
+                finally:
+                    sc.clean(self.redis)
+                self.add(f"drain-{kind}-{tag}", row)
+
+            return run
+
+        designs: list[tuple[str, Callable[[int], None]]] = [
+            ("ceiling, 1 process", ceiling1),
+            (f"ceiling, {msc.MSC_PROCESSES} processes", ceiling_n),
+            ("naive", naive),
+            ("maildispatch", plain),
+            ("maildispatch + DKIM ed25519", signed("ed25519")),
+        ]
+        if tag == "fast" and self.size["rsa"]:
+            designs.append(("maildispatch + DKIM rsa-2048", signed("rsa")))
+        if nopipe is not None:
+            designs.append(("maildispatch, relay without PIPELINING", no_pipelining))
+        designs += [("drain: send() per job", drain(True)), ("drain: send_many", drain(False))]
+        if tag in self.size["peer_relays"]:
+            designs += self.peer_designs(relay, tag)
+        self.interleaved(f"{tag} relay", designs)
+
+    def fleet_slot(self, relay: Relay, tag: str, rep: int, n: int, once: bool) -> None:
+        """The msc line started once: send_many, then single sends from four producers (all out,
+        then paced); in the last repetition on the fast relay, what runs once."""
+        run = sc.MscRun(self.redis, relay, self.tmp, f"{tag}-plain-{rep}")
+        stream_n = self.size["stream"] if tag == "fast" else self.size["stream_slow"]
+        try:
+            self.add(f"msc-{tag}", run.run(n, f"md-{tag}-{rep}", timebox(tag, n), sample_rss=True))
+            self.part(
+                f"send() from 4 producers ({tag})",
+                lambda: self.add(
+                    f"stream-{tag}",
+                    singles.stream(
+                        run, self.tmp, stream_n, f"stream-{tag}-{rep}", timebox(tag, stream_n)
+                    ),
+                ),
+            )
+            self.part(
+                f"paced send() ({tag})",
+                lambda: self.figures.setdefault(f"paced-{tag}", []).append(
+                    singles.paced(
+                        run, self.tmp, PACED_RATE, self.size["paced_s"], f"paced-{tag}-{rep}"
+                    )
+                ),
+            )
+            if once:
+                self.once(run, n)
+        finally:
+            run.stop()
+            sc.clean(self.redis)
+
+    def batch_only(
+        self, relay: Relay, key: str, n: int, rep: int, dkim: tuple[str, str] | None = None
+    ) -> None:
+        """The msc line started once, one send_many."""
+        tag = "fast" if "fast" in key else "slow"
+        run = sc.MscRun(self.redis, relay, self.tmp, f"{key}-{rep}", dkim=dkim)
+        try:
+            self.add(key, run.run(n, f"{key}-{rep}", timebox(tag, n)))
+        finally:
+            run.stop()
+            sc.clean(self.redis)
+
+    def once(self, run: sc.MscRun, n: int) -> None:
+        """On the fast relay's fleet: HTTP delivery, idle latency, backlog latency, scaling."""
+        if self.api is not None:
+            api = self.api
+            self.part(
+                "maildispatch via HTTP batch",
+                lambda: self.add(
+                    "msc-http",
+                    sc.http_delivery(api, run, n, self.size["per_request"], timebox("fast", n)),
+                ),
+            )
+        self.part("latency on an idle fleet", lambda: self._latency(run))
+        self.part("latency behind a bulk backlog", lambda: self._backlog(run))
+        self.part("scaling", lambda: self._scaling(run))
 
     def _latency(self, run: sc.MscRun) -> None:
         time.sleep(1.0)  # let the fleet settle: idle means idle
         self.figures["latency"] = sc.latency(run, self.size["latency"])
 
-    def _scaling(self, run: sc.MscRun, redis: RedisServer) -> None:
+    def _backlog(self, run: sc.MscRun) -> None:
+        count = self.size["backlog"]
+        self.figures["backlog"] = singles.backlog(
+            run, self.tmp, count, "backlog", timebox("fast", count)
+        )
+
+    def _scaling(self, run: sc.MscRun) -> None:
         points = []
         for count in self.size["scaling"]:
-            before = redis.used_memory()
-            row = run.run(count, f"scale-{count}", 1800, sample_rss=True)
-            after = redis.used_memory()
+            before = self.redis.used_memory()
+            row = run.run(count, f"scale-{count}", timebox("fast", count), sample_rss=True)
+            after = self.redis.used_memory()
             rss = row.extra["rss"]
             # drift: from the first sample past 10% of the run (pools and caches warm) to the end
             warm = next((r for d, r in rss if d >= count * 0.1), rss[0][1] if rss else 0)
             last = rss[-1][1] if rss else 0
-            total, no_ttl = sc.keys_without_ttl(redis)
+            total, no_ttl = sc.keys_without_ttl(self.redis)
             points.append(
                 {
                     "count": count,
                     "rate": row.rate,
                     "complete": row.complete,
                     "duplicates": row.duplicates,
+                    "not_sent": msc.not_sent(row.states),
                     "rss_start_mb": warm / 2**20,
                     "rss_end_mb": last / 2**20,
                     "rss_drift": (last - warm) / warm if warm else 0.0,
@@ -210,6 +345,86 @@ class Bench:
             )
         self.figures["scaling"] = points
 
+    # -- RabbitMQ ---------------------------------------------------------------------------------
+    def amqp_round(self, relay: Relay) -> None:
+        """The batch, stream and drain scenarios with RabbitMQ as the broker (a fresh vhost per
+        run, deleted after) and the bench Redis for job state; fast relay."""
+        n, drain_n, stream_n = self.size["n"], self.size["drain"], self.size["stream"]
+
+        def fleet(rep: int) -> None:
+            with sc.rabbit_vhost(f"msc-{rep}") as url:
+                run = sc.MscRun(self.redis, relay, self.tmp, f"amqp-{rep}", broker_url=url)
+                try:
+                    row = run.run(n, f"md-amqp-{rep}", timebox("fast", n))
+                    self.add("msc-amqp-fast", row)
+                    label = f"stream-amqp-{rep}"
+                    row = singles.stream(run, self.tmp, stream_n, label, timebox("fast", stream_n))
+                    self.add("stream-amqp-fast", row)
+                finally:
+                    run.stop()
+                    sc.clean(self.redis)
+
+        def drain(single: bool) -> Callable[[int], None]:
+            kind = "single" if single else "batch"
+
+            def run(rep: int) -> None:
+                with sc.rabbit_vhost(f"drain-{kind}-{rep}") as url:
+                    label = f"drain-{kind}-amqp-{rep}"
+                    try:
+                        row = singles.drain(
+                            self.redis,
+                            relay,
+                            self.tmp,
+                            label,
+                            drain_n,
+                            single,
+                            timebox("fast", drain_n),
+                            broker_url=url,
+                        )
+                    finally:
+                        sc.clean(self.redis)
+                    self.add(f"drain-{kind}-amqp-fast", row)
+
+            return run
+
+        self.interleaved(
+            "RabbitMQ broker, fast relay",
+            [
+                ("maildispatch (RabbitMQ)", fleet),
+                ("drain: send() per job (RabbitMQ)", drain(True)),
+                ("drain: send_many (RabbitMQ)", drain(False)),
+            ],
+        )
+
+    # -- peers hook ---------------------------------------------------------------------------------
+    # bench/peers.py (django-celery-email, django-post_office; written alongside) is called here
+    # when it exists and Django is installed: one design per (peer, shape), interleaved with ours.
+    # Its run_peer's parameters are matched by name, so either of its signatures works.
+    def peer_designs(self, relay: Relay, tag: str) -> list[tuple[str, Callable[[int], None]]]:
+        """(title, run) of every peer cell, or none without bench/peers.py or Django."""
+        if importlib.util.find_spec("django") is None:
+            return []
+        try:
+            from bench import peers
+        except ImportError:
+            return []
+        count = self.size["peers"] if tag == "fast" else self.size["peers_slow"]
+        designs: list[tuple[str, Callable[[int], None]]] = []
+        for design in getattr(peers, "DESIGNS", {}):
+            for shape in getattr(peers, "SHAPES", ("single", "batch")):
+
+                def run(rep: int, design: str = design, shape: str = shape) -> None:
+                    relay.reset()
+                    try:
+                        row = _run_peer(peers, design, shape, relay, self.redis, count, self.tmp)
+                    finally:
+                        sc.clean(self.redis)
+                    self.add(f"peer-{design}-{shape}-{tag}", row)
+
+                designs.append((f"peer {design} ({shape})", run))
+        return designs
+
+    # -- once ---------------------------------------------------------------------------------------
     def dkim_cost(self) -> None:
         """Microseconds to build and sign one message."""
         self.figures["dkim_us"] = sc.dkim_costs()
@@ -219,35 +434,75 @@ class Bench:
         self.figures["bounces"] = sc.bounces(self.profile != "full")
 
 
-def run(profile: str, keep: bool) -> tuple[Bench, int]:
+def _run_peer(
+    peers: Any, design: str, shape: str, relay: Relay, redis: RedisServer, count: int, tmp: Path
+) -> Result:
+    """One peer cell through bench/peers.py's ``run_peer``, as one of our rows."""
+    given = {
+        "design": design,
+        "shape": shape,
+        "relay": relay,
+        "relay_host": "127.0.0.1",
+        "relay_port": relay.port,
+        "broker_url": f"redis://127.0.0.1:{redis.port}/3",
+        "redis": redis,
+        "count": count,
+        "tmp": tmp,
+        "wait": relay.wait,
+    }
+    wanted = inspect.signature(peers.run_peer).parameters
+    out = peers.run_peer(**{k: v for k, v in given.items() if k in wanted})
+    return Result(
+        name=str(getattr(out, "name", f"{design} ({shape})")),
+        count=out.count,
+        delivered=out.delivered,
+        seconds=out.seconds,
+        duplicates=out.duplicates,
+        cpu_us=dict(out.cpu_us),
+        note=out.note,
+    )
+
+
+def _nopipe_relay(tmp: Path) -> Relay | None:
+    """A slow relay that does not offer PIPELINING, once Relay can be told so."""
+    if "pipelining" not in inspect.signature(Relay).parameters:
+        return None
+    off: dict[str, Any] = {"pipelining": False}
+    return Relay(tmp, delay=SLOW, **off)
+
+
+def run(profile: str, keep: bool, broker: str) -> tuple[Bench, int]:
     """Every part, in an order that keeps the machine's state comparable between them."""
     tmp = Path(tempfile.mkdtemp(prefix="maildispatch-bench-"))
-    bench = Bench(profile, tmp)
     redis = RedisServer(tmp)
+    bench = Bench(profile, tmp, redis)
     fast = Relay(tmp)
-    api: sc.Api | None = None
     try:
-        bench.part("producer: send_many", lambda: bench.producers(redis))
-
-        def http() -> None:
-            nonlocal api
-            api = bench.http(redis, fast)
-
-        bench.part("producer: HTTP batch intake", http)
-        bench.part("fast relay", lambda: bench.relay_round(redis, fast, "fast", api))
-        if api is not None:
-            api.stop()
-            api = None
+        bench.part("producer: send_many", bench.producers)
+        bench.part("producer: HTTP batch intake", lambda: bench.http(fast))
+        bench.relay_round(fast, "fast")
+        if bench.api is not None:
+            bench.api.stop()
+            bench.api = None
+        if broker == "amqp":
+            bench.part("RabbitMQ broker", lambda: bench.amqp_round(fast))
         slow = Relay(tmp, delay=SLOW)
+        nopipe = _nopipe_relay(tmp)
         try:
-            bench.part("slow relay (20 ms)", lambda: bench.relay_round(redis, slow, "slow", None))
+            bench.figures["pipelining"] = {
+                "default": sc.offers_pipelining(slow),
+                "off": sc.offers_pipelining(nopipe) if nopipe is not None else None,
+            }
+            bench.relay_round(slow, "slow", nopipe)
         finally:
             slow.stop()
+            if nopipe is not None:
+                nopipe.stop()
         bench.part("DKIM cost", bench.dkim_cost)
         bench.part("bounce parsing", bench.bounces)
     finally:
-        if api is not None:
-            api.stop()
+        if bench.api is not None:
+            bench.api.stop()
         fast.stop()
         redis.stop()
         if not keep:
@@ -257,127 +512,19 @@ def run(profile: str, keep: bool) -> tuple[Bench, int]:
     return bench, 1 if bench.failed else 0
 
 
-# -- the report ------------------------------------------------------------------------------------
-def _ratio(a: Result | None, b: Result | None) -> float | None:
-    if a is None or b is None or not b.rate:
-        return None
-    return a.rate / b.rate
-
-
-def _fmt(x: float | None, spec: str = ",.0f", suffix: str = "") -> str:
-    return "n/a" if x is None else f"{x:{spec}}{suffix}"
-
-
-def report(bench: Bench) -> str:
-    """The table, then one line of figures with their ratios."""
-    rows, fig = bench.rows, bench.figures
-    out = [
-        f"maildispatch bench ({bench.profile}) on {machine()}; load average {loadavg()}",
-        "",
-        f"{'design':<34}{'emails':>8}{'per s':>9}{'x ceil':>8}{'x naive':>8}  cpu µs/email",
-    ]
-    for tag, title in (("fast", "relay answers at once"), ("slow", "relay waits 20 ms per reply")):
-        out.append(f"-- {title}")
-        ceiling, naive = rows.get(f"ceiling-{tag}"), rows.get(f"naive-{tag}")
-        names = [
-            (f"ceiling-{tag}", "ceiling (aiosmtplib, 32 conns)"),
-            (f"naive-{tag}", "naive (task per email)"),
-            (f"msc-{tag}", "maildispatch"),
-            (f"msc-{tag}-dkim", "maildispatch + DKIM ed25519"),
-            (f"msc-{tag}-rsa", "maildispatch + DKIM rsa-2048"),
-            ("msc-http" if tag == "fast" else "", "maildispatch via HTTP batch"),
-        ]
-        for key, title2 in names:
-            row = rows.get(key)
-            if row is None:
-                continue
-            cpu = " ".join(f"{k} {v:,.0f}" for k, v in row.cpu_us.items())
-            out.append(
-                f"{title2:<34}{row.delivered:>8}{row.rate:>9,.0f}"
-                f"{_fmt(_ratio(row, ceiling), '.2f'):>8}{_fmt(_ratio(row, naive), '.1f'):>8}"
-                f"  {cpu}{'  (' + row.note.strip('; ') + ')' if row.note else ''}"
-            )
-    p, h, lat = fig.get("producer"), fig.get("http"), fig.get("latency")
-    out.append("-- producers, latency, memory")
-    if p:
-        out.append(
-            f"send_many of {p['count']:,} jobs: {p['jobs_per_s']:,.0f} jobs/s "
-            f"(target {TARGETS['producer']:,}); Redis {p['redis_bytes_per_job']:,.0f} bytes per "
-            f"queued job (target ≤ 4096), {p['messages_queued']} task messages"
-        )
-    if h:
-        out.append(
-            f"HTTP POST /v1/messages:batch, {h['count']:,} jobs: {h['jobs_per_s']:,.0f} jobs/s "
-            f"(target {TARGETS['http']:,})"
-        )
-    if lat:
-        out.append(
-            f"single send on an idle fleet, enqueue → 250 ({lat['sends']} sends): p50 "
-            f"{lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms "
-            "(targets 15 / 50)"
-        )
-    for point in fig.get("scaling", []):
-        out.append(
-            f"scaling {point['count']:>7,}: {point['rate']:>6,.0f}/s, worker RSS "
-            f"{point['rss_start_mb']:.0f} → {point['rss_end_mb']:.0f} MB "
-            f"({point['rss_drift']:+.1%}), Redis keeps {point['redis_bytes_per_job_kept']:,.0f} "
-            f"bytes/job until the job TTL; md:* keys without TTL: {point['keys_without_ttl']}"
-            + (f" {point['examples_without_ttl']}" if point["keys_without_ttl"] else "")
-        )
-    if fig.get("dkim_us"):
-        d = fig["dkim_us"]
-        out.append(
-            f"build one message: {d['none']:.0f} µs; + DKIM ed25519 {d['ed25519'] - d['none']:.0f}"
-            f" µs; + DKIM rsa-2048 {d['rsa2048'] - d['none']:.0f} µs"
-        )
-    b = fig.get("bounces")
-    if b:
-        out.append(f"bounce parsing: {b.get('msgs/s', 0):,.0f} msgs/s on one core (target 1,000)")
-    if bench.failed:
-        out.append(f"FAILED parts: {', '.join(bench.failed)}")
-    out.append("")
-    out.append(figure_line(bench))
-    return "\n".join(out)
-
-
-def figure_line(bench: Bench) -> str:
-    """The last line: every figure with its ratio, machine-greppable."""
-    rows, fig = bench.rows, bench.figures
-    parts = []
-    for tag in ("fast", "slow"):
-        c, n = rows.get(f"ceiling-{tag}"), rows.get(f"naive-{tag}")
-        m, k = rows.get(f"msc-{tag}"), rows.get(f"msc-{tag}-dkim")
-        parts.append(
-            f"{tag}: ceiling={_fmt(c.rate if c else None)}/s naive={_fmt(n.rate if n else None)}/s"
-            f" msc={_fmt(m.rate if m else None)}/s ({_fmt(_ratio(m, c), '.2f')}x ceiling,"
-            f" {_fmt(_ratio(m, n), '.1f')}x naive)"
-            f" msc+dkim={_fmt(k.rate if k else None)}/s ({_fmt(_ratio(k, c), '.2f')}x ceiling,"
-            f" {_fmt(_ratio(k, n), '.1f')}x naive)"
-        )
-    p, h, lat = fig.get("producer"), fig.get("http"), fig.get("latency")
-    parts.append(f"send_many={_fmt(p['jobs_per_s'] if p else None)} jobs/s")
-    parts.append(f"http={_fmt(h['jobs_per_s'] if h else None)} jobs/s")
-    parts.append(
-        f"latency p50={_fmt(lat['p50_ms'] if lat else None, '.1f')}ms"
-        f" p99={_fmt(lat['p99_ms'] if lat else None, '.1f')}ms"
-    )
-    parts.append(f"redis={_fmt(p['redis_bytes_per_job'] if p else None)} B/job")
-    scaling = fig.get("scaling") or []
-    if scaling:
-        parts.append(f"rss_drift={scaling[-1]['rss_drift']:+.1%}")
-        parts.append("scaling=" + "/".join(f"{s['rate']:.0f}" for s in scaling) + "/s")
-    b = fig.get("bounces")
-    parts.append(f"bounces={_fmt(b.get('msgs/s') if b else None)} msgs/s")
-    parts.append(f"load={loadavg()}")
-    return "figures: " + "; ".join(parts)
-
-
 def main() -> int:
     """Parse the profile, run, print the table and the figure line."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     group = ap.add_mutually_exclusive_group()
-    group.add_argument("--quick", action="store_true", help="smaller runs, under 2 minutes")
+    group.add_argument("--quick", action="store_true", help="smaller runs, under 4 minutes")
     group.add_argument("--smoke", action="store_true", help="tiny runs: only proves it works")
+    ap.add_argument(
+        "--broker",
+        choices=("redis", "amqp"),
+        default="redis",
+        help="amqp: also the batch, stream and drain scenarios with RabbitMQ as the broker\n"
+        "(amqp://guest:guest@127.0.0.1:5672, a fresh vhost per run, via rabbitmqctl)",
+    )
     ap.add_argument("--json", type=Path, help="also write every figure to this file")
     ap.add_argument("--keep", action="store_true", help="keep the logs of every process")
     args = ap.parse_args()
@@ -385,27 +532,22 @@ def main() -> int:
     if not shutil.which("redis-server"):
         print("redis-server is not on PATH (apt-get install redis-server)", file=sys.stderr)
         return 2
+    if args.broker == "amqp" and not shutil.which("rabbitmqctl"):
+        print("--broker amqp needs rabbitmqctl on PATH (and RabbitMQ running)", file=sys.stderr)
+        return 2
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    bench, status = run(profile, args.keep)
-    print(report(bench), flush=True)
+    bench, status = run(profile, args.keep, args.broker)
+    reps = bench.size["reps"]
+    print(report.report(profile, reps, bench.rows, bench.figures, bench.failed), flush=True)
     if args.json:
         args.json.write_text(
             json.dumps(
                 {
                     "machine": machine(),
                     "profile": profile,
-                    "rows": {
-                        k: {
-                            "count": r.count,
-                            "delivered": r.delivered,
-                            "per_s": r.rate,
-                            "seconds": r.seconds,
-                            "duplicates": r.duplicates,
-                            "cpu_us": r.cpu_us,
-                            "note": r.note,
-                        }
-                        for k, r in bench.rows.items()
-                    },
+                    "reps": reps,
+                    "msc_processes": msc.MSC_PROCESSES,
+                    "rows": {k: c.as_dict() for k, c in report.cells(bench.rows).items()},
                     "figures": bench.figures,
                     "failed": bench.failed,
                 },

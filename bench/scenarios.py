@@ -2,17 +2,21 @@
 
 Every throughput is the wall time from the first enqueue (or the first connection, for the
 ceiling) to the relay's last 250, for the same ~2 KB messages counted by Message-ID at the same
-relay process. CPU per email is read from /proc for each process involved.
+relay process. CPU per email is read from /proc for each process involved (a process tree:
+children included). After every maildispatch run each job's state is read back from Redis.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,8 @@ from bench.common import (
     Relay,
     cpu_seconds,
     free_port,
+    job,
+    tree_cpu,
     wait_port,
 )
 
@@ -43,6 +49,8 @@ class Result:
     cpu_us: dict[str, float] = field(default_factory=dict)
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: final state -> jobs, read from Redis after the run (maildispatch only)
+    states: dict[str, int] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -60,40 +68,67 @@ def _cpu_per(pids_cpu_before: float, pids_cpu_after: float, n: int) -> float:
 
 
 # -- the ceiling ---------------------------------------------------------------------------------
-def ceiling(relay: Relay, count: int, label: str, connections: int = 32) -> Result:
-    """Raw aiosmtplib, ``connections`` concurrent connections, pre-built messages."""
+def ceiling(
+    relay: Relay, count: int, label: str, processes: int = 1, connections: int = 32
+) -> Result:
+    """Raw aiosmtplib in ``processes`` processes of ``connections`` concurrent connections each,
+    pre-built messages; every process starts sending at once (after all built theirs)."""
     relay.reset()
     relay_cpu = cpu_seconds(relay.proc.pid)
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "ceiling.py"),
-            "--port",
-            str(relay.port),
-            "--count",
-            str(count),
-            "--connections",
-            str(connections),
-            "--run",
-            label,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-        check=True,
-    )
-    info = json.loads(out.stdout.strip().splitlines()[-1])
+    shares = [count // processes + (1 if k < count % processes else 0) for k in range(processes)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(BENCH / "ceiling.py"),
+                "--port",
+                str(relay.port),
+                "--count",
+                str(share),
+                "--connections",
+                str(connections),
+                "--run",
+                f"{label}-p{k}",
+                "--go",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for k, share in enumerate(shares)
+    ]
+    try:
+        for k, proc in enumerate(procs):  # each has built its messages
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"ceiling client {label}-p{k} did not start")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        infos = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=600)
+            if proc.returncode:
+                raise RuntimeError(f"ceiling client failed ({proc.returncode})")
+            infos.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    start = min(info["start"] for info in infos)
     stats = relay.wait(count, 30)
     end = stats["last"] if stats["unique"] >= count else time.time()
     return Result(
         name=label,
         count=count,
         delivered=stats["unique"],
-        seconds=end - info["start"],
+        seconds=end - start,
         duplicates=stats["duplicates"],
         cpu_us={
-            "client": round(info["cpu"] / max(count, 1) * 1e6, 1),
+            "client": round(sum(info["cpu"] for info in infos) / max(count, 1) * 1e6, 1),
             "relay": _cpu_per(relay_cpu, cpu_seconds(relay.proc.pid), count),
         },
     )
@@ -137,7 +172,7 @@ def naive(
                 app.send_task(TASK, args=task_args(i, f"warm-{label}", BODY), producer=producer)
         relay.wait(4, 30)
         relay.reset()
-        cpu0 = _tree_cpu(worker.pid)
+        cpu0 = tree_cpu(worker.pid)
         relay_cpu = cpu_seconds(relay.proc.pid)
         start = time.time()
         with app.producer_or_acquire() as producer:
@@ -154,7 +189,7 @@ def naive(
             seconds=end - start,
             duplicates=stats["duplicates"],
             cpu_us={
-                "worker": _cpu_per(cpu0, _tree_cpu(worker.pid), delivered),
+                "worker": _cpu_per(cpu0, tree_cpu(worker.pid), delivered),
                 "relay": _cpu_per(relay_cpu, cpu_seconds(relay.proc.pid), delivered),
             },
             note=note,
@@ -165,12 +200,6 @@ def naive(
         redis.client.execute_command("SELECT", 2)
         redis.client.flushdb()
         redis.client.execute_command("SELECT", 0)
-
-
-def _tree_cpu(pid: int) -> float:
-    from bench.common import children
-
-    return cpu_seconds(pid) + sum(cpu_seconds(c) for c in children(pid))
 
 
 def _wait_log(proc: Proc, text: str, timeout: float) -> None:
@@ -186,7 +215,7 @@ def _wait_log(proc: Proc, text: str, timeout: float) -> None:
 
 # -- maildispatch ------------------------------------------------------------------------------------
 class MscRun:
-    """A running fleet (Procfile ``msc`` workers) and a producer bound to the same settings."""
+    """The Procfile's ``msc`` line, started once, and a producer bound to the same settings."""
 
     def __init__(
         self,
@@ -195,21 +224,25 @@ class MscRun:
         tmp: Path,
         tag: str,
         dkim: tuple[str, str] | None = None,
-        processes: int = msc.MSC_PROCESSES,
+        broker_url: str | None = None,
     ) -> None:
         from producers.client import Dispatcher
 
         self.redis = redis
         self.relay = relay
-        self.env = msc.worker_env(redis.url, relay.url, tmp, dkim)
-        self.fleet = msc.Fleet(self.env, tmp, tag, processes)
-        self.fleet.wait_ready()
-        self.dispatcher = Dispatcher(msc.settings_from(self.env))
-        warm = msc.jobs(300, f"warm-{tag}")  # every worker process opens its connections
-        msc.deliver(self.dispatcher, relay, warm, 60)
+        self.env = msc.worker_env(redis.url, relay.url, tmp, dkim, broker_url)
+        self.fleet = msc.Fleet(self.env, tmp, tag)
+        try:
+            self.fleet.wait_ready()
+            self.dispatcher = Dispatcher(msc.settings_from(self.env))
+            warm = msc.jobs(300, f"warm-{tag}")  # every worker process opens its connections
+            msc.deliver(self.dispatcher, relay, warm, 60)
+        except BaseException:
+            self.fleet.stop()
+            raise
 
     def run(self, count: int, label: str, timeout: float, sample_rss: bool = False) -> Result:
-        """send_many ``count`` jobs and wait for the relay to count them."""
+        """send_many ``count`` jobs, wait for the relay to count them, read their states."""
         items = msc.jobs(count, label)
         samples: list[tuple[int, int]] = []
         stop = threading.Event()
@@ -218,7 +251,7 @@ class MscRun:
         if sample_rss:
             view = _RelayView(self.relay)  # its own control connection: the main one waits
 
-            def sample() -> None:  # (delivered so far, RSS of the delivering processes)
+            def sample() -> None:  # (delivered so far, RSS of the line's processes)
                 while not stop.wait(0.5):
                     samples.append((view.stats()["unique"], self.fleet.rss()))
 
@@ -235,26 +268,63 @@ class MscRun:
         if sampler is not None:
             sampler.join()
             samples.append((out["delivered"], self.fleet.rss()))
+        cpu = {
+            "worker": _cpu_per(worker_cpu, self.fleet.cpu(), count),
+            "relay": _cpu_per(relay_cpu, cpu_seconds(self.relay.proc.pid), count),
+            "redis": _cpu_per(redis_cpu, cpu_seconds(self.redis.proc.pid), count),
+            "producer": round(producer / max(count, 1) * 1e6, 1),
+        }
         return Result(
             name=label,
             count=count,
             delivered=out["delivered"],
             seconds=out["seconds"],
             duplicates=out["duplicates"],
-            cpu_us={
-                "worker": _cpu_per(worker_cpu, self.fleet.cpu(), count),
-                "relay": _cpu_per(relay_cpu, cpu_seconds(self.relay.proc.pid), count),
-                "redis": _cpu_per(redis_cpu, cpu_seconds(self.redis.proc.pid), count),
-                "producer": round(producer / max(count, 1) * 1e6, 1),
-            },
-            note=f"enqueued at {count / max(out['enqueue_s'], 1e-9):,.0f} jobs/s",
+            cpu_us=cpu,
+            note=f"enqueued at {count / max(out['enqueue_s'], 1e-9):,.0f} jobs/s; "
+            + msc.processes(self.fleet.workers()),
             extra={"rss": samples, "ids": out["ids"]},
+            states=msc.wait_final(self.dispatcher, out["ids"]),
         )
 
     def stop(self) -> None:
-        """Stop the workers and close the producer."""
+        """Stop the line and close the producer."""
         self.fleet.stop()
         self.dispatcher.close()
+
+
+def clean(redis: RedisServer) -> None:
+    """Forget every job, queue and key between two designs (nothing left over is delivered
+    into the next one's count)."""
+    redis.client.flushall()
+
+
+def offers_pipelining(relay: Relay) -> bool:
+    """Does the relay's EHLO answer offer PIPELINING (RFC 2920)?"""
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", relay.port, local_hostname="bench.test", timeout=10) as smtp:
+        smtp.ehlo()
+        return bool(smtp.has_extn("pipelining"))
+
+
+@contextlib.contextmanager
+def rabbit_vhost(tag: str) -> Iterator[str]:
+    """A fresh RabbitMQ virtual host for one run (deleted after, queues and all): the broker URL.
+
+    Only the vhost this creates is touched; the machine's default vhost is left alone.
+    """
+    name = f"maildispatch-bench-{os.getpid()}-{tag}"
+
+    def ctl(*args: str) -> None:
+        subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+    ctl("add_vhost", name)
+    try:
+        ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@127.0.0.1:5672/{name}"
+    finally:
+        ctl("delete_vhost", name)
 
 
 class _RelayView:
@@ -290,7 +360,7 @@ def producer(redis: RedisServer, tmp: Path, count: int) -> dict[str, float]:
         d.send_many(items)
         seconds = time.perf_counter() - start
         after = redis.used_memory()
-        queued = redis.client.llen("mail.msc")
+        queued = queued_messages(redis)
     finally:
         d.close()
         redis.client.flushall()
@@ -300,6 +370,15 @@ def producer(redis: RedisServer, tmp: Path, count: int) -> dict[str, float]:
         "redis_bytes_per_job": (after - before) / count,
         "messages_queued": queued,
     }
+
+
+def queued_messages(redis: RedisServer, queue: str = "mail.msc") -> int:
+    """Task messages waiting on ``queue``, every priority lane of it (kombu keeps one Redis list
+    per priority: the queue's name, then the name followed by a separator and the priority)."""
+    lanes = [
+        k for k in redis.client.scan_iter(match=f"{queue}*") if redis.client.type(k) == b"list"
+    ]
+    return sum(int(redis.client.llen(k)) for k in lanes)
 
 
 class Api:
@@ -379,7 +458,7 @@ def http_intake(api: Api, redis: RedisServer, count: int, per_request: int) -> d
     redis.client.flushall()
     bodies = http_bodies(count, per_request, "http")
     seconds = api.post_batches(bodies)
-    queued = redis.client.llen("mail.msc")
+    queued = queued_messages(redis)
     redis.client.flushall()
     return {"count": count, "jobs_per_s": count / seconds, "messages_queued": queued}
 
@@ -408,14 +487,14 @@ def latency(run: MscRun, sends: int) -> dict[str, float]:
     """One ``send`` at a time on an idle fleet: enqueue → the relay's 250, in milliseconds."""
     run.relay.reset()
     for i in range(10):  # warm: each worker process has a connection open
-        run.dispatcher.send(msc.job(i, "warm-latency"))
+        run.dispatcher.send(job(i, "warm-latency"))
         run.relay.wait(i + 1, 10)
     run.relay.reset()
     times = []
     for i in range(sends):
         time.sleep(0.02)  # idle between sends
         start = time.time()
-        run.dispatcher.send(msc.job(i, "latency"))
+        run.dispatcher.send(job(i, "latency"))
         stats = run.relay.wait(i + 1, 10)
         times.append((stats["last"] - start) * 1000)
     times.sort()
@@ -465,7 +544,7 @@ def dkim_costs() -> dict[str, float]:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from bench.common import DOMAIN, job
+    from bench.common import DOMAIN
     from producers.job import SendJob
     from worker.message import DkimKey, build_message
 
