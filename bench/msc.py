@@ -28,7 +28,7 @@ from bench.common import (
 
 #: worker processes the ``msc`` line runs (``maildispatch worker msc`` reads the same variable);
 #: the bench runs as many ceiling client processes beside it
-MSC_PROCESSES = int(os.environ.get("MAILDISPATCH_MSC_PROCESSES") or os.cpu_count() or 1)
+MSC_PROCESSES = int(os.environ.get("MAILDISPATCH_MSC_PROCESSES") or 0) or os.cpu_count() or 1
 #: states after which a worker never touches the job again
 FINAL = frozenset({"sent", "failed", "bounced", "suppressed", "cancelled"})
 #: Celery's "celery@host ready." line, once per worker process

@@ -195,8 +195,22 @@ def table(profile: str, reps: int, rows: dict[str, list[Result]], fig: dict[str,
         if c.get(f"drain-single-{tag}") or c.get(f"drain-batch-{tag}"):
             out.append(
                 "   drains: the jobs enqueued while the msc line is stopped, then the line started "
-                "once; per s = delivered ÷ (first 250 → last 250) at the relay"
+                "once; per s = delivered ÷ (first 250 → last 250) at the relay. Other rows: "
+                "first enqueue (first connection) → last 250"
             )
+        msc = c.get(f"msc-{tag}")
+        out.append(
+            f"   targets: maildispatch {fmt(ratio(msc, ceil1), '.2f')}x ceil1 (≥ "
+            f"{TARGETS['vs_ceiling']})"
+            + (
+                f", {fmt(ratio(msc, naive), '.1f')}x naive (≥ {TARGETS['vs_naive']:.0f})"
+                if tag == "fast"
+                else ""
+            )
+            + f"; drains single/batch "
+            f"{fmt(ratio(c.get(f'drain-single-{tag}'), c.get(f'drain-batch-{tag}')), '.2f')} "
+            f"(≥ {TARGETS['single_batch']})"
+        )
         paced = fig.get(f"paced-{tag}") or []
         if paced:
             p = paced[0]
