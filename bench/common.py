@@ -145,11 +145,14 @@ class RedisServer:
 class Relay:
     """The bench relay (bench/relay.py) in its own process, and its control port."""
 
-    def __init__(self, tmp: Path, delay: float = 0.0, impl: str = "fast") -> None:
+    def __init__(
+        self, tmp: Path, delay: float = 0.0, impl: str = "fast", pipelining: bool = True
+    ) -> None:
         self.port = free_port()
         self.control_port = free_port()
         self.delay = delay
         self.impl = impl
+        self.pipelining = pipelining
         self.proc = Proc(
             [
                 sys.executable,
@@ -162,6 +165,7 @@ class Relay:
                 str(delay),
                 "--impl",
                 impl,
+                *([] if pipelining else ["--no-pipelining"]),
             ],
             tmp / f"relay-{self.port}.log",
         )

@@ -1,13 +1,16 @@
 """The bench relay: a minimal asyncio SMTP server in its own process that counts messages by job.
 
 Usage: python bench/relay.py --port P --control-port C [--delay 0.02] [--impl fast|aiosmtpd]
+       [--no-pipelining]
 
 ``fast`` (default) is a bare ``asyncio.Protocol`` speaking just enough SMTP (EHLO/HELO, MAIL,
 RCPT, DATA, RSET, NOOP, QUIT) to accept anything, so that the relay costs as little CPU as
 possible and the client side is what the bench measures; ``aiosmtpd`` is the same counting
 behind aiosmtpd's server, for comparison with the relay the tests (and many outside checks) use.
 With ``--delay`` every reply, the greeting included, leaves that many seconds after the command
-that caused it: a network-like round trip, which only concurrency can hide.
+that caused it: a network-like round trip, which only concurrency (and pipelining) can hide.
+Both advertise PIPELINING (RFC 2920) unless ``--no-pipelining``: commands that arrive together
+are handled in order and answered in order, each reply still ``--delay`` after its command.
 
 Every accepted message is counted by its ``Message-ID`` (the job id for maildispatch), so a
 message delivered twice shows as a duplicate and a lost one as a shortfall.
@@ -26,6 +29,7 @@ import json
 import re
 import signal
 import time
+from collections import deque
 from typing import Any
 
 _MID = re.compile(rb"^Message-I[Dd]:[ \t]*(<[^>\r\n]*>)", re.M | re.I)
@@ -94,24 +98,51 @@ class Stats:
 class FastSmtp(asyncio.Protocol):
     """Just enough SMTP to accept everything, with as little work per message as possible."""
 
-    def __init__(self, stats: Stats, delay: float) -> None:
+    def __init__(self, stats: Stats, delay: float, pipelining: bool = True) -> None:
         self.stats = stats
         self.delay = delay
+        self.ehlo = b"250-bench-relay\r\n250-8BITMIME\r\n250-SIZE 104857600\r\n" + (
+            b"250-PIPELINING\r\n250 SMTPUTF8\r\n" if pipelining else b"250 SMTPUTF8\r\n"
+        )
         self.buf = bytearray()
         self.in_data = False
         self.transport: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
+        # delayed replies in order: (when it is due, the reply, or None to close the connection)
+        self.due: deque[tuple[float, bytes | None]] = deque()
 
-    def reply(self, line: bytes) -> None:
+    def reply(self, line: bytes | None) -> None:
+        """Write a reply (``None``: close) now, or ``delay`` seconds from now, in order.
+
+        One timer per connection serves the queue: timers of equal deadlines may fire in any
+        order, and the replies to pipelined commands must leave in the order of the commands.
+        """
         assert self.transport is not None
-        if self.delay:
-            self.loop.call_later(self.delay, self._write, line)
-        else:
-            self.transport.write(line)
+        if not self.delay:
+            self._write([line])
+            return
+        self.due.append((self.loop.time() + self.delay, line))
+        if len(self.due) == 1:
+            self.loop.call_at(self.due[0][0], self._flush)
 
-    def _write(self, line: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(line)
+    def _flush(self) -> None:
+        # the first reply's timer fired; any others already due go in the same write
+        lines = [self.due.popleft()[1]]
+        now = self.loop.time()
+        while self.due and self.due[0][0] <= now:
+            lines.append(self.due.popleft()[1])
+        self._write(lines)
+        if self.due:
+            self.loop.call_at(self.due[0][0], self._flush)
+
+    def _write(self, lines: list[bytes | None]) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        close = None in lines
+        transport.write(b"".join(line for line in lines if line is not None))
+        if close:
+            transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -147,27 +178,33 @@ class FastSmtp(asyncio.Protocol):
                 self.in_data = True
                 self.reply(b"354 End data with <CR><LF>.<CR><LF>\r\n")
             elif verb == b"EHLO":
-                self.reply(
-                    b"250-bench-relay\r\n250-8BITMIME\r\n250-SIZE 104857600\r\n250 SMTPUTF8\r\n"
-                )
+                self.reply(self.ehlo)
             elif verb == b"HELO":
                 self.reply(b"250 bench-relay\r\n")
             elif verb == b"QUIT":
                 self.reply(b"221 2.0.0 Bye\r\n")
-                assert self.transport is not None
-                if self.delay:
-                    self.loop.call_later(self.delay, self.transport.close)
-                else:
-                    self.transport.close()
+                self.reply(None)
+                break  # nothing after QUIT is answered
             else:
                 self.reply(b"502 5.5.2 Error: command not recognized\r\n")
         del buf[:pos]
 
 
-async def _start_aiosmtpd(stats: Stats, host: str, port: int) -> asyncio.Server:
+async def _start_aiosmtpd(
+    stats: Stats, host: str, port: int, pipelining: bool = True
+) -> asyncio.Server:
     from aiosmtpd.smtp import SMTP
 
     class Counting:
+        async def handle_EHLO(
+            self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+        ) -> list[str]:
+            # aiosmtpd reads pipelined commands line by line but does not say it can
+            session.host_name = hostname  # what aiosmtpd does itself without this hook
+            if pipelining:
+                responses.insert(-1, "250-PIPELINING")
+            return responses
+
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             stats.record(envelope.original_content or envelope.content)
             return "250 2.0.0 Ok: queued"
@@ -218,7 +255,9 @@ async def _control(
         writer.close()
 
 
-async def serve(host: str, port: int, control_port: int, delay: float, impl: str) -> None:
+async def serve(
+    host: str, port: int, control_port: int, delay: float, impl: str, pipelining: bool = True
+) -> None:
     """Run the relay and its control port until QUIT or a signal."""
     stats = Stats()
     stop = asyncio.Event()
@@ -228,13 +267,15 @@ async def serve(host: str, port: int, control_port: int, delay: float, impl: str
     if impl == "aiosmtpd":
         if delay:
             raise SystemExit("--delay is for the fast relay only (aiosmtpd delays DATA alone)")
-        server = await _start_aiosmtpd(stats, host, port)
+        server = await _start_aiosmtpd(stats, host, port, pipelining)
     else:
-        server = await loop.create_server(lambda: FastSmtp(stats, delay), host, port, backlog=1024)
+        server = await loop.create_server(
+            lambda: FastSmtp(stats, delay, pipelining), host, port, backlog=1024
+        )
     control = await asyncio.start_server(
         lambda r, w: _control(stats, stop, r, w), host, control_port
     )
-    print(f"relay ready impl={impl} port={port} delay={delay}", flush=True)
+    print(f"relay ready impl={impl} port={port} delay={delay} pipelining={pipelining}", flush=True)
     await stop.wait()
     server.close()
     control.close()
@@ -248,8 +289,16 @@ def main() -> None:
     ap.add_argument("--control-port", type=int, required=True)
     ap.add_argument("--delay", type=float, default=0.0, help="seconds before every reply")
     ap.add_argument("--impl", choices=("fast", "aiosmtpd"), default="fast")
+    ap.add_argument(
+        "--no-pipelining",
+        dest="pipelining",
+        action="store_false",
+        help="do not advertise PIPELINING (clients then send one command at a time)",
+    )
     args = ap.parse_args()
-    asyncio.run(serve(args.host, args.port, args.control_port, args.delay, args.impl))
+    asyncio.run(
+        serve(args.host, args.port, args.control_port, args.delay, args.impl, args.pipelining)
+    )
 
 
 if __name__ == "__main__":
