@@ -18,6 +18,13 @@ ROUTES = {DELIVER_TASK[c]: {"queue": QUEUE[c]} for c in CHANNELS} | {
     BOUNCE_TASK: {"queue": QUEUE["bounces"]}
 }
 
+#: kombu's Redis transport keeps each priority of a queue in a list of its own and polls
+#: priority 0 first: a call that enqueues one job (``send()``, ``POST /v1/messages``: a user
+#: waiting for their mail) goes with 0, the urgent lane; batches, retries and scheduled jobs with
+#: 9, the bulk lane. A worker also lets urgent jobs through its gate first (worker/gate.py).
+PRIORITY_URGENT = 0
+PRIORITY_BULK = 9
+
 
 def transport_options(settings: Settings, amqp: bool) -> dict[str, Any]:
     """Broker options: publisher confirms on RabbitMQ, a short visibility timeout on Redis."""
@@ -115,7 +122,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
-        "worker_prefetch_multiplier": 1,
+        # a delivery worker holds this many task messages at once and delivers their jobs together
+        # (worker/stream.py): in one process, so the solo pool; `maildispatch worker` starts one
+        # such process per core. The bounces line asks for prefork and prefetch 1 itself.
+        "worker_pool": "solo",
+        "worker_prefetch_multiplier": settings.worker_prefetch,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         # Flower: every task visible with its name, retries and failures
         "worker_send_task_events": True,

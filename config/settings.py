@@ -86,6 +86,17 @@ class Settings(BaseSettings):
     claim_lease: float = 60.0
     on_uncertain: Literal["resend", "fail"] = "resend"
     scheduler_interval: float = 0.5
+    # A delivery worker process takes up to this many task messages at once and delivers their
+    # jobs together on its event loop (worker/stream.py): single sends drain as fast as batches
+    worker_prefetch: int = Field(64, ge=1, le=10_000)
+    # ... and at most this many of its jobs are between their claim and their outcome at once
+    # (worker/gate.py); the others wait, still `queued`, urgent ones (single sends) first
+    worker_jobs: int = Field(128, ge=1, le=100_000)
+    # worker processes `maildispatch worker <channel>` (the Procfile's lines) starts; 0: one per
+    # core, as Celery's own default concurrency
+    msc_processes: int = Field(0, ge=0, le=1024)
+    gmail_processes: int = Field(0, ge=0, le=1024)
+    smtp_processes: int = Field(0, ge=0, le=1024)
     #: every worker's main process also runs the scheduler loop (a standalone
     #: ``maildispatch scheduler`` is then optional; several schedulers are safe together)
     embedded_scheduler: bool = True

@@ -26,6 +26,7 @@ EXTENSIONS: tuple[str, ...] = (
     "worker.bounces.commands",
     "worker.web.cli",
     "worker.dkim_cli",
+    "worker.supervisor",
 )
 
 

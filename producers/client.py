@@ -22,7 +22,14 @@ from hiredis import pack_command
 from pydantic import TypeAdapter, ValidationError
 
 from config import fastjson, keys
-from config.celery import DELIVER_TASK, QUEUE, celery_config, use_orjson
+from config.celery import (
+    DELIVER_TASK,
+    PRIORITY_BULK,
+    PRIORITY_URGENT,
+    QUEUE,
+    celery_config,
+    use_orjson,
+)
 from config.settings import Settings, get_settings
 from producers.job import Channel, FieldError, InvalidJob, SendJob, parse_job
 
@@ -454,7 +461,9 @@ class Dispatcher:
                 group.append((job_id, job.owner, data if type(data) is dict else None, job))
             if later:
                 self._schedule(later)
-            self._publish_groups(groups, progress)
+            # one job, as a service sends per user action: the urgent lane (config/celery.py)
+            urgent = len(accepted) - len(later) == 1
+            self._publish_groups(groups, progress, urgent=urgent)
         except BaseException:
             states.close()  # its replies read (or its connection dropped) before the undo
             self._forget([job for _, job, _ in accepted])
@@ -498,6 +507,7 @@ class Dispatcher:
         self,
         groups: Mapping[tuple[str, str], list[Entry]],
         progress: Progress | None,
+        urgent: bool = False,
     ) -> None:
         """Each group's jobs (id, owner, queue form) as batch tasks of at most batch_size jobs."""
         # Straight to the channel's queue through the default exchange (the queue's name is the
@@ -521,6 +531,7 @@ class Dispatcher:
                         exchange="",
                         routing_key=queue,
                         producer=producer,
+                        priority=PRIORITY_URGENT if urgent else PRIORITY_BULK,
                         argsrepr=_argsrepr(
                             [e[0] for e in chunk[:3]],
                             {e[1] for e in chunk},

@@ -23,6 +23,8 @@ app: Celery = make_celery(get_settings(), "maildispatch")
 app.conf.imports = ("worker.tasks", "worker.bounces.tasks")
 # poison input (not JSON, no task, unknown task) is logged without its body and counted
 app.conf.worker_consumer = "worker.poison:PoisonAwareConsumer"
+# a warm shutdown waits for the delivery messages the stream holds (worker/stream.py)
+app.steps["consumer"].add("worker.stream:StreamStep")
 
 
 @signals.setup_logging.connect

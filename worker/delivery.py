@@ -1,14 +1,15 @@
 """Deliver a batch of jobs of one channel: claim, build, send, and record each job on its own.
 
-This is the order of steps every channel shares (the channel only sends). The Celery task calls
-:meth:`Delivery.run_batch` and nothing else.
+This is the order of steps every channel shares (the channel only sends). The worker's stream
+(worker/stream.py) calls :meth:`Delivery.run_batches` with every task message it took in one
+loop iteration; the plain Celery task body calls :meth:`Delivery.run_batch`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ from producers.job import SendJob
 from worker import metrics
 from worker.channels.base import Channel, Envelope, Receipt
 from worker.errors import DeliveryError, PermanentError, TransientError
+from worker.gate import Gate
 from worker.logging import log_context
 from worker.message import build_message
 from worker.ratelimit import Pacing
@@ -95,6 +97,7 @@ class Delivery:
         states: JobStates,
         store: Store,
         accounts: Accounts | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.settings = settings
         self.channel = channel
@@ -103,34 +106,85 @@ class Delivery:
         self.accounts = accounts or NoAccounts()
         self.policy = policy_for(settings, channel.name)
         self.pacing = Pacing(settings, channel.name, states.redis)
+        #: how many jobs of this process are between their claim and their outcome at once
+        self.gate = gate or Gate(settings.worker_jobs)
 
     async def run_batch(self, wires: Sequence[Any]) -> BatchSummary:
         """Deliver every job of the batch concurrently; each is claimed and recorded on its own."""
-        summary = BatchSummary()
-        jobs: list[tuple[SendJob, dict[str, Any]]] = []
-        for wire in wires:
-            try:
-                jobs.append((SendJob.model_validate(wire), wire))
-            except ValidationError as exc:
-                summary.invalid += 1
-                job_id = wire.get("id") if isinstance(wire, dict) else None
-                log.error("job_invalid", job_id=job_id, errors=exc.error_count())
-                await self.states.count("poison_jobs")
-        suppressed = await self._suppressed(jobs) if self.channel.owns_return_path else {}
-        results = await asyncio.gather(
-            *(self._deliver_one(job, wire, suppressed) for job, wire in jobs),
-            return_exceptions=True,
-        )
-        crashed = [r for r in results if isinstance(r, BaseException)]
-        for state in results:
-            if isinstance(state, str):
-                setattr(summary, state, getattr(summary, state) + 1)
-        await metrics.flush(self.states.redis, self.channel.name, summary.as_dict())
-        if crashed:
-            # Redis or the database failed under a job: the whole batch is retried, and the
+        [result] = await self.run_batches([wires])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def run_batches(
+        self,
+        batches: Sequence[Sequence[Any]],
+        urgent: Sequence[bool] = (),
+        done: Callable[[int, BatchSummary | BaseException], None] | None = None,
+    ) -> list[BatchSummary | BaseException]:
+        """Deliver the jobs of several batches (task messages) at once, each batch on its own.
+
+        What a batch costs whatever its size (the suppression lookup, the metrics write) is
+        paid once for all of them: a stream of one-job messages costs what one batch does.
+        ``done(i, result)`` hears of batch ``i`` as soon as its last job is finished, without
+        waiting for the others; the result is its summary, or the infrastructure error that
+        crashed one of its jobs (the batch is then to be run again: claims decide). Jobs of an
+        ``urgent`` batch pass every waiting job of the others at the process's gate.
+        """
+        parsed: list[list[tuple[SendJob, dict[str, Any]]]] = []
+        summaries = [BatchSummary() for _ in batches]
+        for wires, summary in zip(batches, summaries, strict=True):
+            jobs: list[tuple[SendJob, dict[str, Any]]] = []
+            for wire in wires:
+                try:
+                    jobs.append((SendJob.model_validate(wire), wire))
+                except ValidationError as exc:
+                    summary.invalid += 1
+                    job_id = wire.get("id") if isinstance(wire, dict) else None
+                    log.error("job_invalid", job_id=job_id, errors=exc.error_count())
+                    await self.states.count("poison_jobs")
+            parsed.append(jobs)
+        every = [pair for jobs in parsed for pair in jobs]
+        suppressed = await self._suppressed(every) if self.channel.owns_return_path else {}
+
+        async def one_batch(i: int) -> BatchSummary | BaseException:
+            priority = 0 if i < len(urgent) and urgent[i] else 1
+            results = await asyncio.gather(
+                *(self._gated(priority, job, wire, suppressed) for job, wire in parsed[i]),
+                return_exceptions=True,
+            )
+            summary = summaries[i]
+            for state in results:
+                if isinstance(state, str):
+                    setattr(summary, state, getattr(summary, state) + 1)
+            crashed = [r for r in results if isinstance(r, BaseException)]
+            # Redis or the database failed under a job: the whole batch is run again, and the
             # jobs already finished are skipped then by their claim
-            raise crashed[0]
-        return summary
+            result: BatchSummary | BaseException = crashed[0] if crashed else summary
+            if done is not None:
+                done(i, result)
+            return result
+
+        outcome = await asyncio.gather(*(one_batch(i) for i in range(len(batches))))
+        total = BatchSummary()
+        for summary in summaries:
+            for name, count in summary.as_dict().items():
+                setattr(total, name, getattr(total, name) + count)
+        await metrics.flush(self.states.redis, self.channel.name, total.as_dict())
+        return outcome
+
+    async def _gated(
+        self,
+        priority: int,
+        job: SendJob,
+        wire: dict[str, Any],
+        suppressed: dict[str, dict[str, str]],
+    ) -> str:
+        await self.gate.acquire(priority)
+        try:
+            return await self._deliver_one(job, wire, suppressed)
+        finally:
+            self.gate.release()
 
     async def _suppressed(
         self, jobs: list[tuple[SendJob, dict[str, Any]]]
@@ -138,6 +192,8 @@ class Delivery:
         wanted: dict[str, set[str]] = {}
         for job, _ in jobs:
             wanted.setdefault(job.owner, set()).update(job.recipients)
+        if not wanted:
+            return {}
 
         def lookup() -> dict[str, dict[str, str]]:
             # one query for the whole batch (docs/performance.md): not one per job

@@ -19,6 +19,7 @@ import uvloop
 from config.settings import Settings, get_settings
 from worker.channels.registry import make_channel
 from worker.delivery import Accounts, Delivery
+from worker.gate import Gate
 from worker.state import JobStates
 from worker.store import Store, open_store
 
@@ -37,6 +38,8 @@ class Runtime:
         self._thread.start()
         self.store: Store = open_store(settings.database_url)
         self._deliveries: dict[str, Delivery] = {}
+        #: one gate for every channel this process delivers (worker/gate.py)
+        self.gate = Gate(settings.worker_jobs)
         self.redis: aioredis.Redis = self.run(self._redis())
         self.states = JobStates(self.redis, lease=settings.claim_lease, ttl=settings.job_ttl)
 
@@ -53,8 +56,12 @@ class Runtime:
 
     def delivery(self, channel: str) -> Delivery:
         """The Delivery of a channel, built on first use."""
+        return self.run(self.adelivery(channel))
+
+    async def adelivery(self, channel: str) -> Delivery:
+        """The Delivery of a channel, built on first use (on the process loop)."""
         if channel not in self._deliveries:
-            self._deliveries[channel] = self.run(self._make_delivery(channel))
+            self._deliveries[channel] = await self._make_delivery(channel)
         return self._deliveries[channel]
 
     async def _make_delivery(self, channel: str) -> Delivery:
@@ -64,7 +71,12 @@ class Runtime:
 
             accounts = AsyncAccounts(self.settings, self.store)
         return Delivery(
-            self.settings, make_channel(channel, self.settings), self.states, self.store, accounts
+            self.settings,
+            make_channel(channel, self.settings),
+            self.states,
+            self.store,
+            accounts,
+            gate=self.gate,
         )
 
     def close(self) -> None:

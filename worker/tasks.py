@@ -70,7 +70,14 @@ def _poison(channel: str, reason: str) -> dict[str, int]:
     return {"invalid": 1}
 
 
+#: a worker hands these tasks' messages to its stream (worker/stream.py), which delivers many at
+#: once; the task body runs only where a task is applied directly (``task.apply``)
 deliver_tasks = {
-    channel: app.task(name=DELIVER_TASK[channel], bind=True)(_deliver_task(channel))
+    channel: app.task(
+        name=DELIVER_TASK[channel],
+        bind=True,
+        Strategy="worker.stream:strategy",
+        channel=channel,
+    )(_deliver_task(channel))
     for channel in CHANNELS
 }

@@ -1,0 +1,456 @@
+"""Delivery task messages taken many at a time and delivered together (DESIGN §4).
+
+Celery's own way runs one task message at a time in a solo worker: a one-job message (a single
+``send()``, what services mostly make) then costs a whole message's overhead and waits for the
+previous one to finish, ~11 emails/s against a relay 20 ms away. Here the delivery tasks have a
+strategy of their own (Celery's hook for how a received message is handled): the consumer, in
+the worker's main thread, hands every received message straight to the process's event loop
+(worker/runtime.py) and goes back to the broker for the next one, up to
+``MAILDISPATCH_WORKER_PREFETCH`` unacknowledged messages (the consumer's QoS). On the loop, the
+messages that arrived in one loop iteration become one group: registered in flight once (a dead
+worker's jobs come back after the claim lease, worker/inflight.py), looked up in the suppression
+list once, and delivered concurrently, each job still claimed and recorded on its own
+(worker/delivery.py). A message is acknowledged in the main thread once its last job is
+finished, with the task events Flower shows (received, started, succeeded / retried), so late
+acknowledgement, redelivery of a dead worker's messages and Flower's view all hold as before.
+
+A group that an infrastructure error crashed (Redis or the database away) is handed back to the
+broker after a backoff (``reject(requeue=True)``): its jobs' claims decide what runs again.
+A warm shutdown stops taking messages and waits for the ones held (:class:`StreamStep`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from celery import bootsteps
+
+from config.celery import DELIVER_TASK, PRIORITY_URGENT, QUEUE
+from worker.delivery import BatchSummary
+from worker.fetch import Fetched, RedisFetcher
+
+log = structlog.get_logger("maildispatch.stream")
+
+#: delivery task name -> channel; delivery queue -> channel
+TASK_CHANNEL = {name: channel for channel, name in DELIVER_TASK.items()}
+QUEUE_CHANNEL = {QUEUE[channel]: channel for channel in DELIVER_TASK}
+
+#: task events are sent in lists, every EVENT_FLUSH seconds or every EVENT_BUFFER events
+EVENT_FLUSH = 0.1
+EVENT_BUFFER = 2000
+
+#: a crashed group is handed back to the broker after this backoff, doubling to the maximum
+INFRA_RETRY_MAX_DELAY = 30.0
+
+
+@dataclass
+class Ticket:
+    """One received task message, until it is acknowledged."""
+
+    task_id: str
+    name: str
+    channel: str
+    jobs: list[Any]
+    urgent: bool
+    retries: int
+    argsrepr: str
+    #: called on the loop with the outcome once every job of the message is finished
+    settle: Callable[[Ticket, BatchSummary | BaseException], None]
+    message: Any = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class Stream:
+    """The messages this worker process holds, delivered together on its event loop."""
+
+    def __init__(self, consumer: Any) -> None:
+        from worker.runtime import runtime
+
+        self.rt = runtime()
+        self.hub = consumer.hub
+        self.loop = self.rt.loop
+        # task events for Flower, sent from the loop in lists every EVENT_FLUSH seconds (one
+        # publish per message would cost as much as the rest of a one-job message's delivery)
+        self._events = _event_dispatcher(consumer)
+        self._incoming: list[Ticket] = []  # loop thread only
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._crashes = 0  # consecutive crashed groups (loop thread): the backoff
+        # messages taken by the consumer (kombu), settled in its thread (main thread only)
+        self._done: collections.deque[tuple[Ticket, BatchSummary | BaseException]] = (
+            collections.deque()
+        )
+        self.held = 0
+        self._idle = threading.Condition()
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._read_fd, False)
+        os.set_blocking(self._write_fd, False)
+        if self.hub is not None:
+            self.hub.add_reader(self._read_fd, self.drain)
+        self.fetcher: RedisFetcher | None = None
+        if self._events is not None:
+            self.loop.call_soon_threadsafe(self._flush_events_later)
+
+    # -- the consumer's thread (kombu's consumer: RabbitMQ) ---------------------------------------
+    def submit(self, ticket: Ticket) -> None:
+        """Hand a message the consumer received to the event loop; returns at once."""
+        self.held += 1
+        self.loop.call_soon_threadsafe(self._accept, ticket)
+        if self.hub is None:  # no event loop in this consumer: wait for the message here
+            self.wait(lambda: self.held > 0, timeout=None)
+
+    def _post(self, ticket: Ticket, result: BatchSummary | BaseException) -> None:
+        """(loop) Hand a finished kombu message back to the consumer's thread."""
+        self._done.append((ticket, result))
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._write_fd, b".")  # wakes the consumer's event loop
+        with self._idle:
+            self._idle.notify_all()
+
+    def drain(self) -> None:
+        """Acknowledge (or hand back) every kombu message whose jobs are finished."""
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._read_fd, 4096):
+                pass
+        finished: list[Any] = []
+        while self._done:
+            ticket, result = self._done.popleft()
+            self.held -= 1
+            if isinstance(result, BaseException):
+                ticket.message.reject(requeue=True)
+            else:
+                finished.append(ticket.message)
+        if finished:
+            acknowledge(finished)
+
+    def wait(self, busy: Callable[[], bool], timeout: float | None) -> bool:
+        """Settle finished kombu messages here until ``busy()`` is false (or the timeout)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.drain()
+            if not busy():
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            with self._idle:
+                self._idle.wait(min(left, 0.2) if left is not None else 0.2)
+
+    # -- the Redis fetcher (on the loop) -----------------------------------------------------------
+    def start_fetcher(self, broker_url: str, queues: list[str], prefetch: int) -> None:
+        """Take these queues' messages with a fetcher of our own (Redis broker only)."""
+
+        async def start() -> None:
+            client = aioredis.Redis.from_url(broker_url)
+            self.fetcher = RedisFetcher(client, queues, prefetch, self._fetched, _kombu_restore)
+            self.fetcher.start()  # its first take runs after this returns: self.fetcher is set
+
+        self.rt.run(start())
+
+    def _fetched(self, message: Fetched) -> None:
+        fetcher = self.fetcher
+        assert fetcher is not None
+        task = str(message.headers.get("task") or "")
+        channel = TASK_CHANNEL.get(task)
+        args, kwargs = _arguments(message.payload)
+        jobs = args[0] if isinstance(args, list | tuple) and len(args) == 1 else None
+        task_id = str(message.headers.get("id") or "")
+        if channel is None or kwargs or not isinstance(jobs, list):
+            log.error("batch_invalid", task=task[:100], reason="not a delivery task of a list")
+            self.loop.create_task(self.rt.states.count("poison_batches"))
+            fetcher.finished(message, ok=True)
+            return
+        self._accept(
+            Ticket(
+                task_id=task_id,
+                name=task,
+                channel=channel,
+                jobs=jobs,
+                urgent=message.priority == PRIORITY_URGENT,
+                retries=int(message.headers.get("retries") or 0),
+                argsrepr=str(message.headers.get("argsrepr") or "")[:500],
+                settle=lambda _t, result: fetcher.finished(
+                    message, ok=not isinstance(result, BaseException)
+                ),
+                message=message,
+            )
+        )
+
+    async def stop_fetcher(self, timeout: float) -> bool:
+        """Take no more messages; wait for the held ones to be finished (up to ``timeout``)."""
+        fetcher = self.fetcher
+        if fetcher is None:
+            return True
+        await fetcher.stop()
+        deadline = time.monotonic() + timeout
+        while fetcher.held and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return not fetcher.held
+
+    # -- the loop: groups, delivery, outcomes --------------------------------------------------------
+    def _accept(self, ticket: Ticket) -> None:
+        self.event(
+            "task-received",
+            uuid=ticket.task_id,
+            name=ticket.name,
+            args=ticket.argsrepr,
+            kwargs="{}",
+            retries=ticket.retries,
+        )
+        self.event("task-started", uuid=ticket.task_id)
+        self._incoming.append(ticket)
+        if len(self._incoming) == 1:
+            # every message handed over before the loop's next iteration joins this group
+            self.loop.call_soon(self._start)
+
+    def _start(self) -> None:
+        tickets, self._incoming = self._incoming, []
+        by_channel: dict[str, list[Ticket]] = {}
+        for ticket in tickets:
+            by_channel.setdefault(ticket.channel, []).append(ticket)
+        for channel, group in by_channel.items():
+            task = self.loop.create_task(self._run(channel, group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, channel: str, tickets: list[Ticket]) -> None:
+        reported: set[int] = set()
+
+        def done(i: int, result: BatchSummary | BaseException) -> None:
+            reported.add(i)
+            self._report(tickets[i], result)
+
+        wires = [wire for t in tickets for wire in t.jobs]
+        try:
+            delivery = await self.rt.adelivery(channel)
+
+            async def work() -> None:
+                results = await delivery.run_batches(
+                    [t.jobs for t in tickets], [t.urgent for t in tickets], done
+                )
+                crashed = [r for r in results if isinstance(r, BaseException)]
+                if crashed:  # the group's in-flight entry is marked expired: the reaper looks
+                    raise crashed[0]
+
+            await self.rt.states.inflight.run(wires, work)
+        except Exception as exc:
+            log.error(
+                "batch_crashed",
+                channel=channel,
+                count=len(wires),
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+            for i, ticket in enumerate(tickets):
+                if i not in reported:
+                    self._report(ticket, exc)
+
+    def _report(self, ticket: Ticket, result: BatchSummary | BaseException) -> None:
+        if isinstance(result, BaseException):
+            self._crashes += 1
+            delay = min(INFRA_RETRY_MAX_DELAY, 2.0 ** min(self._crashes, 5))
+            self.event(
+                "task-retried",
+                uuid=ticket.task_id,
+                exception=f"{type(result).__name__}: {result}"[:300],
+                traceback="",
+            )
+            self.loop.call_later(delay, ticket.settle, ticket, result)
+            return
+        self._crashes = 0
+        log.info("batch_done", channel=ticket.channel, count=len(ticket.jobs), **result.as_dict())
+        self.event(
+            "task-succeeded",
+            uuid=ticket.task_id,
+            result=repr(result.as_dict()),
+            runtime=time.monotonic() - ticket.started,
+        )
+        ticket.settle(ticket, result)
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """(loop) Buffer a task event (sent with the others every EVENT_FLUSH seconds)."""
+        if self._events is not None:
+            self._events.send(kind, **fields)
+
+    def _flush_events_later(self) -> None:
+        self._flush_events()
+        self.loop.call_later(EVENT_FLUSH, self._flush_events_later)
+
+    def _flush_events(self) -> None:
+        if self._events is not None:
+            with contextlib.suppress(Exception):  # events are best effort, as Celery's own
+                self._events.flush(errors=False, groups=True)
+
+    def close(self) -> None:
+        """Send the last events (at shutdown)."""
+
+        async def flush() -> None:
+            self._flush_events()
+
+        with contextlib.suppress(Exception):
+            self.rt.run(flush())
+
+
+def acknowledge(messages: list[Any]) -> None:
+    """Acknowledge messages; on Redis, with one pipeline for all of them.
+
+    kombu's Redis transport acknowledges a message with a round trip of its own (``ZREM`` and
+    ``HDEL`` of its unacked copy): here the same two commands of every message leave together,
+    then each message is marked acknowledged as ``Message.ack`` would.
+    """
+    qos = getattr(getattr(messages[0], "channel", None), "qos", None)
+    remove = getattr(qos, "_remove_from_indices", None)
+    if remove is None or len(messages) == 1:
+        for message in messages:
+            message.ack()
+        return
+    with qos.pipe_or_acquire() as pipe:  # type: ignore[union-attr]
+        for message in messages:
+            remove(message.delivery_tag, pipe)
+        pipe.execute()
+    for message in messages:
+        virtual_ack(qos, message.delivery_tag)
+        message._state = "ACK"
+
+
+def virtual_ack(qos: Any, delivery_tag: Any) -> None:
+    """kombu's bookkeeping of an acknowledged message (its prefetch window), without Redis."""
+    from kombu.transport.virtual.base import QoS
+
+    QoS.ack(qos, delivery_tag)
+
+
+def _event_dispatcher(consumer: Any) -> Any:
+    """A task event dispatcher of the stream's own, buffered, or None when events are off."""
+    eventer = consumer.event_dispatcher
+    if eventer is None or not eventer.enabled:
+        return None
+    return consumer.app.events.Dispatcher(
+        consumer.connection_for_write(),
+        hostname=consumer.hostname,
+        enabled=True,
+        groups=eventer.groups,
+        buffer_group=["task"],
+        buffer_limit=EVENT_BUFFER,
+        on_send_buffered=None,
+    )
+
+
+_stream: Stream | None = None
+_stream_pid = 0
+
+
+def stream_for(consumer: Any) -> Stream:
+    """This process's stream (one per worker process)."""
+    global _stream, _stream_pid
+    if _stream is None or _stream_pid != os.getpid():
+        _stream = Stream(consumer)
+        _stream_pid = os.getpid()
+    return _stream
+
+
+def strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Callable[..., None]:
+    """Celery's hook for a delivery task's messages: hand each to the stream, don't run it.
+
+    Used where kombu's consumer takes the messages (RabbitMQ); on Redis the stream's own
+    fetcher takes them (:class:`StreamStep`).
+    """
+    channel: str = task.channel
+    name: str = task.name
+
+    def handle(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **__: Any) -> None:
+        stream = stream_for(consumer)
+        headers = message.headers or {}
+        args, kwargs = _arguments(message.payload)
+        jobs = args[0] if isinstance(args, list | tuple) and len(args) == 1 else None
+        if kwargs or not isinstance(jobs, list):
+            log.error("batch_invalid", channel=channel, reason="unexpected task arguments")
+            with contextlib.suppress(Exception):
+                stream.rt.run(stream.rt.states.count("poison_batches"))
+            message.ack()
+            return
+        properties = getattr(message, "properties", None) or {}
+        stream.submit(
+            Ticket(
+                task_id=str(headers.get("id") or ""),
+                name=name,
+                channel=channel,
+                jobs=jobs,
+                urgent=properties.get("priority") == PRIORITY_URGENT,
+                retries=int(headers.get("retries") or 0),
+                argsrepr=str(headers.get("argsrepr") or "")[:500],
+                settle=stream._post,
+                message=message,
+            )
+        )
+
+    return handle
+
+
+def _arguments(payload: Any) -> tuple[Any, Any]:
+    """(args, kwargs) of a task message of protocol 2 (a list) or 1 (a dict)."""
+    if isinstance(payload, list | tuple) and len(payload) >= 2:
+        return payload[0], payload[1]
+    if isinstance(payload, dict):
+        return payload.get("args"), payload.get("kwargs")
+    return None, None
+
+
+def _kombu_restore() -> None:
+    """kombu's own restore of unacknowledged messages past the visibility timeout."""
+    from worker.app import app
+
+    with app.connection_for_write() as conn:
+        conn.default_channel.qos.restore_visible(num=100)  # type: ignore[attr-defined]
+
+
+class StreamStep(bootsteps.StartStopStep):
+    """Starts the stream's Redis fetcher; a warm shutdown waits for the messages held.
+
+    With Redis as the broker the delivery queues this worker was given are taken off kombu's
+    consumer and taken by the fetcher (worker/fetch.py); other queues (bounces) stay with kombu.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def start(self, parent: Any) -> None:
+        """Move the delivery queues from kombu's consumer to the fetcher (Redis only)."""
+        from config.settings import get_settings
+
+        settings = get_settings()
+        if not settings.broker_url.startswith(("redis://", "rediss://")):
+            return
+        delivery = set(QUEUE_CHANNEL)
+        names = [q.name for q in parent.task_consumer.queues if q.name in delivery]
+        if not names:
+            return
+        for name in names:
+            parent.task_consumer.cancel_by_queue(name)
+        stream = stream_for(parent)
+        if stream.fetcher is None:
+            stream.start_fetcher(settings.broker_url, names, settings.worker_prefetch)
+            log.info("fetcher_started", queues=names, prefetch=settings.worker_prefetch)
+
+    def shutdown(self, parent: Any) -> None:
+        """Deliver what is held (up to the claim lease); what is left comes back by itself."""
+        stream = _stream if _stream_pid == os.getpid() else None
+        if stream is None:
+            return
+        from config.settings import get_settings
+
+        lease = get_settings().claim_lease
+        fetched = stream.rt.run(stream.stop_fetcher(lease)) if stream.fetcher else True
+        held = stream.held
+        finished = stream.wait(lambda: stream.held > 0, timeout=lease) and fetched
+        stream.close()
+        log.info("stream_drained", kombu_messages=held, complete=finished)
+
+    stop = shutdown
