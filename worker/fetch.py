@@ -39,6 +39,8 @@ import redis.asyncio as aioredis
 import structlog
 from kombu.transport.redis import Channel as KombuRedisChannel
 
+from config import keys
+
 log = structlog.get_logger("maildispatch.fetch")
 
 #: the longest a fetcher waits on an empty urgent list before it looks at every list again
@@ -200,7 +202,7 @@ class RedisFetcher:
                 message = Fetched(tag, raw)
             except Exception as exc:  # poison: not a task message we can read
                 log.error("message_undecodable", error=type(exc).__name__, size=len(raw))
-                await self.redis.hincrby("md:counters", "poison_messages", 1)
+                await self.redis.hincrby(keys.COUNTERS, "poison_messages", 1)
                 self._acks.append(tag)
                 self._flush_acks_soon()
                 continue

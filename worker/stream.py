@@ -85,6 +85,7 @@ class Stream:
         self._incoming: list[Ticket] = []  # loop thread only
         self._tasks: set[asyncio.Task[None]] = set()
         self._crashes = 0  # consecutive crashed groups (loop thread): the backoff
+        self._crashed_at = 0.0
         # messages taken by the consumer (kombu), settled in its thread (main thread only)
         self._done: collections.deque[tuple[Ticket, BatchSummary | BaseException]] = (
             collections.deque()
@@ -97,6 +98,7 @@ class Stream:
         if self.hub is not None:
             self.hub.add_reader(self._read_fd, self.drain)
         self.fetcher: RedisFetcher | None = None
+        self.closed = False
         if self._events is not None:
             self.loop.call_soon_threadsafe(self._flush_events_later)
 
@@ -164,8 +166,13 @@ class Stream:
         args, kwargs = _arguments(message.payload)
         jobs = args[0] if isinstance(args, list | tuple) and len(args) == 1 else None
         task_id = str(message.headers.get("id") or "")
-        if channel is None or kwargs or not isinstance(jobs, list):
-            log.error("batch_invalid", task=task[:100], reason="not a delivery task of a list")
+        if channel is None:  # poison: a task this worker does not deliver
+            log.error("message_unknown_task", queue=message.key, task=task[:100])
+            self.loop.create_task(self.rt.states.count("poison_messages"))
+            fetcher.finished(message, ok=True)
+            return
+        if kwargs or not isinstance(jobs, list):
+            log.error("batch_invalid", channel=channel, reason="unexpected task arguments")
             self.loop.create_task(self.rt.states.count("poison_batches"))
             fetcher.finished(message, ok=True)
             return
@@ -255,7 +262,10 @@ class Stream:
 
     def _report(self, ticket: Ticket, result: BatchSummary | BaseException) -> None:
         if isinstance(result, BaseException):
-            self._crashes += 1
+            now = time.monotonic()
+            if now - self._crashed_at > 0.5:  # one more crash episode, not one per message
+                self._crashes += 1
+            self._crashed_at = now
             delay = min(INFRA_RETRY_MAX_DELAY, 2.0 ** min(self._crashes, 5))
             self.event(
                 "task-retried",
@@ -291,6 +301,7 @@ class Stream:
 
     def close(self) -> None:
         """Send the last events (at shutdown)."""
+        self.closed = True
 
         async def flush() -> None:
             self._flush_events()
@@ -442,7 +453,7 @@ class StreamStep(bootsteps.StartStopStep):
     def shutdown(self, parent: Any) -> None:
         """Deliver what is held (up to the claim lease); what is left comes back by itself."""
         stream = _stream if _stream_pid == os.getpid() else None
-        if stream is None:
+        if stream is None or stream.closed:
             return
         from config.settings import get_settings
 
@@ -453,4 +464,10 @@ class StreamStep(bootsteps.StartStopStep):
         stream.close()
         log.info("stream_drained", kombu_messages=held, complete=finished)
 
-    stop = shutdown
+    def stop(self, parent: Any) -> None:
+        """Stopping the consumer to reconnect (broker restarted) keeps the fetcher, which has a
+        connection and retries of its own; only the worker's shutdown drains the stream."""
+        from celery.worker import state
+
+        if state.should_stop is not None or state.should_terminate is not None:
+            self.shutdown(parent)
