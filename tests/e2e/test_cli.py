@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.conftest import Fleet
 from tests.integration.test_msc_delivery import wait_final
+from tests.support.queue import depth
 from tests.support.relay import Relay
 from tests.support.services import REPO
 
@@ -80,7 +81,7 @@ def test_send_batch_refuses_every_malformed_line_and_enqueues_nothing(
         assert any(
             line.startswith(f"line {number}: {field}") for line in out.stderr.splitlines()
         ), (number, field)
-    assert fleet.redis.llen("mail.msc") == 0 and fleet.redis.keys("md:job:*") == []
+    assert depth(fleet.redis, "mail.msc") == 0 and fleet.redis.keys("md:job:*") == []
 
 
 def test_send_batch_with_skip_invalid_delivers_the_valid_lines(
@@ -150,7 +151,7 @@ def test_send_refuses_header_injection(fleet: Fleet) -> None:
         "x",
     )
     assert out.returncode == 2 and "subject" in out.stderr and "CR, LF" in out.stderr
-    assert fleet.redis.llen("mail.msc") == 0
+    assert depth(fleet.redis, "mail.msc") == 0
 
 
 def test_bad_arguments_get_an_error_line_not_a_traceback(fleet: Fleet, tmp_path: Path) -> None:
@@ -170,7 +171,7 @@ def test_bad_arguments_get_an_error_line_not_a_traceback(fleet: Fleet, tmp_path:
     assert kind.returncode == 2 and "--kind must be one of" in kind.stderr
     for out in (missing, kind):
         assert "Traceback" not in out.stderr
-    assert fleet.redis.llen("mail.msc") == 0
+    assert depth(fleet.redis, "mail.msc") == 0
 
 
 def test_processes_refuse_to_start_without_a_secret_key(fleet: Fleet) -> None:

@@ -13,6 +13,7 @@ from kombu import Connection, Exchange, Queue
 from config.celery import DELIVER_TASK
 from tests.faults.conftest import MakeFleet
 from tests.support.faulty_relay import FaultyRelay
+from tests.support.queue import depth
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(90)]
 
@@ -71,7 +72,7 @@ def test_poison_is_rejected_once_logged_counted_and_the_worker_goes_on(
     # rejected once: after several visibility timeouts nothing came back
     time.sleep(6)
     assert settled() == expected
-    assert fleet.redis.llen("mail.msc") == 0 and fleet.redis.hlen("unacked") == 0
+    assert depth(fleet.redis, "mail.msc") == 0 and fleet.redis.hlen("unacked") == 0
     log = worker.text()
     events = {json.loads(line).get("event") for line in log.splitlines() if line.startswith("{")}
     for event in ("message_undecodable", "message_unknown_task", "batch_invalid", "job_invalid"):

@@ -21,7 +21,7 @@ from config import keys
 from config.settings import Settings
 from producers.client import Dispatcher
 from tests.conftest import SECRET
-from tests.support.queue import task_body
+from tests.support.queue import raw_messages, task_body
 from worker.inflight import reap
 from worker.state import JobStates
 
@@ -41,7 +41,7 @@ def wire(i: int = 0) -> dict[str, Any]:
 def queued(client: redis.Redis) -> list[str]:
     """Job ids of every batch waiting on mail.msc."""
     ids = []
-    for raw in client.lrange("mail.msc", 0, -1):
+    for raw in raw_messages(client, "mail.msc"):
         body = task_body(raw)
         ids += [j["id"] for j in body[0][0]]
     return ids

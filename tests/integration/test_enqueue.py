@@ -17,7 +17,7 @@ from config.settings import Settings
 from producers.client import Dispatcher, IdempotencyInProgress, InvalidJobs
 from producers.job import InvalidJob, Mailbox, SendJob
 from tests.conftest import SECRET
-from tests.support.queue import task_body
+from tests.support.queue import depth, raw_messages, task_body
 from tests.support.services import wait_for
 
 
@@ -40,7 +40,7 @@ def job(i: int, **overrides: object) -> dict[str, object]:
 
 def queued_jobs(client: redis.Redis, queue: str = "mail.msc") -> list[list[dict[str, object]]]:
     """The batches waiting on a queue (kombu's Redis list), decoded."""
-    return [task_body(raw)[0][0] for raw in client.lrange(queue, 0, -1)]
+    return [task_body(raw)[0][0] for raw in raw_messages(client, queue)]
 
 
 def test_send_many_publishes_full_batches(
@@ -53,7 +53,7 @@ def test_send_many_publishes_full_batches(
     state = dispatcher.status(ids[0])
     assert state is not None and state["state"] == "queued" and state["owner"] == "owner-0"
     # the task body is JSON text inside kombu's envelope, not base64 (a third smaller)
-    envelope = json.loads(redis_client.lindex("mail.msc", 0))
+    envelope = json.loads(raw_messages(redis_client, "mail.msc")[0])
     assert envelope["properties"]["body_encoding"] is None and envelope["body"].startswith("[[[{")
 
 
@@ -107,7 +107,7 @@ def test_send_is_a_batch_of_one_published_at_once(
 
 def test_task_message_shows_no_content(dispatcher: Dispatcher, redis_client: redis.Redis) -> None:
     dispatcher.send(job(1, subject="Secret subject", text="Secret body"))
-    envelope = json.loads(redis_client.lindex("mail.msc", 0))
+    envelope = json.loads(raw_messages(redis_client, "mail.msc")[0])
     headers = envelope["headers"]
     assert headers["task"] == "maildispatch.deliver.msc"
     shown = headers["argsrepr"] + headers["kwargsrepr"]
@@ -122,7 +122,7 @@ def test_invalid_jobs_enqueue_nothing(dispatcher: Dispatcher, redis_client: redi
     with pytest.raises(InvalidJobs) as info:
         dispatcher.send_many(jobs)
     assert [e.index for e in info.value.errors] == [3, 7]
-    assert redis_client.llen("mail.msc") == 0
+    assert depth(redis_client, "mail.msc") == 0
     assert redis_client.keys("md:job:*") == []
 
 
@@ -131,7 +131,7 @@ def test_idempotency_key_makes_one_job(dispatcher: Dispatcher, redis_client: red
     second = dispatcher.send(job(1, idempotency_key="order-1"))
     other_owner = dispatcher.send(job(2, idempotency_key="order-1"))
     assert first == second != other_owner
-    assert redis_client.llen("mail.msc") == 2
+    assert depth(redis_client, "mail.msc") == 2
 
 
 def test_oversize_job_is_refused(redis_url: str, redis_client: redis.Redis) -> None:
@@ -141,7 +141,7 @@ def test_oversize_job_is_refused(redis_url: str, redis_client: redis.Redis) -> N
     with pytest.raises(InvalidJob, match="text: message larger than 10000 bytes"):
         d.send(job(1, text="x" * 20_000))  # one job: its own error, not a list
     d.close()
-    assert redis_client.llen("mail.msc") == 0
+    assert depth(redis_client, "mail.msc") == 0
 
 
 def test_size_and_recipient_limits_count_bytes_and_distinct_recipients(redis_url: str) -> None:
@@ -180,7 +180,7 @@ def test_a_bad_job_after_the_first_thousand_leaves_nothing_behind(
     with pytest.raises(InvalidJobs) as info:
         dispatcher.send_many(jobs)
     assert [e.index for e in info.value.errors] == [2200]
-    assert redis_client.llen("mail.msc") == 0
+    assert depth(redis_client, "mail.msc") == 0
     assert redis_client.keys("md:job:*") == [] and redis_client.keys("md:idem:*") == []
     # and the same jobs, corrected, are accepted: their idempotency keys were released
     jobs[2200] = job(2200)
@@ -231,7 +231,7 @@ def test_a_concurrent_call_never_answers_with_a_job_that_was_not_published(
         pending = redis_client.get(key)
         with pytest.raises(IdempotencyInProgress, match="order-9"):
             second.send(job(1, idempotency_key="order-9"))  # waits 0.3 s, then gives up
-        assert redis_client.get(key) == pending and redis_client.llen("mail.msc") == 0
+        assert redis_client.get(key) == pending and depth(redis_client, "mail.msc") == 0
         # a more patient call waits, and takes the key over once the first call released it
         patient = Dispatcher(Settings(broker_url=redis_url, **config | {"idempotency_wait": 30}))  # type: ignore[arg-type]
         got: list[object] = []

@@ -19,7 +19,7 @@ from config.settings import Settings
 from producers.job import SendJob
 from tests.conftest import SECRET
 from tests.support.api import bearer, new_key, serve
-from tests.support.queue import task_body
+from tests.support.queue import raw_messages, task_body
 from worker.store import Store, open_store, repo
 from worker.store.apikeys import revoke_key
 from worker.web.app import create_app
@@ -39,7 +39,7 @@ class Api:
     def queued(self, queue: str = "mail.msc") -> list[list[dict[str, Any]]]:
         """The batches waiting on a queue: each Celery message's job list."""
         batches = []
-        for raw in self.redis.lrange(queue, 0, -1):
+        for raw in raw_messages(self.redis, queue):
             args, _kwargs, _embed = task_body(raw)
             batches.append(args[0])
         return batches

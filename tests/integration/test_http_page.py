@@ -19,6 +19,7 @@ import redis
 from config.settings import Settings
 from tests.conftest import SECRET
 from tests.support.api import bearer, new_key, serve
+from tests.support.queue import depth
 from worker.store import Store, open_store, repo
 from worker.web.app import create_app
 
@@ -145,7 +146,7 @@ def test_a_key_for_one_owner_shows_that_owner_only(site: dict[str, Any]) -> None
     for html in (asked, own):
         assert "Theirs" not in html and html.count("Resend</button>") == 2
         assert 'name="owner" value' not in html.split("</form>")[0]  # no owner field to change
-    assert peek.status_code == 404 and site["redis"].llen("mail.msc") == 0
+    assert peek.status_code == 404 and depth(site["redis"], "mail.msc") == 0
 
 
 def test_a_suppressed_recipient_can_be_allowed_again_from_the_page(site: dict[str, Any]) -> None:
@@ -196,14 +197,14 @@ def test_resend_needs_the_session_csrf_token_and_the_send_scope(site: dict[str, 
     with signed_in(site["url"], new_key(site["store"], "desk")) as desk:
         page = desk.get("/failed-sends", params={"owner": OWNER}).text
         forged = desk.post(f"/failed-sends/{row.id}/resend", data={"csrf": "x", "owner": OWNER})
-        assert forged.status_code == 403 and site["redis"].llen("mail.msc") == 0
+        assert forged.status_code == 403 and depth(site["redis"], "mail.msc") == 0
         res = desk.post(
             f"/failed-sends/{row.id}/resend", data={"csrf": csrf_of(page), "owner": OWNER}
         )
         assert res.status_code == 303
         assert res.headers["location"] == f"/failed-sends?owner={OWNER}&resent={row.id}"
         after = desk.get(res.headers["location"]).text
-    assert site["redis"].llen("mail.msc") == 1
+    assert depth(site["redis"], "mail.msc") == 1
     with site["store"].session() as session:
         new_job = repo.get_failed_send(session, row.id).resend_job_id  # type: ignore[union-attr]
     assert new_job and f"new job <code>{new_job}</code>" in after

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from producers.client import Dispatcher, make_celery
 from tests.conftest import SECRET, Fleet
+from tests.support.queue import depth
 from tests.support.relay import Relay
 from tests.support.services import REPO, wait_for
 from worker.returnpath import job_from_address
@@ -140,7 +141,7 @@ def test_redelivered_batch_does_not_send_twice(fleet: Fleet, relay: Relay) -> No
     # the broker hands the same batch out again (as after a lost ack): nothing is sent again
     wires = [{**j, "id": str(i), "channel": "msc"} for j, i in zip(jobs, ids, strict=True)]
     d.publish(wires)
-    wait_for(lambda: fleet.redis.llen("mail.msc") == 0, 30, what="queue drained")
+    wait_for(lambda: depth(fleet.redis, "mail.msc") == 0, 30, what="queue drained")
     wait_for(lambda: True, 1)
     assert sum(relay.handler.by_message_id().values()) == 20
     d.close()

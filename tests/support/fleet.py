@@ -18,6 +18,7 @@ import redis
 from config import keys
 from config.settings import Settings
 from producers.client import Dispatcher
+from tests.support.queue import depth
 from tests.support.redis_server import RedisServer
 from tests.support.services import REPO, celery_worker_args, scheduler_args, wait_for
 
@@ -157,7 +158,7 @@ class ProcFleet:
             return (
                 self.redis.zcard(keys.SCHEDULE) == 0
                 and self.redis.zcard(keys.INFLIGHT) == 0
-                and self.redis.llen("mail.msc") == 0
+                and depth(self.redis, "mail.msc") == 0
             )
 
         wait_for(drained, timeout, 0.2, "schedule, in-flight registry and queue drained")

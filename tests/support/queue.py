@@ -16,3 +16,19 @@ def task_body(raw: bytes | str | dict[str, Any]) -> list[Any]:
         body = base64.b64decode(body)
     decoded: list[Any] = json.loads(body)
     return decoded
+
+
+def lanes(queue: str) -> list[str]:
+    """kombu's Redis lists of a queue: the urgent lane (priority 0, the queue's own name), then
+    the bulk lane (priority 9) that batches are published on (config/celery.py)."""
+    return [queue, f"{queue}\x06\x169"]
+
+
+def depth(client: Any, queue: str) -> int:
+    """Messages waiting on a queue, both lanes."""
+    return sum(int(client.llen(name)) for name in lanes(queue))
+
+
+def raw_messages(client: Any, queue: str) -> list[Any]:
+    """Every message waiting on a queue (both lanes), as kombu stored it."""
+    return [raw for name in lanes(queue) for raw in client.lrange(name, 0, -1)]
