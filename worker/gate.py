@@ -15,6 +15,10 @@ import heapq
 import itertools
 
 
+class GateClosed(Exception):
+    """The worker is shutting down: a job not started yet is handed back, not delivered."""
+
+
 class Gate:
     """A semaphore whose waiters are served by (priority, arrival)."""
 
@@ -23,6 +27,7 @@ class Gate:
         self.free = size
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self.closed = False
 
     @property
     def waiting(self) -> int:
@@ -31,6 +36,8 @@ class Gate:
 
     async def acquire(self, priority: int = 1) -> None:
         """Wait for a place; ``priority`` 0 passes every waiter of priority 1."""
+        if self.closed:
+            raise GateClosed
         if self.free > 0 and not self._waiters:
             self.free -= 1
             return
@@ -51,3 +58,11 @@ class Gate:
                 future.set_result(None)
                 return
         self.free += 1
+
+    def close(self) -> None:
+        """Let no more jobs start (a warm shutdown): every waiter gets :class:`GateClosed`."""
+        self.closed = True
+        waiters, self._waiters = self._waiters, []
+        for _, _, future in waiters:
+            if not future.done():
+                future.set_exception(GateClosed())

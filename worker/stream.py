@@ -38,6 +38,7 @@ from celery import bootsteps
 from config.celery import DELIVER_TASK, PRIORITY_URGENT, QUEUE
 from worker.delivery import BatchSummary
 from worker.fetch import Fetched, RedisFetcher
+from worker.gate import GateClosed
 
 log = structlog.get_logger("maildispatch.stream")
 
@@ -198,6 +199,7 @@ class Stream:
         if fetcher is None:
             return True
         await fetcher.stop()
+        self.rt.gate.close()  # jobs not started yet are handed back with their messages
         deadline = time.monotonic() + timeout
         while fetcher.held and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -250,17 +252,24 @@ class Stream:
 
             await self.rt.states.inflight.run(wires, work)
         except Exception as exc:
-            log.error(
-                "batch_crashed",
-                channel=channel,
-                count=len(wires),
-                error=f"{type(exc).__name__}: {exc}"[:300],
-            )
+            if not isinstance(exc, GateClosed):
+                log.error(
+                    "batch_crashed",
+                    channel=channel,
+                    count=len(wires),
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                )
             for i, ticket in enumerate(tickets):
                 if i not in reported:
                     self._report(ticket, exc)
 
     def _report(self, ticket: Ticket, result: BatchSummary | BaseException) -> None:
+        if isinstance(result, GateClosed):  # shutting down: handed back, not a crash
+            self.event(
+                "task-retried", uuid=ticket.task_id, exception="worker shutdown", traceback=""
+            )
+            ticket.settle(ticket, result)
+            return
         if isinstance(result, BaseException):
             now = time.monotonic()
             if now - self._crashed_at > 0.5:  # one more crash episode, not one per message
@@ -459,6 +468,7 @@ class StreamStep(bootsteps.StartStopStep):
 
         lease = get_settings().claim_lease
         fetched = stream.rt.run(stream.stop_fetcher(lease)) if stream.fetcher else True
+        stream.rt.loop.call_soon_threadsafe(stream.rt.gate.close)
         held = stream.held
         finished = stream.wait(lambda: stream.held > 0, timeout=lease) and fetched
         stream.close()
