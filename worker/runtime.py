@@ -36,12 +36,20 @@ class Runtime:
             target=self.loop.run_forever, name="maildispatch-loop", daemon=True
         )
         self._thread.start()
-        self.store: Store = open_store(settings.database_url)
+        self._store: Store | None = None
         self._deliveries: dict[str, Delivery] = {}
         #: one gate for every channel this process delivers (worker/gate.py)
         self.gate = Gate(settings.worker_jobs)
         self.redis: aioredis.Redis = self.run(self._redis())
         self.states = JobStates(self.redis, lease=settings.claim_lease, ttl=settings.job_ttl)
+
+    @property
+    def store(self) -> Store:
+        """The Failed Sends store, opened (and upgraded) on first use, not at start: a worker
+        whose database is away still starts, takes its messages and retries them."""
+        if self._store is None:
+            self._store = open_store(self.settings.database_url)
+        return self._store
 
     async def _redis(self) -> aioredis.Redis:
         # a blocking pool waits for a free connection instead of failing a burst of claims
