@@ -69,7 +69,7 @@ def private_redis(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def stack(private_redis: str, relay: Relay, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """The Procfile's processes, each started by its own line (``sh -c``), ports via $PORT."""
+    """The Procfile's processes, each started by its own line (``sh -c``), ports from settings."""
     env = worker_env(private_redis, f"sqlite:///{tmp_path / 'store.db'}", relay.url)
     env |= {
         "MAILDISPATCH_FLOWER_BASIC_AUTH": ":".join(FLOWER_AUTH),
@@ -80,7 +80,9 @@ def stack(private_redis: str, relay: Relay, tmp_path: Path) -> Iterator[dict[str
     ports = {"api": free_port(), "flower": free_port()}
     with ExitStack() as stack:
         for name in ("api", "msc", "scheduler", "flower"):
-            proc_env = env | ({"PORT": str(ports[name])} if name in ports else {})
+            # honcho and foreman set $PORT per line; the lines listen where the README says
+            setting = f"MAILDISPATCH_{name.upper()}_PORT"
+            proc_env = env | {"PORT": "1"} | ({setting: str(ports[name])} if name in ports else {})
             stack.enter_context(
                 background(["sh", "-c", "exec " + lines[name]], proc_env, tmp_path / f"{name}.log")
             )
