@@ -52,3 +52,8 @@ def next_retry(
     if age + delay > policy.give_up_after:
         return None
     return delay
+
+
+#: a batch that an infrastructure error crashed (Redis or the database away) is run again after a
+#: backoff doubling from 1 s up to this many seconds (worker/stream.py, worker/tasks.py)
+INFRA_RETRY_MAX_DELAY = 30.0

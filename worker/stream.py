@@ -36,6 +36,7 @@ import structlog
 from celery import bootsteps
 
 from config.celery import DELIVER_TASK, PRIORITY_URGENT, QUEUE
+from config.retry import INFRA_RETRY_MAX_DELAY
 from worker.delivery import BatchSummary
 from worker.fetch import Fetched, RedisFetcher
 from worker.gate import GateClosed
@@ -49,9 +50,6 @@ QUEUE_CHANNEL = {QUEUE[channel]: channel for channel in DELIVER_TASK}
 #: task events are sent in lists, every EVENT_FLUSH seconds or every EVENT_BUFFER events
 EVENT_FLUSH = 0.1
 EVENT_BUFFER = 2000
-
-#: a crashed group is handed back to the broker after this backoff, doubling to the maximum
-INFRA_RETRY_MAX_DELAY = 30.0
 
 
 @dataclass

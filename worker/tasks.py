@@ -11,16 +11,15 @@ from celery import Task
 from celery.exceptions import Reject
 
 from config.celery import CHANNELS, DELIVER_TASK
+from config.retry import INFRA_RETRY_MAX_DELAY
 from worker.app import app
 
 log = structlog.get_logger("maildispatch.tasks")
 
 
-#: a batch that fails as a whole (Redis or the database unreachable) is retried, never dropped;
-#: per-job claims make the rerun harmless. The backoff is slept here, not left to a Celery
-#: countdown: an ETA message would wait in the broker (early redelivery on Redis, a blocked
-#: consumer on RabbitMQ quorum queues).
-INFRA_RETRY_MAX_DELAY = 30
+# a batch that fails as a whole is retried, never dropped; per-job claims make the rerun
+# harmless. The backoff is slept here, not left to a Celery countdown: an ETA message would wait
+# in the broker (early redelivery on Redis, a blocked consumer on RabbitMQ quorum queues).
 
 
 def _deliver_task(channel: str) -> Callable[..., dict[str, int]]:
