@@ -12,8 +12,16 @@ producers, Flower, kombu's own recovery and every other consumer see nothing dif
   urgent lane first (kombu's priority lists, config/celery.py), and records each in kombu's
   unacked hash and index (``[message, exchange, routing key]`` under a delivery tag of ours)
   in the same atomic call: a message is always either on its list or in the unacked hash;
+- messages of the other lanes (batches of up to ``MAILDISPATCH_BATCH_SIZE`` jobs) are taken
+  one per call, and only while the process holds fewer than twice ``MAILDISPATCH_WORKER_JOBS``
+  jobs: a process never sits on batches its neighbours could be delivering, while urgent
+  messages are still taken at once;
+- a process that holds messages takes more once a quarter of its prefetch is free, not one by
+  one as each is finished: the messages taken together are delivered as one group (one
+  in-flight registration, one suppression lookup, worker/stream.py);
 - with nothing to take it waits, without taking anything, for the urgent list to be non-empty
-  (``BLMOVE`` of the list onto itself: a no-op move that blocks), at most ``IDLE_WAIT``;
+  (``BLMOVE`` of the list onto itself: a no-op move that blocks), at most ``IDLE_WAIT``, or for
+  its held jobs to fall below the batch threshold;
 - acknowledgements of every message finished in one loop iteration leave in one pipeline;
   a message handed back (its group crashed) goes back to the front of its list;
 - the unacked index scores of held messages are renewed, so that the visibility timeout
@@ -43,8 +51,9 @@ from config import keys
 
 log = structlog.get_logger("maildispatch.fetch")
 
-#: the longest a fetcher waits on an empty urgent list before it looks at every list again
-IDLE_WAIT = 0.1
+#: the longest a fetcher waits on an empty urgent list before it looks at every list again (a
+#: batch published to an idle fleet waits this long at most)
+IDLE_WAIT = 0.03
 #: how often held messages' unacked scores are renewed, and kombu's restore is run
 RENEW_EVERY = 10.0
 RESTORE_EVERY = 10.0
@@ -54,23 +63,31 @@ PRIORITY_STEPS = (0, 3, 6, 9)
 _SEP = "\x06\x16"
 
 # KEYS: the queues' lists in the order to take from, then kombu's unacked hash and index.
-# ARGV: now, how many at most, tag prefix, then each list's routing key (its queue's name).
+# ARGV: now, how many at most, how many of them at most from lists past the urgent ones, how
+# many urgent lists, tag prefix, then each list's routing key (its queue's name).
 # -> tag, raw message, tag, raw message...: each taken message is in the unacked hash, in the
 # form kombu's restore reads ([message, exchange, routing key]), before the script returns.
 _TAKE = """
 local n = #KEYS - 2
 local unacked, index = KEYS[n + 1], KEYS[n + 2]
-local now, want, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local now, want, other, urgent = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local prefix = ARGV[5]
 local out = {}
 local taken = 0
 for i = 1, n do
   if taken >= want then break end
-  local items = redis.call('RPOP', KEYS[i], want - taken)
+  local wanted = want - taken
+  if i > urgent then
+    if other <= 0 then break end
+    wanted = math.min(wanted, other)
+  end
+  local items = redis.call('RPOP', KEYS[i], wanted)
   if items then
+    if i > urgent then other = other - #items end
     for _, raw in ipairs(items) do
       taken = taken + 1
       local tag = prefix .. taken
-      redis.call('HSET', unacked, tag, '[' .. raw .. ',"",' .. cjson.encode(ARGV[3 + i]) .. ']')
+      redis.call('HSET', unacked, tag, '[' .. raw .. ',"",' .. cjson.encode(ARGV[5 + i]) .. ']')
       redis.call('ZADD', index, now, tag)
       out[#out + 1] = tag
       out[#out + 1] = raw
@@ -93,7 +110,7 @@ return 1
 class Fetched:
     """A task message taken by the fetcher: its delivery tag, list and decoded contents."""
 
-    __slots__ = ("headers", "key", "payload", "priority", "raw", "tag")
+    __slots__ = ("headers", "jobs", "key", "payload", "priority", "raw", "tag")
 
     def __init__(self, tag: str, raw: bytes) -> None:
         self.tag = tag
@@ -106,6 +123,10 @@ class Fetched:
         queue = str((properties.get("delivery_info") or {}).get("routing_key") or "")
         self.key = _list_name(queue, _step(self.priority))
         self.payload = _body(envelope, properties)
+        args = self.payload[0] if isinstance(self.payload, list) and self.payload else None
+        jobs = args[0] if isinstance(args, list) and len(args) == 1 else None
+        #: how many jobs it carries (1 for a message the stream will refuse)
+        self.jobs = len(jobs) if isinstance(jobs, list) and jobs else 1
 
 
 def _body(envelope: dict[str, Any], properties: dict[str, Any]) -> Any:
@@ -131,9 +152,14 @@ class RedisFetcher:
         prefetch: int,
         accept: Callable[[Fetched], None],
         restore: Callable[[], None] | None = None,
+        jobs: int = 256,
     ) -> None:
         self.redis = client
         self.prefetch = prefetch
+        #: batches are taken only while fewer jobs than this are held
+        self.job_target = jobs
+        #: once messages are held, more are taken when this many are free
+        self.refill = max(1, prefetch // 4)
         self.accept = accept
         self.restore = restore
         # urgent lane of every queue first, then the other priorities, as kombu polls them
@@ -145,8 +171,10 @@ class RedisFetcher:
         self._take = client.register_script(_TAKE)
         self._give_back = client.register_script(_GIVE_BACK)
         self.held: dict[str, Fetched] = {}
+        self.held_jobs = 0
         self._room = asyncio.Event()
         self._room.set()
+        self._watch: asyncio.Task[Any] | None = None
         self._acks: list[str] = []
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -169,14 +197,15 @@ class RedisFetcher:
         failures = 0
         while not self._stopping:
             room = self.prefetch - len(self.held)
-            if room <= 0:
+            if room <= 0 or (self.held and room < self.refill):
                 self._room.clear()
                 await self._room.wait()
                 continue
+            batches = 1 if self.held_jobs < self.job_target else 0
             try:
-                got = await self._take_some(room)
+                got = await self._take_some(room, batches)
                 if not got:
-                    await self._wait_for_work()
+                    await self._wait_for_work(batches > 0)
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -189,11 +218,11 @@ class RedisFetcher:
                     log.exception("fetch_crashed", retry_in_s=delay)
                 await asyncio.sleep(delay)
 
-    async def _take_some(self, room: int) -> int:
+    async def _take_some(self, room: int, batches: int) -> int:
         prefix = f"md-{uuid.uuid4().hex}-"
         reply = await self._take(
             keys=[*self.lists, self.unacked, self.index],
-            args=[time.time(), room, prefix, *self.routing],
+            args=[time.time(), room, batches, len(self.urgent), prefix, *self.routing],
         )
         for i in range(0, len(reply), 2):
             tag = _text(reply[i])
@@ -207,20 +236,37 @@ class RedisFetcher:
                 self._flush_acks_soon()
                 continue
             self.held[tag] = message
+            self.held_jobs += message.jobs
             self.taken += 1
             self.accept(message)
         return len(reply) // 2
 
-    async def _wait_for_work(self) -> None:
-        # BLMOVE of a list onto itself, right to right, blocks until the list has a message and
-        # leaves it where it was: a wait that takes nothing
-        await self.redis.blmove(
-            self.urgent[0],
-            self.urgent[0],
-            IDLE_WAIT,  # type: ignore[arg-type]  # Redis takes a decimal timeout
-            "RIGHT",
-            "RIGHT",
-        )
+    async def _wait_for_work(self, batches: bool) -> None:
+        """Until an urgent message may be there (or IDLE_WAIT passed); while batches are held
+        back, also until held jobs fall below the threshold."""
+        if self._watch is None or self._watch.done():
+            # BLMOVE of a list onto itself, right to right, blocks until the list has a message
+            # and leaves it where it was: a wait that takes nothing. Never cancelled (that would
+            # cost its connection): a wait that ends another way leaves it to finish by itself.
+            self._watch = asyncio.get_running_loop().create_task(
+                self.redis.blmove(
+                    self.urgent[0],
+                    self.urgent[0],
+                    IDLE_WAIT,  # type: ignore[arg-type]  # Redis takes a decimal timeout
+                    "RIGHT",
+                    "RIGHT",
+                )
+            )
+            self._watch.add_done_callback(_consume)
+        if batches:
+            await asyncio.shield(self._watch)
+            return
+        self._room.clear()
+        room = asyncio.ensure_future(self._room.wait())
+        try:
+            await asyncio.wait({self._watch, room}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            room.cancel()
 
     def finished(self, message: Fetched, ok: bool) -> None:
         """A held message's jobs are finished: acknowledge it, or give it back (``ok=False``)."""
@@ -248,7 +294,7 @@ class RedisFetcher:
             # jobs are final, so the claims skip them
             log.warning("ack_failed", messages=len(tags), error=type(exc).__name__)
         for tag in tags:
-            self.held.pop(tag, None)
+            self._release(tag)
         self._room.set()
 
     async def _return(self, message: Fetched) -> None:
@@ -258,8 +304,13 @@ class RedisFetcher:
             )
         except (aioredis.RedisError, OSError) as exc:
             log.warning("give_back_failed", error=type(exc).__name__)
-        self.held.pop(message.tag, None)
+        self._release(message.tag)
         self._room.set()
+
+    def _release(self, tag: str) -> None:
+        message = self.held.pop(tag, None)
+        if message is not None:
+            self.held_jobs -= message.jobs
 
     async def _renew(self) -> None:
         last_restore = time.monotonic()
@@ -273,6 +324,12 @@ class RedisFetcher:
                 last_restore = time.monotonic()
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.restore)
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    """A finished wait's error is the next take's to meet, not asyncio's to log."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _step(priority: Any) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from typing import Any
 
 
 class GateClosed(Exception):
@@ -20,7 +21,11 @@ class GateClosed(Exception):
 
 
 class Gate:
-    """A semaphore whose waiters are served by (priority, arrival)."""
+    """A semaphore whose waiters are served by (priority, arrival).
+
+    Also a plain FIFO semaphore (``async with gate:``) where many wait: asyncio's own looks
+    through all its waiters at every acquire (``Semaphore.locked`` in Python 3.11).
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -49,6 +54,12 @@ class Gate:
             if future.done() and not future.cancelled():
                 self.release()  # given a place as it was cancelled: hand it on
             raise
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.release()
 
     def release(self) -> None:
         """Give a place back: to the first waiter by priority, or to the pool."""

@@ -147,12 +147,15 @@ class Stream:
                 self._idle.wait(min(left, 0.2) if left is not None else 0.2)
 
     # -- the Redis fetcher (on the loop) -----------------------------------------------------------
-    def start_fetcher(self, broker_url: str, queues: list[str], prefetch: int) -> None:
-        """Take these queues' messages with a fetcher of our own (Redis broker only)."""
+    def start_fetcher(self, broker_url: str, queues: list[str], prefetch: int, jobs: int) -> None:
+        """Take these queues' messages with a fetcher of our own (Redis broker only); batches
+        only while fewer than ``jobs`` jobs are held."""
 
         async def start() -> None:
             client = aioredis.Redis.from_url(broker_url)
-            self.fetcher = RedisFetcher(client, queues, prefetch, self._fetched, _kombu_restore)
+            self.fetcher = RedisFetcher(
+                client, queues, prefetch, self._fetched, _kombu_restore, jobs=jobs
+            )
             self.fetcher.start()  # its first take runs after this returns: self.fetcher is set
 
         self.rt.run(start())
@@ -283,7 +286,10 @@ class Stream:
             self.loop.call_later(delay, ticket.settle, ticket, result)
             return
         self._crashes = 0
-        log.info("batch_done", channel=ticket.channel, count=len(ticket.jobs), **result.as_dict())
+        if len(ticket.jobs) > 1:  # a one-job message: its job's outcome line says it all
+            log.info(
+                "batch_done", channel=ticket.channel, count=len(ticket.jobs), **result.as_dict()
+            )
         self.event(
             "task-succeeded",
             uuid=ticket.task_id,
@@ -454,7 +460,9 @@ class StreamStep(bootsteps.StartStopStep):
             parent.task_consumer.cancel_by_queue(name)
         stream = stream_for(parent)
         if stream.fetcher is None:
-            stream.start_fetcher(settings.broker_url, names, settings.worker_prefetch)
+            stream.start_fetcher(
+                settings.broker_url, names, settings.worker_prefetch, 2 * settings.worker_jobs
+            )
             log.info("fetcher_started", queues=names, prefetch=settings.worker_prefetch)
 
     def shutdown(self, parent: Any) -> None:

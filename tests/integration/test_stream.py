@@ -3,17 +3,21 @@ urgent lane is taken first, and the messages' unacked copies are kombu's."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
+import redis.asyncio as aioredis
 
 from producers.client import Dispatcher
 from tests.conftest import Fleet, make_settings, worker_env
 from tests.support.redis_server import RedisServer
 from tests.support.relay import Relay
 from tests.support.services import wait_for
+from worker.fetch import Fetched, RedisFetcher
 
 FINAL = {"sent", "failed", "suppressed", "bounced"}
 
@@ -70,3 +74,55 @@ def test_one_job_calls_take_the_urgent_lane(tmp_path: Path) -> None:
             client.close()
     finally:
         server.stop()
+
+
+def test_fetcher_takes_batches_by_jobs_held_and_urgent_messages_at_once(tmp_path: Path) -> None:
+    # Two worker processes share a queue of batches: one that took every batch it has room
+    # for would leave the other idle. Batches are taken while fewer jobs than the threshold
+    # are held; single sends (the urgent lane) are taken whatever is held.
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        env = worker_env(server.url, f"sqlite:///{tmp_path / 's.db'}", "smtp://127.0.0.1:9")
+        env["MAILDISPATCH_BATCH_SIZE"] = "4"
+        d = Dispatcher(make_settings(env))
+        try:
+            d.send_many([job(f"bulk{i}@example.org") for i in range(40)])  # 10 messages of 4
+            singles = [d.send(job(f"one{i}@example.org")) for i in range(5)]
+        finally:
+            d.close()
+        asyncio.run(_fetch_and_check(server.url, {str(i) for i in singles}))
+    finally:
+        server.stop()
+
+
+async def _fetch_and_check(url: str, singles: set[str]) -> None:
+    client = aioredis.Redis.from_url(url)
+    taken: list[Fetched] = []
+    fetcher = RedisFetcher(client, ["mail.msc"], prefetch=64, accept=taken.append, jobs=12)
+    fetcher.start()
+    try:
+
+        def ids(messages: list[Fetched]) -> set[str]:
+            return {str(w["id"]) for m in messages for w in m.payload[0][0]}
+
+        await _until(lambda: ids(taken) >= singles and fetcher.held_jobs >= 12)
+        await asyncio.sleep(0.3)  # time for more takes, if it were to take more
+        bulk = [m for m in taken if m.jobs > 1]
+        assert len(bulk) == 2, f"took {len(bulk)} batches of 4 for a threshold of 12 jobs (5 held singles)"
+        assert await client.llen("mail.msc\x06\x169") == 8
+        # a batch finished: the next one is taken, not before
+        fetcher.finished(bulk[0], ok=True)
+        await _until(lambda: len([m for m in taken if m.jobs > 1]) == 3)
+        assert await client.llen("mail.msc\x06\x169") == 7
+        # every message taken is in kombu's unacked hash until it is acknowledged
+        assert await client.hlen("unacked") == len(taken) - 1
+    finally:
+        await fetcher.stop()
+        await client.aclose()
+
+
+async def _until(ok: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)

@@ -24,6 +24,7 @@ from aiosmtplib.typing import Default, SMTPStatus
 
 from worker.channels.base import Envelope, Receipt
 from worker.errors import DeliveryError, PermanentError, TransientError
+from worker.gate import Gate
 
 Security = Literal["starttls", "tls", "none"]
 _ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
@@ -396,7 +397,7 @@ class SmtpPool:
         self.size = size
         self.local_hostname = local_hostname
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
-        self._slots = asyncio.Semaphore(size)
+        self._slots = Gate(size)  # FIFO; jobs of a whole group wait here
 
     def _new(self) -> aiosmtplib.SMTP:
         s = self.server
