@@ -149,10 +149,18 @@ class Delivery:
 
         async def one_batch(i: int) -> BatchSummary | BaseException:
             priority = 0 if i < len(urgent) and urgent[i] else 1
-            results = await asyncio.gather(
-                *(self._gated(priority, job, wire, suppressed) for job, wire in parsed[i]),
-                return_exceptions=True,
-            )
+            results: list[str | BaseException]
+            if len(parsed[i]) == 1:  # a single send: no second task for its one job
+                job, wire = parsed[i][0]
+                try:
+                    results = [await self._gated(priority, job, wire, suppressed)]
+                except Exception as exc:
+                    results = [exc]
+            else:
+                results = await asyncio.gather(
+                    *(self._gated(priority, job, wire, suppressed) for job, wire in parsed[i]),
+                    return_exceptions=True,
+                )
             summary = summaries[i]
             for state in results:
                 if isinstance(state, str):
