@@ -86,7 +86,10 @@ def test_pathological_report_is_parsed_in_time_proportional_to_its_size(shape: s
 
 
 def _corpus() -> list[bytes]:
-    folders = [REPO / "tests" / "data" / "bounces", REPO.parent / "shared" / "bounce-corpus" / "dev"]
+    folders = [
+        REPO / "tests" / "data" / "bounces",
+        REPO.parent / "shared" / "bounce-corpus" / "dev",
+    ]
     folders.append(Path("/work/shared/bounce-corpus/dev"))
     files = sorted({p.name: p for f in folders if f.is_dir() for p in f.glob("*.eml")}.values())
     return [p.read_bytes() for p in files]
