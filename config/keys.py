@@ -52,3 +52,14 @@ def batch(batch_id: str) -> str:
 def reaping(batch_id: str) -> str:
     """A short lock so that two schedulers do not republish the same dead batch at once."""
     return f"{PREFIX}reaping:{batch_id}"
+
+
+#: bounce reports that could not be ingested (time limit, parser crash, IMAP fetch failure):
+#: hash id -> JSON summary, hash id -> JSON task payload, sorted set of ids by time
+BOUNCE_DEAD_META = f"{PREFIX}bounces:dead:meta"
+BOUNCE_DEAD_WIRE = f"{PREFIX}bounces:dead:wire"
+BOUNCE_DEAD_INDEX = f"{PREFIX}bounces:dead"
+#: ingests in progress: hash task id -> JSON {wire, attempts}; sorted set of task ids by the
+#: time past which a run still there was killed (hard time limit, dead worker)
+BOUNCE_INGESTING = f"{PREFIX}bounces:ingesting"
+BOUNCE_INGESTING_DEADLINES = f"{PREFIX}bounces:ingesting:deadlines"

@@ -112,7 +112,18 @@ class Settings(BaseSettings):
     bounce_domain: str = "bounces.maildispatch.invalid"
     # Inbound bounces (worker/bounces/): SMTP listener, size cap, publish timeout, IMAP password
     bounce_listen: str = "127.0.0.1:2526"
-    bounce_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    # the most queued per message: a bigger report is queued with its quoted original cut when
+    # its own part fits, else refused (552); bounce-server reads at most bounce_read_max_bytes
+    bounce_max_bytes: int = Field(1024 * 1024, ge=1024)
+    bounce_read_max_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # feedback-loop (ARF) reports are sent here; None: fbl@<bounce domain>
+    bounce_fbl_address: str | None = None
+    bounce_max_connections: int = Field(100, ge=1)
+    bounce_max_connections_per_peer: int = Field(10, ge=1)
+    bounce_max_recipients: int = Field(5, ge=1, le=1000)
+    # the ingest task: soft limit (the message goes to the dead-letter store), then hard limit
+    bounce_ingest_soft_time_limit: float = 30.0
+    bounce_ingest_time_limit: float = 60.0
     bounce_publish_timeout: float = 5.0
     bounce_imap_password: SecretStr | None = None
     # PEM certificate (chain) and key: when both are set, bounce-server offers STARTTLS
@@ -189,6 +200,8 @@ class Settings(BaseSettings):
         "scheduler_interval",
         "smtp_timeout",
         "bounce_publish_timeout",
+        "bounce_ingest_soft_time_limit",
+        "bounce_ingest_time_limit",
         mode="before",
     )(_duration)
 
@@ -205,6 +218,11 @@ class Settings(BaseSettings):
         if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
             return self.broker_url
         return "redis://127.0.0.1:6379/0"
+
+    @property
+    def fbl_address(self) -> str:
+        """Where feedback-loop reports are sent (lower-cased)."""
+        return (self.bounce_fbl_address or f"fbl@{self.bounce_domain}").strip().lower()
 
     def require_secret_key(self) -> str:
         """The secret key, or a clear ConfigurationError: there is no built-in default key."""

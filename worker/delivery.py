@@ -23,7 +23,7 @@ from config.retry import next_retry, policy_for
 from config.settings import Settings
 from producers.job import SendJob
 from worker import metrics
-from worker.channels.base import Channel, Envelope, Receipt
+from worker.channels.base import Channel, Receipt
 from worker.errors import DeliveryError, PermanentError, TransientError
 from worker.gate import Gate
 from worker.logging import log_context
@@ -272,7 +272,7 @@ class Delivery:
                 date=claim.enqueued_at or None,
                 dkim_key=options.dkim_key,
             )
-            envelope = Envelope(mail_from=options.mail_from, rcpt_to=tuple(recipients))
+            envelope = options.envelope(tuple(recipients))
             receipt = await self.channel.deliver(message, envelope, account)
         except TransientError as exc:
             return await self._retry(job, wire, claim, tuple(recipients), exc)

@@ -251,11 +251,18 @@ def test_reported_recipients_must_belong_to_the_job(
     redis_url: str, redis_client: redis.Redis, sqlite_store: Store
 ) -> None:
     ingest = make_ingest(redis_url, redis_client, sqlite_store)
-    # several recipients: a report naming someone else is not believed
+    # several recipients, a token issued before return paths named the recipient: any of them
+    # could have written the report, so it is a note on the job only
     job_id, rp = sent_job(redis_client, ["a@example.org", "b@example.org"])
-    raw = render("postfix-userunknown", RETURN_PATH=rp, RECIPIENT="stranger@example.org")
-    assert ingest.handle(smtp(raw, rp)).why == "recipient_not_in_job"
+    raw = render("postfix-userunknown", RETURN_PATH=rp, RECIPIENT="b@example.org")
+    assert ingest.handle(smtp(raw, rp)).why == "legacy_token"
     assert rows(sqlite_store, job_id) == [] and suppressions(sqlite_store) == {}
+    # a recipient's own return path touches that recipient only, whatever the report names
+    a_rp = return_path(uuid.UUID(job_id), SECRET, DOMAIN, "a@example.org")
+    raw = render("postfix-userunknown", RETURN_PATH=a_rp, RECIPIENT="b@example.org")
+    assert ingest.handle(smtp(raw, a_rp)).result == "recorded"
+    assert [r["recipient"] for r in rows(sqlite_store, job_id)] == ["a@example.org"]
+    assert "b@example.org" not in str(suppressions(sqlite_store))
     # one recipient: the report is about it even when it names the forwarded address
     job_id, rp = sent_job(redis_client, ["alias@corp.example"])
     raw = render("postfix-userunknown", RETURN_PATH=rp, RECIPIENT="alias.forwarded@mail.example")

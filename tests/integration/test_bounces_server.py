@@ -22,7 +22,7 @@ import redis
 
 from tests.conftest import SECRET
 from tests.support.auth_smtpd import Pki, make_pki
-from tests.support.bounces import deliver, render
+from tests.support.bounces import deliver, forged_return_path, render
 from tests.support.queue import task_body
 from tests.support.redis_server import RedisServer
 from tests.support.services import background, free_port, port_open, wait_for
@@ -30,6 +30,8 @@ from worker.returnpath import return_path
 
 DOMAIN = "bounces.operator.test"
 MAX_BYTES = 64 * 1024
+READ_MAX_BYTES = 128 * 1024
+MAX_PER_PEER = 3
 
 
 class Server:
@@ -64,6 +66,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "MAILDISPATCH_BOUNCE_DOMAIN": DOMAIN,
         "MAILDISPATCH_BOUNCE_LISTEN": f"127.0.0.1:{port}",
         "MAILDISPATCH_BOUNCE_MAX_BYTES": str(MAX_BYTES),
+        "MAILDISPATCH_BOUNCE_READ_MAX_BYTES": str(READ_MAX_BYTES),
+        "MAILDISPATCH_BOUNCE_MAX_RECIPIENTS": "2",
+        "MAILDISPATCH_BOUNCE_MAX_CONNECTIONS_PER_PEER": str(MAX_PER_PEER),
         "MAILDISPATCH_BOUNCE_PUBLISH_TIMEOUT": "2s",
         "MAILDISPATCH_BOUNCE_TLS_CERT": str(pki.cert_file),
         "MAILDISPATCH_BOUNCE_TLS_KEY": str(pki.key_file),
@@ -94,7 +99,7 @@ def srv(server: Server) -> Server:
 
 
 def dsn(recipient: str = "gone@example.org") -> tuple[bytes, str]:
-    rp = return_path(uuid.uuid4(), SECRET, DOMAIN)
+    rp = return_path(uuid.uuid4(), SECRET, DOMAIN, recipient)
     return render("postfix-userunknown", RETURN_PATH=rp, RECIPIENT=recipient), rp
 
 
@@ -132,14 +137,69 @@ def test_recipients_outside_the_bounce_domain_are_refused(srv: Server) -> None:
         stage, code, text = deliver(srv.port, raw, rcpt)
         assert (stage, code) == ("rcpt", 550), text
     assert srv.queued() == []
-    # any address at the bounce domain is taken (fbl@, postmaster@ ...): the token is checked
-    # by the ingest task, which drops what it cannot verify
-    assert deliver(srv.port, raw, f"postmaster@{DOMAIN.upper()}")[1] == 250
+
+
+def test_only_genuine_return_paths_and_the_fbl_address_are_taken_at_rcpt(srv: Server) -> None:
+    raw, rp = dsn()
+    job = uuid.uuid4()
+    for rcpt in (
+        forged_return_path(DOMAIN),  # a well-formed token with a wrong MAC
+        return_path(job, "another-key", DOMAIN, "x@example.org"),  # signed with another key
+        f"postmaster@{DOMAIN}",  # unsigned local parts
+        f"b+{'a' * 52}@{DOMAIN}",
+        f"b+@{DOMAIN}",
+    ):
+        stage, code, text = deliver(srv.port, raw, rcpt)
+        assert (stage, code) == ("rcpt", 550), (rcpt, text)
+    assert srv.queued() == []  # refused before any data was read
+    # a genuine return path (any case), old-format (job-only) ones too, and the FBL address
+    legacy = return_path(job, SECRET, DOMAIN)
+    for rcpt in (rp.upper(), legacy, f"FBL@{DOMAIN}"):
+        assert deliver(srv.port, raw, rcpt)[:2] == ("data", 250), rcpt
+    assert len(srv.queued()) == 3
+
+
+def test_recipients_per_transaction_are_capped(srv: Server) -> None:
+    raw, _ = dsn()
+    rcpts = [return_path(uuid.uuid4(), SECRET, DOMAIN, f"r{i}@example.org") for i in range(3)]
+    stage, code, _ = deliver(srv.port, raw, *rcpts)  # MAX_RECIPIENTS = 2 for this server
+    assert (stage, code) == ("rcpt", 452)
+
+
+def test_connections_per_peer_are_capped_and_freed(srv: Server) -> None:
+    import socket
+
+    held = []
+    try:
+        for _ in range(MAX_PER_PEER):
+            sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+            assert sock.recv(512).startswith(b"220")
+            held.append(sock)
+        extra = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        assert extra.recv(512).startswith(b"421")
+        extra.close()
+    finally:
+        for sock in held:
+            sock.close()
+    raw, rp = dsn()
+    wait_for(lambda: deliver(srv.port, raw, rp)[1] == 250, 10, what="slots given back")
+
+
+def test_a_big_report_is_queued_with_its_original_cut(srv: Server) -> None:
+    raw, rp = dsn()
+    big = raw + (b"X" * 76 + b"\r\n") * (MAX_BYTES // 78 + 10)
+    assert len(big) > MAX_BYTES
+    stage, code, _ = deliver(srv.port, big, rp)
+    assert (stage, code) == ("data", 250)
+    (message,) = srv.queued()
+    queued = base64.b64decode(str(payload(message)["raw"]))
+    assert len(queued) <= MAX_BYTES and queued.startswith(b"X-Maildispatch-Truncated:")
+    assert raw.split(b"\r\n\r\n", 1)[0] in queued  # the report itself is whole
 
 
 def test_oversize_is_refused_with_552(srv: Server) -> None:
     raw, rp = dsn()
-    big = raw.replace(b"Hello!", b"") + (b"X" * 76 + b"\r\n") * (MAX_BYTES // 78 + 10)
+    big = raw.replace(b"Hello!", b"") + (b"X" * 76 + b"\r\n") * (READ_MAX_BYTES // 78 + 10)
     stage, code, _ = deliver(srv.port, big, rp)  # announced with SIZE=: refused at MAIL
     assert (stage, code) == ("mail", 552)
     stage, code, _ = deliver(srv.port, big, rp, declare_size=False)  # not announced: at DATA

@@ -14,7 +14,7 @@ from tests.conftest import SECRET, Fleet
 from tests.support.queue import depth
 from tests.support.relay import Relay
 from tests.support.services import REPO, wait_for
-from worker.returnpath import job_from_address
+from worker.returnpath import token_from_address
 
 FINAL = {"sent", "failed", "suppressed", "bounced"}
 
@@ -65,7 +65,11 @@ def test_batch_arrives_exactly_once_with_headers_and_envelope(fleet: Fleet, rela
     states = wait_final(d, ids)
     assert all(s["state"] == "sent" for s in states.values())
     counts = relay.handler.by_message_id()
-    assert len(counts) == 300 and set(counts.values()) == {1}
+    # one transaction per recipient (to, cc, bcc), each with that recipient's own return path
+    assert len(counts) == 300 and set(counts.values()) == {3}
+    envelopes = [(m.mail_from, tuple(m.rcpt_tos)) for m in relay.handler.messages]
+    assert all(len(rcpts) == 1 for _, rcpts in envelopes)
+    assert len({sender for sender, _ in envelopes}) == 900
     by_id = {str(m.message["Message-ID"]): m for m in relay.handler.messages}
     for job_id, data in zip(ids, jobs, strict=True):
         got = by_id[f"<{job_id}@mail.operator.test>"]
@@ -73,8 +77,12 @@ def test_batch_arrives_exactly_once_with_headers_and_envelope(fleet: Fleet, rela
         assert msg["From"].addresses[0].addr_spec == "support@acme.example"
         assert msg["Sender"] == "mailer@mail.operator.test"
         assert msg["Bcc"] is None and data["bcc"][0].encode() not in got.data  # type: ignore[index]
-        assert sorted(got.rcpt_tos) == sorted([data["to"][0], data["cc"][0], data["bcc"][0]])  # type: ignore[index]
-        assert job_from_address(got.mail_from, [SECRET], "bounces.operator.test") == job_id
+        wanted = sorted([data["to"][0], data["cc"][0], data["bcc"][0]])  # type: ignore[index]
+        copies = [m for m in relay.handler.messages if m.message["Message-ID"] == msg["Message-ID"]]
+        assert sorted(r for m in copies for r in m.rcpt_tos) == wanted
+        for m in copies:
+            token = token_from_address(m.mail_from, [SECRET], "bounces.operator.test")
+            assert token is not None and token.job_id == job_id and token.names(m.rcpt_tos[0])
     d.close()
 
 

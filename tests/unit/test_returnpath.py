@@ -30,3 +30,27 @@ def test_previous_key_still_verifies_after_rotation() -> None:
     job_id = uuid.uuid4()
     address = return_path(job_id, "old", "b.test")
     assert job_from_address(address, ["new", "old"], "b.test") == job_id
+
+
+def test_a_token_names_its_recipient_only() -> None:
+    from worker.returnpath import parse_token, token_from_address
+
+    job_id = uuid.uuid4()
+    a = return_path(job_id, "k1", "b.test", "Alice@Example.org")
+    b = return_path(job_id, "k1", "b.test", "bob@example.org")
+    assert a != b and len(a.split("@")[0]) <= 64
+    token = token_from_address(a, ["k1"], "b.test")
+    assert token is not None and token.job_id == job_id
+    assert token.names("alice@example.org") and not token.names("bob@example.org")
+    # the tag cannot be moved to another token: the MAC covers it
+    ta, tb = a[2:].split("@")[0], b[2:].split("@")[0]
+    assert parse_token(ta[:30] + tb[30:], ["k1"]) is None
+
+
+def test_tokens_issued_before_recipients_were_bound_name_the_job_only() -> None:
+    from worker.returnpath import parse_token
+
+    job_id = uuid.uuid4()
+    old = parse_token(make_token(job_id, "k1"), ["k1"])
+    assert old is not None and old.job_id == job_id and old.recipient_tag is None
+    assert not old.names("anyone@example.org")

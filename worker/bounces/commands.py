@@ -36,6 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = bs.add_parser("parse", help="classify saved bounce messages")
     q.add_argument("files", nargs="+", metavar="FILE")
     q.add_argument("--json", action="store_true", help="one JSON object per file")
+    d = bs.add_parser("dead", help="reports that could not be ingested (dead letters)")
+    ds = d.add_subparsers(dest="dead_action", required=True)
+    x = ds.add_parser("list", help="list the dead letters, oldest first")
+    x.add_argument("--json", action="store_true", help="one JSON object per line")
+    x = ds.add_parser("retry", help="queue a dead letter for ingest again, then remove it")
+    x.add_argument("ids", nargs="+", metavar="ID")
+    x = ds.add_parser("drop", help="remove a dead letter")
+    x.add_argument("ids", nargs="+", metavar="ID")
     p.set_defaults(handler=cmd_bounces)
 
 
@@ -84,7 +92,11 @@ def cmd_bounce_poll(args: argparse.Namespace) -> int:
 
 
 def cmd_bounces(args: argparse.Namespace) -> int:
-    """``bounces parse``: print each file's classification."""
+    """``bounces parse``: print each file's classification; ``bounces dead ...``."""
+    if args.action == "dead":
+        from worker.bounces.deadcli import dead_command
+
+        return dead_command(args)
     from worker.bounces.cli import parse_files_command
 
     return parse_files_command(list(args.files), args.json)

@@ -14,7 +14,7 @@ from . import codes
 from .hosts import find_address, is_email_address
 from .mime import boundary
 from .model import FIELD_MEMBER, Message, Record, Rising
-from .text import select, startswith_any, sweep
+from .text import append_capped, select, startswith_any, sweep
 
 __all__ = ["field", "inquire", "match", "split_original"]
 
@@ -272,10 +272,10 @@ def inquire(message: Message) -> Rising | None:
                     rec.alias = parsed[2]
             elif parsed[3] == "code":
                 rec.spec = parsed[1]
-                buffers[-1] += parsed[2] + " "
+                buffers[-1] = append_capped(buffers[-1], parsed[2] + " ")
             else:
                 if parsed[4]:
-                    buffers[-1] += " " + parsed[4] + " "
+                    buffers[-1] = append_capped(buffers[-1], " " + parsed[4] + " ")
                 apply_field(rec, parsed)
                 if kind != 1:
                     continue
@@ -297,7 +297,7 @@ def inquire(message: Message) -> Rising | None:
                 continue
             leadin.append(line)
         elif line.startswith(" "):
-            buffers[-1] += " " + sweep(line)
+            buffers[-1] = append_capped(buffers[-1], " " + sweep(line))
     if nrecipients == 0 and is_email_address(records[0].alias):
         records[0].recipient = records[0].alias
         nrecipients = 1

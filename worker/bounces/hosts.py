@@ -9,9 +9,8 @@ the sisimai development team).  Bounces quote addresses in every possible shape
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
-from .text import aligned, select
+from .text import aligned, select, short_cache
 
 __all__ = [
     "final_address",
@@ -43,7 +42,7 @@ def is_ipv4(text: str) -> bool:
     return len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts)
 
 
-@lru_cache(maxsize=8192)
+@short_cache
 def is_internet_host(host: str) -> bool:
     """Return True for a valid Internet host name (RFC 1123, TLD must not be numeric)."""
     if len(host) < 4 or len(host) > 255:
@@ -73,7 +72,7 @@ def is_domain_literal(email: str) -> bool:
     return False
 
 
-@lru_cache(maxsize=8192)
+@short_cache
 def is_email_address(email: str) -> bool:
     """Return True for something that looks like a deliverable address (lenient RFC 5322)."""
     if len(email) < 5:
@@ -137,7 +136,7 @@ def _clean(candidate: str) -> str:
     return candidate.strip(".")
 
 
-@lru_cache(maxsize=8192)
+@short_cache
 def find_address(text: str) -> str:
     """Return the first email address in ``text`` (``"Name" <a@b>``, ``a@b``, ``<a@b>:``)."""
     if len(text) < 5:
@@ -187,7 +186,7 @@ _STARTAFTER = ("generating server: ", "serveur de g", "server di generazione", "
 _EXISTUNTIL = (" did not like our ",)
 
 
-@lru_cache(maxsize=8192)
+@short_cache
 def find_host(text: str) -> str:
     """Return the (longest) Internet host name mentioned in an error message."""
     if not text:
@@ -238,7 +237,7 @@ def find_host(text: str) -> str:
 _RECEIVED_LABELS = ("from", "by", "via", "with", "id", "for")
 
 
-@lru_cache(maxsize=8192)
+@short_cache
 def _received(value: str) -> tuple[tuple[str, str], ...]:
     return tuple(_parse_received(value).items())
 

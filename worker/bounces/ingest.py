@@ -4,11 +4,14 @@ Order of steps, each of which may end the ingest:
 
 1. parse the raw message (:func:`worker.bounces.parse.parse_bounce`);
 2. find the job: the first ``b+<token>@<bounce domain>`` among the SMTP recipients, else among
-   the report's own envelope headers (Delivered-To, To ...), else (a feedback loop report sent to
-   ``fbl@...``, a forwarded mailbox) anywhere in the message. A token is only trusted when its
-   HMAC verifies under the current or a previous secret key. A token that is named but does not
-   verify is a forgery: logged and dropped, with no row, so a stranger cannot write into anyone's
-   Failed Sends;
+   the report's own envelope headers (Delivered-To, To ...), else (a forwarded mailbox) anywhere
+   in the message. A report sent to the feedback-loop address counts only through a token in
+   the original it quotes. A token is only trusted when its HMAC verifies under the current or a
+   previous secret key. A token that is named but does not verify is a forgery: logged and
+   dropped, with no row, so a stranger cannot write into anyone's Failed Sends. The token names
+   the one recipient the return path was issued for, and only that recipient is touched; a
+   token issued before recipients were bound names the job only, which is enough for a job with
+   one recipient, and only a note on the job otherwise;
 3. load the job's owner, channel, subject, identity and recipients from its Redis state hash
    (written by the producer and by the MSC delivery); only MSC jobs carry our return path;
 4. by kind: a failure becomes one Failed Send per failed recipient (kind ``bounced``), an ARF
@@ -25,13 +28,13 @@ import dataclasses
 import json
 import re
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 import structlog
+from celery.exceptions import SoftTimeLimitExceeded
 
 from config import keys
 from config.settings import Settings
@@ -39,7 +42,7 @@ from worker.bounces.enqueue import InboundMessage, envelope_domains
 from worker.bounces.model import Bounce, BounceReport
 from worker.bounces.parse import parse_bounce
 from worker.logging import log_context
-from worker.returnpath import PREFIX, job_from_address, verify_token
+from worker.returnpath import PREFIX, Token, parse_token, token_from_address
 from worker.store import Store, repo
 
 log = structlog.get_logger("maildispatch.bounces.ingest")
@@ -124,6 +127,7 @@ class Ingest:
         self.secret_keys = [settings.require_secret_key()] + [
             k.get_secret_value() for k in settings.previous_secret_keys
         ]
+        self.fbl = settings.fbl_address
         self._token_in_text = re.compile(
             rb"(?i)\bb\+([a-z2-7]{30,60})@" + re.escape(self.domain.encode())
         )
@@ -133,12 +137,14 @@ class Ingest:
         """Ingest one message; raises only when Redis or the database failed (retry then)."""
         try:
             report = parse_bounce(message.raw)
+        except SoftTimeLimitExceeded:
+            raise  # the task keeps the message (worker/bounces/tasks.py)
         except Exception:  # a parser bug: counted and logged, never retried (it would recur)
             log.exception("bounce_parse_crashed", size=len(message.raw), source=message.source)
             self.redis.hincrby(keys.COUNTERS, "bounce_parse_errors", 1)
             return Outcome("dropped", why="parse_error")
-        job_id, found_in = self.find_job(message, report)
-        if job_id is None:
+        token, found_in = self.find_job(message, report)
+        if token is None:
             log.warning(
                 "bounce_dropped",
                 why=found_in,
@@ -148,39 +154,46 @@ class Ingest:
             )
             self.redis.hincrby(keys.COUNTERS, f"bounces_{found_in}", 1)
             return Outcome("dropped", why=found_in)
-        with log_context(job_id=str(job_id), source=message.source):
-            return self._for_job(str(job_id), message, report)
+        with log_context(job_id=str(token.job_id), source=message.source):
+            return self._for_job(token, message, report)
 
-    def find_job(
-        self, message: InboundMessage, report: BounceReport
-    ) -> tuple[uuid.UUID | None, str]:
-        """The job the report is about, and where its token was found (or why there is none)."""
-        for where, addresses in (
-            ("envelope", message.rcpt_tos),
-            ("headers", report.envelope_recipients),
-        ):
+    def find_job(self, message: InboundMessage, report: BounceReport) -> tuple[Token | None, str]:
+        """The token of the report, and where it was found (or why there is none)."""
+        fbl = any(a.strip().strip("<>").lower() == self.fbl for a in message.rcpt_tos)
+        places = [] if fbl else [("envelope", message.rcpt_tos)]
+        if not fbl:
+            places.append(("headers", report.envelope_recipients))
+        for where, addresses in places:
             tokens = [a for a in addresses if self._is_token_address(a)]
             for address in tokens:
-                job_id = job_from_address(address, self.secret_keys, self.domain)
-                if job_id is not None:
-                    return job_id, where
+                token = token_from_address(address, self.secret_keys, self.domain)
+                if token is not None:
+                    return token, where
             if tokens:
                 return None, "forged_token"
-        # no return path named where it belongs: a feedback loop report to fbl@..., or a mailbox
-        # that lost Delivered-To; the original message quoted in it still carries its token
+        # no return path named where it belongs: a feedback loop report, or a mailbox that lost
+        # Delivered-To; the original message quoted in it still carries its token. A report to
+        # the feedback-loop address counts only through the quoted original.
+        text = message.raw
+        if fbl:
+            quoted = _QUOTED.search(text)
+            if quoted is None:
+                return None, "no_token"
+            text = text[quoted.start() :]
         named = False
-        for match in self._token_in_text.finditer(message.raw):
+        for match in self._token_in_text.finditer(text):
             named = True
-            job_id = verify_token(match.group(1).decode("ascii"), self.secret_keys)
-            if job_id is not None:
-                return job_id, "body"
+            token = parse_token(match.group(1).decode("ascii"), self.secret_keys)
+            if token is not None:
+                return token, "body"
         return None, "forged_token" if named else "no_token"
 
     def _is_token_address(self, address: str) -> bool:
         local, _, domain = address.strip().strip("<>").rpartition("@")
         return domain.lower() == self.domain and local.lower().startswith(PREFIX)
 
-    def _for_job(self, job_id: str, message: InboundMessage, report: BounceReport) -> Outcome:
+    def _for_job(self, token: Token, message: InboundMessage, report: BounceReport) -> Outcome:
+        job_id = str(token.job_id)
         job = self.load_job(job_id)
         if job is None:
             log.warning("bounce_job_unknown", kind=report.kind)
@@ -191,6 +204,14 @@ class Ingest:
         if report.kind == "autoreply":
             log.info("bounce_autoreply_ignored")
             return Outcome("autoreply", job_id)
+        if token.recipient_tag is None and len(job.recipients) > 1 and report.kind != "delay":
+            return self._job_only(job_id, report)
+        if token.recipient_tag is not None:
+            named = [r for r in job.recipients if token.names(r)]
+            if not named:
+                log.warning("bounce_recipient_not_in_job", why="token_recipient")
+                return Outcome("dropped", job_id, why="recipient_not_in_job")
+            job = dataclasses.replace(job, recipients=(named[0],))
         if report.kind == "feedback":
             return self._complaint(job_id, job, report)
         failed = self.failures(report, message.raw)
@@ -264,6 +285,19 @@ class Ingest:
         log.info("bounce_complaint_recorded", rows=len(rows), feedback_type=feedback)
         return Outcome("complaint", job_id, rows=len(rows), suppressed=len(reasons))
 
+    def _job_only(self, job_id: str, report: BounceReport) -> Outcome:
+        """A report through a token issued before return paths named a recipient.
+
+        Such a token was given to every recipient of the job, so any of them could have written
+        the report: it is noted on the job, and no recipient's row or suppression is written.
+        """
+        first = report.bounces[0] if report.bounces else None
+        note = f"{report.kind} {first.status} {first.reason}" if first else report.kind
+        self._mark(job_id, legacy_report_at=time.time(), legacy_report=note[:300])
+        self.redis.hincrby(keys.COUNTERS, "bounces_legacy_token", 1)
+        log.info("bounce_legacy_token_noted", kind=report.kind, recipients=len(report.bounces))
+        return Outcome("ignored", job_id, why="legacy_token")
+
     def _delayed(self, job_id: str, report: BounceReport) -> Outcome:
         first = next((b for b in report.bounces if b.action == "delayed"), None)
         note = f"{first.status} {first.reason} {first.diagnostic}" if first else "delayed"
@@ -293,11 +327,16 @@ class Ingest:
         """Pair each reported recipient with the job's recipient it stands for.
 
         A reported recipient must be one the job was sent to, so a recipient who saw the return
-        path cannot report other addresses. A single-recipient job also takes a report naming
-        another address: the mail was forwarded or the address redacted (feedback loops do).
+        path cannot report other addresses. A single-recipient job (and a report whose token
+        names its recipient: ``job`` then lists that one) also takes a report naming another
+        address: the mail was forwarded or the address redacted (feedback loops do).
         """
         pairs: list[tuple[str, Bounce]] = []
         known = {r.lower(): r for r in job.recipients}
+        bounces = list(bounces)
+        if len(known) == 1:  # the report's line for that recipient, if it has one, is the one
+            exact = [b for b in bounces if b.recipient.lower() in known]
+            bounces = exact[:1] or bounces[:1]
         for b in bounces:
             rcpt = b.recipient.lower()
             if not known or rcpt in known:

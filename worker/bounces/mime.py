@@ -13,13 +13,14 @@ from __future__ import annotations
 import base64
 import binascii
 import quopri
+from collections.abc import Callable
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 
 from .model import Message
 from .text import squeeze
 
-__all__ = ["boundary", "make_flat", "parameter", "read_message", "tidy"]
+__all__ = ["boundary", "make_flat", "parameter", "read_message", "tidy", "unfold"]
 
 # Longest body we look at: the explanation and the DSN come first, and a returned
 # original can be megabytes long; bounding the scan keeps the parser fast.
@@ -76,27 +77,7 @@ def read_message(raw: bytes) -> Message | None:
         head, body = text[:end], text[end + 2 :]
     if len(body) > MAX_BODY:
         body = body[:MAX_BODY]
-    headers: dict[str, list[str]] = {}
-    name = ""
-    for line in head.split("\n"):
-        if not line:
-            continue
-        if line[0] in " \t":
-            if name:
-                vals = headers[name]
-                cont = line.strip()
-                vals[-1] = (vals[-1] + " " + cont) if vals[-1] else cont
-            continue
-        colon = line.find(":")
-        if colon < 1:
-            name = ""
-            continue
-        key = line[:colon].strip().lower()
-        if " " in key or "authentication-" in key or key.startswith(("arc-", "dkim-")):
-            name = ""
-            continue
-        name = key
-        headers.setdefault(key, []).append(line[colon + 1 :].strip())
+    headers = unfold(head, _skip_header)
     if not headers:
         return None
     if "received" in headers:
@@ -112,6 +93,42 @@ def read_message(raw: bytes) -> Message | None:
         # A forwarded bounce: unquote the quoted lines so the decoders see the original
         body = body.replace("\n> ", "\n").replace("\n>\n", "\n\n")
     return Message(headers=headers, payload=body)
+
+
+def _skip_header(name: str) -> bool:
+    return " " in name or "authentication-" in name or name.startswith(("arc-", "dkim-"))
+
+
+def unfold(head: str, skip: Callable[[str], bool] | None = None) -> dict[str, list[str]]:
+    """Lower-cased header names to their unfolded values (RFC 5322 2.2.3), in linear time.
+
+    The pieces of a folded value are gathered in a list and joined once: appending each
+    continuation line to the value would copy it again at every line, so that a report made of
+    folded lines took time quadratic in its size. ``skip`` drops the headers it names.
+    """
+    pieces: dict[str, list[list[str]]] = {}
+    current: list[str] | None = None
+    for line in head.split("\n"):
+        if not line:
+            continue
+        if line[0] in " \t":
+            if current is not None:
+                cont = line.strip()
+                if cont:
+                    current.append(cont)
+            continue
+        colon = line.find(":")
+        if colon < 1:
+            current = None
+            continue
+        key = line[:colon].strip().lower()
+        if skip is not None and skip(key):
+            current = None
+            continue
+        value = line[colon + 1 :].strip()
+        current = [value] if value else []
+        pieces.setdefault(key, []).append(current)
+    return {k: [" ".join(p) for p in values] for k, values in pieces.items()}
 
 
 def parameter(value: str, name: str) -> str:
@@ -238,14 +255,18 @@ def _haircut(block: str) -> tuple[str, str, str]:
     if not sep or not head or "Content-Type:" not in head:
         return ("", "", "")
     ctype, cte = "", ""
+    more: list[str] = []  # continuation lines of the Content-Type, joined once (linear)
     for line in head.split("\n"):
         if line.startswith("Content-Type:"):
             value = line.split(" ", 1)[1] if " " in line else ""
             ctype = value if "boundary=" in value else value.lower()
+            more = []
         elif line.startswith("Content-Transfer-Encoding:"):
             cte = (line.split(" ", 1)[1] if " " in line else "").lower()
         elif ("boundary=" in line or "charset=" in line) and ctype:
-            ctype = squeeze(ctype + " " + line, " ")
+            more.append(line)
+    if more:
+        ctype = squeeze(" ".join([ctype, *more]), " ")
     rebuilt = "Content-Type: " + ctype + "\n"
     if cte:
         rebuilt += "Content-Transfer-Encoding: " + cte + "\n"

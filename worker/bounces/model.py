@@ -63,16 +63,38 @@ FIELD_MEMBER: dict[str, str] = {
 }
 
 
+#: longest diagnostic a record keeps (rows store 2,000 characters). Decoders append a report's
+#: lines one by one (``rec.diagnosis += " " + line``): unbounded, that copies the whole text at
+#: every line, quadratic in the report's size; capped, each append costs at most this much.
+DIAGNOSIS_MAX = 8192
+
+
 class Record:
     """A recipient being decoded (Sisimai's DeliveryMatter); mutable on purpose."""
 
-    __slots__ = (
+    MEMBERS = (
         "action",
         "agent",
         "alias",
         "command",
         "date",
         "diagnosis",
+        "feedback_type",
+        "lhost",
+        "reason",
+        "recipient",
+        "reply_code",
+        "rhost",
+        "spec",
+        "status",
+    )
+    __slots__ = (
+        "_diagnosis",
+        "action",
+        "agent",
+        "alias",
+        "command",
+        "date",
         "feedback_type",
         "lhost",
         "reason",
@@ -89,7 +111,7 @@ class Record:
         self.alias = ""
         self.command = ""
         self.date = ""
-        self.diagnosis = ""
+        self._diagnosis = ""
         self.feedback_type = ""
         self.lhost = ""
         self.reason = ""
@@ -99,6 +121,15 @@ class Record:
         self.spec = ""
         self.status = ""
 
+    @property
+    def diagnosis(self) -> str:
+        """The diagnostic text gathered so far (at most :data:`DIAGNOSIS_MAX` characters)."""
+        return self._diagnosis
+
+    @diagnosis.setter
+    def diagnosis(self, value: str) -> None:
+        self._diagnosis = value if len(value) <= DIAGNOSIS_MAX else value[:DIAGNOSIS_MAX]
+
     def get(self, member: str) -> str:
         """Return a member by name ('' for an unknown name)."""
         value: str = getattr(self, member, "")
@@ -106,7 +137,7 @@ class Record:
 
     def set(self, member: str, value: str) -> None:
         """Set a member by name; unknown names are ignored."""
-        if member in Record.__slots__:
+        if member in Record.MEMBERS:
             setattr(self, member, value)
 
 

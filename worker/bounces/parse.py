@@ -20,7 +20,7 @@ from collections.abc import Callable
 from . import arf, autoreply, codes, dsn
 from .formats import DECODERS, order_for
 from .hosts import find_address, find_host, is_email_address, is_internet_host, parse_received
-from .mime import prepare_body, read_message
+from .mime import prepare_body, read_message, unfold
 from .model import Bounce, BounceReport, Message, Record, Rising
 from .reasons import RETRY, Fact, find_reason, is_explicit, local_agent_reason
 from .rhosts import find_rhost_reason
@@ -41,6 +41,9 @@ _ENVELOPE_HEADERS = (
     "x-rcpt-to",
 )
 _RECEIVED_FOR = re.compile(r"\bfor\s+<?([^\s<>;]+@[^\s<>;]+)>?", re.IGNORECASE)
+#: recipients of one report that are classified: a return path names one recipient (a DSN for
+#: us lists one), and classifying costs up to a diagnostic's length each
+MAX_RECORDS = 100
 _ORIGINAL_KEEP = ("message-id", "subject", "from", "to", "x-maildispatch-job")
 _ORIGINAL_NAMES = {
     "message-id": "Message-ID",
@@ -80,24 +83,18 @@ def _attempt(decoder: Callable[[Message], Rising | None], message: Message) -> R
 
 
 def _original_headers(rfc822: str) -> dict[str, list[str]]:
-    headers: dict[str, list[str]] = {}
-    name = ""
+    # the header block of the quoted original: up to the first blank line after a field
+    lines: list[str] = []
+    seen = False
     for line in rfc822.split("\n"):
         line = line.rstrip("\r")
         if not line:
-            if headers:
+            if seen:
                 break
             continue
-        if line[0] in " \t":
-            if name:
-                headers[name][-1] += " " + line.strip()
-            continue
-        colon = line.find(":")
-        if colon < 1:
-            name = ""
-            continue
-        name = line[:colon].strip().lower()
-        headers.setdefault(name, []).append(line[colon + 1 :].strip())
+        seen = seen or (line[0] not in " \t" and line.find(":") > 0)
+        lines.append(line)
+    headers = unfold("\n".join(lines))
     return headers
 
 
@@ -147,7 +144,18 @@ def _diagnostic(rec: Record) -> tuple[str, str, str]:
     return sweep(text), status, reply
 
 
-def _build(rec: Record, message: Message, rfc822: dict[str, list[str]]) -> Bounce | None:
+def _received_hosts(message: Message) -> tuple[str, str]:
+    """The first and the last Internet host in the Received: headers' ``from`` parts.
+
+    Computed once per report, not once per recipient: a report with many recipients and many
+    Received: headers would otherwise take the product of both.
+    """
+    hosts = [parse_received(v).get("from", "") for v in message.headers.get("received", [])]
+    found = [h for h in hosts if is_internet_host(h)]
+    return (found[0], found[-1]) if found else ("", "")
+
+
+def _build(rec: Record, message: Message, received: tuple[str, str]) -> Bounce | None:
     if not is_email_address(rec.recipient):
         return None
     diag, status, reply = _diagnostic(rec)
@@ -159,22 +167,11 @@ def _build(rec: Record, message: Message, rfc822: dict[str, list[str]]) -> Bounc
     rhost, lhost = rec.rhost, rec.lhost
     if not rhost:
         host = find_host(rec.diagnosis)
-        if is_internet_host(host):
-            rhost = host
-        else:
-            for value in reversed(message.headers.get("received", [])):
-                cand = parse_received(value).get("from", "")
-                if is_internet_host(cand):
-                    rhost = cand
-                    break
+        rhost = host if is_internet_host(host) else received[1]
     if lhost == rhost:
         lhost = ""
     if not lhost:
-        for value in message.headers.get("received", []):
-            cand = parse_received(value).get("from", "")
-            if is_internet_host(cand):
-                lhost = cand
-                break
+        lhost = received[0]
     rhost, lhost = _clean_host(rhost), _clean_host(lhost)
     destination = rec.recipient[rec.recipient.rfind("@") + 1 :].lower()
     if not reason or reason in RETRY:
@@ -243,13 +240,13 @@ def _build(rec: Record, message: Message, rfc822: dict[str, list[str]]) -> Bounc
 
 
 def _envelope(message: Message) -> tuple[str, ...]:
-    found: list[str] = []
+    found: dict[str, None] = {}  # ordered, with constant-time membership
     for name in _ENVELOPE_HEADERS:
         for value in message.headers.get(name, []):
             for piece in value.split(","):
                 addr = find_address(piece).lower()
                 if addr and addr not in found:
-                    found.append(addr)
+                    found[addr] = None
     for value in message.headers.get("received", []):
         if " for " not in value:
             continue
@@ -257,7 +254,7 @@ def _envelope(message: Message) -> tuple[str, ...]:
         if hit:
             cand = hit.group(1).lower()
             if cand not in found and is_email_address(cand):
-                found.append(cand)
+                found[cand] = None
     return tuple(found)
 
 
@@ -315,9 +312,10 @@ def parse_bounce(raw: bytes) -> BounceReport:
         has_addresser = bool(find_address(message.header("to")))
     bounces: list[Bounce] = []
     if has_addresser:
-        for rec in rising.records:
+        received = _received_hosts(message)
+        for rec in rising.records[:MAX_RECORDS]:
             try:
-                bounce = _build(rec, message, original)
+                bounce = _build(rec, message, received)
             except (IndexError, KeyError, ValueError, TypeError, AttributeError):
                 continue  # a malformed record is dropped, the others still count
             if bounce is not None:

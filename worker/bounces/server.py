@@ -1,11 +1,21 @@
 """``maildispatch bounce-server``: inbound SMTP for the bounce domain, feeding ``mail.bounces``.
 
-It is never an open relay: a recipient outside ``MAILDISPATCH_BOUNCE_DOMAIN`` is refused at
-RCPT (550). A message over ``MAILDISPATCH_BOUNCE_MAX_BYTES`` is refused (552, announced in the
-EHLO ``SIZE`` keyword so well-behaved MTAs do not even try). The server answers 250 to DATA only
-once the broker has taken the raw message; if the broker is unreachable or slow it answers 451,
-and the sending MTA keeps the bounce and tries again later. Tokens are not checked here but by
-the ingest task, which drops forged ones.
+It faces the Internet, so it takes as little as it can:
+
+- RCPT: only a return path whose token verifies (``b+<token>@MAILDISPATCH_BOUNCE_DOMAIN``,
+  signed with the current or a previous secret key) and the feedback-loop address
+  (``MAILDISPATCH_BOUNCE_FBL_ADDRESS``) are accepted; anything else, at the bounce domain or
+  not, is refused with 550 before any data is read. A feedback report counts only when the
+  original it quotes carries a valid token (checked by the ingest task).
+- At most ``MAILDISPATCH_BOUNCE_MAX_RECIPIENTS`` per transaction, ``..._MAX_CONNECTIONS`` open
+  connections and ``..._MAX_CONNECTIONS_PER_PEER`` from one address (421 beyond).
+- It reads at most ``MAILDISPATCH_BOUNCE_READ_MAX_BYTES`` (announced in the EHLO ``SIZE``
+  keyword, 552 beyond) and queues at most ``MAILDISPATCH_BOUNCE_MAX_BYTES``: a bigger report has
+  its quoted original cut (worker/bounces/truncate.py), or is refused (552) when the report
+  itself does not fit.
+
+The server answers 250 to DATA only once the broker has taken the raw message; if the broker is
+unreachable or slow it answers 451, and the sending MTA keeps the bounce and tries again later.
 
 With ``MAILDISPATCH_BOUNCE_TLS_CERT`` and ``MAILDISPATCH_BOUNCE_TLS_KEY`` set it offers STARTTLS
 (RFC 3207): MTAs that support it send bounces, and the addresses and text they carry, encrypted.
@@ -27,10 +37,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from config.settings import ConfigurationError, Settings
 from worker.bounces.enqueue import BouncePublisher, EnqueueFailed, InboundMessage
+from worker.bounces.truncate import truncate
+from worker.returnpath import PREFIX, token_from_address
 
 log = structlog.get_logger("maildispatch.bounces.server")
-
-MAX_RECIPIENTS = 50  # a report goes to one return path; a long list is not a bounce
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -42,31 +52,51 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 class BounceHandler:
-    """aiosmtpd handler: accept the bounce domain only, 250 only after the broker took it."""
+    """aiosmtpd handler: genuine return paths and the FBL address only, 250 once queued."""
 
-    def __init__(self, domain: str, publisher: BouncePublisher) -> None:
-        self.domain = domain.lower()
+    def __init__(self, settings: Settings, publisher: BouncePublisher) -> None:
+        self.domain = settings.bounce_domain.lower()
+        self.fbl = settings.fbl_address
+        self.keys = [settings.require_secret_key()] + [
+            k.get_secret_value() for k in settings.previous_secret_keys
+        ]
+        self.max_recipients = settings.bounce_max_recipients
+        self.max_bytes = settings.bounce_max_bytes
         self.publisher = publisher
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        """Refuse every domain but ours: this server relays nothing."""
+        """Refuse every address but a verified return path and the FBL address."""
         domain = address.rpartition("@")[2].lower()
         if domain != self.domain:
-            log.info("bounce_rcpt_refused", domain=domain[:100], peer=_peer(session))
+            log.info("bounce_rcpt_refused", why="domain", domain=domain[:100], peer=_peer(session))
             return (
                 "550 5.7.1 Relay access denied: this server only accepts mail for its bounce domain"
             )
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+        if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"
+        if address.strip().lower() != self.fbl:
+            local = address.rpartition("@")[0]
+            if token_from_address(address, self.keys, self.domain) is None:
+                why = "forged_token" if local.lower().startswith(PREFIX) else "no_token"
+                log.info("bounce_rcpt_refused", why=why, peer=_peer(session))
+                return "550 5.1.1 No such return path here"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         """Enqueue the raw message; 451 (the sender retries) when the broker did not take it."""
         content = envelope.original_content or envelope.content or b""
-        raw = content if isinstance(content, bytes) else content.encode("utf-8", "surrogateescape")
+        received = (
+            content if isinstance(content, bytes) else content.encode("utf-8", "surrogateescape")
+        )
+        raw = truncate(received, self.max_bytes)
+        if raw is None:
+            log.info("bounce_too_big", size=len(received), peer=_peer(session))
+            return "552 5.3.4 Message too big: the report itself exceeds the size limit"
+        if len(raw) < len(received):
+            log.info("bounce_truncated", size=len(received), kept=len(raw), peer=_peer(session))
         message = InboundMessage(
             raw=raw,
             source="smtp",
@@ -115,6 +145,63 @@ def _peer(session: Session) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer or "")
 
 
+class ConnectionLimits:
+    """Open connections, in total and per peer address (one event loop: no lock needed)."""
+
+    def __init__(self, total: int, per_peer: int) -> None:
+        self.total = total
+        self.per_peer = per_peer
+        self.open: dict[str, int] = {}
+        self.count = 0
+
+    def take(self, peer: str) -> bool:
+        """Count a new connection from ``peer``; False when it is one too many."""
+        if self.count >= self.total or self.open.get(peer, 0) >= self.per_peer:
+            return False
+        self.count += 1
+        self.open[peer] = self.open.get(peer, 0) + 1
+        return True
+
+    def give_back(self, peer: str) -> None:
+        """A connection counted by ``take`` has closed."""
+        self.count -= 1
+        left = self.open.get(peer, 1) - 1
+        if left > 0:
+            self.open[peer] = left
+        else:
+            self.open.pop(peer, None)
+
+
+class LimitedSMTP(SMTP):
+    """aiosmtpd's SMTP protocol that answers 421 and hangs up beyond the connection limits."""
+
+    def __init__(self, limits: ConnectionLimits, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = limits
+        self._counted_peer: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Take a connection slot, or refuse the connection before any SMTP exchange."""
+        peername = transport.get_extra_info("peername")
+        peer = str(peername[0]) if isinstance(peername, tuple) and peername else str(peername)
+        if not self._limits.take(peer):
+            log.warning("bounce_connection_refused", peer=peer, open=self._limits.count)
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+            transport.close()
+            return
+        self._counted_peer = peer
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Give the slot back."""
+        if self._counted_peer is None:
+            return  # refused in connection_made: aiosmtpd never saw this connection
+        self._limits.give_back(self._counted_peer)
+        self._counted_peer = None
+        super().connection_lost(exc)
+
+
 class BounceServer:
     """The listening server; ``start`` and ``stop`` on a running event loop."""
 
@@ -123,15 +210,19 @@ class BounceServer:
         self.host, self.port = parse_listen(listen or settings.bounce_listen)
         self.tls = tls_context(settings)  # a bad certificate stops it before it connects
         self.publisher = BouncePublisher(settings)
-        self.handler = BounceHandler(settings.bounce_domain, self.publisher)
+        self.handler = BounceHandler(settings, self.publisher)
+        self.limits = ConnectionLimits(
+            settings.bounce_max_connections, settings.bounce_max_connections_per_peer
+        )
         self._server: asyncio.Server | None = None
 
     def _protocol(self) -> SMTP:
-        return SMTP(
+        return LimitedSMTP(
+            self.limits,
             self.handler,
             tls_context=self.tls,  # None: no STARTTLS in EHLO
             require_starttls=False,
-            data_size_limit=self.settings.bounce_max_bytes,
+            data_size_limit=self.settings.bounce_read_max_bytes,
             enable_SMTPUTF8=True,
             hostname=self.settings.bounce_domain,
             ident="maildispatch bounce server",
@@ -148,6 +239,9 @@ class BounceServer:
             port=self.port,
             domain=self.settings.bounce_domain,
             max_bytes=self.settings.bounce_max_bytes,
+            read_max_bytes=self.settings.bounce_read_max_bytes,
+            max_connections=self.limits.total,
+            max_connections_per_peer=self.limits.per_peer,
             starttls=self.tls is not None,
         )
 

@@ -1,18 +1,28 @@
-"""The ingest task ``maildispatch.bounces.ingest`` on ``mail.bounces``. Thin: decode, ingest."""
+"""The ingest task ``maildispatch.bounces.ingest`` on ``mail.bounces``. Thin: decode, ingest.
+
+One message never holds a worker for long: past ``MAILDISPATCH_BOUNCE_INGEST_SOFT_TIME_LIMIT``
+the run stops and the message goes to the dead-letter store (worker/bounces/deadletter.py), as
+does one the parser crashed on; past ``..._TIME_LIMIT`` Celery kills the process, and the copy
+noted when the run began is moved there by the next ingest.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from typing import Any
 
 import redis
 import structlog
 from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
 
 from config.celery import BOUNCE_TASK
 from config.settings import get_settings
 from worker.app import app
 from worker.bounces import enqueue  # noqa: F401  (its publish hook hides retried payloads too)
+from worker.bounces.deadletter import DeadLetters
 from worker.bounces.enqueue import InboundMessage
 from worker.bounces.ingest import Ingest
 
@@ -48,21 +58,51 @@ def _process_ingest() -> Ingest:
         return _ingest
 
 
-@app.task(name=BOUNCE_TASK, bind=True)
+_settings = get_settings()
+
+
+@app.task(
+    name=BOUNCE_TASK,
+    bind=True,
+    soft_time_limit=round(_settings.bounce_ingest_soft_time_limit),
+    time_limit=round(_settings.bounce_ingest_time_limit),
+)
 def ingest(self: Task, wire: Any) -> dict[str, Any]:
     """Ingest one inbound report (see worker/bounces/ingest.py)."""
     if not isinstance(wire, dict):
         log.error("bounce_invalid", why="payload is not an object")
         return {"result": "dropped", "why": "invalid_payload"}
+    worker = _process_ingest()
+    dead = DeadLetters(worker.redis)
     try:
         message = InboundMessage.from_wire(wire)
-    except ValueError as exc:  # poison: logged once, never retried
+    except ValueError as exc:  # poison: kept for the operator, never retried
         log.error("bounce_invalid", why=str(exc))
-        return {"result": "dropped", "why": "invalid_payload"}
+        entry = dead.add(wire, "invalid_payload")
+        return {"result": "dead", "why": "invalid_payload", "dead_letter": entry}
+    task_id = str(self.request.id or "")
+    deadline = time.time() + get_settings().bounce_ingest_time_limit + 30
     try:
-        outcome = _process_ingest().handle(message)
+        dead.sweep()  # runs killed by the hard time limit, kept before this one starts
+        if task_id and not dead.begin(task_id, wire, deadline):
+            log.error("bounce_ingest_killed_repeatedly", size=len(message.raw))
+            return {"result": "dead", "why": "killed"}
+        outcome = worker.handle(message)
+    except SoftTimeLimitExceeded:
+        entry = dead.add(wire, "time_limit", task_id=task_id)
+        dead.end(task_id)
+        log.error("bounce_ingest_time_limit", size=len(message.raw), dead_letter=entry)
+        return {"result": "dead", "why": "time_limit", "dead_letter": entry}
     except Exception as exc:
         delay = min(INFRA_RETRY_MAX_DELAY, 2 ** min(self.request.retries, 6))
         log.exception("bounce_ingest_crashed", retry_in_s=delay, size=len(message.raw))
+        # back to the broker: the retry is a new run, not a killed one. If Redis is what failed,
+        # the sweep may keep a copy too: a re-ingest of it changes nothing
+        with contextlib.suppress(redis.RedisError):
+            dead.end(task_id)
         raise self.retry(exc=exc, countdown=delay, max_retries=None) from exc
-    return outcome.as_dict()
+    result = outcome.as_dict()
+    if outcome.why == "parse_error":  # a parser bug: kept, to re-ingest once it is fixed
+        result |= {"result": "dead", "dead_letter": dead.add(wire, "parse_error")}
+    dead.end(task_id)
+    return result

@@ -10,27 +10,64 @@ checks that substrings appear in order).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 __all__ = [
     "aligned",
     "aligned_any",
+    "append_capped",
     "contains_any",
     "is_contained",
     "only_digits",
     "select",
+    "short_cache",
     "squeeze",
     "startswith_any",
     "sweep",
 ]
 
 
+#: longest text a decoder gathers for one field from many lines (see append_capped)
+FIELD_MAX = 8192
+
+
+_R = TypeVar("_R")
+#: longest argument short_cache keeps: a cache keyed by whole header values or error texts would
+#: hold megabytes per entry of what a hostile report sends
+CACHE_KEY_MAX = 1024
+
+
+def short_cache(func: Callable[[str], _R]) -> Callable[[str], _R]:
+    """``lru_cache`` for short arguments only; longer ones are computed and not kept."""
+    cached = functools.lru_cache(maxsize=8192)(func)
+
+    @functools.wraps(func)
+    def wrapper(text: str) -> _R:
+        return cached(text) if len(text) <= CACHE_KEY_MAX else func(text)
+
+    return wrapper
+
+
 def squeeze(text: str, char: str = " ") -> str:
     """Collapse runs of ``char`` into a single ``char``."""
-    double = char + char
-    while double in text:
-        text = text.replace(double, char)
-    return text
+    if char + char not in text:
+        return text
+    return re.sub(re.escape(char) + "{2,}", lambda _: char, text)
+
+
+def append_capped(text: str, more: str, limit: int = FIELD_MAX) -> str:
+    """``text + more`` cut at ``limit`` characters.
+
+    Decoders gather a field line by line; appending to an unbounded string copies all of it at
+    every line (quadratic in the report's size), while a capped one costs at most ``limit``.
+    """
+    if len(text) >= limit:
+        return text
+    joined = text + more
+    return joined if len(joined) <= limit else joined[:limit]
 
 
 def sweep(text: str) -> str:

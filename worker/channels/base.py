@@ -7,6 +7,7 @@ about Celery, job state or retries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -30,10 +31,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Envelope:
-    """SMTP envelope: the return path and every recipient (to, cc and bcc)."""
+    """SMTP envelope: the return path and every recipient (to, cc and bcc).
+
+    ``senders``, when given, is one return path per recipient (parallel to ``rcpt_to``): the
+    channel then sends one transaction per recipient, each with its own envelope sender.
+    """
 
     mail_from: str
     rcpt_to: tuple[str, ...]
+    senders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,14 @@ class MessageOptions:
     sender: str | None = None
     from_address: str | None = None
     dkim_key: DkimKey | None = None  # worker.message.DkimKey
+    #: a return path per recipient (VERP): set by channels whose bounces must be bound to the
+    #: recipient they were issued for (see docs/decisions.md)
+    return_path_for: Callable[[str], str] | None = None
+
+    def envelope(self, recipients: tuple[str, ...]) -> Envelope:
+        """The envelope for these recipients (one return path each when the channel asks)."""
+        senders = tuple(map(self.return_path_for, recipients)) if self.return_path_for else ()
+        return Envelope(mail_from=self.mail_from, rcpt_to=recipients, senders=senders)
 
 
 class Channel(Protocol):

@@ -1,11 +1,15 @@
 """MSC: the operator's own relay servers. We own the return path, so every bounce comes back.
 
 ``From`` is the sender's identity; ``Sender`` is at the operator's domain, whose key signs the
-message (DKIM); the envelope sender is a signed return-path token at the bounce domain.
+message (DKIM); the envelope sender is a signed return-path token at the bounce domain, one per
+recipient: a job to several recipients is sent as one transaction per recipient (as VERP senders
+do), so that a bounce or complaint can only affect the recipient it was issued for.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import itertools
 from typing import Any, ClassVar
 
@@ -13,7 +17,7 @@ from config.settings import Settings
 from producers.job import SendJob
 from worker.channels.base import Envelope, MessageOptions, OutgoingMessage, Receipt
 from worker.channels.smtppool import SmtpPool, SmtpServer
-from worker.errors import TransientError
+from worker.errors import DeliveryError, TransientError
 from worker.message import DkimKey
 from worker.returnpath import return_path
 
@@ -46,22 +50,39 @@ class MscChannel:
         self._next = itertools.cycle(range(len(self.pools)))
 
     def message_options(self, job: SendJob, account: Any) -> MessageOptions:
-        """Identity in From, operator in Sender, return-path token as envelope sender."""
+        """Identity in From, operator in Sender, a recipient's return-path token as envelope sender."""
         return MessageOptions(
-            mail_from=return_path(job.id, self.secret_key, self.bounce_domain),
+            mail_from=return_path(job.id, self.secret_key, self.bounce_domain, job.recipients[0]),
             domain=self.domain,
             sender=self.sender,
             dkim_key=self.dkim_key,
+            return_path_for=functools.partial(
+                return_path, job.id, self.secret_key, self.bounce_domain
+            ),
         )
 
     async def deliver(self, message: OutgoingMessage, envelope: Envelope, account: Any) -> Receipt:
+        """One transaction per recipient when the envelope has a return path for each."""
+        if not envelope.senders or len(envelope.rcpt_to) == 1:
+            sender = envelope.senders[0] if envelope.senders else envelope.mail_from
+            return await self._send(Envelope(sender, envelope.rcpt_to), message.data)
+        outcomes = await asyncio.gather(
+            *(
+                self._send(Envelope(sender, (rcpt,)), message.data)
+                for sender, rcpt in zip(envelope.senders, envelope.rcpt_to, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        return merge(envelope.rcpt_to, outcomes)
+
+    async def _send(self, envelope: Envelope, data: bytes) -> Receipt:
         """Send through the next relay; a relay that cannot be reached fails over to the next."""
         start = next(self._next)
         last: TransientError | None = None
         for i in range(len(self.pools)):
             pool = self.pools[(start + i) % len(self.pools)]
             try:
-                return await pool.send(envelope, message.data)
+                return await pool.send(envelope, data)
             except TransientError as exc:
                 if exc.reply_code is not None:  # the relay answered: do not try it elsewhere
                     raise
@@ -73,3 +94,40 @@ class MscChannel:
         """Close every relay's connections."""
         for pool in self.pools:
             await pool.close()
+
+
+def merge(recipients: tuple[str, ...], outcomes: list[Receipt | BaseException]) -> Receipt:
+    """One receipt for the job from its per-recipient transactions.
+
+    As for one transaction, a job none of whose recipients was accepted raises the error when
+    every transaction failed the same way (all transient: the job is retried as a whole);
+    otherwise each recipient keeps its own answer in ``refused``.
+    """
+    refused: dict[str, DeliveryError] = {}
+    accepted: list[Receipt] = []
+    errors: list[DeliveryError] = []
+    for rcpt, outcome in zip(recipients, outcomes, strict=True):
+        if isinstance(outcome, DeliveryError):
+            errors.append(outcome)
+            refused[rcpt] = outcome
+        elif isinstance(outcome, BaseException):
+            raise outcome  # a bug, or a cancellation: not a delivery outcome
+        else:
+            refused.update(outcome.refused)
+            if rcpt not in outcome.refused:
+                accepted.append(outcome)
+    same = errors and all(type(e) is type(errors[0]) for e in errors)
+    if (
+        not accepted
+        and len(errors) == len(recipients)
+        and same
+        and (isinstance(errors[0], TransientError) or len({e.text for e in errors}) == 1)
+    ):
+        raise errors[0]
+    first = accepted[0] if accepted else None
+    return Receipt(
+        reply_code=first.reply_code if first else None,
+        text=first.text if first else "all recipients refused",
+        provider_id=first.provider_id if first else None,
+        refused=refused,
+    )

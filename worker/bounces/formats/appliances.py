@@ -8,7 +8,7 @@ from ..dsn import apply_field, field, match, split_original
 from ..hosts import find_address, is_email_address
 from ..mime import boundary
 from ..model import Message, Rising
-from ..text import aligned, contains_any, first_reason, is_contained, select, sweep
+from ..text import FIELD_MAX, aligned, contains_any, first_reason, is_contained, select, sweep
 from .base import DsnFields, Records
 
 __all__ = [
@@ -151,7 +151,7 @@ def imailserver(msg: Message) -> Rising | None:
         ("spamdetected", ("Blacklisted URL in message",)),
         ("expired", ("Delivery failed ",)),
     )
-    alternates = " ".join(buffer)
+    alternates = " ".join(buffer)[:FIELD_MAX]  # added to every record: bounded
     for rec in recs.items:
         rec.diagnosis = sweep((alternates + " " + rec.diagnosis).replace("\n", " "))
         rec.command = codes.find_command(rec.diagnosis)

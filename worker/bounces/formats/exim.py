@@ -7,7 +7,7 @@ from ..dsn import field, match, split_original
 from ..hosts import find_address, find_host, is_email_address, parse_received
 from ..mime import boundary
 from ..model import FIELD_MEMBER, Message, Rising
-from ..text import contains_any, select, squeeze, sweep
+from ..text import append_capped, contains_any, select, squeeze, sweep
 from .base import Records
 
 __all__ = ["decode"]
@@ -171,7 +171,7 @@ def decode(msg: Message) -> Rising | None:
                 if line.startswith("Content-Type: message/delivery-status"):
                     nextcursor = True
                 if line.startswith(" "):
-                    another[-1] += line + " "
+                    another[-1] = append_capped(another[-1], line + " ")
         elif len(recs.items) == recs.count or line.startswith("  "):
             v.diagnosis += " " + line
     if recs.count:

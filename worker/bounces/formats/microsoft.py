@@ -6,7 +6,7 @@ from .. import codes
 from ..dsn import split_original
 from ..hosts import find_address, find_host, is_email_address, is_internet_host
 from ..model import Message, Rising
-from ..text import aligned, contains_any, select, startswith_any, sweep
+from ..text import aligned, append_capped, contains_any, select, startswith_any, sweep
 from .base import Records
 
 __all__ = ["exchange2003", "exchange2007"]
@@ -167,7 +167,7 @@ def exchange2003(msg: Message) -> Rising | None:
                     statuspart = True
                     rec.diagnosis += " " + line
                 else:
-                    another[-1] += " " + line
+                    another[-1] = append_capped(another[-1], " " + line)
         elif startswith_any(line, ("  To:  ", "      To: ")):
             if not conn[0]:
                 conn[0] = select(line, " To:", None)

@@ -8,7 +8,7 @@ from .. import codes
 from ..dsn import split_original
 from ..hosts import find_address
 from ..model import Message, Rising
-from ..text import aligned, only_digits, select, sweep
+from ..text import aligned, append_capped, only_digits, select, sweep
 from .base import RFC822_PARTS, DsnFields, Records
 
 __all__ = ["postfix", "transcript"]
@@ -50,7 +50,7 @@ def transcript(text: str, client: str = ">>>", server: str = "<<<") -> list[Exch
         elif line.startswith(server):
             lines.append("<<< " + line[len(server) :].lstrip(" "))
         elif lines:
-            lines[-1] += " " + line
+            lines[-1] = append_capped(lines[-1], " " + line)
     session: list[Exchange] = []
     for line in lines:
         if line.startswith(">>> "):
@@ -133,7 +133,7 @@ def postfix(msg: Message) -> Rising | None:
                 if cv:
                     commandset.append(cv)
                 if another.get("diagnosis"):
-                    another["diagnosis"] += " " + line
+                    another["diagnosis"] = append_capped(another["diagnosis"], " " + line)
             elif aligned(line, ("<", "@", ">", "(expanded from <", "):")):
                 another["recipient"] = find_address(select(line, "<", "> "))
                 another["alias"] = find_address(select(line, "(expanded from ", "):"))
@@ -146,7 +146,9 @@ def postfix(msg: Message) -> Rising | None:
             elif "--- Delivery report unavailable ---" in line:
                 nomessages = True
             elif another.get("diagnosis") and line.startswith("    "):
-                another["diagnosis"] += " " + line[4:].strip(" ")
+                another["diagnosis"] = append_capped(
+                    another["diagnosis"], " " + line[4:].strip(" ")
+                )
     if not recs.count:
         if another.get("recipient"):
             recs.add(another["recipient"])
