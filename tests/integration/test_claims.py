@@ -38,6 +38,13 @@ def wire(i: int = 0) -> dict[str, Any]:
     }
 
 
+def enqueued(client: redis.Redis, *jobs: dict[str, Any]) -> None:
+    """Record jobs as a producer does before publishing them (a claim of a job without state
+    finds it vanished)."""
+    for j in jobs:
+        client.hset(keys.job(j["id"]), mapping={"state": "queued", "owner": j["owner"]})
+
+
 def queued(client: redis.Redis) -> list[str]:
     """Job ids of every batch waiting on mail.msc."""
     ids = []
@@ -69,6 +76,7 @@ def test_a_dead_holders_jobs_are_republished_and_resent_as_uncertain(
     redis_url: str, redis_client: redis.Redis, dispatcher: Dispatcher
 ) -> None:
     jobs = [wire(i) for i in range(3)]
+    enqueued(redis_client, *jobs)
 
     async def scenario(client: aioredis.Redis) -> None:
         holder = JobStates(client, lease=0.3, ttl=3600)
@@ -82,7 +90,6 @@ def test_a_dead_holders_jobs_are_republished_and_resent_as_uncertain(
             await holder.finish(jobs[1]["id"], "sent")
             await release.wait()
 
-        redis_client.hset(keys.job(jobs[2]["id"]), "state", "queued")
         work = asyncio.create_task(holder.inflight.run(jobs, deliver))
         await asyncio.sleep(0.1)
         # a redelivered copy while the holder lives and renews its lease: busy, however long
@@ -110,6 +117,7 @@ def test_a_crashed_batch_is_reaped_at_once(
     redis_url: str, redis_client: redis.Redis, dispatcher: Dispatcher
 ) -> None:
     jobs = [wire()]
+    enqueued(redis_client, *jobs)
 
     async def scenario(client: aioredis.Redis) -> None:
         states = JobStates(client, lease=60, ttl=3600)
@@ -136,6 +144,7 @@ def test_a_finished_batch_leaves_nothing_in_redis(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     jobs = [wire()]
+    enqueued(redis_client, *jobs)
 
     async def scenario(client: aioredis.Redis) -> None:
         states = JobStates(client, lease=60, ttl=3600)
@@ -156,6 +165,7 @@ def test_a_finished_batch_leaves_nothing_in_redis(
 
 def test_a_stale_copy_does_not_run_a_retry_early(redis_url: str, redis_client: redis.Redis) -> None:
     job = wire()
+    enqueued(redis_client, job)
 
     async def scenario(client: aioredis.Redis) -> None:
         states = JobStates(client, lease=60, ttl=3600)
@@ -174,6 +184,7 @@ def test_a_job_rescheduled_while_being_published_stays_scheduled(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     job = wire()
+    enqueued(redis_client, job)
 
     async def scenario(client: aioredis.Redis) -> None:
         states = JobStates(client, lease=60, ttl=3600)
@@ -195,6 +206,7 @@ def test_a_job_rescheduled_while_being_published_stays_scheduled(
 
 def test_published_removes_what_it_published(redis_url: str, redis_client: redis.Redis) -> None:
     job = wire()
+    enqueued(redis_client, job)
 
     async def scenario(client: aioredis.Redis) -> None:
         states = JobStates(client, lease=60, ttl=3600)
@@ -211,6 +223,7 @@ def test_deferral_uses_no_attempt_and_no_give_up_time(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     job = wire()
+    enqueued(redis_client, job)
 
     async def scenario(client: aioredis.Redis) -> None:
         states = JobStates(client, lease=60, ttl=3600)
