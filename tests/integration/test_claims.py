@@ -242,3 +242,39 @@ def test_deferral_uses_no_attempt_and_no_give_up_time(
         assert counters[b"deferred"] == b"1" and counters[b"deferred:domain"] == b"1"
 
     run(redis_url, scenario)
+
+
+def test_a_wait_beyond_the_ttl_keeps_state_and_payload_until_due(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    retried, deferred = wire(), wire()
+    enqueued(redis_client, retried, deferred)
+
+    async def scenario(client: aioredis.Redis) -> None:
+        states = JobStates(client, lease=60, ttl=3600)  # an hour of TTL, waits of a day
+        day = time.time() + 86400
+        for job in (retried, deferred):
+            await states.claim(job["id"], "acme", "msc")
+        await states.schedule_retry(retried["id"], retried, day, None, last_error="451")
+        await states.defer(deferred["id"], deferred, day, "domain:example.org")
+        for job in (retried, deferred):
+            for name in (keys.job(job["id"]), keys.payload(job["id"])):
+                assert await client.ttl(name) >= 86400 + 3600 - 5, name
+
+    run(redis_url, scenario)
+
+
+def test_a_job_without_state_is_claimed_as_vanished_once(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    job = wire()
+
+    async def scenario(client: aioredis.Redis) -> None:
+        states = JobStates(client, lease=60, ttl=3600)
+        assert (await states.claim(job["id"], "acme", "msc")).decision == "vanished"
+        # a concurrent copy while the first records it: busy, not a second Failed Send
+        assert (await states.claim(job["id"], "acme", "msc")).decision == "busy"
+        await states.finish(job["id"], "failed", last_error="vanished")
+        assert (await states.claim(job["id"], "acme", "msc")).decision == "done"
+
+    run(redis_url, scenario)
