@@ -36,6 +36,7 @@ from config.settings import Settings, get_settings
 from producers.enqueue import Backoff, QueuedStates, retrying, ttl_until_due, undo
 from producers.errors import EnqueueFailed, InvalidJobs, JobIdsTaken, JobIdTaken
 from producers.job import Channel, FieldError, InvalidJob, SendJob, parse_job
+from producers.publishing import NotPublished, publish_all
 
 __all__ = [
     "Dispatcher",
@@ -271,23 +272,6 @@ def _wire(entry: Entry, channel: str) -> dict[str, Any]:
     return job_wire(job, job_id)
 
 
-class _Interrupted(Exception):
-    """Publishing stopped at an error; ``done`` tasks are known to be written."""
-
-    def __init__(self, done: int, error: Exception) -> None:
-        super().__init__(str(error))
-        self.done = done
-        self.error = error
-
-
-class _NotPublished(Exception):
-    """Publishing failed past the retry bound; ``job_ids`` are the jobs not known to be out."""
-
-    def __init__(self, job_ids: set[str]) -> None:
-        super().__init__(f"{len(job_ids)} job(s) not published")
-        self.job_ids = job_ids
-
-
 def _state_fields(job: SendJob, ttl: float, now: float) -> tuple[Any, ...]:
     """What a job's queued state records (see producers/enqueue.py QUEUED), with its TTL: after
     its ``send_at`` when it has one, so that scheduled mail outlives the wait."""
@@ -444,11 +428,12 @@ class Dispatcher:
             # one job, as a service sends per user action: the urgent lane (config/celery.py)
             urgent = len(accepted) - len(later) == 1
             self._publish_groups(groups, progress, urgent=urgent, backoff=backoff)
-        except _NotPublished as exc:
+        except NotPublished as exc:
             # some batches are on the queue: those jobs keep their state and are answered
             states.close()
-            self._partly_enqueued(accepted, ids, exc.job_ids, states.nonce, now, claimed)
-            raise AssertionError("unreachable") from None  # _partly_enqueued raises
+            raise self._partly_enqueued(
+                accepted, ids, exc.job_ids, states.nonce, now, claimed
+            ) from exc.__cause__
         except BaseException:
             states.close()
             self._forget([job for _, job, _ in accepted], states.nonce)
@@ -466,10 +451,10 @@ class Dispatcher:
         nonce: str,
         now: float,
         claimed: set[str],
-    ) -> None:
-        """Publishing failed past the retry bound after some batches went out: the jobs not
-        published are withdrawn (their keys released), and :class:`EnqueueFailed` names which
-        ids were enqueued."""
+    ) -> EnqueueFailed:
+        """Publishing failed past the retry bound, maybe after some batches went out: the jobs
+        not published are withdrawn (their keys released); the error names which were
+        enqueued."""
         backoff = Backoff(self.settings.enqueue_retry_for)
         lost = [j for _, j, i in accepted if i in failed]
         kept = [j for _, j, i in accepted if i not in failed]
@@ -481,9 +466,7 @@ class Dispatcher:
                 self._settle(kept, now, backoff)
         except redis.RedisError:
             log.exception("enqueue_undo_failed", not_enqueued=len(lost))
-        raise EnqueueFailed(
-            [None if str(i) in failed else i for i in ids], [j.id for j in lost]
-        ) from None
+        return EnqueueFailed([None if str(i) in failed else i for i in ids], [j.id for j in lost])
 
     def _validate_chunk(
         self, given: Sequence[JobInput], start: int, errors: list[InvalidJob]
@@ -513,7 +496,10 @@ class Dispatcher:
             owner = wire["owner"]
             key = _batch_key(wire["channel"], owner)
             groups.setdefault(key, []).append((wire["id"], owner, wire, None))
-        self._publish_groups(groups, progress)
+        try:
+            self._publish_groups(groups, progress)
+        except NotPublished as exc:  # the scheduler's or reaper's next round publishes them
+            raise exc.__cause__ or exc from None
 
     def _publish_groups(
         self,
@@ -522,85 +508,41 @@ class Dispatcher:
         urgent: bool = False,
         backoff: Backoff | None = None,
     ) -> None:
-        """Each group's jobs (id, owner, queue form) as batch tasks of at most batch_size jobs.
-
-        A transient broker error is retried (the batches not known to be written go out again:
-        a second copy of a batch is harmless, claims decide) until ``backoff``'s deadline; then
-        :class:`_NotPublished` names the jobs of every batch not known to be on the queue.
-        """
-        tasks = [
-            (channel, chunk)
-            for (channel, _), group in groups.items()
-            for chunk in batches(group, self.settings.batch_size)
-        ]
+        """Each group's jobs (id, owner, queue form) as batch tasks of at most batch_size jobs;
+        transient broker errors retried, else :class:`NotPublished` (producers/publishing.py)."""
+        size = self.settings.batch_size
+        tasks = [(ch, chunk) for (ch, _), group in groups.items() for chunk in batches(group, size)]
         backoff = backoff or Backoff(self.settings.enqueue_retry_for)
-        done = 0
-        while done < len(tasks):
-            try:
-                done = self._publish_tasks(tasks, done, progress, urgent)
-            except _Interrupted as stop:
-                done = stop.done
-                try:
-                    backoff.wait(stop.error)
-                except BaseException:
-                    log.warning("publish_failed", batches=len(tasks), published=done)
-                    raise _NotPublished(
-                        {e[0] for _, chunk in tasks[done:] for e in chunk}
-                    ) from stop.error
+        priority = PRIORITY_URGENT if urgent else PRIORITY_BULK
 
-    def _publish_tasks(
-        self,
-        tasks: Sequence[tuple[str, list[Entry]]],
-        start: int,
-        progress: Progress | None,
-        urgent: bool,
-    ) -> int:
-        """Publish ``tasks[start:]``; returns how many tasks are written (all of them), or
-        raises :class:`_Interrupted` with how many were known to be before the error."""
-        # Straight to the channel's queue through the default exchange (the queue's name is the
-        # routing key): on Redis, kombu would otherwise read the exchange's bindings back with
-        # one round trip per message. On Redis the messages are also written in pipelines of
-        # PUBLISH_PIPELINE, flushed here only (kombu's own flush point is set beyond it), so
-        # that the tasks written are known when one fails; RabbitMQ publishes each at once,
-        # with its confirm. ``progress`` hears of jobs once they are written.
-        done = start
-        try:
-            with (
-                self.celery.producer_or_acquire() as producer,
-                producer.batch(max_size=PUBLISH_PIPELINE * 4) as pipeline,
-            ):
-                for n in range(start, len(tasks)):
-                    channel, chunk = tasks[n]
-                    queue = QUEUE[channel]
-                    self.celery.send_task(
-                        DELIVER_TASK[channel],
-                        args=(_encode(chunk, channel),),
-                        queue=queue,
-                        exchange="",
-                        routing_key=queue,
-                        producer=producer,
-                        priority=PRIORITY_URGENT if urgent else PRIORITY_BULK,
-                        argsrepr=_argsrepr(
-                            [e[0] for e in chunk[:3]],
-                            {e[1] for e in chunk},
-                            channel,
-                            len(chunk),
-                        ),
-                        kwargsrepr="{}",
-                    )
-                    if (n + 1 - start) % PUBLISH_PIPELINE == 0 or n + 1 == len(tasks):
-                        pipeline.flush()
-                        if progress:
-                            progress(sum(len(c) for _, c in tasks[done : n + 1]))
-                        done = n + 1
-        except Exception as exc:
-            raise _Interrupted(done, exc) from exc
-        return done
+        def send(producer: Any, channel: str, chunk: Sequence[Any]) -> None:
+            # Straight to the channel's queue through the default exchange (the queue's name is
+            # the routing key): on Redis, kombu would otherwise read the exchange's bindings
+            # back with one round trip per message
+            queue = QUEUE[channel]
+            self.celery.send_task(
+                DELIVER_TASK[channel],
+                args=(_encode(chunk, channel),),
+                queue=queue,
+                exchange="",
+                routing_key=queue,
+                producer=producer,
+                priority=priority,
+                argsrepr=_argsrepr(
+                    [e[0] for e in chunk[:3]], {e[1] for e in chunk}, channel, len(chunk)
+                ),
+                kwargsrepr="{}",
+            )
 
-    def _resolve_channels(self, jobs: list[SendJob], backoff: Backoff) -> list[SendJob]:
+        publish_all(self.celery, tasks, send, progress, backoff, PUBLISH_PIPELINE)
+
+    def _resolve_channels(
+        self, jobs: list[SendJob], backoff: Backoff | None = None
+    ) -> list[SendJob]:
         owners = sorted({j.owner for j in jobs if j.channel is None})
         if not owners:
             return jobs
+        backoff = backoff or Backoff(self.settings.enqueue_retry_for)
         prefs = retrying(lambda: self.redis.hmget(keys.PREFERRED_CHANNEL, owners), backoff)
         chosen = {
             o: Channel(_text(p)) if p else Channel.MSC for o, p in zip(owners, prefs, strict=True)
