@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -232,17 +233,38 @@ class JobStates:
         }
         mapping |= {k: _field(v) for k, v in fields.items() if v is not None}
         ttl = ttl_until_due(self.ttl, due, time.time())  # kept until due, then the usual TTL
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.payload(job_id), json.dumps(wire), ex=ttl)
-        pipe.hset(keys.job(job_id), mapping=mapping)
-        if pending:
-            pipe.hset(keys.job(job_id), "pending", json.dumps(list(pending)))
-        else:
-            pipe.hdel(keys.job(job_id), "pending")
-        pipe.hdel(keys.job(job_id), "holder")
-        pipe.expire(keys.job(job_id), ttl)
-        pipe.zadd(keys.SCHEDULE, {job_id: due})
-        await pipe.execute()
+
+        async def write() -> None:  # built anew for each attempt (a failed execute resets it)
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.set(keys.payload(job_id), json.dumps(wire), ex=ttl)
+            pipe.hset(keys.job(job_id), mapping=mapping)
+            if pending:
+                pipe.hset(keys.job(job_id), "pending", json.dumps(list(pending)))
+            else:
+                pipe.hdel(keys.job(job_id), "pending")
+            pipe.hdel(keys.job(job_id), "holder")
+            pipe.expire(keys.job(job_id), ttl)
+            pipe.zadd(keys.SCHEDULE, {job_id: due})
+            await pipe.execute()
+
+        # every command sets a value, so a transaction sent again after a lost reply is the
+        # same: retried like a final state (a partly accepted job's pending recipients must
+        # not be lost to a blip, or all of them would be sent again)
+        await self._retried(write, job_id, "retrying")
+
+    async def _retried(self, write: Callable[[], Awaitable[None]], job_id: str, state: str) -> None:
+        """``write()``, tried again after Redis' transient errors within ``record_retry_for``."""
+        delay, deadline = 0.05, time.monotonic() + self.record_retry_for
+        while True:
+            try:
+                await write()
+                return
+            except TRANSIENT as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("state_record_retry", job_id=job_id, state=state, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def defer(self, job_id: str, wire: dict[str, Any], due: float, scope: str) -> None:
         """Park a job over a rate limit until ``due``: no attempt used, no give-up time spent."""

@@ -278,3 +278,36 @@ def test_a_job_without_state_is_claimed_as_vanished_once(
         assert (await states.claim(job["id"], "acme", "msc")).decision == "done"
 
     run(redis_url, scenario)
+
+
+def test_writes_ride_through_a_redis_restart(tmp_path: Any) -> None:
+    from tests.support.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    sent, retried = wire(0), wire(1)
+    sync = redis.Redis.from_url(server.url)
+    enqueued(sync, sent, retried)
+
+    async def scenario(client: aioredis.Redis) -> None:
+        states = JobStates(client, lease=30, ttl=3600)
+        for job in (sent, retried):
+            assert (await states.claim(job["id"], "acme", "msc")).decision == "go"
+        server.stop()  # Redis goes away between the 250 and its record
+        back = asyncio.get_running_loop().run_in_executor(
+            None, lambda: (time.sleep(1.5), server.start())
+        )
+        await asyncio.gather(
+            states.finish(sent["id"], "sent"),
+            states.schedule_retry(retried["id"], retried, time.time() + 60, ("u1@example.org",)),
+        )
+        await back
+        assert states.unrecorded == {}
+
+    try:
+        run(server.url, scenario)
+        assert sync.hget(keys.job(sent["id"]), "state") == b"sent"
+        assert sync.hget(keys.job(retried["id"]), "pending") == b'["u1@example.org"]'
+        assert sync.zscore(keys.SCHEDULE, retried["id"]) is not None
+    finally:
+        sync.close()
+        server.stop()
