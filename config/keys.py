@@ -12,8 +12,12 @@ def job(job_id: str) -> str:
 
 
 def idempotency(owner: str, key: str) -> str:
-    """Maps (owner, idempotency key) to the job id that key first created."""
-    return f"{PREFIX}idem:{owner}:{key}"
+    """Maps (owner, idempotency key) to the job id that key first created.
+
+    The owner is length-prefixed, so that no two (owner, key) pairs share a name: owner ``a``
+    with key ``x:k`` is ``idem:1:a:x:k``, owner ``a:x`` with key ``k`` is ``idem:3:a:x:k``.
+    """
+    return f"{PREFIX}idem:{len(owner)}:{owner}:{key}"
 
 
 def payload(job_id: str) -> str:

@@ -51,6 +51,10 @@ def _duration(value: object) -> object:
     return value
 
 
+#: the shortest MAILDISPATCH_SECRET_KEY accepted (`make demo` generates a 43-character one)
+MIN_SECRET_KEY_BYTES = 32
+_KEY_RECIPE = "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+
 CommaList = Annotated[tuple[str, ...], NoDecode]
 Durations = Annotated[tuple[float, ...], NoDecode]
 
@@ -82,6 +86,9 @@ class Settings(BaseSettings):
     # how long an enqueue waits for another call enqueueing the same idempotency key to publish
     # (or fail) before it gives up with IdempotencyInProgress (HTTP 409)
     idempotency_wait: float = 5.0
+    # how long send/send_many keep retrying Redis' and the broker's transient errors (a restart
+    # still loading, a reset connection) before they give up: safe, ids and keys stay the same
+    enqueue_retry_for: float = 10.0
     # a batch's jobs stay `busy` while its worker renews this lease (every lease/4); then reaped
     claim_lease: float = 60.0
     on_uncertain: Literal["resend", "fail"] = "resend"
@@ -195,6 +202,7 @@ class Settings(BaseSettings):
         "smtp_give_up_after",
         "job_ttl",
         "idempotency_wait",
+        "enqueue_retry_for",
         "claim_lease",
         "visibility_timeout",
         "scheduler_interval",
@@ -225,14 +233,21 @@ class Settings(BaseSettings):
         return (self.bounce_fbl_address or f"fbl@{self.bounce_domain}").strip().lower()
 
     def require_secret_key(self) -> str:
-        """The secret key, or a clear ConfigurationError: there is no built-in default key."""
+        """The secret key, or a clear ConfigurationError: there is no built-in default key, and
+        a key shorter than MIN_SECRET_KEY_BYTES is refused (it signs return paths that anyone
+        may read, and encrypts stored credentials)."""
         if self.secret_key is None or not self.secret_key.get_secret_value().strip():
             raise ConfigurationError(
                 "MAILDISPATCH_SECRET_KEY is not set. Generate one with "
-                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'` and export it; "
-                "maildispatch has no built-in default key."
+                f"{_KEY_RECIPE} and export it; maildispatch has no built-in default key."
             )
-        return self.secret_key.get_secret_value()
+        key = self.secret_key.get_secret_value()
+        if len(key.encode()) < MIN_SECRET_KEY_BYTES:
+            raise ConfigurationError(
+                f"MAILDISPATCH_SECRET_KEY is shorter than {MIN_SECRET_KEY_BYTES} bytes. "
+                f"Generate one with {_KEY_RECIPE} and export it."
+            )
+        return key
 
 
 @functools.cache

@@ -65,15 +65,20 @@ def cmd_send(args: argparse.Namespace) -> int:
     except InvalidJob as exc:
         return _invalid(exc, args.json)
     from producers.client import IdempotencyInProgress
+    from producers.errors import EnqueueFailed, JobIdTaken
 
     dispatcher = _dispatcher()
     try:
         job_id = dispatcher.send(job)
+    except JobIdTaken as exc:
+        return _taken([exc], args.json)
     except InvalidJob as exc:  # a limit of this deployment (size, recipients)
         return _invalid(exc, args.json)
     except IdempotencyInProgress as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 75  # EX_TEMPFAIL: try again
+    except EnqueueFailed as exc:
+        return _enqueue_failed(exc, args.json)
     finally:
         dispatcher.close()
     if args.json:
@@ -92,11 +97,50 @@ def _invalid(exc: InvalidJob, as_json: bool) -> int:
     return 2
 
 
+#: exit status of a send whose job id is another job's (nothing was enqueued)
+EXIT_ID_TAKEN = 73  # EX_CANTCREAT
+#: exit status of a send that failed partway, Redis or the broker away past the retry bound
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE
+
+
+def _taken(errors: Sequence[InvalidJob], as_json: bool, where: str = "index") -> int:
+    if as_json:
+        _print_json(
+            {
+                "error": "job id taken",
+                "jobs": [{where: e.index, "id": getattr(e, "job_id", None)} for e in errors],
+            }
+        )
+    else:
+        for e in errors:
+            at = f"{where} {e.index}: " if e.index is not None else ""
+            print(f"error: {at}" + "; ".join(f.message for f in e.errors), file=sys.stderr)
+    return EXIT_ID_TAKEN
+
+
+def _enqueue_failed(exc: Any, as_json: bool) -> int:
+    """Which jobs were enqueued (they will be delivered) and which were not."""
+    if as_json:
+        _print_json(
+            {
+                "error": str(exc),
+                "ids": [str(i) if i else None for i in exc.ids],
+                "not_enqueued": [str(i) for i in exc.not_enqueued],
+            }
+        )
+    else:
+        print(f"error: {exc}", file=sys.stderr)
+        for i in exc.enqueued:
+            print(f"enqueued: {i}", file=sys.stderr)
+    return EXIT_UNAVAILABLE
+
+
 def cmd_send_batch(args: argparse.Namespace) -> int:
     """Validate every line of a JSONL file, then enqueue the valid jobs in batches."""
     from rich.progress import Progress
 
     from producers.client import IdempotencyInProgress
+    from producers.errors import EnqueueFailed, JobIdsTaken
 
     path = Path(args.file)
     if not path.is_file():
@@ -104,12 +148,14 @@ def cmd_send_batch(args: argparse.Namespace) -> int:
         return 66  # EX_NOINPUT
     dispatcher = _dispatcher()
     jobs, bad = [], 0
+    numbers: list[int] = []  # the line of each job
     with path.open(encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
                 jobs.append(dispatcher.validate(line, number))
+                numbers.append(number)
             except InvalidJob as exc:
                 bad += 1
                 for e in exc.errors:
@@ -124,9 +170,15 @@ def cmd_send_batch(args: argparse.Namespace) -> int:
         bar = progress.add_task("enqueueing", total=len(jobs))
         try:
             ids = dispatcher.send_many(jobs, progress=lambda n: progress.advance(bar, n))
+        except JobIdsTaken as exc:  # errors name positions in `jobs`: shown as line numbers
+            for t in exc.errors:
+                t.index = numbers[t.index] if t.index is not None else None
+            return _taken(exc.errors, args.json, "line")
         except IdempotencyInProgress as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 75  # EX_TEMPFAIL: try again
+        except EnqueueFailed as exc:
+            return _enqueue_failed(exc, args.json)
         finally:
             dispatcher.close()
     if args.json:

@@ -7,6 +7,7 @@ A job accepted here is recorded as ``queued`` in Redis and published inside a de
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import time
@@ -17,6 +18,7 @@ from typing import Any
 
 import orjson
 import redis
+import structlog
 from celery import Celery, signals
 from hiredis import pack_command
 from pydantic import TypeAdapter, ValidationError
@@ -31,7 +33,23 @@ from config.celery import (
     use_orjson,
 )
 from config.settings import Settings, get_settings
+from producers.enqueue import Backoff, QueuedStates, retrying, ttl_until_due, undo
+from producers.errors import EnqueueFailed, InvalidJobs, JobIdsTaken, JobIdTaken
 from producers.job import Channel, FieldError, InvalidJob, SendJob, parse_job
+from producers.publishing import NotPublished, publish_all
+
+__all__ = [
+    "Dispatcher",
+    "EnqueueFailed",
+    "IdempotencyInProgress",
+    "InvalidJobs",
+    "JobIdTaken",
+    "JobIdsTaken",
+    "send",
+    "send_many",
+]
+
+log = structlog.get_logger("maildispatch.producer")
 
 #: a chunk of jobs given as dicts is validated in one call into pydantic (~5% of send_many's
 #: instructions per job less than a call per job)
@@ -55,16 +73,6 @@ class IdempotencyInProgress(RuntimeError):
         )
 
 
-class InvalidJobs(ValueError):
-    """Some jobs of a ``send_many`` call were invalid; nothing was enqueued."""
-
-    def __init__(self, errors: list[InvalidJob]) -> None:
-        self.errors = errors
-        shown = "; ".join(str(e) for e in errors[:5])
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        super().__init__(f"{len(errors)} invalid job(s): {shown}{more}")
-
-
 def make_celery(settings: Settings, name: str = "maildispatch") -> Celery:
     """A Celery app configured for maildispatch; the worker builds its own from the same config."""
     use_orjson()
@@ -77,23 +85,6 @@ def make_celery(settings: Settings, name: str = "maildispatch") -> Celery:
 #: more: sixteen held at once (~7 MB, in several copies each) were often handed back to the OS
 #: when freed together and faulted in again on the next flush, ~6 µs per job on a VM.
 PUBLISH_PIPELINE = 4
-
-# KEYS: job hashes. ARGV: ttl, enqueued_at, then one JSON array of [owner, channel, subject,
-# identity, recipients] per job in KEYS order -> every job recorded as `queued`, with the TTL
-# of job state
-_QUEUED = """
-local ttl = tonumber(ARGV[1])
-local jobs = cjson.decode(ARGV[3])
-for i, key in ipairs(KEYS) do
-  local j = jobs[i]
-  redis.call('HSET', key, 'state', 'queued', 'owner', j[1], 'channel', j[2],
-             'subject', j[3], 'identity', j[4], 'recipients', tostring(j[5]),
-             'attempts', '0', 'enqueued_at', ARGV[2])
-  redis.call('EXPIRE', key, ttl)
-end
-return #KEYS
-"""
-
 
 # KEYS: job hash, schedule zset, the job's scheduled payload, the fleet's counters.
 # ARGV: now, job id -> the job's state after the call ('cancelled' when it is, now or before;
@@ -136,13 +127,14 @@ end
 return out
 """
 
-# KEYS: idempotency keys. ARGV: ttl, then the job id of each key -> every key still pending for
-# that job is confirmed (set to the id, with the ttl), or released (deleted) when ttl is 0
+# KEYS: idempotency keys. ARGV: the job id and a ttl for each key -> every key still pending
+# for that job is confirmed (set to the id, with its ttl), or released (deleted) when ttl is 0
 _SETTLE = """
-local ttl = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == 'p:' .. ARGV[i + 1] then
-    if ttl > 0 then redis.call('SET', key, ARGV[i + 1], 'EX', ttl) else redis.call('DEL', key) end
+  local id = ARGV[2 * i - 1]
+  local ttl = tonumber(ARGV[2 * i])
+  if redis.call('GET', key) == 'p:' .. id then
+    if ttl > 0 then redis.call('SET', key, id, 'EX', ttl) else redis.call('DEL', key) end
   end
 end
 return #KEYS
@@ -168,66 +160,6 @@ def _gc_paused() -> Iterator[None]:
 
 #: jobs validated and recorded as queued per step of send_many (and per script call)
 STATE_CHUNK = 1000
-
-
-class _QueuedStates:
-    """Records the queued state of jobs in Redis, without waiting for Redis in between.
-
-    One script call per chunk of jobs, its fields in one JSON argument, packed by hiredis
-    (redis-py packs each argument in Python, ~1 µs each), on a connection of its own; the
-    replies are read by ``confirm``, which raises the first error.
-    """
-
-    def __init__(self, client: redis.Redis, ttl: int, now: float) -> None:
-        self._pool = client.connection_pool
-        self._conn: Any = None
-        self._ttl = ttl
-        self._now = repr(now)
-        self._calls = 0
-
-    def send(self, jobs: Sequence[tuple[int, SendJob, str]]) -> None:
-        if not jobs:
-            return
-        fields = fastjson.dumps(
-            [
-                (j.owner, str(j.channel), j.subject[:200], str(j.identity), _recipient_count(j))
-                for _, j, _ in jobs
-            ]
-        )
-        command: tuple[Any, ...] = ("EVAL", _QUEUED, len(jobs), *[keys.job(i) for _, _, i in jobs])
-        if self._conn is None:
-            self._conn = self._pool.get_connection()
-        try:
-            packed = pack_command((*command, self._ttl, self._now, fields))
-            self._conn.send_packed_command([packed], check_health=self._calls == 0)
-        except BaseException:
-            self._drop()
-            raise
-        self._calls += 1
-
-    def confirm(self) -> None:
-        """Every state sent is recorded (or the first error is raised); the connection released."""
-        try:
-            while self._calls:
-                self._calls -= 1
-                self._conn.read_response()
-        except BaseException:
-            self._drop()
-            raise
-        if self._conn is not None:
-            self._pool.release(self._conn)
-            self._conn = None
-
-    def close(self) -> None:
-        """Done, after a failure: the replies not read yet are read (errors ignored)."""
-        with contextlib.suppress(redis.RedisError, OSError):
-            self.confirm()
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.disconnect()  # replies left unread: not reusable
-            self._pool.release(self._conn)
-            self._conn = None
 
 
 def _batch_key(channel: str, owner: str) -> tuple[str, str]:
@@ -340,6 +272,20 @@ def _wire(entry: Entry, channel: str) -> dict[str, Any]:
     return job_wire(job, job_id)
 
 
+def _state_fields(job: SendJob, ttl: float, now: float) -> tuple[Any, ...]:
+    """What a job's queued state records (see producers/enqueue.py QUEUED), with its TTL: after
+    its ``send_at`` when it has one, so that scheduled mail outlives the wait."""
+    due = job.send_at.timestamp() if job.send_at else None
+    return (
+        job.owner,
+        str(job.channel),
+        job.subject[:200],
+        str(job.identity),
+        _recipient_count(job),
+        ttl_until_due(ttl, due, now),
+    )
+
+
 class Dispatcher:
     """Validates jobs and publishes them to the per-channel queues. Thread-safe; reuse one."""
 
@@ -426,30 +372,48 @@ class Dispatcher:
     def _send_many(self, items: Iterable[JobInput], progress: Progress | None) -> list[uuid.UUID]:
         given = items if isinstance(items, list) else list(items)
         now = time.time()
+        ttl = self.settings.job_ttl
+        # one bound for the whole call: Redis' and the broker's transient errors are retried
+        # until it is spent (safe: states carry the call's nonce, keys and ids are the same)
+        backoff = Backoff(self.settings.enqueue_retry_for)
         ids: list[uuid.UUID] = []
         errors: list[InvalidJob] = []
+        taken: list[JobIdTaken] = []
         # (position in `given`, job, its id as text) of every job to enqueue
         accepted: list[tuple[int, SendJob, str]] = []
+        first_at: dict[str, int] = {}  # each new job's id -> its position: no id twice a call
         claimed: set[str] = set()  # ids whose idempotency keys this call claimed
-        states = _QueuedStates(self.redis, int(self.settings.job_ttl), now)
+        states = QueuedStates(self.redis, now, backoff)
         try:
             # Chunk by chunk, so that Redis records the queued states of one chunk (a third of
             # the time it takes to validate it) while the next is validated; every state is
             # confirmed before the first job is published. After an invalid job, the rest is
-            # only validated (every bad job is reported) and what was recorded is undone.
+            # only validated (every bad job is reported); then, or after a taken id, what was
+            # recorded is undone.
             for start in range(0, len(given), STATE_CHUNK):
                 jobs = self._validate_chunk(given, start, errors)
                 if errors:
                     continue
-                jobs = self._resolve_channels(jobs)
-                chunk_ids, fresh = self._claim_idempotency(jobs, claimed)
+                jobs = self._resolve_channels(jobs, backoff)
+                chunk_ids, fresh = self._claim_idempotency(jobs, claimed, backoff)
                 ids += chunk_ids
-                new = [(start + i, jobs[i], str(jobs[i].id)) for i in fresh]
+                new = []
+                for i in fresh:
+                    job_id = str(jobs[i].id)
+                    first = first_at.setdefault(job_id, start + i)
+                    if first != start + i:
+                        taken.append(JobIdTaken(job_id, start + i, first))
+                    else:
+                        new.append((start + i, jobs[i], job_id))
                 accepted += new
-                states.send(new)
-            states.confirm()
+                # recorded even after a repeated id, so that every taken id is named; undone
+                states.send([(i, _state_fields(j, ttl, now)) for _, j, i in new])
+            elsewhere = states.confirm()  # ids that are other jobs' already
             if errors:
                 raise InvalidJobs(errors)
+            if taken or elsewhere:
+                taken += [JobIdTaken(i, first_at[i]) for i in elsewhere]
+                raise JobIdsTaken(sorted(taken, key=lambda e: e.index or 0))
             later: list[SendJob] = []
             groups: dict[tuple[str, str], list[Entry]] = {}
             for i, job, job_id in accepted:
@@ -460,18 +424,49 @@ class Dispatcher:
                 group = groups.setdefault(_batch_key(str(job.channel), job.owner), [])
                 group.append((job_id, job.owner, data if type(data) is dict else None, job))
             if later:
-                self._schedule(later)
+                retrying(lambda: self._schedule(later, now), backoff)
             # one job, as a service sends per user action: the urgent lane (config/celery.py)
             urgent = len(accepted) - len(later) == 1
-            self._publish_groups(groups, progress, urgent=urgent)
+            self._publish_groups(groups, progress, urgent=urgent, backoff=backoff)
+        except NotPublished as exc:
+            # some batches are on the queue: those jobs keep their state and are answered
+            states.close()
+            raise self._partly_enqueued(
+                accepted, ids, exc.job_ids, states.nonce, now, claimed
+            ) from exc.__cause__
         except BaseException:
-            states.close()  # its replies read (or its connection dropped) before the undo
-            self._forget([job for _, job, _ in accepted])
+            states.close()
+            self._forget([job for _, job, _ in accepted], states.nonce)
             raise
         if claimed:  # published, so accepted: a key not confirmed lapses after PENDING_TTL
             with contextlib.suppress(redis.RedisError):
-                self._settle([j for _, j, _ in accepted], self.settings.job_ttl)
+                self._settle([j for _, j, _ in accepted], now, backoff)
         return ids
+
+    def _partly_enqueued(
+        self,
+        accepted: Sequence[tuple[int, SendJob, str]],
+        ids: Sequence[uuid.UUID],
+        failed: set[str],
+        nonce: str,
+        now: float,
+        claimed: set[str],
+    ) -> EnqueueFailed:
+        """Publishing failed past the retry bound, maybe after some batches went out: the jobs
+        not published are withdrawn (their keys released); the error names which were
+        enqueued."""
+        backoff = Backoff(self.settings.enqueue_retry_for)
+        lost = [j for _, j, i in accepted if i in failed]
+        kept = [j for _, j, i in accepted if i not in failed]
+        try:
+            # `withdrawn`, not deleted: a copy of the failed publish may have reached the queue
+            undo(self.redis, [str(j.id) for j in lost], nonce, int(self.settings.job_ttl), backoff)
+            self._settle(lost, now, backoff, release=True)
+            if claimed:
+                self._settle(kept, now, backoff)
+        except redis.RedisError:
+            log.exception("enqueue_undo_failed", not_enqueued=len(lost))
+        return EnqueueFailed([None if str(i) in failed else i for i in ids], [j.id for j in lost])
 
     def _validate_chunk(
         self, given: Sequence[JobInput], start: int, errors: list[InvalidJob]
@@ -501,68 +496,61 @@ class Dispatcher:
             owner = wire["owner"]
             key = _batch_key(wire["channel"], owner)
             groups.setdefault(key, []).append((wire["id"], owner, wire, None))
-        self._publish_groups(groups, progress)
+        try:
+            self._publish_groups(groups, progress)
+        except NotPublished as exc:  # the scheduler's or reaper's next round publishes them
+            raise exc.__cause__ or exc from None
 
     def _publish_groups(
         self,
         groups: Mapping[tuple[str, str], list[Entry]],
         progress: Progress | None,
         urgent: bool = False,
+        backoff: Backoff | None = None,
     ) -> None:
-        """Each group's jobs (id, owner, queue form) as batch tasks of at most batch_size jobs."""
-        # Straight to the channel's queue through the default exchange (the queue's name is the
-        # routing key): on Redis, kombu would otherwise read the exchange's bindings back with
-        # one round trip per message. On Redis the messages are also written in pipelines of up
-        # to PUBLISH_PIPELINE (kombu's publish batch), all of them before this returns; RabbitMQ
-        # publishes each at once, with its confirm.
-        # ``progress`` hears of jobs once they are written: after each flush of the pipeline
-        unreported = sent = 0
-        with (
-            self.celery.producer_or_acquire() as producer,
-            producer.batch(max_size=PUBLISH_PIPELINE) as pipeline,
-        ):
-            for (channel, _), group in groups.items():
-                queue = QUEUE[channel]
-                for chunk in batches(group, self.settings.batch_size):
-                    self.celery.send_task(
-                        DELIVER_TASK[channel],
-                        args=(_encode(chunk, channel),),
-                        queue=queue,
-                        exchange="",
-                        routing_key=queue,
-                        producer=producer,
-                        priority=PRIORITY_URGENT if urgent else PRIORITY_BULK,
-                        argsrepr=_argsrepr(
-                            [e[0] for e in chunk[:3]],
-                            {e[1] for e in chunk},
-                            channel,
-                            len(chunk),
-                        ),
-                        kwargsrepr="{}",
-                    )
-                    if progress:
-                        unreported += len(chunk)
-                        sent += 1
-                        if sent % PUBLISH_PIPELINE == 0:
-                            pipeline.flush()
-                            progress(unreported)
-                            unreported = 0
-            if progress and unreported:
-                pipeline.flush()
-                progress(unreported)
+        """Each group's jobs (id, owner, queue form) as batch tasks of at most batch_size jobs;
+        transient broker errors retried, else :class:`NotPublished` (producers/publishing.py)."""
+        size = self.settings.batch_size
+        tasks = [(ch, chunk) for (ch, _), group in groups.items() for chunk in batches(group, size)]
+        backoff = backoff or Backoff(self.settings.enqueue_retry_for)
+        priority = PRIORITY_URGENT if urgent else PRIORITY_BULK
 
-    def _resolve_channels(self, jobs: list[SendJob]) -> list[SendJob]:
+        def send(producer: Any, channel: str, chunk: Sequence[Any]) -> None:
+            # Straight to the channel's queue through the default exchange (the queue's name is
+            # the routing key): on Redis, kombu would otherwise read the exchange's bindings
+            # back with one round trip per message
+            queue = QUEUE[channel]
+            self.celery.send_task(
+                DELIVER_TASK[channel],
+                args=(_encode(chunk, channel),),
+                queue=queue,
+                exchange="",
+                routing_key=queue,
+                producer=producer,
+                priority=priority,
+                argsrepr=_argsrepr(
+                    [e[0] for e in chunk[:3]], {e[1] for e in chunk}, channel, len(chunk)
+                ),
+                kwargsrepr="{}",
+            )
+
+        publish_all(self.celery, tasks, send, progress, backoff, PUBLISH_PIPELINE)
+
+    def _resolve_channels(
+        self, jobs: list[SendJob], backoff: Backoff | None = None
+    ) -> list[SendJob]:
         owners = sorted({j.owner for j in jobs if j.channel is None})
         if not owners:
             return jobs
-        prefs = self.redis.hmget(keys.PREFERRED_CHANNEL, owners)
+        backoff = backoff or Backoff(self.settings.enqueue_retry_for)
+        prefs = retrying(lambda: self.redis.hmget(keys.PREFERRED_CHANNEL, owners), backoff)
         chosen = {
             o: Channel(_text(p)) if p else Channel.MSC for o, p in zip(owners, prefs, strict=True)
         }
         return [j if j.channel else j.model_copy(update={"channel": chosen[j.owner]}) for j in jobs]
 
     def _claim_idempotency(
-        self, jobs: list[SendJob], claimed: set[str]
+        self, jobs: list[SendJob], claimed: set[str], backoff: Backoff
     ) -> tuple[list[uuid.UUID], list[int]]:
         """Every job's id (a repeated idempotency key's first id) and the positions of new jobs.
 
@@ -571,44 +559,55 @@ class Dispatcher:
         ``idempotency_wait``): taken over if that call released it, or
         :class:`IdempotencyInProgress`.
         """
-        first: dict[uuid.UUID, uuid.UUID] = {}
-        waiting = [j for j in jobs if j.idempotency_key]
+        first: dict[int, uuid.UUID] = {}  # position -> the id that answers it
+        repeats: set[int] = set()  # positions answered with an earlier job's id
+        waiting = [(n, j) for n, j in enumerate(jobs) if j.idempotency_key]
         deadline = time.monotonic() + self.settings.idempotency_wait
         while waiting:
-            replies = self._eval(
-                _CLAIM_KEYS,
-                [keys.idempotency(j.owner, j.idempotency_key or "") for j in waiting],
-                [PENDING_TTL, *[f"{_PENDING}{j.id}" for j in waiting]],
-            )
+            names = [keys.idempotency(j.owner, j.idempotency_key or "") for _, j in waiting]
+            values = [PENDING_TTL, *[f"{_PENDING}{j.id}" for _, j in waiting]]
+            # SET NX of this call's own value: a claim sent again finds it, which is its own
+            replies = retrying(functools.partial(self._eval, _CLAIM_KEYS, names, values), backoff)
             busy = []
-            for j, stored in zip(waiting, replies, strict=True):
+            for (n, j), stored in zip(waiting, replies, strict=True):
                 value = _text(stored)
                 job_id = value.removeprefix(_PENDING)
-                if job_id == str(j.id):
-                    claimed.add(job_id)
+                if value == f"{_PENDING}{j.id}" and job_id not in claimed:
+                    claimed.add(job_id)  # this call's claim: a new job
                 elif not value or (value != job_id and job_id not in claimed):
-                    busy.append(j)  # lapsed meanwhile, or another call has not published yet
+                    busy.append((n, j))  # lapsed meanwhile, or another call has not published
                     continue
-                first[j.id] = uuid.UUID(job_id)
+                else:  # confirmed by an earlier call (even with this very id), or this one's
+                    repeats.add(n)
+                first[n] = uuid.UUID(job_id)
             waiting = busy
             if waiting and time.monotonic() >= deadline:
                 with contextlib.suppress(redis.RedisError):
-                    self._settle([j for j in jobs if first.get(j.id) == j.id], 0)
-                raise IdempotencyInProgress([j.idempotency_key or "" for j in waiting])
+                    mine = [j for n, j in enumerate(jobs) if n in first and n not in repeats]
+                    self._settle(mine, 0.0, Backoff(0), release=True)
+                raise IdempotencyInProgress([j.idempotency_key or "" for _, j in waiting])
             if waiting:
                 time.sleep(0.02)
         if not first:
             return [j.id for j in jobs], list(range(len(jobs)))
-        ids = [first.get(j.id, j.id) for j in jobs]
-        fresh = [i for i, j in enumerate(jobs) if ids[i] == j.id]
+        ids = [first.get(n, j.id) for n, j in enumerate(jobs)]
+        fresh = [n for n in range(len(jobs)) if n not in repeats]
         return ids, fresh
 
-    def _settle(self, jobs: Sequence[SendJob], ttl: float) -> None:
-        """Confirm (ttl > 0) or release (0) the idempotency keys these jobs still hold pending."""
+    def _settle(
+        self, jobs: Sequence[SendJob], now: float, backoff: Backoff, release: bool = False
+    ) -> None:
+        """Confirm the idempotency keys these jobs still hold pending, for as long as each job's
+        state lives (its TTL after it is due), or release them."""
         keyed = [j for j in jobs if j.idempotency_key]
+        ttl = self.settings.job_ttl
         for chunk in batches(keyed, STATE_CHUNK):
             names = [keys.idempotency(j.owner, j.idempotency_key or "") for j in chunk]
-            self._eval(_SETTLE, names, [int(ttl), *[str(j.id) for j in chunk]])
+            args: list[Any] = []
+            for j in chunk:
+                due = j.send_at.timestamp() if j.send_at else None
+                args += [str(j.id), 0 if release else ttl_until_due(ttl, due, now)]
+            retrying(functools.partial(self._eval, _SETTLE, names, args), backoff)
 
     def _eval(self, script: str, names: Sequence[str], args: Sequence[Any]) -> Any:
         """EVAL, its arguments packed by hiredis (redis-py packs each in Python, ~1 µs apiece:
@@ -624,27 +623,28 @@ class Dispatcher:
         finally:
             pool.release(conn)
 
-    def _schedule(self, jobs: list[SendJob]) -> None:
+    def _schedule(self, jobs: list[SendJob], now: float) -> None:
+        """Park jobs with a future ``send_at``: payload and state live until due plus the TTL."""
         pipe = self.redis.pipeline(transaction=True)
         for j in jobs:
             assert j.send_at is not None
             job_id = str(j.id)
-            pipe.set(keys.payload(job_id), json.dumps(job_wire(j)), ex=int(self.settings.job_ttl))
-            pipe.hset(
-                keys.job(job_id), mapping={"state": "scheduled", "next_at": j.send_at.timestamp()}
-            )
-            pipe.zadd(keys.SCHEDULE, {job_id: j.send_at.timestamp()})
+            due = j.send_at.timestamp()
+            ttl = ttl_until_due(self.settings.job_ttl, due, now)
+            pipe.set(keys.payload(job_id), json.dumps(job_wire(j)), ex=ttl)
+            pipe.hset(keys.job(job_id), mapping={"state": "scheduled", "next_at": due})
+            pipe.expire(keys.job(job_id), ttl)
+            pipe.zadd(keys.SCHEDULE, {job_id: due})
         pipe.execute()
 
-    def _forget(self, jobs: list[SendJob]) -> None:
-        """Undo the bookkeeping of jobs that could not be published: they were not accepted."""
-        pipe = self.redis.pipeline(transaction=False)
-        for j in jobs:
-            pipe.delete(keys.job(str(j.id)))
+    def _forget(self, jobs: list[SendJob], nonce: str) -> None:
+        """Undo the bookkeeping of jobs that could not be enqueued: only what this call (its
+        ``nonce``) recorded, never another job's state."""
+        backoff = Backoff(self.settings.enqueue_retry_for)
         with contextlib.suppress(redis.RedisError):
-            pipe.execute()
+            undo(self.redis, [str(j.id) for j in jobs], nonce, 0, backoff)
         with contextlib.suppress(redis.RedisError):
-            self._settle(jobs, 0)  # their idempotency keys, where still this call's
+            self._settle(jobs, 0.0, backoff, release=True)  # their keys, where still this call's
 
     def cancel(self, job_id: uuid.UUID | str) -> str | None:
         """Cancel a job that has not been sent yet; returns its state after the call.

@@ -32,6 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings, get_settings
 from producers.client import Dispatcher, IdempotencyInProgress, InvalidJobs
+from producers.errors import EnqueueFailed, JobIdsTaken
 from producers.job import FieldError, Line200, SendJob
 
 log = structlog.get_logger("maildispatch.http")
@@ -134,6 +135,16 @@ class BatchAccepted(BaseModel):
     count: int
 
 
+class PartlyEnqueued(BaseModel):
+    """Redis or the broker failed partway (past the retry bound): ``ids`` follows the jobs of
+    the request, each job's id when it was enqueued (it will be delivered), null when not."""
+
+    detail: str
+    ids: list[uuid.UUID | None]
+    enqueued: list[uuid.UUID]
+    not_enqueued: list[uuid.UUID]
+
+
 class Cancelled(BaseModel):
     """A job that will not be sent."""
 
@@ -168,9 +179,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "body larger than MAILDISPATCH_API_MAX_BODY_BYTES"},
     422: {"model": ErrorBody, "description": "invalid input; every invalid field is named"},
 }
-#: POST /v1/messages and :batch: an Idempotency-Key still being enqueued by another request
+#: POST /v1/messages and :batch: an Idempotency-Key still being enqueued by another request, or
+#: a job id that is another job's; Redis or the broker away past the retry bound
 IN_PROGRESS: dict[int | str, dict[str, Any]] = {
-    409: {"model": ErrorBody, "description": "an idempotency key is being enqueued; retry"}
+    409: {
+        "model": ErrorBody,
+        "description": "an idempotency key is being enqueued (retry), or a job id is taken "
+        "(each named; nothing was enqueued)",
+    },
+    503: {"model": PartlyEnqueued, "description": "enqueue failed; names the jobs enqueued"},
 }
 
 
@@ -183,6 +200,18 @@ class Invalid(Exception):
         super().__init__(detail)
         self.detail = detail
         self.errors = errors
+
+
+class Taken(Invalid):
+    """Job ids that belong to other jobs: answered 409, naming each; nothing was enqueued."""
+
+    status = 409
+
+
+def taken(exc: JobIdsTaken, batch: bool = False) -> Taken:
+    """The 409 of taken job ids."""
+    errors = [i for e in exc.errors for i in _items(e.errors, e.index if batch else None)]
+    return Taken(f"{len(exc.errors)} job id(s) taken; nothing was enqueued", errors)
 
 
 class OtherOwner(Invalid):
@@ -280,6 +309,8 @@ def send_one(
         job = job.model_copy(update={"idempotency_key": key})
     try:
         (job_id,) = dispatcher.send_many([job])
+    except JobIdsTaken as exc:
+        raise taken(exc) from None
     except InvalidJobs as exc:
         raise Invalid("invalid job; nothing was enqueued", _items(exc.errors[0].errors)) from None
     except IdempotencyInProgress as exc:
@@ -299,6 +330,8 @@ def send_batch(dispatcher: Dispatcher, caller: Caller, body: bytes) -> BatchAcce
     check_owners(caller, [j.owner for j in jobs], batch=True)
     try:
         ids = dispatcher.send_many(jobs)
+    except JobIdsTaken as exc:
+        raise taken(exc, batch=True) from None
     except InvalidJobs as exc:
         errors = [i for e in exc.errors for i in _items(e.errors, e.index)]
         raise Invalid(f"{len(exc.errors)} invalid job(s); nothing was enqueued", errors) from None
@@ -321,6 +354,7 @@ def message_status(
     state = dispatcher.status(job_id) or {}
     failed = failures(job_id) if failures else []
     owner = state.get("owner") or (failed[0]["owner"] if failed else None)
+    failed = [f for f in failed if f["owner"] == owner]  # only ever the job's own owner's rows
     if (not state and not failed) or not caller.sees(owner):
         raise HTTPException(404, f"unknown job {job_id} (or its state expired)")
 
@@ -432,6 +466,13 @@ def create_app(
     async def invalid(request: Request, exc: Invalid) -> JSONResponse:
         body = ErrorBody(detail=exc.detail, errors=exc.errors)
         return JSONResponse(body.model_dump(exclude_none=True), status_code=exc.status)
+
+    @app.exception_handler(EnqueueFailed)
+    async def enqueue_failed(request: Request, exc: EnqueueFailed) -> JSONResponse:
+        body = PartlyEnqueued(
+            detail=str(exc), ids=exc.ids, enqueued=exc.enqueued, not_enqueued=exc.not_enqueued
+        )
+        return JSONResponse(body.model_dump(mode="json"), status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -38,6 +38,10 @@ log = structlog.get_logger("maildispatch.delivery")
 #: wrong (the relay may have accepted it); the batch crashes and is retried instead
 INFRASTRUCTURE_ERRORS = (redis.RedisError, sqlalchemy.exc.OperationalError)
 
+#: the Failed Send of a job whose state was gone when a worker took it (it may have been sent
+#: before its state expired, so it is not sent blindly)
+VANISHED = "the job's state expired or was lost before delivery; not sent (send it again)"
+
 
 class Accounts(Protocol):
     """The owner's connected account for a channel (None where the channel needs none)."""
@@ -219,6 +223,11 @@ class Delivery:
             if claim.decision in ("done", "busy", "wait"):
                 log.info("delivery_skipped", decision=claim.decision, state=claim.final_state)
                 return "skipped"
+            if claim.decision == "vanished":  # its state expired or was lost: never silently
+                log.error("delivery_state_vanished")
+                error = PermanentError(VANISHED, kind="expired")
+                await self._fail(job, wire, job.recipients, error)
+                return "failed"
             with log_context(attempt=claim.attempt):
                 try:
                     return await self._attempt(job, wire, claim, suppressed.get(job.owner, {}))

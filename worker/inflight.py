@@ -123,8 +123,10 @@ class InFlight:
 
     async def _renew_forever(self) -> None:
         interval = max(self.lease / 4, 0.05)
+        pause = interval
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(pause)
+            pause = interval
             held = list(self._held)
             if not held:
                 continue
@@ -133,6 +135,9 @@ class InFlight:
                 await self.redis.zadd(keys.INFLIGHT, dict.fromkeys(held, until), xx=True)
             except Exception:  # Redis away: the leases may run out, and the reaper takes over
                 log.warning("inflight_renew_failed", batches=len(held))
+                # renewed again as soon as Redis is back: ahead of a reaper that would take a
+                # living batch for a dead one (its jobs' outcomes held, worker/state.py)
+                pause = min(interval, 0.5)
 
     async def close(self) -> None:
         """Stop renewing (the process is going away)."""

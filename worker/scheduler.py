@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import threading
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 import structlog
@@ -20,13 +21,23 @@ import structlog
 from config.settings import Settings
 from producers.client import Dispatcher
 from worker.inflight import reap
+from worker.lost import record_lost
 from worker.state import JobStates
+from worker.store import Store, open_store
 
 log = structlog.get_logger("maildispatch.scheduler")
 
 
-async def tick(states: JobStates, dispatcher: Dispatcher, limit: int = 1000) -> int:
-    """Publish every job due now (in batches); returns how many were published."""
+async def tick(
+    states: JobStates,
+    dispatcher: Dispatcher,
+    limit: int = 1000,
+    store: Callable[[], Store] | None = None,
+) -> int:
+    """Publish every job due now (in batches); returns how many were published.
+
+    A due job whose payload is gone (and that was not cancelled) becomes a Failed Send.
+    """
     due = await states.take_due(limit=limit)
     if not due:
         return 0
@@ -35,7 +46,10 @@ async def tick(states: JobStates, dispatcher: Dispatcher, limit: int = 1000) -> 
     if missing:  # cancelled while this tick took it (the cancel drops the payload), or lost
         lost = await states.not_cancelled(missing)
         if lost:
-            log.error("scheduled_payload_missing", count=len(lost))
+            # opened on first use (open_store keeps one per URL): rare, and a scheduler starts
+            # without its database
+            opener = store or (lambda: open_store(dispatcher.settings.database_url))
+            await record_lost(states.redis, opener, lost, states.ttl)
     if wires:
         await asyncio.to_thread(dispatcher.publish, wires)
     await states.published([i for i, _ in due])

@@ -11,18 +11,29 @@ crash can leave a job whose fate is uncertain (docs/decisions.md, MAILDISPATCH_O
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
+import redis.exceptions
+import structlog
 
 from config import fastjson, keys
+from producers.enqueue import ttl_until_due
 from worker.autopipe import AutoPipeline
 from worker.inflight import InFlight, current_batch
 
+log = structlog.get_logger("maildispatch.state")
+
 FINAL_STATES = frozenset({"sent", "failed", "bounced", "suppressed", "cancelled"})
+
+#: Redis errors a write may get past by trying again: a restart (BusyLoadingError is a
+#: ConnectionError), a reset connection, a timeout
+TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 # KEYS[1] job hash, KEYS[2] in-flight batches (worker/inflight.py).
 # ARGV: now, lease seconds, ttl, owner, channel, holder batch id ("" when none)
@@ -31,10 +42,22 @@ _CLAIM = """
 local k = KEYS[1]
 local now = tonumber(ARGV[1])
 local st = redis.call('HGET', k, 'state')
-if st == 'sent' or st == 'failed' or st == 'bounced' or st == 'suppressed' or st == 'cancelled' then
+if st == 'sent' or st == 'failed' or st == 'bounced' or st == 'suppressed' or st == 'cancelled'
+   or st == 'withdrawn' then
   return {'done', st, '', '', ''}
 end
 local decision = 'go'
+if not st or redis.call('HGET', k, 'vanished') then
+  -- every job is recorded before it is published: no state means it expired or was lost (it
+  -- may even have been sent). Not sent blindly: held like a claim, to be recorded as failed
+  if st == 'sending' and tonumber(redis.call('HGET', k, 'lease_until') or '0') > now then
+    return {'busy', '', '', '', ''}
+  end
+  redis.call('HSET', k, 'state', 'sending', 'vanished', '1', 'owner', ARGV[4],
+             'channel', ARGV[5], 'lease_until', now + tonumber(ARGV[2]), 'updated_at', ARGV[1])
+  redis.call('EXPIRE', k, tonumber(ARGV[3]))
+  return {'vanished', '0', '', ARGV[1], '0'}
+end
 if st == 'sending' then
   local lease = tonumber(redis.call('HGET', k, 'lease_until') or '0')
   -- the holder's batch lease (renewed while its worker process lives) decides when it has one
@@ -49,9 +72,6 @@ elseif st == 'retrying' or st == 'scheduled' or st == 'deferred' then
   local due = tonumber(redis.call('HGET', k, 'next_at') or '0')
   -- a stale copy of the task (broker redelivery) must not run a retry early
   if due > now + 1 then return {'wait', '', '', '', ''} end
-end
-if not st then
-  redis.call('HSET', k, 'owner', ARGV[4], 'channel', ARGV[5], 'enqueued_at', ARGV[1])
 end
 local attempts = redis.call('HINCRBY', k, 'attempts', 1)
 redis.call('HSET', k, 'state', 'sending', 'lease_until', now + tonumber(ARGV[2]),
@@ -100,7 +120,7 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
 """
 
-Decision = Literal["go", "uncertain", "done", "busy", "wait"]
+Decision = Literal["go", "uncertain", "done", "busy", "wait", "vanished"]
 
 
 @dataclass(frozen=True)
@@ -130,9 +150,22 @@ class JobStates:
         self._auto = AutoPipeline(client)
         self.inflight = InFlight(client, lease=lease, ttl=ttl)
         self._leased_until: dict[str, float] = {}
+        #: outcomes Redis has not taken yet (job id -> state, fields): a `sent` whose write met
+        #: a Redis blip is held here and recorded by the next claim of the job (the batch's
+        #: retry), never sent again by this process
+        self.unrecorded: dict[str, tuple[str, bytes | str]] = {}
+        #: how long a final write keeps retrying Redis' transient errors before the batch
+        #: crashes (and is retried, its outcomes still held): within the batch's lease, which
+        #: its holder renews meanwhile
+        self.record_retry_for = lease
 
     async def claim(self, job_id: str, owner: str, channel: str) -> Claim:
         """Atomically move a job to ``sending`` unless it is final, leased or not yet due."""
+        held = self.unrecorded.get(job_id)
+        if held is not None:  # this process knows its outcome already: recorded, not redone
+            await self._record(job_id, *held)
+            log.info("state_recorded_late", job_id=job_id, state=held[0])
+            return Claim("done", final_state=held[0])
         now = time.time()
         reply = await self._auto.script(
             self._claim,
@@ -160,11 +193,28 @@ class JobStates:
         mapping |= {k: _field(v) for k, v in fields.items() if v is not None}
         # values as redis-py would have written them: str as is, numbers by repr()
         text = {k: v if isinstance(v, str) else repr(v) for k, v in mapping.items()}
-        await self._auto.script(
-            self._finish,
-            keys=[keys.job(job_id)],
-            args=[self.ttl, fastjson.dumps(text)],
-        )
+        await self._record(job_id, state, fastjson.dumps(text))
+
+    async def _record(self, job_id: str, state: str, fields: bytes | str) -> None:
+        """Write a final state; a Redis blip is retried (doubling from 50 ms to 2 s) within
+        ``record_retry_for``, and past it the outcome stays held in ``unrecorded``."""
+        delay, deadline = 0.05, time.monotonic() + self.record_retry_for
+        while True:
+            try:
+                await self._auto.script(
+                    self._finish, keys=[keys.job(job_id)], args=[self.ttl, fields]
+                )
+            except TRANSIENT as exc:
+                self.unrecorded[job_id] = (state, fields)
+                if time.monotonic() + delay > deadline:
+                    log.error("state_record_failed", job_id=job_id, state=state, error=str(exc))
+                    raise
+                log.warning("state_record_retry", job_id=job_id, state=state, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self.unrecorded.pop(job_id, None)
+            return
 
     async def schedule_retry(
         self,
@@ -182,24 +232,47 @@ class JobStates:
             "lease_until": 0,
         }
         mapping |= {k: _field(v) for k, v in fields.items() if v is not None}
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.payload(job_id), json.dumps(wire), ex=self.ttl)
-        pipe.hset(keys.job(job_id), mapping=mapping)
-        if pending:
-            pipe.hset(keys.job(job_id), "pending", json.dumps(list(pending)))
-        else:
-            pipe.hdel(keys.job(job_id), "pending")
-        pipe.hdel(keys.job(job_id), "holder")
-        pipe.expire(keys.job(job_id), self.ttl)
-        pipe.zadd(keys.SCHEDULE, {job_id: due})
-        await pipe.execute()
+        ttl = ttl_until_due(self.ttl, due, time.time())  # kept until due, then the usual TTL
+
+        async def write() -> None:  # built anew for each attempt (a failed execute resets it)
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.set(keys.payload(job_id), json.dumps(wire), ex=ttl)
+            pipe.hset(keys.job(job_id), mapping=mapping)
+            if pending:
+                pipe.hset(keys.job(job_id), "pending", json.dumps(list(pending)))
+            else:
+                pipe.hdel(keys.job(job_id), "pending")
+            pipe.hdel(keys.job(job_id), "holder")
+            pipe.expire(keys.job(job_id), ttl)
+            pipe.zadd(keys.SCHEDULE, {job_id: due})
+            await pipe.execute()
+
+        # every command sets a value, so a transaction sent again after a lost reply is the
+        # same: retried like a final state (a partly accepted job's pending recipients must
+        # not be lost to a blip, or all of them would be sent again)
+        await self._retried(write, job_id, "retrying")
+
+    async def _retried(self, write: Callable[[], Awaitable[None]], job_id: str, state: str) -> None:
+        """``write()``, tried again after Redis' transient errors within ``record_retry_for``."""
+        delay, deadline = 0.05, time.monotonic() + self.record_retry_for
+        while True:
+            try:
+                await write()
+                return
+            except TRANSIENT as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("state_record_retry", job_id=job_id, state=state, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def defer(self, job_id: str, wire: dict[str, Any], due: float, scope: str) -> None:
         """Park a job over a rate limit until ``due``: no attempt used, no give-up time spent."""
         now = time.time()
         kind = scope.split(":", 1)[0]
+        ttl = ttl_until_due(self.ttl, due, now)  # kept until due, then the usual TTL
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.payload(job_id), json.dumps(wire), ex=self.ttl)
+        pipe.set(keys.payload(job_id), json.dumps(wire), ex=ttl)
         pipe.hset(
             keys.job(job_id),
             mapping={
@@ -213,7 +286,7 @@ class JobStates:
         pipe.hdel(keys.job(job_id), "holder")
         pipe.hincrby(keys.job(job_id), "attempts", -1)
         pipe.hincrbyfloat(keys.job(job_id), "deferred_s", max(due - now, 0.0))
-        pipe.expire(keys.job(job_id), self.ttl)
+        pipe.expire(keys.job(job_id), ttl)
         pipe.zadd(keys.SCHEDULE, {job_id: due})
         pipe.hincrby(keys.COUNTERS, "deferred", 1)
         pipe.hincrby(keys.COUNTERS, f"deferred:{kind}", 1)

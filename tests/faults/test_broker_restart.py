@@ -1,5 +1,5 @@
 """The broker dies mid-batch (``kill -9`` of a Redis with ``appendfsync always``) and comes back:
-no job a producer saw accepted is lost."""
+no job a producer saw accepted is lost, and the producer is not refused meanwhile."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def test_broker_restart_mid_batch_loses_no_accepted_job(
         for round_ in range(60):
             try:
                 accepted.extend(d.send_many([job(round_ * 20 + i) for i in range(20)]))
-            except Exception:  # the broker is down: the producer is told, nothing is accepted
+            except Exception:  # past MAILDISPATCH_ENQUEUE_RETRY_FOR only: not in this test
                 refused += 1
             time.sleep(0.05)
 
@@ -63,8 +63,8 @@ def test_broker_restart_mid_batch_loses_no_accepted_job(
     server.start()
     producer.join(60)
     assert not producer.is_alive()
-    assert refused > 0, "the producer never saw the broker down"
-    assert len(accepted) >= 20 * 30
+    # the producer rides through the restart: it retries Redis' errors within its bound
+    assert refused == 0 and len(accepted) == 20 * 60
     states = fleet.wait_final(list(accepted), 75)
     counts = faulty_relay.handler.by_message_id()
     lost = [i for i in accepted if f"<{i}@mail.operator.test>" not in counts]

@@ -38,6 +38,13 @@ def wire(i: int = 0) -> dict[str, Any]:
     }
 
 
+def enqueued(client: redis.Redis, *jobs: dict[str, Any]) -> None:
+    """Record jobs as a producer does before publishing them (a claim of a job without state
+    finds it vanished)."""
+    for j in jobs:
+        client.hset(keys.job(j["id"]), mapping={"state": "queued", "owner": j["owner"]})
+
+
 def queued(client: redis.Redis) -> list[str]:
     """Job ids of every batch waiting on mail.msc."""
     ids = []
@@ -69,6 +76,7 @@ def test_a_dead_holders_jobs_are_republished_and_resent_as_uncertain(
     redis_url: str, redis_client: redis.Redis, dispatcher: Dispatcher
 ) -> None:
     jobs = [wire(i) for i in range(3)]
+    enqueued(redis_client, *jobs)
 
     async def scenario(client: aioredis.Redis) -> None:
         holder = JobStates(client, lease=0.3, ttl=3600)
@@ -82,7 +90,6 @@ def test_a_dead_holders_jobs_are_republished_and_resent_as_uncertain(
             await holder.finish(jobs[1]["id"], "sent")
             await release.wait()
 
-        redis_client.hset(keys.job(jobs[2]["id"]), "state", "queued")
         work = asyncio.create_task(holder.inflight.run(jobs, deliver))
         await asyncio.sleep(0.1)
         # a redelivered copy while the holder lives and renews its lease: busy, however long
@@ -110,6 +117,7 @@ def test_a_crashed_batch_is_reaped_at_once(
     redis_url: str, redis_client: redis.Redis, dispatcher: Dispatcher
 ) -> None:
     jobs = [wire()]
+    enqueued(redis_client, *jobs)
 
     async def scenario(client: aioredis.Redis) -> None:
         states = JobStates(client, lease=60, ttl=3600)
@@ -136,6 +144,7 @@ def test_a_finished_batch_leaves_nothing_in_redis(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     jobs = [wire()]
+    enqueued(redis_client, *jobs)
 
     async def scenario(client: aioredis.Redis) -> None:
         states = JobStates(client, lease=60, ttl=3600)
@@ -156,6 +165,7 @@ def test_a_finished_batch_leaves_nothing_in_redis(
 
 def test_a_stale_copy_does_not_run_a_retry_early(redis_url: str, redis_client: redis.Redis) -> None:
     job = wire()
+    enqueued(redis_client, job)
 
     async def scenario(client: aioredis.Redis) -> None:
         states = JobStates(client, lease=60, ttl=3600)
@@ -174,6 +184,7 @@ def test_a_job_rescheduled_while_being_published_stays_scheduled(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     job = wire()
+    enqueued(redis_client, job)
 
     async def scenario(client: aioredis.Redis) -> None:
         states = JobStates(client, lease=60, ttl=3600)
@@ -195,6 +206,7 @@ def test_a_job_rescheduled_while_being_published_stays_scheduled(
 
 def test_published_removes_what_it_published(redis_url: str, redis_client: redis.Redis) -> None:
     job = wire()
+    enqueued(redis_client, job)
 
     async def scenario(client: aioredis.Redis) -> None:
         states = JobStates(client, lease=60, ttl=3600)
@@ -211,6 +223,7 @@ def test_deferral_uses_no_attempt_and_no_give_up_time(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     job = wire()
+    enqueued(redis_client, job)
 
     async def scenario(client: aioredis.Redis) -> None:
         states = JobStates(client, lease=60, ttl=3600)
@@ -229,3 +242,72 @@ def test_deferral_uses_no_attempt_and_no_give_up_time(
         assert counters[b"deferred"] == b"1" and counters[b"deferred:domain"] == b"1"
 
     run(redis_url, scenario)
+
+
+def test_a_wait_beyond_the_ttl_keeps_state_and_payload_until_due(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    retried, deferred = wire(), wire()
+    enqueued(redis_client, retried, deferred)
+
+    async def scenario(client: aioredis.Redis) -> None:
+        states = JobStates(client, lease=60, ttl=3600)  # an hour of TTL, waits of a day
+        day = time.time() + 86400
+        for job in (retried, deferred):
+            await states.claim(job["id"], "acme", "msc")
+        await states.schedule_retry(retried["id"], retried, day, None, last_error="451")
+        await states.defer(deferred["id"], deferred, day, "domain:example.org")
+        for job in (retried, deferred):
+            for name in (keys.job(job["id"]), keys.payload(job["id"])):
+                assert await client.ttl(name) >= 86400 + 3600 - 5, name
+
+    run(redis_url, scenario)
+
+
+def test_a_job_without_state_is_claimed_as_vanished_once(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    job = wire()
+
+    async def scenario(client: aioredis.Redis) -> None:
+        states = JobStates(client, lease=60, ttl=3600)
+        assert (await states.claim(job["id"], "acme", "msc")).decision == "vanished"
+        # a concurrent copy while the first records it: busy, not a second Failed Send
+        assert (await states.claim(job["id"], "acme", "msc")).decision == "busy"
+        await states.finish(job["id"], "failed", last_error="vanished")
+        assert (await states.claim(job["id"], "acme", "msc")).decision == "done"
+
+    run(redis_url, scenario)
+
+
+def test_writes_ride_through_a_redis_restart(tmp_path: Any) -> None:
+    from tests.support.redis_server import RedisServer
+
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    sent, retried = wire(0), wire(1)
+    sync = redis.Redis.from_url(server.url)
+    enqueued(sync, sent, retried)
+
+    async def scenario(client: aioredis.Redis) -> None:
+        states = JobStates(client, lease=30, ttl=3600)
+        for job in (sent, retried):
+            assert (await states.claim(job["id"], "acme", "msc")).decision == "go"
+        server.stop()  # Redis goes away between the 250 and its record
+        back = asyncio.get_running_loop().run_in_executor(
+            None, lambda: (time.sleep(1.5), server.start())
+        )
+        await asyncio.gather(
+            states.finish(sent["id"], "sent"),
+            states.schedule_retry(retried["id"], retried, time.time() + 60, ("u1@example.org",)),
+        )
+        await back
+        assert states.unrecorded == {}
+
+    try:
+        run(server.url, scenario)
+        assert sync.hget(keys.job(sent["id"]), "state") == b"sent"
+        assert sync.hget(keys.job(retried["id"]), "pending") == b'["u1@example.org"]'
+        assert sync.zscore(keys.SCHEDULE, retried["id"]) is not None
+    finally:
+        sync.close()
+        server.stop()

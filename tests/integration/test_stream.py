@@ -108,7 +108,9 @@ async def _fetch_and_check(url: str, singles: set[str]) -> None:
         await _until(lambda: ids(taken) >= singles and fetcher.held_jobs >= 12)
         await asyncio.sleep(0.3)  # time for more takes, if it were to take more
         bulk = [m for m in taken if m.jobs > 1]
-        assert len(bulk) == 2, f"took {len(bulk)} batches of 4 for a threshold of 12 jobs (5 held singles)"
+        assert len(bulk) == 2, (
+            f"took {len(bulk)} batches of 4 for a threshold of 12 jobs (5 held singles)"
+        )
         assert await client.llen("mail.msc\x06\x169") == 8
         # a batch finished: the next one is taken, not before
         fetcher.finished(bulk[0], ok=True)

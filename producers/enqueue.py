@@ -1,0 +1,227 @@
+"""The Redis side of an enqueue: job states recorded atomically, retried through Redis blips.
+
+A job id is taken by one job for life: the script that records ``queued`` states refuses, for a
+whole chunk, any id that exists already (checked and written in one script, so no other call can
+slip in between). Each call has a nonce written with its states, so a chunk sent again after a
+lost reply (a reset connection, a Redis restart) is recognised as this call's own, and an undo
+only ever touches what this call wrote.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import kombu.exceptions
+import redis
+from hiredis import pack_command
+from kombu.exceptions import OperationalError
+
+from config import fastjson, keys
+
+T = TypeVar("T")
+
+#: Redis (and broker) errors that a new attempt may get past: a restart (BusyLoadingError is a
+#: ConnectionError), a reset connection, a timeout, a publish whose pipeline failed
+TRANSIENT: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OperationalError,
+    # a Redis publish pipeline that failed (kombu >= 5.7; not in its type stubs)
+    getattr(kombu.exceptions, "BatchPublishError", OperationalError),
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is an error of Redis or the broker worth retrying."""
+    while exc is not None:
+        if isinstance(exc, TRANSIENT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class Backoff:
+    """Waits between attempts (50 ms doubling to 1 s) until a deadline."""
+
+    def __init__(self, bound: float) -> None:
+        self.deadline = time.monotonic() + bound
+        self.delay = 0.05
+
+    def wait(self, exc: BaseException) -> None:
+        """Sleep before the next attempt, or re-raise ``exc`` when it is not transient or the
+        bound is spent."""
+        if not is_transient(exc) or time.monotonic() + self.delay > self.deadline:
+            raise exc
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, 1.0)
+
+
+def retrying(call: Callable[[], T], backoff: Backoff) -> T:
+    """``call()``, tried again after each transient error until ``backoff``'s deadline."""
+    while True:
+        try:
+            return call()
+        except Exception as exc:  # Backoff.wait re-raises what is not transient
+            backoff.wait(exc)
+
+
+# KEYS: job hashes. ARGV: enqueued_at, the call's nonce, then one JSON array of
+# [owner, channel, subject, identity, recipients, ttl] per job in KEYS order
+# -> the positions (1-based) of jobs whose id exists already (another job's), in which case
+# nothing of the chunk is written; else every job recorded as `queued` with its own TTL.
+# An id stays taken while its state lives, except by its own owner once `withdrawn` (an enqueue
+# that failed, see UNDO): the caller was told it was not enqueued and may send it again.
+QUEUED = """
+local jobs = cjson.decode(ARGV[3])
+local taken = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 and redis.call('HGET', key, 'enq') ~= ARGV[2] then
+    local st, owner = unpack(redis.call('HMGET', key, 'state', 'owner'))
+    if st ~= 'withdrawn' or owner ~= jobs[i][1] then taken[#taken + 1] = i end
+  end
+end
+if #taken > 0 then return taken end
+for i, key in ipairs(KEYS) do
+  local j = jobs[i]
+  redis.call('HSET', key, 'state', 'queued', 'owner', j[1], 'channel', j[2],
+             'subject', j[3], 'identity', j[4], 'recipients', tostring(j[5]),
+             'attempts', '0', 'enqueued_at', ARGV[1], 'enq', ARGV[2])
+  redis.call('EXPIRE', key, j[6])
+end
+return taken
+"""
+
+# KEYS: schedule zset, then job hash and payload key of each job. ARGV: the call's nonce, ttl
+# of a withdrawn state (0: delete), then the job ids -> each job this call recorded is undone:
+# out of the schedule, its payload dropped, its state deleted (nothing of it was published) or
+# `withdrawn` (a copy may have reached the broker in a publish whose reply was lost: the claim
+# skips it, and the same id may be enqueued again by its owner)
+UNDO = """
+local n = 0
+for i = 3, #ARGV do
+  local key = KEYS[2 * (i - 2)]
+  if redis.call('HGET', key, 'enq') == ARGV[1] then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('DEL', KEYS[2 * (i - 2) + 1])
+    if tonumber(ARGV[2]) > 0 then
+      redis.call('HSET', key, 'state', 'withdrawn')
+      redis.call('EXPIRE', key, tonumber(ARGV[2]))
+    else
+      redis.call('DEL', key)
+    end
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+def ttl_until_due(ttl: float, due: float | None, now: float) -> int:
+    """Seconds a job's state and payload must live: ``ttl`` after it is due (never less)."""
+    return int(ttl + max((due or now) - now, 0.0)) + 1
+
+
+class QueuedStates:
+    """Records the queued state of jobs in Redis, without waiting for Redis in between.
+
+    One script call per chunk of jobs, its fields in one JSON argument, packed by hiredis
+    (redis-py packs each argument in Python, ~1 µs each), on a connection of its own; the
+    replies are read by :meth:`confirm`. A chunk whose reply was lost is sent again (the nonce
+    makes that safe) until ``backoff``'s deadline.
+    """
+
+    def __init__(self, client: redis.Redis, now: float, backoff: Backoff) -> None:
+        self._pool = client.connection_pool
+        self._conn: Any = None
+        self._now = repr(now)
+        self.nonce = uuid.uuid4().hex
+        self._backoff = backoff
+        self._chunks: list[tuple[list[str], bytes]] = []  # (ids, packed command) in order
+        self._sent = 0  # chunks written on the pipelined connection
+        self._read = 0  # chunks whose reply was read
+        self.taken: list[str] = []  # ids that belong to other jobs (nothing of their chunk written)
+
+    def send(self, jobs: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        """Record (id, fields) of each job: owner, channel, subject, identity, recipients, ttl."""
+        if not jobs:
+            return
+        names = [keys.job(i) for i, _ in jobs]
+        fields = fastjson.dumps([f for _, f in jobs])
+        command: tuple[Any, ...] = ("EVAL", QUEUED, len(names), *names, self._now, self.nonce)
+        packed = pack_command((*command, fields))
+        self._chunks.append(([i for i, _ in jobs], packed))
+        if self._sent < len(self._chunks) - 1:
+            return  # the pipelined connection failed earlier: confirm() sends the rest
+        try:
+            if self._conn is None:
+                self._conn = self._pool.get_connection()
+            self._conn.send_packed_command([packed], check_health=self._sent == 0)
+        except redis.RedisError:
+            self._drop()
+            return
+        self._sent += 1
+
+    def confirm(self) -> list[str]:
+        """Every chunk recorded (each sent again after a transient error); returns the ids that
+        were taken. Raises when Redis stays away past the deadline."""
+        try:
+            while self._read < self._sent:
+                self._taken(self._read, self._conn.read_response())
+                self._read += 1
+        except redis.RedisError as exc:
+            self._drop()
+            if not is_transient(exc):
+                raise
+        if self._conn is not None:
+            self._pool.release(self._conn)
+            self._conn = None
+        while self._read < len(self._chunks):
+            packed = self._chunks[self._read][1]
+            self._taken(self._read, retrying(functools.partial(self._run, packed), self._backoff))
+            self._read += 1
+        return self.taken
+
+    def close(self) -> None:
+        """Done, after a failure: the connection released (its unread replies dropped)."""
+        self._drop()
+
+    def _taken(self, chunk: int, reply: Any) -> None:
+        ids = self._chunks[chunk][0]
+        self.taken += [ids[int(i) - 1] for i in reply or ()]
+
+    def _run(self, packed: bytes) -> Any:
+        conn: Any = self._pool.get_connection()
+        try:
+            conn.send_packed_command([packed])
+            return conn.read_response()
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            self._pool.release(conn)
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.disconnect()  # replies left unread: not reusable
+            self._pool.release(self._conn)
+            self._conn = None
+        self._sent = self._read  # what was sent and not read is sent again by confirm()
+
+
+def undo(
+    client: redis.Redis, job_ids: Sequence[str], nonce: str, withdrawn_ttl: int, backoff: Backoff
+) -> None:
+    """Undo what the call with ``nonce`` recorded for ``job_ids`` (see ``UNDO``)."""
+    for start in range(0, len(job_ids), 1000):
+        ids = job_ids[start : start + 1000]
+        names = [keys.SCHEDULE]
+        for i in ids:
+            names += [keys.job(i), keys.payload(i)]
+        call = functools.partial(client.eval, UNDO, len(names), *names, nonce, withdrawn_ttl, *ids)
+        retrying(call, backoff)
