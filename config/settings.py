@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     # worker that died before it started it (started ones come back through their lease)
     visibility_timeout: float = 300.0
     job_ttl: float = 7 * 86400.0
+    # refuse to start (worker) / report unavailable (/healthz) when Redis is configured to lose
+    # data: appendonly off or an evicting maxmemory-policy (producers/redis_safety.py). Off:
+    # a loud warning only
+    strict_redis: bool = False
     # how long an enqueue waits for another call enqueueing the same idempotency key to publish
     # (or fail) before it gives up with IdempotencyInProgress (HTTP 409)
     idempotency_wait: float = 5.0

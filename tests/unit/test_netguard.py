@@ -149,4 +149,3 @@ def test_an_smtp_reply_keeps_its_codes() -> None:
     assert isinstance(error, TransientError)
     assert (error.reply_code, error.enhanced_status) == (451, "4.7.1")
     assert error.text == "4.7.1 try again [31m later"
-
