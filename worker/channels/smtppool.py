@@ -495,7 +495,7 @@ class SmtpPool:
                         self._idle.append((conn, time.monotonic()))  # envelope was RSET
                     else:
                         conn.close()
-                if isinstance(exc, Exception):
+                if isinstance(exc, Exception) and not isinstance(exc, DeliveryError):
                     raise translate(exc) from exc
                 raise
             self._idle.append((conn, time.monotonic()))

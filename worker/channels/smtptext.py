@@ -15,7 +15,9 @@ NOT_SMTP = "the server did not answer as an SMTP server (no valid SMTP reply)"
 
 def printable(text: str, limit: int = MAX_TEXT) -> str:
     """``text`` with anything but printable ASCII as spaces, runs of space folded, truncated."""
-    if not (text.isascii() and text.isprintable() and len(text) <= limit and "  " not in text):
+    if text.isascii() and text.isprintable() and len(text) <= limit and "  " not in text:
+        text = text.strip()
+    else:
         text = " ".join("".join(c if " " <= c <= "~" else " " for c in text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
