@@ -58,6 +58,36 @@ _KEY_RECIPE = "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
 CommaList = Annotated[tuple[str, ...], NoDecode]
 Durations = Annotated[tuple[float, ...], NoDecode]
 
+#: where a user's SMTP server may not be (MAILDISPATCH_SMTP_BLOCKED_NETWORKS): this host and the
+#: networks behind it. IPv4-mapped, NAT64 and 6to4 forms of these are blocked with them
+#: (worker/channels/netguard.py).
+DEFAULT_SMTP_BLOCKED_NETWORKS = (
+    "0.0.0.0/8",  # "this network": 0.0.0.0 reaches the local host on Linux
+    "127.0.0.0/8",  # loopback
+    "10.0.0.0/8",  # RFC 1918
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",  # RFC 6598 carrier-grade NAT (cloud internal ranges)
+    "169.254.0.0/16",  # link-local, cloud metadata services (169.254.169.254)
+    "::/128",  # unspecified: the local host too
+    "::1/128",  # loopback
+    "fe80::/10",  # link-local
+    "fec0::/10",  # deprecated site-local
+    "fc00::/7",  # unique-local (fd00:ec2::254 is a metadata service)
+)
+
+
+def _networks(value: object) -> object:
+    import ipaddress
+
+    items = _split_list(value)
+    if isinstance(items, list | tuple):
+        try:
+            return tuple(str(ipaddress.ip_network(str(i), strict=False)) for i in items)
+        except ValueError as exc:
+            raise ValueError(f"not a network (use e.g. 10.0.0.0/8 or fd00::/8): {exc}") from None
+    return items
+
 
 class Settings(BaseSettings):
     """Every knob of maildispatch; one frozen instance per process."""
@@ -83,6 +113,10 @@ class Settings(BaseSettings):
     # worker that died before it started it (started ones come back through their lease)
     visibility_timeout: float = 300.0
     job_ttl: float = 7 * 86400.0
+    # refuse to start (worker) / report unavailable (/healthz) when Redis is configured to lose
+    # data: appendonly off or an evicting maxmemory-policy (producers/redis_safety.py). Off:
+    # a loud warning only
+    strict_redis: bool = False
     # how long an enqueue waits for another call enqueueing the same idempotency key to publish
     # (or fail) before it gives up with IdempotencyInProgress (HTTP 409)
     idempotency_wait: float = 5.0
@@ -152,6 +186,12 @@ class Settings(BaseSettings):
     gmail_give_up_after: float = 86400.0
     smtp_retry_delays: Durations = (30.0, 120.0, 600.0, 1800.0, 3600.0)
     smtp_give_up_after: float = 86400.0
+    # Custom SMTP servers are the users' input: the networks their addresses may not be in
+    # (checked on the address each connection goes to), exceptions carved out of them (e.g. an
+    # internal relay users may name), and whether AUTH may be sent without TLS (never, unless set)
+    smtp_blocked_networks: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SMTP_BLOCKED_NETWORKS
+    smtp_allowed_networks: Annotated[tuple[str, ...], NoDecode] = ()
+    smtp_allow_plaintext_auth: bool = False
 
     # Fleet-wide pacing (worker/ratelimit.py), "N/period" items: per connected Gmail account,
     # per custom SMTP server (all, or "host=N/period" for one), per MSC destination domain
@@ -212,6 +252,10 @@ class Settings(BaseSettings):
         "bounce_ingest_time_limit",
         mode="before",
     )(_duration)
+
+    _nets = field_validator("smtp_blocked_networks", "smtp_allowed_networks", mode="before")(
+        _networks
+    )
 
     @field_validator("previous_secret_keys", mode="before")
     @classmethod

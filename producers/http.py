@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings, get_settings
+from producers import redis_safety
 from producers.client import Dispatcher, IdempotencyInProgress, InvalidJobs
 from producers.errors import EnqueueFailed, JobIdsTaken
 from producers.job import FieldError, Line200, SendJob
@@ -71,7 +72,8 @@ class Extensions:
 
     keys: KeyChecker
     routers: Sequence[APIRouter] = ()
-    health: Mapping[str, Callable[[], None]] = field(default_factory=dict)
+    #: name -> check: raises when failing; a returned text is a warning
+    health: Mapping[str, Callable[[], object]] = field(default_factory=dict)
     collectors: Sequence[Collector] = ()
     #: the Failed Send rows of a job, shown by ``GET /v1/messages/{id}``
     job_failures: Callable[[str], list[dict[str, Any]]] | None = None
@@ -436,9 +438,11 @@ def create_app(
         ["route", "status"],
         registry=registry,
     )
-    health = {
+    health: dict[str, Callable[[], object]] = {
         "broker": broker_check(settings),
         "redis": lambda: dispatcher.redis.ping(),
+        # appendonly / maxmemory-policy: "warning: ..." (200), or an error when strict (503)
+        "redis_persistence": lambda: redis_safety.health_check(settings),
         **extensions.health,
     }
     limit = settings.api_max_body_bytes
@@ -568,15 +572,17 @@ def create_app(
 
     @app.get("/healthz", tags=["operations"], responses={503: {"description": "a check failed"}})
     def healthz() -> JSONResponse:
-        """Is the broker reachable, and the store? (no API key needed)"""
+        """Is the broker reachable, and the store; is Redis set to keep data? (no API key needed)"""
         results: dict[str, str] = {}
         for name, check in health.items():
             try:
-                check()
-                results[name] = "ok"
+                note = check()
+                results[name] = f"warning: {note}" if isinstance(note, str) else "ok"
+            except redis_safety.RedisUnsafe as exc:  # our text: no URL in it
+                results[name] = f"error: {exc}"
             except Exception as exc:  # the class only: messages may carry URLs with passwords
                 results[name] = f"error: {type(exc).__name__}"
-        ok = all(v == "ok" for v in results.values())
+        ok = not any(v.startswith("error") for v in results.values())
         return JSONResponse(
             {"status": "ok" if ok else "unavailable", "checks": results},
             status_code=200 if ok else 503,

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from config import keys
 from config.settings import Settings
+from worker.channels.netguard import NetworkPolicy
 from worker.channels.smtppool import Security, SmtpServer
 from worker.errors import DeliveryError, PermanentError
 from worker.store import Store
@@ -174,6 +175,7 @@ def set_smtp(
     session: Session,
     vault: Vault,
     *,
+    settings: Settings,
     owner: str,
     host: str,
     port: int,
@@ -182,7 +184,12 @@ def set_smtp(
     password: str,
     ca_pem: str | None = None,
 ) -> Account:
-    """Set (or replace) the owner's one custom SMTP server."""
+    """Set (or replace) the owner's one custom SMTP server.
+
+    A host written as an address in a blocked network (or ``localhost``) is refused here; a
+    name is checked on the addresses it resolves to at every connection (worker/channels/
+    netguard.py). ``none`` is refused unless the deployment allows AUTH without TLS.
+    """
     owner = _check_owner(owner)
     host = host.strip()
     if not host or any(c.isspace() for c in host) or len(host) > 255:
@@ -191,6 +198,15 @@ def set_smtp(
         raise AccountError("port must be 1 to 65535")
     if security not in SECURITIES:
         raise AccountError(f"security must be one of {', '.join(SECURITIES)}")
+    try:
+        NetworkPolicy.from_settings(settings).check_literal(host)
+    except PermanentError as exc:
+        raise AccountError(f"{exc.text} (MAILDISPATCH_SMTP_BLOCKED_NETWORKS)") from None
+    if security == "none" and not settings.smtp_allow_plaintext_auth:
+        raise AccountError(
+            "security none would send the password unencrypted, which this deployment does not "
+            "allow (MAILDISPATCH_SMTP_ALLOW_PLAINTEXT_AUTH): use starttls or tls"
+        )
     return _store(
         session,
         owner,

@@ -155,7 +155,7 @@ def cmd_smtp_set(args: argparse.Namespace) -> int:
     """Set the owner's custom SMTP server with a password read from stdin."""
     from worker.accounts import AccountError, set_smtp
 
-    _, store, vault = _context()
+    settings, store, vault = _context()
     ca_pem = None
     if args.ca_file:
         try:
@@ -163,16 +163,12 @@ def cmd_smtp_set(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError) as exc:
             return _refused(ValueError(f"cannot read --ca-file: {exc}"))
     password = _read_secret("password")
-    if args.security == "none":
-        print(
-            "warning: --security none sends the password and every message unencrypted",
-            file=sys.stderr,
-        )
     try:
         with store.session() as session:
             set_smtp(
                 session,
                 vault,
+                settings=settings,
                 owner=args.owner,
                 host=args.host,
                 port=args.port,
@@ -184,6 +180,11 @@ def cmd_smtp_set(args: argparse.Namespace) -> int:
             shown = _summary(session, args.owner.strip(), "smtp")
     except AccountError as exc:
         return _refused(exc)
+    if args.security == "none":  # only where MAILDISPATCH_SMTP_ALLOW_PLAINTEXT_AUTH is set
+        print(
+            "warning: --security none sends the password and every message unencrypted",
+            file=sys.stderr,
+        )
     _done(shown, args.json, f"SMTP server {args.host}:{args.port} set for {args.owner}")
     return 0
 

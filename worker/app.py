@@ -32,6 +32,19 @@ def _logging(**_: Any) -> None:
     configure_logging(get_settings())
 
 
+@signals.worker_init.connect
+def _check_redis(**_: Any) -> None:
+    # appendonly / maxmemory-policy: a loud warning, a refusal with MAILDISPATCH_STRICT_REDIS.
+    # Celery logs and swallows a receiver's exceptions, but not SystemExit.
+    from producers.redis_safety import RedisUnsafe, startup_check
+
+    configure_logging(get_settings())  # worker_init comes before Celery sets logging up
+    try:
+        startup_check(get_settings())
+    except RedisUnsafe as exc:
+        raise SystemExit(f"configuration error: refusing to start: {exc}") from None
+
+
 _scheduler: list[Any] = []
 
 

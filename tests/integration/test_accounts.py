@@ -41,6 +41,7 @@ def _smtp(store: Store, owner: str = "acme", password: str = "pw") -> None:  # n
         accounts.set_smtp(
             s,
             VAULT,
+            settings=SETTINGS,
             owner=owner,
             host="smtp.example.net",
             port=587,
@@ -102,6 +103,23 @@ def test_smtp_account_and_its_server(store: Store) -> None:
         ({"password": ""}, "password"),
         ({"password": "a\nb"}, "password"),
         ({"ca_pem": "not a certificate"}, "PEM"),
+        # user servers may not be this host or the networks behind it (netguard)
+        ({"host": "127.0.0.1"}, "network"),
+        ({"host": "127.9.9.9"}, "network"),
+        ({"host": "localhost"}, "network"),
+        ({"host": "mail.localhost."}, "network"),
+        ({"host": "[::1]"}, "network"),
+        ({"host": "0.0.0.0"}, "network"),
+        ({"host": "10.20.30.40"}, "network"),
+        ({"host": "172.31.0.5"}, "network"),
+        ({"host": "192.168.1.1"}, "network"),
+        ({"host": "100.100.100.200"}, "network"),
+        ({"host": "169.254.169.254"}, "network"),
+        ({"host": "fd00:ec2::254"}, "network"),
+        ({"host": "fe80::1"}, "network"),
+        ({"host": "::ffff:10.0.0.1"}, "network"),
+        ({"host": "::ffff:7f00:1"}, "network"),
+        ({"security": "none"}, "unencrypted"),
     ],
 )
 def test_smtp_input_is_checked(store: Store, kwargs: dict[str, object], words: str) -> None:
@@ -114,7 +132,7 @@ def test_smtp_input_is_checked(store: Store, kwargs: dict[str, object], words: s
         "password": "pw",
     } | kwargs
     with store.session() as s, pytest.raises(AccountError, match=words):
-        accounts.set_smtp(s, VAULT, **args)  # type: ignore[arg-type]
+        accounts.set_smtp(s, VAULT, settings=SETTINGS, **args)  # type: ignore[arg-type]
 
 
 def test_missing_account_is_a_config_failure(store: Store) -> None:
@@ -172,7 +190,15 @@ def test_rotate_key_re_encrypts_every_row(store: Store) -> None:
     with store.session() as s:
         accounts.connect_gmail(s, old, owner="a", email="a@gmail.com", refresh_token="1//a")
         accounts.set_smtp(
-            s, old, owner="b", host="h", port=25, security="none", username="u", password="p"
+            s,
+            old,
+            settings=SETTINGS,
+            owner="b",
+            host="h",
+            port=465,
+            security="tls",
+            username="u",
+            password="p",
         )
     new = Vault("new-key-fedcba9876543210fedcba9876", ["old-key-0123456789abcdef0123456789"])
     with store.session() as s:

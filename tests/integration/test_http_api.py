@@ -461,10 +461,11 @@ def test_message_status_shows_failed_sends_and_404_for_unknown(api: Api) -> None
 def test_healthz_checks_broker_redis_and_database(api: Api) -> None:
     res = api.client.get("/healthz")
     assert res.status_code == 200
-    assert res.json() == {
-        "status": "ok",
-        "checks": {"broker": "ok", "redis": "ok", "database": "ok"},
-    }
+    body = res.json()
+    persistence = body["checks"].pop("redis_persistence")  # tests/integration/test_redis_safety.py
+    assert body == {"status": "ok", "checks": {"broker": "ok", "redis": "ok", "database": "ok"}}
+    # the machine's Redis runs without AOF: a warning, not a failure, unless strict
+    assert persistence == "ok" or persistence.startswith("warning: redis: ")
 
 
 def test_healthz_reports_an_unreachable_broker_and_database(redis_url: str, tmp_path: Any) -> None:

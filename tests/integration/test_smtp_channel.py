@@ -4,6 +4,7 @@ requires STARTTLS and AUTH, with a certificate from a CA only the account trusts
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.support.auth_smtpd import AuthHandler, Pki, auth_server, make_pki
+from tests.support.banner_server import BannerServer
 from tests.support.relay import Relay
 from tests.support.user_fleet import UserFleet, database_bytes, redis_dump, user_fleet
 
@@ -246,21 +248,71 @@ def test_no_password_in_the_clear_in_database_redis_or_logs(
     assert b"auth_failed" in haystacks["database"]  # the search itself works
 
 
-def test_plain_text_setting_never_sends_the_password(
-    sfleet: UserFleet, server: Relay, owner: str
-) -> None:
+def test_plain_text_setting_is_refused(sfleet: UserFleet, server: Relay, owner: str) -> None:
     out = sfleet.cli(
         "accounts", "smtp", "set", "--owner", owner, "--host", "127.0.0.1",
         "--port", str(server.port), "--security", "none", "--username", "ann",
         "--password-stdin", stdin=PASSWORD + "\n",
     )  # fmt: skip
-    assert out.returncode == 0 and "unencrypted" in out.stderr
-    job_id = sfleet.dispatcher.send(_job(owner))
-    assert sfleet.wait_final(job_id)[str(job_id)]["state"] == "failed"
+    assert out.returncode == 2, out.stderr  # refused input
+    assert "unencrypted" in out.stderr and "MAILDISPATCH_SMTP_ALLOW_PLAINTEXT_AUTH" in out.stderr
+    assert sfleet.cli_json("accounts", "list", "--owner", owner) == []
+    assert _handler(server).logins == []
+
+
+def _set_peer(fleet: UserFleet, owner: str, port: int) -> None:
+    args = [
+        "accounts", "smtp", "set", "--owner", owner, "--host", "127.0.0.1",
+        "--port", str(port), "--security", "starttls", "--username", "ann", "--password-stdin",
+    ]  # fmt: skip
+    assert fleet.cli_json(*args, stdin=PASSWORD + "\n")["state"] == "connected"
+
+
+@pytest.mark.parametrize(
+    "banner",
+    [
+        b"SSH-2.0-OpenSSH_9.6 internal-host-7\r\n",
+        b"HTTP/1.1 400 Bad Request\r\nServer: internal-admin/1.0\r\n\r\n",
+        b"\x4a\x00\x00\x00\x0a8.0.36-internal\x00\x01\x02\n",  # a database's binary greeting
+        b"250 internal-host-7 ready\r\n",  # a reply code, but not a greeting
+    ],
+    ids=["ssh", "http", "binary", "not-a-greeting"],
+)
+def test_a_peer_that_is_not_smtp_gets_a_generic_error(
+    sfleet: UserFleet, owner: str, banner: bytes
+) -> None:
+    peer = BannerServer(banner).start()
+    try:
+        _set_peer(sfleet, owner, peer.port)
+        job_id = sfleet.dispatcher.send(_job(owner))
+        assert sfleet.wait_final(job_id)[str(job_id)]["state"] == "failed"
+    finally:
+        peer.stop()
+    assert peer.connections >= 1
+    status = sfleet.cli("status", str(job_id), "--json")
+    (failed,) = json.loads(status.stdout)["failed_sends"]
+    assert failed["kind"] == "config"
+    assert (
+        failed["diagnostic"] == "the server did not answer as an SMTP server (no valid SMTP reply)"
+    )
+    for word in ("internal", "SSH", "HTTP", "8.0.36"):
+        assert word not in status.stdout
+
+
+def test_an_smtp_reply_is_quoted_as_bounded_printable_text(sfleet: UserFleet, owner: str) -> None:
+    noise = "\x1b[2J\x07 tail\u202e" + "x" * 3000
+    peer = BannerServer(f"554 5.7.1 go away{noise}\r\n".encode()).start()
+    try:
+        _set_peer(sfleet, owner, peer.port)
+        job_id = sfleet.dispatcher.send(_job(owner))
+        assert sfleet.wait_final(job_id)[str(job_id)]["state"] == "failed"
+    finally:
+        peer.stop()
     (failed,) = sfleet.status(job_id)["failed_sends"]
-    assert failed["kind"] == "auth" and "AUTH" in failed["diagnostic"]
-    assert sfleet.account(owner, "smtp")["state"] == "auth_failed"
-    assert _handler(server).logins == []  # the server offers AUTH only inside TLS
+    assert failed["reply_code"] == 554 and failed["enhanced_status"] == "5.7.1"
+    text = failed["diagnostic"]
+    assert text.startswith("5.7.1 go away") and text.endswith("...") and len(text) <= 300
+    assert text.isascii() and text.isprintable()
 
 
 def test_implicit_tls_with_login(pki: Pki) -> None:
@@ -290,7 +342,9 @@ def test_implicit_tls_with_login(pki: Pki) -> None:
     job = parse_job(_job("o"))
 
     async def run() -> None:
-        channel = SmtpChannel(Settings(secret_key="k" * 32, smtp_timeout=10))
+        channel = SmtpChannel(
+            Settings(secret_key="k" * 32, smtp_timeout=10, smtp_allowed_networks="127.0.0.1")
+        )
         options = channel.message_options(job, account)
         message = build_message(job, domain=options.domain)
         try:

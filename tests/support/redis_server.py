@@ -15,12 +15,20 @@ from tests.support.services import free_port, need
 class RedisServer:
     """Start/stop/restart a redis-server; ``appendonly`` keeps data across restarts."""
 
-    def __init__(self, workdir: Path, *, appendonly: bool = False, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        appendonly: bool = False,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         need("redis-server binary", shutil.which("redis-server") is not None)
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.extra_args = extra_args  # e.g. ("--maxmemory-policy", "allkeys-lru")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -47,6 +55,7 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         deadline = time.monotonic() + 20

@@ -112,17 +112,17 @@ class UserFleet:
 
 def user_env(redis_url: str, database_url: str, **extra: str) -> dict[str, str]:
     """The worker environment of the test fleets: short retry delays for gmail and smtp."""
-    return worker_env(
-        redis_url,
-        database_url,
-        "smtp://127.0.0.1:9",  # no MSC here
-        MAILDISPATCH_GMAIL_RETRY_DELAYS="0.3s,0.6s",
-        MAILDISPATCH_GMAIL_GIVE_UP_AFTER="8s",
-        MAILDISPATCH_SMTP_RETRY_DELAYS="0.3s,0.6s",
-        MAILDISPATCH_SMTP_GIVE_UP_AFTER="8s",
-        MAILDISPATCH_SMTP_TIMEOUT="10s",
-        **extra,
-    )
+    settings = {
+        "MAILDISPATCH_GMAIL_RETRY_DELAYS": "0.3s,0.6s",
+        "MAILDISPATCH_GMAIL_GIVE_UP_AFTER": "8s",
+        "MAILDISPATCH_SMTP_RETRY_DELAYS": "0.3s,0.6s",
+        "MAILDISPATCH_SMTP_GIVE_UP_AFTER": "8s",
+        "MAILDISPATCH_SMTP_TIMEOUT": "10s",
+        # the tests' user SMTP servers listen on loopback, where user servers may not be in
+        # production (MAILDISPATCH_SMTP_BLOCKED_NETWORKS): allowed here, as an operator would
+        "MAILDISPATCH_SMTP_ALLOWED_NETWORKS": "127.0.0.0/8,::1",
+    }
+    return worker_env(redis_url, database_url, "smtp://127.0.0.1:9", **(settings | extra))
 
 
 @contextmanager

@@ -5,6 +5,11 @@ to maildispatch (no return-path token, no suppression list, no bounce ingest). C
 always verified, against the account's CA when it has one. A refused login (535) is a
 PermanentError of kind ``auth``: the account is flagged ``auth_failed`` and nothing retries it
 with the same password. Connections are pooled per server and credentials (``smtppool``).
+
+The server is the user's input, so every new connection goes to an address checked against the
+operator's blocked networks (``netguard``), the login is never sent without TLS unless the
+operator allows it (``MAILDISPATCH_SMTP_ALLOW_PLAINTEXT_AUTH``), and what the server says reaches
+the owner only as printable text of SMTP replies (``smtptext``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from config.settings import Settings
 from producers.job import SendJob
 from worker.accounts import SmtpAccount
 from worker.channels.base import Envelope, MessageOptions, OutgoingMessage, Receipt
+from worker.channels.netguard import NetworkPolicy
 from worker.channels.smtppool import SmtpPool, SmtpServer
 from worker.errors import PermanentError
 
@@ -23,6 +29,10 @@ from worker.errors import PermanentError
 CONNECTIONS_PER_SERVER = 3
 #: pools kept open at once; the least recently used one is closed beyond this
 MAX_POOLS = 256
+PLAINTEXT_AUTH_REFUSED = (
+    "cannot log in: this deployment never sends AUTH (the password) without TLS; set the "
+    "server with --security starttls or tls"
+)
 
 
 class SmtpChannel:
@@ -33,6 +43,8 @@ class SmtpChannel:
 
     def __init__(self, settings: Settings) -> None:
         self.timeout = settings.smtp_timeout
+        self.policy = NetworkPolicy.from_settings(settings)
+        self.allow_plaintext_auth = settings.smtp_allow_plaintext_auth
         self._pools: OrderedDict[SmtpServer, SmtpPool] = OrderedDict()
 
     def message_options(self, job: SendJob, account: Any) -> MessageOptions:
@@ -44,6 +56,8 @@ class SmtpChannel:
         """One SMTP transaction on the owner's server."""
         if not isinstance(account, SmtpAccount):
             raise PermanentError("no custom SMTP server for this owner", kind="config")
+        if account.security == "none" and not self.allow_plaintext_auth:
+            raise PermanentError(PLAINTEXT_AUTH_REFUSED, kind="auth")
         pool = await self._pool(account.server(self.timeout))
         return await pool.send(envelope, message.data)
 
@@ -52,7 +66,8 @@ class SmtpChannel:
         if pool is not None:
             self._pools.move_to_end(server)
             return pool
-        pool = self._pools[server] = SmtpPool(server, CONNECTIONS_PER_SERVER)
+        pool = SmtpPool(server, CONNECTIONS_PER_SERVER, connector=self.policy.connect)
+        self._pools[server] = pool
         while len(self._pools) > MAX_POOLS:
             _, oldest = self._pools.popitem(last=False)
             await oldest.close()

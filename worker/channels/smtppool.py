@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urlsplit
@@ -23,6 +24,7 @@ from aiosmtplib.protocol import COMMAND_INJECTION_REGEX, normalize_message_line_
 from aiosmtplib.typing import Default, SMTPStatus
 
 from worker.channels.base import Envelope, Receipt
+from worker.channels.smtptext import NOT_SMTP, is_reply_code, printable
 from worker.errors import DeliveryError, PermanentError, TransientError
 from worker.gate import Gate
 
@@ -117,10 +119,11 @@ def _retry_after(message: str) -> float | None:
 
 
 def from_reply(code: int, message: str, command: str | None = None) -> DeliveryError:
-    """A reply code and text as our error: 4xx transient, 5xx permanent."""
+    """A reply code and text as our error: 4xx transient, 5xx permanent (text: printable ASCII)."""
     cls = TransientError if 400 <= code < 500 else PermanentError
+    message = printable(message)
     return cls(
-        message.strip(),
+        message,
         reply_code=code,
         enhanced_status=_status(message),
         retry_after=_retry_after(message),
@@ -129,17 +132,28 @@ def from_reply(code: int, message: str, command: str | None = None) -> DeliveryE
 
 
 def translate(exc: BaseException) -> DeliveryError:
-    """Map an aiosmtplib / socket / TLS exception to TransientError or PermanentError."""
+    """Map an aiosmtplib / socket / TLS exception to TransientError or PermanentError.
+
+    Server text is quoted only from a parsed SMTP reply, as printable ASCII (``smtptext``); a
+    peer whose answer is no SMTP reply (another protocol's banner) gets a generic text.
+    """
+    if isinstance(exc, DeliveryError):  # ours already (the address check in netguard)
+        return exc
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and (
+        not is_reply_code(exc.code)
+        or (isinstance(exc, aiosmtplib.SMTPConnectResponseError) and exc.code < 400)
+    ):
+        return PermanentError(NOT_SMTP, kind="config")
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError) and 400 <= exc.code < 500:
         # 454 4.7.0 "temporary authentication failure": the server's trouble, not the password
         return TransientError(
-            f"authentication deferred: {exc.message}",
+            f"authentication deferred: {printable(exc.message)}",
             reply_code=exc.code,
             enhanced_status=_status(exc.message),
         )
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         return PermanentError(
-            f"authentication failed: {exc.message}",
+            f"authentication failed: {printable(exc.message)}",
             reply_code=exc.code,
             enhanced_status=_status(exc.message),
             kind="auth",
@@ -156,19 +170,23 @@ def translate(exc: BaseException) -> DeliveryError:
             return TransientError("all recipients refused")
         return from_reply(first.code, first.message, "RCPT")
     if isinstance(exc, aiosmtplib.SMTPNotSupported):
-        return PermanentError(f"server does not support what is needed: {exc}", kind="config")
+        return PermanentError(
+            f"server does not support what is needed: {printable(str(exc))}", kind="config"
+        )
     if isinstance(exc, aiosmtplib.SMTPException) and _NO_AUTH.search(str(exc)):
         # no AUTH offered (e.g. before TLS) or no common mechanism: the account's settings
-        return PermanentError(f"cannot log in: {exc}", kind="auth")
+        return PermanentError(f"cannot log in: {printable(str(exc))}", kind="auth")
     if isinstance(exc, aiosmtplib.SMTPException) and "STARTTLS extension" in str(exc):
         # never fall back to plain text: a missing STARTTLS may be a downgrade attack
-        return PermanentError(f"server does not offer STARTTLS: {exc}", kind="config")
+        return PermanentError(
+            f"server does not offer STARTTLS: {printable(str(exc))}", kind="config"
+        )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return PermanentError(f"TLS certificate not trusted: {exc.verify_message}", kind="config")
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError | TimeoutError):
-        return TransientError(f"timed out: {exc}")
+        return TransientError(f"timed out: {printable(str(exc))}")
     if isinstance(exc, aiosmtplib.SMTPException | OSError | ssl.SSLError | ConnectionError):
-        return TransientError(f"connection failed: {exc}")
+        return TransientError(f"connection failed: {printable(str(exc))}")
     raise exc
 
 
@@ -389,21 +407,34 @@ async def _message(
     return response
 
 
+#: opens the TCP connection for a pool itself (host, port, timeout): the user channel's check of
+#: the resolved address (netguard); without one aiosmtplib resolves and connects
+Connector = Callable[[str, int, float], Awaitable[socket.socket]]
+
+
 class SmtpPool:
     """Up to ``size`` concurrent connections to one server, kept open and reused across tasks."""
 
-    def __init__(self, server: SmtpServer, size: int, local_hostname: str | None = None) -> None:
+    def __init__(
+        self,
+        server: SmtpServer,
+        size: int,
+        local_hostname: str | None = None,
+        connector: Connector | None = None,
+    ) -> None:
         self.server = server
         self.size = size
         self.local_hostname = local_hostname
+        self.connector = connector
         self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
         self._slots = Gate(size)  # FIFO; jobs of a whole group wait here
 
-    def _new(self) -> aiosmtplib.SMTP:
+    def _new(self, sock: socket.socket | None = None) -> aiosmtplib.SMTP:
         s = self.server
         return _Smtp(
-            hostname=s.host,
-            port=s.port,
+            hostname=s.host,  # with ``sock``: the name TLS verifies
+            port=s.port if sock is None else None,
+            sock=sock,
             use_tls=s.security == "tls",
             start_tls=s.security == "starttls",
             tls_context=s.tls_context() if s.security != "none" else None,
@@ -425,8 +456,17 @@ class SmtpPool:
                     conn.close()
                     continue
             return conn
-        conn = self._new()
-        await conn.connect()
+        if self.connector is None:
+            conn = self._new()
+            await conn.connect()
+            return conn
+        sock = await self.connector(self.server.host, self.server.port, self.server.timeout)
+        try:
+            conn = self._new(sock)
+            await conn.connect()
+        except BaseException:
+            sock.close()
+            raise
         return conn
 
     async def send(self, envelope: Envelope, data: bytes) -> Receipt:
@@ -456,13 +496,13 @@ class SmtpPool:
                         self._idle.append((conn, time.monotonic()))  # envelope was RSET
                     else:
                         conn.close()
-                if isinstance(exc, Exception):
+                if isinstance(exc, Exception) and not isinstance(exc, DeliveryError):
                     raise translate(exc) from exc
                 raise
             self._idle.append((conn, time.monotonic()))
         return Receipt(
             reply_code=250,  # sendmail returns only after DATA's 250
-            text=reply,
+            text=printable(reply),
             refused={rcpt: from_reply(r.code, r.message, "RCPT") for rcpt, r in refused.items()},
         )
 
