@@ -52,3 +52,7 @@ def batch(batch_id: str) -> str:
 def reaping(batch_id: str) -> str:
     """A short lock so that two schedulers do not republish the same dead batch at once."""
     return f"{PREFIX}reaping:{batch_id}"
+
+
+#: held by the scheduler that runs the retention purge, for one purge interval: one per fleet
+PURGE_LOCK = f"{PREFIX}purge-lock"

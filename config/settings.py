@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     #: ``maildispatch scheduler`` is then optional; several schedulers are safe together)
     embedded_scheduler: bool = True
 
+    # Retention (worker/store/retention.py): Failed Send rows, and the job contents kept for
+    # Resend (body, attachments: once per job), are deleted after this many days (0: kept for
+    # ever); purged by the scheduler every purge_interval and by `maildispatch failed purge`
+    failed_send_retention_days: int = Field(90, ge=0)
+    job_content_retention_days: int = Field(30, ge=0)
+    purge_interval: float = 3600.0
+
     # Limits on what producers may enqueue
     max_message_bytes: int = 10 * 1024 * 1024
     max_recipients: int = 100
@@ -189,6 +196,7 @@ class Settings(BaseSettings):
         "scheduler_interval",
         "smtp_timeout",
         "bounce_publish_timeout",
+        "purge_interval",
         mode="before",
     )(_duration)
 

@@ -59,11 +59,11 @@ def postgres_url() -> str:
     return POSTGRES_URL
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """The Failed Sends store on both engines: a SQLite file, and a throwaway PostgreSQL schema."""
+@contextmanager
+def store_on(request: pytest.FixtureRequest, tmp_path: Path, *, migrate: bool) -> Iterator[Store]:
+    """A store on the engine the test is parametrized with (``request.param``)."""
     if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path / 'var' / 'store.db'}")
+        s = Store(f"sqlite:///{tmp_path / 'var' / 'store.db'}", migrate=migrate)
         yield s
         s.dispose()
         return
@@ -72,12 +72,26 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     admin = Store(url, migrate=False)
     with admin.engine.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
-    s = Store(f"{url}?options=-csearch_path%3D{schema}")
+    s = Store(f"{url}?options=-csearch_path%3D{schema}", migrate=migrate)
     yield s
     s.dispose()
     with admin.engine.begin() as conn:
         conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
     admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The Failed Sends store on both engines: a SQLite file, and a throwaway PostgreSQL schema."""
+    with store_on(request, tmp_path, migrate=True) as s:
+        yield s
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def blank_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """As ``store``, with no schema yet: for tests of the migrations themselves."""
+    with store_on(request, tmp_path, migrate=False) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,8 @@ log = structlog.get_logger("maildispatch.delivery")
 #: not a bug in a job: the store or Redis failed under it. Recording the job as failed would be
 #: wrong (the relay may have accepted it); the batch crashes and is retried instead
 INFRASTRUCTURE_ERRORS = (redis.RedisError, sqlalchemy.exc.OperationalError)
+#: writes of a Failed Send row after the server accepted the message (0.25 s, 1 s, then 4 s)
+RECORD_ATTEMPTS = 4
 
 
 class Accounts(Protocol):
@@ -290,8 +292,8 @@ class Delivery:
         job_id = str(job.id)
         retry = {r: e for r, e in receipt.refused.items() if isinstance(e, TransientError)}
         rejected = [r for r, e in receipt.refused.items() if not isinstance(e, TransientError)]
-        for rcpt in rejected:
-            await self._record(job, wire, [rcpt], receipt.refused[rcpt])
+        if rejected:  # the others were accepted: a row that cannot be written changes nothing
+            await self._record_accepted(job, wire, {r: receipt.refused[r] for r in rejected})
         accepted = len(recipients) - len(receipt.refused)
         elapsed = round((time.perf_counter() - started) * 1000, 1)
         fields = {
@@ -375,6 +377,27 @@ class Delivery:
             enhanced_status=error.enhanced_status,
             recipients=len(recipients),
         )
+
+    async def _record_accepted(
+        self, job: SendJob, wire: dict[str, Any], refused: dict[str, DeliveryError]
+    ) -> None:
+        """Rows of the recipients refused in a transaction the server accepted for others.
+
+        Never raises: the job is ``sent`` next, whatever happens here, or a batch retry would
+        deliver the accepted message again. A store blip is retried (a few seconds); a row still
+        not written is logged with the error.
+        """
+        for rcpt, error in refused.items():
+            for attempt in range(RECORD_ATTEMPTS):
+                try:
+                    await self._record(job, wire, [rcpt], error)
+                    break
+                except Exception as exc:
+                    if attempt + 1 < RECORD_ATTEMPTS and isinstance(exc, INFRASTRUCTURE_ERRORS):
+                        await asyncio.sleep(0.25 * 4**attempt)
+                        continue
+                    log.exception("failed_send_not_recorded", kind=error.kind)
+                    break
 
     async def _record(
         self, job: SendJob, wire: dict[str, Any], recipients: Sequence[str], error: DeliveryError
