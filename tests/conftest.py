@@ -165,15 +165,17 @@ def running_fleet(
     broker_url: str | None = None,
     pool: str = "solo",
     concurrency: int = 1,
+    database_url: str | None = None,
 ) -> Iterator[Fleet]:
     """An MSC worker and the scheduler with a private redis-server for job state.
 
-    The broker is that Redis too unless ``broker_url`` names another (RabbitMQ).
+    The broker is that Redis too unless ``broker_url`` names another (RabbitMQ); the store is
+    a SQLite file unless ``database_url`` names another.
     """
     from tests.support.redis_server import RedisServer
 
     server = RedisServer(tmp / "redis").start()
-    database_url = f"sqlite:///{tmp / 'store.db'}"
+    database_url = database_url or f"sqlite:///{tmp / 'store.db'}"
     extra = {"MAILDISPATCH_REDIS_URL": server.url} if broker_url else {}
     env = worker_env(broker_url or server.url, database_url, relay_url, **extra)
     try:

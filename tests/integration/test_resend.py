@@ -175,7 +175,9 @@ def test_a_double_click_on_the_page_sends_once(site: dict[str, Any]) -> None:
         form = {"csrf": csrf_of(page), "owner": OWNER}
         with ThreadPoolExecutor(2) as pool:
             clicks = list(
-                pool.map(lambda _: desk.post(f"/failed-sends/{failed_id}/resend", data=form), [0, 1])
+                pool.map(
+                    lambda _: desk.post(f"/failed-sends/{failed_id}/resend", data=form), [0, 1]
+                )
             )
         assert [c.status_code for c in clicks] in ([303, 303], [303, 409], [409, 303])
         again = desk.post(f"/failed-sends/{failed_id}/resend", data=form)  # a third, later

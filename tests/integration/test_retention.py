@@ -172,7 +172,27 @@ def test_migration_moves_each_jobs_content_once(blank_store: Store) -> None:
         assert repo.job_content(s, "job-1") == big
         assert repo.job_content(s, "job-2") is None
         assert s.scalar(select(func.count()).select_from(JobContent)) == 1
+        # the table kept its indexes and its one-row-per-(job, recipient, kind) constraint
+        again = rows("job-1", 1, big, kind="rejected", recipient="a@example.org")
+        repo.record_failed_sends(s, again)
+        assert s.scalar(select(func.count()).select_from(FailedSend)) == 3
     upgrade(store.engine)  # idempotent
+    assert {
+        "ix_failed_sends_owner_recipient",
+        "ix_failed_sends_job_id",
+        "ix_failed_sends_owner",
+        "ix_failed_sends_created_at",
+    } <= index_names(store)
+
+
+def index_names(store: Store) -> set[str]:
+    query = (
+        "SELECT indexname FROM pg_indexes WHERE tablename = 'failed_sends'"
+        if store.engine.dialect.name == "postgresql"
+        else "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'failed_sends'"
+    )
+    with store.engine.connect() as conn:
+        return set(conn.execute(text(query)).scalars())
 
 
 def test_failed_purge_command(store: Store) -> None:

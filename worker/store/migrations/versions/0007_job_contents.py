@@ -34,13 +34,22 @@ def upgrade() -> None:
             "WHERE json_typeof(job) = 'object' ORDER BY job_id, id"
         )
         op.alter_column("failed_sends", "identity", type_=sa.Text(), existing_nullable=False)
-    else:  # SQLite: the first row of a job wins; its column lengths were never enforced
-        op.execute(
-            "INSERT OR IGNORE INTO job_contents (job_id, owner, job, created_at) "
-            "SELECT job_id, owner, job, created_at FROM failed_sends "
-            "WHERE job IS NOT NULL AND json_type(job) = 'object' ORDER BY id"
-        )
-    op.drop_column("failed_sends", "job")
+        op.drop_column("failed_sends", "job")
+        return
+    # SQLite: the first row of a job wins. Its ALTER TABLE cannot change a type: the table is
+    # copied (batch mode), without the expression index, which reflection does not carry
+    op.execute(
+        "INSERT OR IGNORE INTO job_contents (job_id, owner, job, created_at) "
+        "SELECT job_id, owner, job, created_at FROM failed_sends "
+        "WHERE json_type(job) = 'object' ORDER BY id"
+    )
+    op.drop_index("ix_failed_sends_owner_recipient", table_name="failed_sends")
+    with op.batch_alter_table("failed_sends", recreate="always") as batch:
+        batch.alter_column("identity", type_=sa.Text(), existing_nullable=False)
+        batch.drop_column("job")
+    op.create_index(
+        "ix_failed_sends_owner_recipient", "failed_sends", ["owner", sa.text("lower(recipient)")]
+    )
 
 
 def downgrade() -> None:
