@@ -31,7 +31,7 @@ from config.celery import (
     use_orjson,
 )
 from config.settings import Settings, get_settings
-from producers.job import Channel, FieldError, InvalidJob, SendJob, parse_job
+from producers.job import Channel, FieldError, InvalidJob, SendJob, limits, parse_job
 
 #: a chunk of jobs given as dicts is validated in one call into pydantic (~5% of send_many's
 #: instructions per job less than a call per job)
@@ -352,10 +352,13 @@ class Dispatcher:
     # -- validation ---------------------------------------------------------------------------
     def validate(self, data: JobInput, index: int | None = None) -> SendJob:
         """One job, checked against the contract and this deployment's limits."""
+        most = self.settings.max_recipients
         if type(data) is dict:  # the common case: no Mapping (ABC) check, no copy
-            job = parse_job(data, index)
+            job = parse_job(data, index, max_recipients=most)
+        elif isinstance(data, SendJob):
+            job = data
         else:
-            job = data if isinstance(data, SendJob) else parse_job(_as_json_input(data), index)
+            job = parse_job(_as_json_input(data), index, max_recipients=most)
         self._check_limits(job, index)
         return job
 
@@ -363,7 +366,7 @@ class Dispatcher:
         """This deployment's limits on message size and recipients."""
         limit = self.settings.max_message_bytes
         # a character is at most 4 bytes of UTF-8: only a body that could be too large is measured
-        body = len(job.text or "") + len(job.html or "")
+        body = len(job.text or "") + len(job.html or "") + job.header_size()
         if (job.attachments or 4 * body + 2048 > limit) and job.estimated_size() > limit:
             raise InvalidJob(
                 [
@@ -480,7 +483,7 @@ class Dispatcher:
         parsed: list[SendJob] | None = None
         if all(type(item) is dict for item in chunk):
             with contextlib.suppress(ValidationError):  # then job by job, naming each bad one
-                parsed = _JOBS.validate_python(chunk)
+                parsed = _JOBS.validate_python(chunk, context=limits(self.settings.max_recipients))
         jobs: list[SendJob] = []
         for index in range(start, start + len(chunk)):
             try:

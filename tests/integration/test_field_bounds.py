@@ -35,6 +35,8 @@ LONGEST_ADDRESS = "l" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + 
 NOT_STORED = {
     "idempotency_key": "Redis key only",
     "Attachment.filename": "in the stored job's JSON",
+    "Attachment.content_type": "in the stored job's JSON",
+    "headers": "in the stored job's JSON",
 }
 
 
