@@ -59,7 +59,11 @@ def check_header(name: str, value: str) -> str:
     header_text(value)
     if len(value) > MAX_HEADER_VALUE:
         raise ValueError(f"is longer than {MAX_HEADER_VALUE} characters")
-    if value.isascii() and len(name) + 2 + longest_word(value) > MAX_LINE:
+    if (
+        len(name) + 2 + len(value) > MAX_LINE  # else the whole value fits on its line
+        and value.isascii()
+        and len(name) + 2 + longest_word(value) > MAX_LINE
+    ):
         # folding breaks lines at white space only; encoded words would change the meaning of a
         # structured field
         raise ValueError(

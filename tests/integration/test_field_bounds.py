@@ -280,3 +280,11 @@ def test_a_store_outage_after_the_250_never_resends_it(
     if refusing_store.engine.dialect.name != "postgresql":
         pytest.skip("an SQLSTATE is a PostgreSQL error; SQLite's trigger has one kind")
     _deliver_once(refusing_store, relay, tmp_path)
+
+
+def test_a_suppression_from_outside_text_never_fails_the_write(store: Store) -> None:
+    with store.session() as s:
+        repo.suppress(s, "o1", ["x" * 400 + "@example.org", "gone@example.org"], "r" * 300)
+    with store.session() as s:
+        (only,) = repo.list_suppressions(s, "o1")
+        assert (only.address, only.reason) == ("gone@example.org", "r" * 200)

@@ -151,10 +151,15 @@ def failed_sends_for_job(session: Session, job_id: str) -> list[FailedSend]:
 def suppress(
     session: Session, owner: str, addresses: Iterable[str], reason: str, job_id: str | None = None
 ) -> None:
-    """Put addresses on an owner's suppression list (``*``: operator-wide)."""
+    """Put addresses on an owner's suppression list (``*``: operator-wide).
+
+    A text longer than an address can be (one from a forged report) is not one: skipped.
+    """
+    reason = reason.replace("\x00", "")[:200]
     rows = [
         {"owner": owner, "address": a.lower(), "reason": reason, "source_job_id": job_id}
         for a in addresses
+        if len(a) <= 320 and "\x00" not in a
     ]
     if rows:
         session.execute(_insert(session, Suppression).on_conflict_do_nothing(), rows)
