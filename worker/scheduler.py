@@ -50,13 +50,18 @@ async def purge_if_due(client: aioredis.Redis, settings: Settings) -> bool:
     lease = max(int(settings.purge_interval), 1)
     if not await client.set(keys.PURGE_LOCK, os.getpid(), nx=True, ex=lease):
         return False
-    from worker.store import open_store
+    from worker.store.db import Store
     from worker.store.retention import purge
 
     def run_purge() -> dict[str, int]:
-        store = open_store(settings.database_url)
-        days = (settings.failed_send_retention_days, settings.job_content_retention_days)
-        return purge(store, *days).as_dict()
+        # an engine of its own, closed after: the scheduler may run in the main process of a
+        # prefork pool, whose children must not inherit open database connections
+        store = Store(settings.database_url)
+        try:
+            days = (settings.failed_send_retention_days, settings.job_content_retention_days)
+            return purge(store, *days).as_dict()
+        finally:
+            store.dispose()
 
     try:
         purged = await asyncio.to_thread(run_purge)
