@@ -9,6 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# imported now, not by hypothesis' pytest plugin at the end of a session without property
+# tests: that late import (assertion-rewritten, while test threads may still run) trips
+# CPython 3.11's "AST constructor recursion depth mismatch" SystemError
+import hypothesis  # noqa: F401
 import pytest
 import redis
 from sqlalchemy import text

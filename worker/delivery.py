@@ -292,8 +292,10 @@ class Delivery:
         job_id = str(job.id)
         retry = {r: e for r, e in receipt.refused.items() if isinstance(e, TransientError)}
         rejected = [r for r, e in receipt.refused.items() if not isinstance(e, TransientError)]
+        unrecorded: list[str] = []
         if rejected:  # the others were accepted: a row that cannot be written changes nothing
-            await self._record_accepted(job, wire, {r: receipt.refused[r] for r in rejected})
+            refused = {r: receipt.refused[r] for r in rejected}
+            unrecorded = await self._record_accepted(job, wire, refused)
         accepted = len(recipients) - len(receipt.refused)
         elapsed = round((time.perf_counter() - started) * 1000, 1)
         fields = {
@@ -304,6 +306,8 @@ class Delivery:
             "provider_id": receipt.provider_id,
             "accepted": accepted,
         }
+        if unrecorded:  # kept on the job's state since not in the store
+            fields["unrecorded_failures"] = fastjson.dumps_text(unrecorded)
         if self.channel.owns_return_path:  # read back by bounce ingest (worker/bounces/ingest.py)
             fields |= {
                 "rcpts": fastjson.dumps_text([r.lower() for r in job.recipients]),
@@ -318,6 +322,8 @@ class Delivery:
             )
             return await self._retry(job, wire, claim, tuple(retry), first, **fields)
         state = "sent" if accepted else "failed"
+        if unrecorded:  # (a retry above writes its own last_error)
+            fields["last_error"] = ("not in Failed Sends: " + "; ".join(unrecorded))[:500]
         if rejected and not accepted:
             fields["last_error"] = receipt.refused[rejected[0]].describe()[:500]
         await self.states.finish(job_id, state, **fields)
@@ -380,13 +386,15 @@ class Delivery:
 
     async def _record_accepted(
         self, job: SendJob, wire: dict[str, Any], refused: dict[str, DeliveryError]
-    ) -> None:
+    ) -> list[str]:
         """Rows of the recipients refused in a transaction the server accepted for others.
 
         Never raises: the job is ``sent`` next, whatever happens here, or a batch retry would
         deliver the accepted message again. A store blip is retried (a few seconds); a row still
-        not written is logged with the error.
+        not written is logged with the error, and its recipient and error are returned (to keep
+        on the job's state).
         """
+        unrecorded: list[str] = []
         for rcpt, error in refused.items():
             for attempt in range(RECORD_ATTEMPTS):
                 try:
@@ -397,7 +405,9 @@ class Delivery:
                         await asyncio.sleep(0.25 * 4**attempt)
                         continue
                     log.exception("failed_send_not_recorded", kind=error.kind)
+                    unrecorded.append(f"{rcpt}: {error.describe()}"[:500])
                     break
+        return unrecorded
 
     async def _record(
         self, job: SendJob, wire: dict[str, Any], recipients: Sequence[str], error: DeliveryError

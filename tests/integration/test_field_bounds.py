@@ -10,6 +10,7 @@ go out again.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,7 +252,12 @@ def _deliver_once(store: Store, relay: Relay, tmp_path: Path) -> None:
             return (d.status(job_id) or {}).get("state") in ("sent", "failed")
 
         wait_for(final, 60, 0.1, "the job's outcome")
-        assert (d.status(job_id) or {})["state"] == "sent"
+        state = d.status(job_id) or {}
+        assert state["state"] == "sent"
+        # the row the store refused is kept on the job's state, with its error
+        (unrecorded,) = json.loads(state["unrecorded_failures"])
+        assert unrecorded.startswith("reject-boom@example.org: ") and "5.1.1" in unrecorded
+        assert state["last_error"] == f"not in Failed Sends: {unrecorded}"
         time.sleep(3)  # longer than the retry delays (0.3 s, 0.6 s): a retry would be here
         assert relay.handler.by_message_id() == {f"<{job_id}@mail.operator.test>": 1}
         (received,) = relay.handler.messages
