@@ -67,3 +67,5 @@ BOUNCE_DEAD_INDEX = f"{PREFIX}bounces:dead"
 #: time past which a run still there was killed (hard time limit, dead worker)
 BOUNCE_INGESTING = f"{PREFIX}bounces:ingesting"
 BOUNCE_INGESTING_DEADLINES = f"{PREFIX}bounces:ingesting:deadlines"
+#: held by the scheduler that runs the retention purge, for one purge interval: one per fleet
+PURGE_LOCK = f"{PREFIX}purge-lock"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from config.settings import parse_duration
 
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\S+)\s*$")
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\S+)\s*")  # fullmatch: `$` would pass a final newline
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Rate:
 
 def parse_rate(text: str) -> Rate:
     """``"150/1m"``, ``"50/s"``, ``"2000/24h"`` as a Rate."""
-    match = _RATE.match(text)
+    match = _RATE.fullmatch(text)
     if not match:
         raise ValueError(f"not a rate: {text!r} (use e.g. 50/s, 150/1m, 2000/24h)")
     period = match.group(2)

@@ -18,13 +18,13 @@ class ConfigurationError(Exception):
     """The deployment is misconfigured (missing key, bad URL); never retried, never swallowed."""
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")  # used with fullmatch
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(text: str) -> float:
     """Seconds in ``"30s"``, ``"2m"``, ``"1h"``, ``"4d"`` or a bare number of seconds."""
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not match:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 2m, 1h, 4d)")
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
@@ -142,6 +142,13 @@ class Settings(BaseSettings):
     #: ``maildispatch scheduler`` is then optional; several schedulers are safe together)
     embedded_scheduler: bool = True
 
+    # Retention (worker/store/retention.py): Failed Send rows, and the job contents kept for
+    # Resend (body, attachments: once per job), are deleted after this many days (0: kept for
+    # ever); purged by the scheduler every purge_interval and by `maildispatch failed purge`
+    failed_send_retention_days: int = Field(90, ge=0)
+    job_content_retention_days: int = Field(30, ge=0)
+    purge_interval: float = 3600.0
+
     # Limits on what producers may enqueue
     max_message_bytes: int = 10 * 1024 * 1024
     max_recipients: int = 100
@@ -250,6 +257,7 @@ class Settings(BaseSettings):
         "bounce_publish_timeout",
         "bounce_ingest_soft_time_limit",
         "bounce_ingest_time_limit",
+        "purge_interval",
         mode="before",
     )(_duration)
 

@@ -265,6 +265,19 @@ def cmd_failed(args: argparse.Namespace) -> int:
     from worker.store.models import FAILED_KINDS
 
     store = open_store(get_settings().database_url)
+    if args.action == "purge":
+        from worker.store.retention import purge
+
+        settings = get_settings()
+        failed_days = settings.failed_send_retention_days if args.days is None else args.days
+        content_days = (
+            settings.job_content_retention_days if args.content_days is None else args.content_days
+        )
+        purged = purge(store, failed_days, content_days).as_dict()
+        _print_json(purged) if args.json else print(
+            f"purged {purged['failed_sends']} Failed Sends, {purged['job_contents']} job contents"
+        )
+        return 0
     if args.action == "list":
         if args.kind and args.kind not in FAILED_KINDS:
             print(f"error: --kind must be one of {', '.join(FAILED_KINDS)}", file=sys.stderr)
@@ -431,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
         q = fs.add_parser(action)
         q.add_argument("id", type=int)
         q.add_argument("--json", action="store_true")
+    q = fs.add_parser("purge", help="delete what is past its retention (as the scheduler does)")
+    q.add_argument("--days", type=int, help="Failed Sends older than this (default: setting)")
+    q.add_argument("--content-days", type=int, help="job contents older than this (0: keep)")
+    q.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_failed)
 
     p = sub.add_parser("suppressions", help="the suppression list")

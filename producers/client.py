@@ -35,7 +35,7 @@ from config.celery import (
 from config.settings import Settings, get_settings
 from producers.enqueue import Backoff, QueuedStates, retrying, ttl_until_due, undo
 from producers.errors import EnqueueFailed, InvalidJobs, JobIdsTaken, JobIdTaken
-from producers.job import Channel, FieldError, InvalidJob, SendJob, parse_job
+from producers.job import Channel, FieldError, InvalidJob, SendJob, limits, parse_job
 from producers.publishing import NotPublished, publish_all
 
 __all__ = [
@@ -298,10 +298,13 @@ class Dispatcher:
     # -- validation ---------------------------------------------------------------------------
     def validate(self, data: JobInput, index: int | None = None) -> SendJob:
         """One job, checked against the contract and this deployment's limits."""
+        most = self.settings.max_recipients
         if type(data) is dict:  # the common case: no Mapping (ABC) check, no copy
-            job = parse_job(data, index)
+            job = parse_job(data, index, max_recipients=most)
+        elif isinstance(data, SendJob):
+            job = data
         else:
-            job = data if isinstance(data, SendJob) else parse_job(_as_json_input(data), index)
+            job = parse_job(_as_json_input(data), index, max_recipients=most)
         self._check_limits(job, index)
         return job
 
@@ -309,7 +312,7 @@ class Dispatcher:
         """This deployment's limits on message size and recipients."""
         limit = self.settings.max_message_bytes
         # a character is at most 4 bytes of UTF-8: only a body that could be too large is measured
-        body = len(job.text or "") + len(job.html or "")
+        body = len(job.text or "") + len(job.html or "") + job.header_size()
         if (job.attachments or 4 * body + 2048 > limit) and job.estimated_size() > limit:
             raise InvalidJob(
                 [
@@ -475,7 +478,7 @@ class Dispatcher:
         parsed: list[SendJob] | None = None
         if all(type(item) is dict for item in chunk):
             with contextlib.suppress(ValidationError):  # then job by job, naming each bad one
-                parsed = _JOBS.validate_python(chunk)
+                parsed = _JOBS.validate_python(chunk, context=limits(self.settings.max_recipients))
         jobs: list[SendJob] = []
         for index in range(start, start + len(chunk)):
             try:

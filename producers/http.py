@@ -34,7 +34,7 @@ from config.settings import Settings, get_settings
 from producers import redis_safety
 from producers.client import Dispatcher, IdempotencyInProgress, InvalidJobs
 from producers.errors import EnqueueFailed, JobIdsTaken
-from producers.job import FieldError, Line200, SendJob
+from producers.job import FieldError, Line200, SendJob, limits
 
 log = structlog.get_logger("maildispatch.http")
 
@@ -289,7 +289,7 @@ def send_one(
 ) -> Accepted:
     """Validate one job (and the header's key) and enqueue it."""
     try:
-        job = SendJob.model_validate_json(body)
+        job = SendJob.model_validate_json(body, context=limits(dispatcher.settings.max_recipients))
     except ValidationError as exc:
         raise Invalid("invalid job; nothing was enqueued", field_errors(exc)) from None
     check_owners(caller, [job.owner])
@@ -324,7 +324,8 @@ def send_one(
 def send_batch(dispatcher: Dispatcher, caller: Caller, body: bytes) -> BatchAccepted:
     """Validate every job of a batch (each once), then enqueue all of them or none."""
     try:
-        jobs = _Batch.model_validate_json(body).jobs
+        context = limits(dispatcher.settings.max_recipients)
+        jobs = _Batch.model_validate_json(body, context=context).jobs
     except ValidationError as exc:
         errors = field_errors(exc, batch=True)
         bad = len({e.index for e in errors if e.index is not None})

@@ -24,14 +24,18 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
 from config import fastjson
+from producers.headers import MAX_HEADER_VALUE, check_header, header_name, header_text
 
 MAX_SUBJECT = 998  # RFC 5322 §2.1.1: a line is at most 998 characters
 MAX_ATTACHMENTS_BYTES = 25 * 1024 * 1024
 MAX_METADATA_BYTES = 8 * 1024
+#: the validation context's key for the deployment's bound on recipients per job
+MAX_RECIPIENTS = "max_recipients"
 #: headers a job may not set: we own them (identity, routing, threading, authentication)
 RESERVED_HEADERS = frozenset(
     h.lower()
@@ -53,8 +57,6 @@ RESERVED_HEADERS = frozenset(
         "Received",
     )
 )
-_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")  # RFC 5322 §3.6.8 ftext, no colon
-_FORBIDDEN_CHARS = re.compile(r"[\r\n\x00]")
 
 
 def _utf8_size(text: str) -> int:
@@ -78,6 +80,9 @@ def _single_line(value: str) -> str:
 #: the common shape of an address, a subset of what email-validator accepts: a plain ASCII
 #: dot-atom local part and an LDH domain. Such an address is valid exactly when its domain is, and
 #: email-validator spends most of its ~35 µs on the domain, which a batch shares across recipients.
+#: An address is kept in its ASCII form: an internationalized domain as its A-label (punycode,
+#: IDNA 2008 as email-validator writes it), the same in the envelope, the headers and the store;
+#: a non-ASCII local part needs SMTPUTF8 end to end, which maildispatch does not do: refused.
 _PLAIN = re.compile(r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\Z")
 
 
@@ -100,14 +105,11 @@ def _plain_address(address: str) -> str | None:
     known = _plain_domain(domain)
     if known is None:
         return None  # the full check words the error
-    normalized, ascii_domain = known
+    _, ascii_domain = known
     if local.lower() in CASE_INSENSITIVE_MAILBOX_NAMES:  # postmaster, abuse... (RFC 2142)
         local = local.lower()
-    result = f"{local}@{normalized}"
-    if normalized is ascii_domain or normalized == ascii_domain:  # all ASCII: one length
-        return result if len(result) <= EMAIL_MAX_LENGTH else None
-    longest = max(len(address), len(result.encode()), len(local) + 1 + len(ascii_domain))
-    return result if longest <= EMAIL_MAX_LENGTH else None
+    result = f"{local}@{ascii_domain}"
+    return result if len(result) <= EMAIL_MAX_LENGTH else None
 
 
 #: small on purpose: a worker validates ~every address once, and a large cache only grows its
@@ -118,11 +120,29 @@ def _check_address(address: str) -> str:
     plain = _plain_address(address)
     if plain is not None:
         return plain
+    local = address.rpartition("@")[0]
+    if not local.isascii():
+        raise ValueError(
+            "not a valid email address: non-ASCII characters before the @ need SMTPUTF8, "
+            "which maildispatch does not send"
+        )
     try:
         # syntax only: deliverability (DNS) is the relay's business, and there is no network here
-        return validate_email(address, check_deliverability=False).normalized
+        checked = validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise ValueError(f"not a valid email address: {exc}") from None
+    assert checked.ascii_email is not None  # an ASCII local part has an ASCII form
+    if len(checked.ascii_email) > EMAIL_MAX_LENGTH:  # an A-label is longer than its U-label
+        raise ValueError(f"not a valid email address: longer than {EMAIL_MAX_LENGTH} as ASCII")
+    return checked.ascii_email
+
+
+def ascii_domain(domain: str) -> str:
+    """A domain as validation writes it in an address (the A-label of an IDN), for the builder."""
+    if domain.isascii():
+        return domain
+    known = _plain_domain(domain)
+    return known[1] if known else domain
 
 
 EmailAddress = Annotated[str, AfterValidator(_check_address)]
@@ -131,14 +151,14 @@ EmailAddress = Annotated[str, AfterValidator(_check_address)]
 #: given after a Python validator costs one more Python call per field.
 Line200 = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_single_line)]
 
-_NAME_ADDR = re.compile(r'^\s*"?(?P<name>[^"<]*?)"?\s*<(?P<addr>[^<>]+)>\s*$')
+_NAME_ADDR = re.compile(r'\s*"?(?P<name>[^"<]*?)"?\s*<(?P<addr>[^<>]+)>\s*')  # fullmatch
 
 
 def _mailbox_from_str(value: object) -> object:
     if isinstance(value, str):
         if "<" not in value:  # a bare address (the regex below would find no name either)
             return {"address": value.strip()}
-        match = _NAME_ADDR.match(value)
+        match = _NAME_ADDR.fullmatch(value)
         if match:
             return {"name": match["name"].strip() or None, "address": match["addr"].strip()}
         return {"address": value.strip()}
@@ -150,7 +170,7 @@ class Mailbox(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: Annotated[str, Field(max_length=200), AfterValidator(_single_line)] | None = None
+    name: Annotated[str, Field(max_length=200), AfterValidator(header_text)] | None = None
     address: EmailAddress
 
     def __str__(self) -> str:
@@ -197,9 +217,13 @@ class Attachment(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    filename: Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_single_line)]
+    filename: Annotated[str, Field(min_length=1, max_length=255), AfterValidator(header_text)]
+    # RFC 6838 §4.2: type and subtype are at most 127 characters each. The pattern runs in
+    # pydantic-core's Rust regex engine, where `$` is the end of the text only (as in a JSON
+    # Schema validator); tests/unit/test_headers.py checks that a final newline is refused
     content_type: Annotated[
-        str, Field(pattern=r"^[a-zA-Z0-9!#$&^_.+-]+/[a-zA-Z0-9!#$&^_.+-]+$")
+        str,
+        Field(max_length=255, pattern=r"^[a-zA-Z0-9!#$&^_.+-]+/[a-zA-Z0-9!#$&^_.+-]+$"),
     ] = "application/octet-stream"
     content: Annotated[str, AfterValidator(_decode_b64)]
 
@@ -213,14 +237,17 @@ def _header_map(value: object) -> object:
     if not isinstance(value, dict):
         return value
     for name, text in value.items():
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+        if not isinstance(name, str):
             raise ValueError(f"{name!r} is not a valid header name")
+        header_name(name)
         if name.lower() in RESERVED_HEADERS:
             raise ValueError(f"{name!r} is set by maildispatch and cannot be overridden")
         if not isinstance(text, str):
             raise ValueError(f"header {name!r} must be a string")
-        if _FORBIDDEN_CHARS.search(text):
-            raise ValueError(f"header {name!r} must not contain CR, LF or NUL (header injection)")
+        try:
+            check_header(name, text)
+        except ValueError as exc:
+            raise ValueError(f"header {name!r} {exc}") from None
     return value
 
 
@@ -251,16 +278,37 @@ class SendJob(BaseModel):
     cc: tuple[MailboxIn, ...] = ()
     bcc: tuple[MailboxIn, ...] = ()
     reply_to: IdentityIn | None = None
-    subject: Annotated[str, Field(max_length=MAX_SUBJECT), AfterValidator(_single_line)] = ""
+    subject: Annotated[str, Field(max_length=MAX_SUBJECT), AfterValidator(header_text)] = ""
     text: str | None = None
     html: str | None = None
-    headers: Annotated[dict[str, str], BeforeValidator(_header_map)] = Field(default_factory=dict)
+    headers: Annotated[
+        dict[str, Annotated[str, Field(max_length=MAX_HEADER_VALUE)]],
+        BeforeValidator(_header_map),
+    ] = Field(default_factory=dict)
     attachments: tuple[Attachment, ...] = ()
     metadata: Annotated[dict[str, Any], AfterValidator(_metadata_size)] = Field(
         default_factory=dict
     )
     send_at: datetime | None = None
     version: Literal[1] = 1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_first(cls, data: Any, info: ValidationInfo) -> Any:
+        """Too many recipients are refused before any address is validated (validation costs
+        ~35 µs an address: a job of a million would hold a producer for half a minute).
+
+        The bound is the deployment's (``max_recipients`` in the validation context); addresses
+        are counted once whatever their case, as the recipients are after validation.
+        """
+        limit = info.context.get(MAX_RECIPIENTS) if info.context else None
+        if limit is not None and isinstance(data, dict):
+            given = [data.get(f) for f in ("to", "cc", "bcc")]
+            boxes = [b for field in given if isinstance(field, list | tuple) for b in field]
+            boxes += [field for field in given if isinstance(field, str)]
+            if len(boxes) > limit and len({_raw_address(b) for b in boxes}) > limit:
+                raise ValueError(f"to: more than {limit} recipients")
+        return data
 
     @model_validator(mode="after")
     def _complete(self) -> SendJob:
@@ -282,12 +330,39 @@ class SendJob(BaseModel):
             return (boxes[0].address,)
         return tuple(dict.fromkeys(box.address for box in boxes))
 
+    def header_size(self) -> int:
+        """The bytes the job's own header fields take: addresses, names, subject, extra headers."""
+        boxes = [self.identity, *self.to, *self.cc]
+        if self.reply_to is not None:
+            boxes.append(self.reply_to)
+        size = _utf8_size(self.subject) + sum(
+            len(b.address) + (_utf8_size(b.name) if b.name else 0) + 8 for b in boxes
+        )
+        if self.headers:
+            size += sum(len(n) + _utf8_size(v) + 4 for n, v in self.headers.items())
+        if self.attachments:
+            size += sum(
+                _utf8_size(a.filename) + len(a.content_type) + 120 for a in self.attachments
+            )
+        return size
+
     def estimated_size(self) -> int:
-        """Roughly the size of the built message in bytes, to refuse oversize jobs early."""
+        """Roughly the size of the built message in bytes, headers included, to refuse oversize
+        jobs early (2 KiB for what maildispatch adds: Date, Message-ID, MIME, DKIM)."""
         body = _utf8_size(self.text or "") + _utf8_size(self.html or "")
         if self.attachments:
             body += sum(len(a.content) for a in self.attachments)
-        return body + 2048
+        return body + self.header_size() + 2048
+
+
+def _raw_address(box: object) -> str:
+    """The address of a mailbox as given, before validation (only to count recipients)."""
+    if isinstance(box, dict):
+        box = box.get("address", "")
+    text = str(box)
+    if "<" in text:
+        text = text.rpartition("<")[2].partition(">")[0]
+    return text.strip().lower()
 
 
 class FieldError(BaseModel):
@@ -319,11 +394,25 @@ class InvalidJob(ValueError):
         return cls(errors, index)
 
 
-def parse_job(data: dict[str, Any] | str | bytes, index: int | None = None) -> SendJob:
-    """Validate one job from a dict or JSON text, raising :class:`InvalidJob` on bad input."""
+def limits(max_recipients: int | None) -> dict[str, Any] | None:
+    """The validation context for a deployment's limits (``SendJob.model_validate(context=)``)."""
+    return None if max_recipients is None else {MAX_RECIPIENTS: max_recipients}
+
+
+def parse_job(
+    data: dict[str, Any] | str | bytes,
+    index: int | None = None,
+    *,
+    max_recipients: int | None = None,
+) -> SendJob:
+    """Validate one job from a dict or JSON text, raising :class:`InvalidJob` on bad input.
+
+    ``max_recipients``: more recipients are refused before any address is validated.
+    """
+    context = limits(max_recipients)
     try:
         if isinstance(data, str | bytes):
-            return SendJob.model_validate_json(data)
-        return SendJob.model_validate(data)
+            return SendJob.model_validate_json(data, context=context)
+        return SendJob.model_validate(data, context=context)
     except ValidationError as exc:
         raise InvalidJob.from_validation(exc, index) from None

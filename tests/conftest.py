@@ -9,6 +9,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# imported now, not by hypothesis' pytest plugin at the end of a session without property
+# tests: that late import (assertion-rewritten, while test threads may still run) trips
+# CPython 3.11's "AST constructor recursion depth mismatch" SystemError
+import hypothesis  # noqa: F401
 import pytest
 import redis
 from sqlalchemy import text
@@ -59,11 +63,11 @@ def postgres_url() -> str:
     return POSTGRES_URL
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """The Failed Sends store on both engines: a SQLite file, and a throwaway PostgreSQL schema."""
+@contextmanager
+def store_on(request: pytest.FixtureRequest, tmp_path: Path, *, migrate: bool) -> Iterator[Store]:
+    """A store on the engine the test is parametrized with (``request.param``)."""
     if request.param == "sqlite":
-        s = Store(f"sqlite:///{tmp_path / 'var' / 'store.db'}")
+        s = Store(f"sqlite:///{tmp_path / 'var' / 'store.db'}", migrate=migrate)
         yield s
         s.dispose()
         return
@@ -72,12 +76,26 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     admin = Store(url, migrate=False)
     with admin.engine.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
-    s = Store(f"{url}?options=-csearch_path%3D{schema}")
+    s = Store(f"{url}?options=-csearch_path%3D{schema}", migrate=migrate)
     yield s
     s.dispose()
     with admin.engine.begin() as conn:
         conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
     admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """The Failed Sends store on both engines: a SQLite file, and a throwaway PostgreSQL schema."""
+    with store_on(request, tmp_path, migrate=True) as s:
+        yield s
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def blank_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """As ``store``, with no schema yet: for tests of the migrations themselves."""
+    with store_on(request, tmp_path, migrate=False) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")
@@ -151,15 +169,17 @@ def running_fleet(
     broker_url: str | None = None,
     pool: str = "solo",
     concurrency: int = 1,
+    database_url: str | None = None,
 ) -> Iterator[Fleet]:
     """An MSC worker and the scheduler with a private redis-server for job state.
 
-    The broker is that Redis too unless ``broker_url`` names another (RabbitMQ).
+    The broker is that Redis too unless ``broker_url`` names another (RabbitMQ); the store is
+    a SQLite file unless ``database_url`` names another.
     """
     from tests.support.redis_server import RedisServer
 
     server = RedisServer(tmp / "redis").start()
-    database_url = f"sqlite:///{tmp / 'store.db'}"
+    database_url = database_url or f"sqlite:///{tmp / 'store.db'}"
     extra = {"MAILDISPATCH_REDIS_URL": server.url} if broker_url else {}
     env = worker_env(broker_url or server.url, database_url, relay_url, **extra)
     try:

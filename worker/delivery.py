@@ -37,6 +37,8 @@ log = structlog.get_logger("maildispatch.delivery")
 #: not a bug in a job: the store or Redis failed under it. Recording the job as failed would be
 #: wrong (the relay may have accepted it); the batch crashes and is retried instead
 INFRASTRUCTURE_ERRORS = (redis.RedisError, sqlalchemy.exc.OperationalError)
+#: writes of a Failed Send row after the server accepted the message (0.25 s, 1 s, then 4 s)
+RECORD_ATTEMPTS = 4
 
 #: the Failed Send of a job whose state was gone when a worker took it (it may have been sent
 #: before its state expired, so it is not sent blindly)
@@ -307,8 +309,10 @@ class Delivery:
         job_id = str(job.id)
         retry = {r: e for r, e in receipt.refused.items() if isinstance(e, TransientError)}
         rejected = [r for r, e in receipt.refused.items() if not isinstance(e, TransientError)]
-        for rcpt in rejected:
-            await self._record(job, wire, [rcpt], receipt.refused[rcpt])
+        unrecorded: list[str] = []
+        if rejected:  # the others were accepted: a row that cannot be written changes nothing
+            refused = {r: receipt.refused[r] for r in rejected}
+            unrecorded = await self._record_accepted(job, wire, refused)
         accepted = len(recipients) - len(receipt.refused)
         elapsed = round((time.perf_counter() - started) * 1000, 1)
         fields = {
@@ -319,6 +323,8 @@ class Delivery:
             "provider_id": receipt.provider_id,
             "accepted": accepted,
         }
+        if unrecorded:  # kept on the job's state since not in the store
+            fields["unrecorded_failures"] = fastjson.dumps_text(unrecorded)
         if self.channel.owns_return_path:  # read back by bounce ingest (worker/bounces/ingest.py)
             fields |= {
                 "rcpts": fastjson.dumps_text([r.lower() for r in job.recipients]),
@@ -333,6 +339,8 @@ class Delivery:
             )
             return await self._retry(job, wire, claim, tuple(retry), first, **fields)
         state = "sent" if accepted else "failed"
+        if unrecorded:  # (a retry above writes its own last_error)
+            fields["last_error"] = ("not in Failed Sends: " + "; ".join(unrecorded))[:500]
         if rejected and not accepted:
             fields["last_error"] = receipt.refused[rejected[0]].describe()[:500]
         await self.states.finish(job_id, state, **fields)
@@ -392,6 +400,31 @@ class Delivery:
             enhanced_status=error.enhanced_status,
             recipients=len(recipients),
         )
+
+    async def _record_accepted(
+        self, job: SendJob, wire: dict[str, Any], refused: dict[str, DeliveryError]
+    ) -> list[str]:
+        """Rows of the recipients refused in a transaction the server accepted for others.
+
+        Never raises: the job is ``sent`` next, whatever happens here, or a batch retry would
+        deliver the accepted message again. A store blip is retried (a few seconds); a row still
+        not written is logged with the error, and its recipient and error are returned (to keep
+        on the job's state).
+        """
+        unrecorded: list[str] = []
+        for rcpt, error in refused.items():
+            for attempt in range(RECORD_ATTEMPTS):
+                try:
+                    await self._record(job, wire, [rcpt], error)
+                    break
+                except Exception as exc:
+                    if attempt + 1 < RECORD_ATTEMPTS and isinstance(exc, INFRASTRUCTURE_ERRORS):
+                        await asyncio.sleep(0.25 * 4**attempt)
+                        continue
+                    log.exception("failed_send_not_recorded", kind=error.kind)
+                    unrecorded.append(f"{rcpt}: {error.describe()}"[:500])
+                    break
+        return unrecorded
 
     async def _record(
         self, job: SendJob, wire: dict[str, Any], recipients: Sequence[str], error: DeliveryError

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import quopri
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from email.header import Header
 from email.utils import formataddr, formatdate
 from pathlib import Path
 
-from producers.job import Mailbox, SendJob
+from producers.headers import MAX_LINE, without_controls
+from producers.job import Mailbox, SendJob, ascii_domain
 from worker import dkimsign
 from worker.channels.base import OutgoingMessage
 
@@ -35,8 +37,10 @@ DKIM_HEADERS = [
     b"mime-version",
     b"content-type",
 ]
-#: RFC 5322 §2.1.1: a line is at most 998 characters (plus CRLF)
-MAX_LINE = 998
+#: where a header is folded when it can be (RFC 5322 §2.1.1's SHOULD); never past MAX_LINE
+FOLD_AT = 78
+#: the places an ASCII value may be folded: before a run of white space that follows a word
+_FOLD_POINTS = re.compile(r"(?<=[^ \t])(?=[ \t])")
 
 
 @dataclass(frozen=True)
@@ -65,17 +69,46 @@ def message_id(job_id: uuid.UUID, domain: str) -> str:
 
 
 def _encode_address(box: Mailbox) -> str:
+    """``name <address>``; an IDN domain as its A-label, as validation writes it (the envelope
+    has the same); a non-ASCII name as encoded words, folded (RFC 2047 §5(3), a phrase)."""
     local, _, domain = box.address.rpartition("@")
-    if not domain.isascii():
-        domain = domain.encode("idna").decode()
-    return formataddr((box.name or "", f"{local}@{domain}"), charset="utf-8")
+    address = f"{local}@{ascii_domain(domain)}"
+    name = without_controls(box.name or "")
+    if name.isascii():
+        return formataddr((name, address))
+    words = Header(name, "utf-8", maxlinelen=FOLD_AT).encode(splitchars=" ", linesep=CRLF)
+    return f"{words}{CRLF} <{address}>"
 
 
 def _header(name: str, value: str) -> str:
-    if value.isascii() and len(name) + len(value) < 76:
-        return f"{name}: {value}{CRLF}"
-    folded = Header(value, "utf-8" if not value.isascii() else "us-ascii", header_name=name)
+    """A header field, folded into lines of at most 78 characters where it can be and never
+    more than 998 (RFC 5322 §2.1.1): an ASCII value at its white space, anything else (a
+    non-ASCII value, a word too long for a line) as encoded words, which break anywhere."""
+    value = without_controls(value)
+    if value.isascii():
+        if len(name) + 2 + len(value) <= FOLD_AT:
+            return f"{name}: {value}{CRLF}"
+        lines = _fold(f"{name}: {value}")
+        if max(map(len, lines)) <= MAX_LINE:
+            return CRLF.join(lines) + CRLF
+    folded = Header(value, "utf-8", header_name=name, maxlinelen=FOLD_AT)
     return f"{name}: {folded.encode(linesep=CRLF)}{CRLF}"
+
+
+def _fold(line: str) -> list[str]:
+    """An ASCII header line folded before white space (the white space starts the next line)."""
+    lines: list[str] = []
+    current = ""
+    for piece in _FOLD_POINTS.split(line):
+        # a piece is a word with the white space before it; one of white space only stays on
+        # the line (a line of white space alone would end the header when unfolded by some)
+        if current and len(current) + len(piece) > FOLD_AT and piece.strip():
+            lines.append(current)
+            current = piece
+        else:
+            current += piece
+    lines.append(current)
+    return lines
 
 
 def _address_list(name: str, boxes: Iterable[Mailbox]) -> str:
@@ -84,8 +117,15 @@ def _address_list(name: str, boxes: Iterable[Mailbox]) -> str:
 
 def _text_part(text: str, subtype: str) -> str:
     body = text.replace("\r\n", "\n")
+    if "\r" in body:  # a bare CR may not travel (RFC 5321 §2.3.8): a line break, as MTAs make it
+        body = body.replace("\r", "\n")
     # (a regex for "999 non-newlines" costs ~50 µs on a 2 KB body; split and len, ~5 µs)
-    if body.isascii() and (len(body) <= MAX_LINE or max(map(len, body.split("\n"))) <= MAX_LINE):
+    # 7bit holds no NUL (RFC 2045 §2.7): such a body goes quoted-printable
+    if (
+        body.isascii()
+        and (len(body) <= MAX_LINE or max(map(len, body.split("\n"))) <= MAX_LINE)
+        and "\x00" not in body
+    ):
         cte, encoded = "7bit", body
     else:
         cte = "quoted-printable"
@@ -125,12 +165,12 @@ def _body(job: SendJob) -> str:
     parts = [body]
     for att in job.attachments:
         data = base64.encodebytes(base64.b64decode(att.content)).decode().replace("\n", CRLF)
-        filename = att.filename.replace("\\", "\\\\").replace('"', '\\"')
-        disposition = (
-            f'attachment; filename="{filename}"'
-            if filename.isascii()
-            else f"attachment; filename*=utf-8''{_rfc2231(att.filename)}"
-        )
+        filename = without_controls(att.filename)
+        if filename.isascii():
+            quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
+            disposition = f'attachment; filename="{quoted}"'
+        else:
+            disposition = "attachment;" + _rfc2231("filename", filename)
         parts.append(
             f"Content-Type: {att.content_type}{CRLF}"
             f"Content-Transfer-Encoding: base64{CRLF}"
@@ -139,10 +179,20 @@ def _body(job: SendJob) -> str:
     return _multipart("mixed", f"mix-{tag}", parts)
 
 
-def _rfc2231(value: str) -> str:
+def _rfc2231(param: str, value: str) -> str:
+    """``param*0*=utf-8''...`` continuations of at most ~70 characters a line (RFC 2231 §3-4):
+    a 255-character name percent-encoded is up to 3,060 characters."""
     from urllib.parse import quote
 
-    return quote(value, safe="")
+    encoded = "utf-8''" + quote(value, safe="")
+    chunks: list[str] = []
+    while encoded:
+        cut = min(len(encoded), 60)
+        while "%" in encoded[max(cut - 2, 0) : cut]:  # never split a %XX escape
+            cut -= 1
+        chunks.append(encoded[:cut])
+        encoded = encoded[cut:]
+    return "".join(f"{CRLF} {param}*{i}*={chunk};" for i, chunk in enumerate(chunks)).rstrip(";")
 
 
 def build_message(

@@ -13,11 +13,13 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
 import structlog
 
+from config import keys
 from config.settings import Settings
 from producers.client import Dispatcher
 from worker.inflight import reap
@@ -57,6 +59,33 @@ async def tick(
     return len(wires)
 
 
+async def purge_if_due(client: aioredis.Redis, settings: Settings) -> bool:
+    """Run the retention purge unless another scheduler of the fleet did within the interval."""
+    lease = max(int(settings.purge_interval), 1)
+    if not await client.set(keys.PURGE_LOCK, os.getpid(), nx=True, ex=lease):
+        return False
+    from worker.store.db import Store
+    from worker.store.retention import purge
+
+    def run_purge() -> dict[str, int]:
+        # an engine of its own, closed after: the scheduler may run in the main process of a
+        # prefork pool, whose children must not inherit open database connections
+        store = Store(settings.database_url)
+        try:
+            days = (settings.failed_send_retention_days, settings.job_content_retention_days)
+            return purge(store, *days).as_dict()
+        finally:
+            store.dispose()
+
+    try:
+        purged = await asyncio.to_thread(run_purge)
+    except Exception:
+        await client.delete(keys.PURGE_LOCK)  # the next scheduler's turn tries again
+        raise
+    log.info("retention_purged", **purged)
+    return True
+
+
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Loop until ``stop`` is set (or SIGTERM/SIGINT)."""
     stop = stop or asyncio.Event()
@@ -70,8 +99,15 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     states = JobStates(client, lease=settings.claim_lease, ttl=settings.job_ttl)
     dispatcher = Dispatcher(settings)
     log.info("scheduler_started", interval_s=settings.scheduler_interval)
+    purging: asyncio.Task[bool] | None = None
+    next_purge = time.monotonic()
     try:
         while not stop.is_set():
+            # the retention purge runs beside the ticks: a long one does not delay due jobs
+            if (purging is None or purging.done()) and time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + settings.purge_interval
+                purging = asyncio.create_task(purge_if_due(client, settings))
+                purging.add_done_callback(_purge_done)
             try:
                 published = await tick(states, dispatcher)
                 # batches whose worker died (lease not renewed): their jobs go out again
@@ -83,9 +119,18 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.scheduler_interval)
     finally:
+        if purging is not None and not purging.done():
+            purging.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await purging
         dispatcher.close()
         await client.aclose()
         log.info("scheduler_stopped")
+
+
+def _purge_done(task: asyncio.Task[bool]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("retention_purge_failed", error=repr(task.exception())[:300])
 
 
 class EmbeddedScheduler:

@@ -1,4 +1,8 @@
-"""The plain-address fast path of SendJob validation agrees with email-validator on every input."""
+"""The plain-address fast path of SendJob validation agrees with email-validator on every input.
+
+An address is kept in its ASCII form (an IDN domain as its A-label); a non-ASCII local part
+is refused (it needs SMTPUTF8).
+"""
 
 from __future__ import annotations
 
@@ -54,11 +58,20 @@ DOMAINS = [
 
 
 def reference(address: str) -> str:
-    """What the slow path alone says."""
+    """What the slow path alone says: email-validator's ASCII form, no SMTPUTF8 local part."""
+    if not address.rpartition("@")[0].isascii():
+        return (
+            "error: not a valid email address: non-ASCII characters before the @ need SMTPUTF8, "
+            "which maildispatch does not send"
+        )
     try:
-        return validate_email(address, check_deliverability=False).normalized
+        checked = validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         return f"error: not a valid email address: {exc}"
+    assert checked.ascii_email is not None
+    if len(checked.ascii_email) > 254:
+        return "error: not a valid email address: longer than 254 as ASCII"
+    return checked.ascii_email
 
 
 def ours(address: str) -> str:

@@ -66,14 +66,31 @@ class FailedSend(Base):
     hard: Mapped[bool] = mapped_column(Boolean, default=False)
     diagnostic: Mapped[str] = mapped_column(Text, default="")
     subject: Mapped[str] = mapped_column(String(998), default="")
-    identity: Mapped[str] = mapped_column(String(400), default="")
+    #: ``Name <address>``: up to 200 + 254 characters and quoting, so unbounded here (0007)
+    identity: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )
     resend_job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     job_metadata: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    #: the job as enqueued (wire form), so that Resend can enqueue it again
-    job: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # the job itself (body, attachments) is kept once per job in ``job_contents``, not per row
+
+
+class JobContent(Base):
+    """A failed job as enqueued (wire form), kept once however many rows refer to it.
+
+    Resend enqueues it again; the retention purge (worker/store/retention.py) deletes it after
+    ``MAILDISPATCH_JOB_CONTENT_RETENTION_DAYS`` or with the job's last Failed Send row.
+    """
+
+    __tablename__ = "job_contents"
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    job: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
 
 
 class Suppression(Base):

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import String, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from worker.store.models import FailedSend, Suppression
+from worker.store.models import FailedSend, JobContent, Suppression
 
 OPERATOR = "*"  # the owner of operator-wide suppressions
 
@@ -22,10 +22,81 @@ def _insert(session: Session, model: type[Any]) -> Any:
     return (pg_insert if dialect == "postgresql" else sqlite_insert)(model)
 
 
+def _column_bounds(model: type[Any]) -> dict[str, int | None]:
+    """Every text column of a table and its length (None: unbounded)."""
+    return {
+        c.name: c.type.length
+        for c in model.__table__.columns
+        if isinstance(c.type, String)  # Text is a String without a length
+    }
+
+
+_FAILED_TEXT = _column_bounds(FailedSend)
+
+
+def fit_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A Failed Send row that the database takes: text within its column, without NUL.
+
+    Validation already keeps a job's fields within their columns (tests/integration/
+    test_field_bounds.py); this is for what comes from outside, a server's reply or a bounce:
+    a row that cannot be written would fail the delivery that produced it.
+    """
+    fitted = dict(row)
+    for name, length in _FAILED_TEXT.items():
+        value = fitted.get(name)
+        if isinstance(value, str):
+            if "\x00" in value:  # PostgreSQL refuses NUL in text
+                value = value.replace("\x00", "")
+            fitted[name] = value[:length] if length is not None else value
+    return fitted
+
+
 def record_failed_sends(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert Failed Send rows; a row already recorded (same job, recipient, kind) is kept."""
-    if rows:
-        session.execute(_insert(session, FailedSend).on_conflict_do_nothing(), list(rows))
+    """Insert Failed Send rows; a row already recorded (same job, recipient, kind) is kept.
+
+    A row may carry the job as enqueued under ``job``: it is kept once per job (``job_contents``),
+    however many rows (recipients) refer to it, so that Resend can enqueue it again.
+    """
+    if not rows:
+        return
+    contents: dict[str, dict[str, Any]] = {}
+    fitted = []
+    for row in rows:
+        row = fit_row(row)
+        wire = row.pop("job", None)
+        if isinstance(wire, dict) and row.get("job_id"):
+            contents.setdefault(row["job_id"], {"owner": row.get("owner", ""), "job": wire})
+        fitted.append(row)
+    if contents:
+        session.execute(
+            _insert(session, JobContent).on_conflict_do_nothing(),
+            [{"job_id": job_id, **content} for job_id, content in contents.items()],
+        )
+    session.execute(_insert(session, FailedSend).on_conflict_do_nothing(), fitted)
+
+
+def job_content(session: Session, job_id: str) -> dict[str, Any] | None:
+    """The job as enqueued, while it is kept (None once purged, or never kept: a bounce)."""
+    return session.scalar(select(JobContent.job).where(JobContent.job_id == job_id))
+
+
+def kept_jobs(session: Session, job_ids: Iterable[str]) -> set[str]:
+    """The job ids among ``job_ids`` whose content is still kept (can be resent)."""
+    wanted = sorted(set(job_ids))
+    if not wanted:
+        return set()
+    return set(session.scalars(select(JobContent.job_id).where(JobContent.job_id.in_(wanted))))
+
+
+def mark_resent(session: Session, failed_id: int, job_id: str) -> str:
+    """Link a Failed Send to the job that resent it; the first link wins (returned)."""
+    session.execute(
+        update(FailedSend)
+        .where(FailedSend.id == failed_id, FailedSend.resend_job_id.is_(None))
+        .values(resend_job_id=job_id)
+    )
+    linked = session.scalar(select(FailedSend.resend_job_id).where(FailedSend.id == failed_id))
+    return linked or job_id
 
 
 @dataclass(frozen=True)
@@ -80,10 +151,15 @@ def failed_sends_for_job(session: Session, job_id: str) -> list[FailedSend]:
 def suppress(
     session: Session, owner: str, addresses: Iterable[str], reason: str, job_id: str | None = None
 ) -> None:
-    """Put addresses on an owner's suppression list (``*``: operator-wide)."""
+    """Put addresses on an owner's suppression list (``*``: operator-wide).
+
+    A text longer than an address can be (one from a forged report) is not one: skipped.
+    """
+    reason = reason.replace("\x00", "")[:200]
     rows = [
         {"owner": owner, "address": a.lower(), "reason": reason, "source_job_id": job_id}
         for a in addresses
+        if len(a) <= 320 and "\x00" not in a
     ]
     if rows:
         session.execute(_insert(session, Suppression).on_conflict_do_nothing(), rows)

@@ -55,9 +55,9 @@ def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 
-def row_view(row: FailedSend, suppressed: bool = False) -> dict[str, Any]:
+def row_view(row: FailedSend, suppressed: bool = False, kept: bool = True) -> dict[str, Any]:
     """What the page shows of one Failed Send (``suppressed``: its recipient is on the owner's
-    suppression list now)."""
+    suppression list now; ``kept``: its job's content is kept, so it can be resent)."""
     created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
     return {
         "id": row.id,
@@ -70,7 +70,7 @@ def row_view(row: FailedSend, suppressed: bool = False) -> dict[str, Any]:
         "kind": row.kind,
         "hard": row.hard,
         "resent_job": row.resend_job_id,
-        "can_resend": row.job is not None and not row.resend_job_id,
+        "can_resend": kept and not row.resend_job_id,
         "suppressed": suppressed,
     }
 
@@ -194,7 +194,10 @@ def router(
             )
             shown = {r.recipient.lower() for r in result.items}
             blocked = set(repo.suppressed(session, owner, shown, operator_wide=False))
-            context["rows"] = [row_view(r, r.recipient.lower() in blocked) for r in result.items]
+            kept = repo.kept_jobs(session, (r.job_id for r in result.items))
+            context["rows"] = [
+                row_view(r, r.recipient.lower() in blocked, r.job_id in kept) for r in result.items
+            ]
             if result.next_cursor:
                 query = {"owner": owner, "cursor": result.next_cursor}
                 query |= {k: v for k, v in (("kind", kind), ("recipient", recipient)) if v}
