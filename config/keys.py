@@ -63,3 +63,5 @@ BOUNCE_DEAD_INDEX = f"{PREFIX}bounces:dead"
 #: time past which a run still there was killed (hard time limit, dead worker)
 BOUNCE_INGESTING = f"{PREFIX}bounces:ingesting"
 BOUNCE_INGESTING_DEADLINES = f"{PREFIX}bounces:ingesting:deadlines"
+#: IMAP messages whose fetch broke the connection: hash "<mailbox>|<uidvalidity>|<uid>" -> count
+BOUNCE_POLL_FAILURES = f"{PREFIX}bounces:poll:failures"

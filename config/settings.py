@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     bounce_ingest_time_limit: float = 60.0
     bounce_publish_timeout: float = 5.0
     bounce_imap_password: SecretStr | None = None
+    # bounce-poll fetches at most this much per message (RFC822.SIZE checked first); a larger
+    # one is skipped: flagged \Seen \Flagged, left in the mailbox, noted in the dead letters
+    bounce_poll_max_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # PEM certificate (chain) and key: when both are set, bounce-server offers STARTTLS
     bounce_tls_cert: str | None = None
     bounce_tls_key: str | None = None
