@@ -10,7 +10,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -207,6 +207,19 @@ class Settings(BaseSettings):
         "bounce_ingest_time_limit",
         mode="before",
     )(_duration)
+
+    @field_validator("bounce_ingest_time_limit", mode="after")
+    @classmethod
+    def _ingest_limits(cls, hard: float, info: ValidationInfo) -> float:
+        # Celery starts the hard limit's clock only when the soft one ran out, and rounds both to
+        # whole seconds (0 means none): a soft limit not below the hard one would move it
+        soft = info.data.get("bounce_ingest_soft_time_limit")
+        if soft is not None and not 1 <= round(soft) < round(hard):
+            raise ValueError(
+                "MAILDISPATCH_BOUNCE_INGEST_SOFT_TIME_LIMIT must be at least 1s and below "
+                f"MAILDISPATCH_BOUNCE_INGEST_TIME_LIMIT (whole seconds): {soft:g}s, {hard:g}s"
+            )
+        return hard
 
     @field_validator("previous_secret_keys", mode="before")
     @classmethod
