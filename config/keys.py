@@ -64,4 +64,5 @@ BOUNCE_DEAD_INDEX = f"{PREFIX}bounces:dead"
 BOUNCE_INGESTING = f"{PREFIX}bounces:ingesting"
 BOUNCE_INGESTING_DEADLINES = f"{PREFIX}bounces:ingesting:deadlines"
 #: IMAP messages whose fetch broke the connection: hash "<mailbox>|<uidvalidity>|<uid>" -> count
+#: (and "...#size" -> the message's RFC822.SIZE, when it was read)
 BOUNCE_POLL_FAILURES = f"{PREFIX}bounces:poll:failures"

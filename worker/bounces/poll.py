@@ -120,6 +120,7 @@ class Poller:
         self.skips = skips
         self.max_bytes = max_bytes
         self.queue_max_bytes = queue_max_bytes
+        self._size_seen: int | None = None  # RFC822.SIZE of the message being taken
         self.mark_seen = mark_seen
         self.ssl_context = ssl.create_default_context(cafile=ca_file)
         self.timeout = timeout
@@ -186,14 +187,29 @@ class Poller:
 
     def _take(self, conn: imaplib.IMAP4, uid: bytes, failures: int) -> bool:
         """Enqueue one message (True), or skip it (noted, flagged) or find it gone (False)."""
-        size = self._size(conn, uid)
+        if failures >= MAX_FETCH_FAILURES:  # not even its size: asking may break it again
+            error = f"its fetch broke the connection {failures} times"
+            self._skip(conn, uid, self.skips.size(uid), "poll_fetch_failed", error=error)
+            return False
+        self._size_seen = None
+        try:
+            return self._fetch_and_publish(conn, uid)
+        except (imaplib.IMAP4.abort, OSError):
+            self.skips.failed(uid, self._size_seen)  # the connection is gone: the round ends
+            raise
+
+    def _fetch_and_publish(self, conn: imaplib.IMAP4, uid: bytes) -> bool:
+        try:
+            size = self._size(conn, uid)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:  # the server answered NO/BAD
+            self._skip(conn, uid, None, "poll_fetch_failed", error=str(exc))
+            return False
         if size is None:
             log.warning("bounce_poll_vanished", uid=uid.decode())  # expunged by someone else
             return False
-        if failures >= MAX_FETCH_FAILURES:
-            error = f"its fetch broke the connection {failures} times"
-            self._skip(conn, uid, size, "poll_fetch_failed", error=error)
-            return False
+        self._size_seen = size
         if size > self.max_bytes:
             head = self._head(conn, uid)
             error = f"{size} bytes, over MAILDISPATCH_BOUNCE_POLL_MAX_BYTES={self.max_bytes}"
@@ -202,14 +218,10 @@ class Poller:
         try:
             raw = self._fetch(conn, uid)
         except imaplib.IMAP4.abort:
-            self.skips.failed(uid)  # the connection is gone: the round ends here
             raise
         except imaplib.IMAP4.error as exc:  # the server answered NO/BAD: it will not hand it out
             self._skip(conn, uid, size, "poll_fetch_failed", error=str(exc))
             return False
-        except OSError:
-            self.skips.failed(uid)
-            raise
         if raw is None:
             log.warning("bounce_poll_vanished", uid=uid.decode())
             return False
@@ -255,7 +267,9 @@ class Poller:
             raise imaplib.IMAP4.error(f"FETCH failed: {data!r}")
         return _literal(data)
 
-    def _skip(self, conn: imaplib.IMAP4, uid: bytes, size: int, why: str, **kept: Any) -> None:
+    def _skip(
+        self, conn: imaplib.IMAP4, uid: bytes, size: int | None, why: str, **kept: Any
+    ) -> None:
         """Note the message in the dead letters, then flag it so that no round takes it again.
 
         Never deleted, whatever ``--mark-seen`` says: the note may hold only part of it.

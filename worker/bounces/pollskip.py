@@ -15,6 +15,7 @@ failed first, the failing one last, and skip it once it failed ``MAX_FETCH_FAILU
 from __future__ import annotations
 
 import base64
+import contextlib
 from typing import Any
 
 import redis
@@ -57,19 +58,31 @@ class SkipBook:
             return dict.fromkeys(uids, 0)
         return {uid: int(count or 0) for uid, count in zip(uids, counts, strict=True)}
 
-    def failed(self, uid: bytes) -> None:
-        """Note that fetching ``uid`` broke the connection (best effort: the round is ending)."""
+    def failed(self, uid: bytes, size: int | None) -> None:
+        """Note that fetching ``uid`` (of ``size`` bytes, when known) broke the connection
+        (best effort: the round is ending)."""
         try:
             pipe = self.redis.pipeline()
             pipe.hincrby(keys.BOUNCE_POLL_FAILURES, self._field(uid), 1)
+            if size is not None:
+                pipe.hset(keys.BOUNCE_POLL_FAILURES, self._field(uid) + "#size", size)
             pipe.expire(keys.BOUNCE_POLL_FAILURES, FAILURES_TTL)
             pipe.execute()
         except redis.RedisError as exc:
             log.warning("bounce_poll_failure_unnoted", uid=uid.decode(), error=type(exc).__name__)
 
+    def size(self, uid: bytes) -> int | None:
+        """The size noted with the message's failures (None when unknown or unreadable)."""
+        try:
+            value = self.redis.hget(keys.BOUNCE_POLL_FAILURES, self._field(uid) + "#size")
+        except redis.RedisError:
+            return None
+        return int(value) if value else None
+
     def forget(self, uid: bytes) -> None:
         """The message was taken or skipped: its failures no longer matter."""
-        self.redis.hdel(keys.BOUNCE_POLL_FAILURES, self._field(uid))
+        field = self._field(uid)
+        self.redis.hdel(keys.BOUNCE_POLL_FAILURES, field, field + "#size")
 
     def note(
         self,
@@ -92,7 +105,8 @@ class SkipBook:
         if error:
             details["error"] = error[:300]
         entry = self.dead.add(wire, why, **details)
-        self.forget(uid)
+        with contextlib.suppress(redis.RedisError):  # kept: a stale count no longer matters
+            self.forget(uid)
         log.warning(
             "bounce_poll_skipped",
             why=why,
