@@ -69,3 +69,6 @@ BOUNCE_INGESTING = f"{PREFIX}bounces:ingesting"
 BOUNCE_INGESTING_DEADLINES = f"{PREFIX}bounces:ingesting:deadlines"
 #: held by the scheduler that runs the retention purge, for one purge interval: one per fleet
 PURGE_LOCK = f"{PREFIX}purge-lock"
+#: IMAP messages whose fetch broke the connection: hash "<mailbox>|<uidvalidity>|<uid>" -> count
+#: (and "...#size" -> the message's RFC822.SIZE, when it was read)
+BOUNCE_POLL_FAILURES = f"{PREFIX}bounces:poll:failures"

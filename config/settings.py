@@ -10,7 +10,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -174,6 +174,9 @@ class Settings(BaseSettings):
     bounce_ingest_time_limit: float = 60.0
     bounce_publish_timeout: float = 5.0
     bounce_imap_password: SecretStr | None = None
+    # bounce-poll fetches at most this much per message (RFC822.SIZE checked first); a larger
+    # one is skipped: flagged \Seen \Flagged, left in the mailbox, noted in the dead letters
+    bounce_poll_max_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # PEM certificate (chain) and key: when both are set, bounce-server offers STARTTLS
     bounce_tls_cert: str | None = None
     bounce_tls_key: str | None = None
@@ -264,6 +267,19 @@ class Settings(BaseSettings):
     _nets = field_validator("smtp_blocked_networks", "smtp_allowed_networks", mode="before")(
         _networks
     )
+
+    @field_validator("bounce_ingest_time_limit", mode="after")
+    @classmethod
+    def _ingest_limits(cls, hard: float, info: ValidationInfo) -> float:
+        # Celery starts the hard limit's clock only when the soft one ran out, and rounds both to
+        # whole seconds (0 means none): a soft limit not below the hard one would move it
+        soft = info.data.get("bounce_ingest_soft_time_limit")
+        if soft is not None and not 1 <= round(soft) < round(hard):
+            raise ValueError(
+                "MAILDISPATCH_BOUNCE_INGEST_SOFT_TIME_LIMIT must be at least 1s and below "
+                f"MAILDISPATCH_BOUNCE_INGEST_TIME_LIMIT (whole seconds): {soft:g}s, {hard:g}s"
+            )
+        return hard
 
     @field_validator("previous_secret_keys", mode="before")
     @classmethod

@@ -282,3 +282,44 @@ def test_unknown_job_and_other_channels_are_dropped(
     assert ingest.handle(smtp(raw, rp)).why == "not_msc"
     with sqlite_store.session() as s:
         assert repo.list_failed_sends(s).items == []
+
+
+def test_feedback_report_counts_only_through_the_token_of_its_quoted_original(
+    redis_url: str, redis_client: redis.Redis, sqlite_store: Store
+) -> None:
+    """A token anywhere else in a report to the FBL address (its own headers, its notice, its
+    machine-readable part, a part after the quoted original) does not make it count."""
+    ingest = make_ingest(redis_url, redis_client, sqlite_store)
+    job_id, rp = sent_job(redis_client, ["victim@example.com"])
+    other_rp = return_path(uuid.uuid4(), SECRET, DOMAIN, "someone@example.com")  # no such job
+    genuine = render("arf-abuse", RETURN_PATH=rp, RECIPIENT="victim@example.com")
+    # the quoted original carries a token that is not this job's; ours is only elsewhere
+    base = genuine.replace(b"Return-Path: <" + rp.encode(), b"Return-Path: <" + other_rp.encode())
+    base = base.replace(b"Original-Mail-From: <" + rp.encode(), b"Original-Mail-From: <>")
+    assert base.count(rp.encode()) == 0
+    head, sep, body = base.partition(b"\r\n\r\n")
+    token_line = b"X-Original-Return-Path: <" + rp.encode() + b">"
+    masked = b"X-Scanner: content-type: message/rfc822 " + rp.encode()
+    variants = {
+        "own header": head + b"\r\n" + token_line + sep + body,
+        "own header that names a quoted type": head + b"\r\n" + masked + sep + body,
+        "notice": base.replace(b"marked it as spam.", b"marked it as spam. " + rp.encode()),
+        "feedback part": base.replace(
+            b"Original-Mail-From: <>", b"Original-Mail-From: <" + rp.encode() + b">"
+        ),
+        "part after the original": base.replace(
+            b"------=_fbl_boundary_7731--",
+            b"------=_fbl_boundary_7731\r\nContent-Type: text/plain\r\n\r\n"
+            + token_line
+            + b"\r\n\r\n------=_fbl_boundary_7731--",
+        ),
+    }
+    for where, raw in variants.items():
+        outcome = ingest.handle(smtp(raw, f"fbl@{DOMAIN}"))
+        assert outcome.result == "dropped", (where, outcome)
+        assert outcome.job_id in (None, "") or outcome.job_id != job_id, where
+    assert rows(sqlite_store, job_id) == [] and suppressions(sqlite_store) == {}
+    assert "complaint" not in state(redis_client, job_id)
+    # the same report with our token in its quoted original counts
+    assert ingest.handle(smtp(genuine, f"fbl@{DOMAIN}")).result == "complaint"
+    assert [r["recipient"] for r in rows(sqlite_store, job_id)] == ["victim@example.com"]

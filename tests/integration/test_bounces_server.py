@@ -185,6 +185,64 @@ def test_connections_per_peer_are_capped_and_freed(srv: Server) -> None:
     wait_for(lambda: deliver(srv.port, raw, rp)[1] == 250, 10, what="slots given back")
 
 
+def test_connections_in_total_are_capped_across_peers(
+    tmp_path: Path, redis_url: str, redis_client: redis.Redis
+) -> None:
+    """MAILDISPATCH_BOUNCE_MAX_CONNECTIONS holds across peer addresses (127.0.0.x are distinct
+    peers on loopback), each of which stays within its own cap: the one beyond gets 421."""
+    import socket
+
+    port = free_port()
+    env = server_env() | {
+        "MAILDISPATCH_BROKER_URL": redis_url,
+        "MAILDISPATCH_BOUNCE_DOMAIN": DOMAIN,
+        "MAILDISPATCH_BOUNCE_LISTEN": f"127.0.0.1:{port}",
+        "MAILDISPATCH_BOUNCE_MAX_CONNECTIONS": "4",
+        "MAILDISPATCH_BOUNCE_MAX_CONNECTIONS_PER_PEER": "2",
+        "MAILDISPATCH_BOUNCE_PUBLISH_TIMEOUT": "2s",
+    }
+    log = tmp_path / "server.log"
+    args = [sys.executable, "-m", "producers.cli", "bounce-server"]
+
+    def connect(source: str) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+        return sock
+
+    with background(args, env, log):
+        wait_for(lambda: port_open("127.0.0.1", port), 30, what="bounce server listening")
+        held = []
+        try:
+            for source in ("127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"):
+                sock = connect(source)
+                assert sock.recv(512).startswith(b"220")
+                held.append(sock)
+            for source in ("127.0.0.4", "127.0.0.5"):  # new peers, under their own cap
+                extra = connect(source)
+                assert extra.recv(512).startswith(b"421 4.7.0")
+                extra.close()
+            held.pop().close()  # one slot given back: a new peer gets in
+            wait_for(lambda: _greeting(connect("127.0.0.4")).startswith(b"220"), 10)
+        finally:
+            for sock in held:
+                sock.close()
+        refused = [json.loads(x) for x in log.read_text().splitlines() if "connection_refused" in x]
+        assert {r["peer"] for r in refused} >= {"127.0.0.4", "127.0.0.5"}
+        assert all(r["open"] == 4 for r in refused)
+        # every slot is back once the clients left: a report is taken again
+        raw, rp = dsn()
+        wait_for(lambda: deliver(port, raw, rp)[1] == 250, 10, what="slots given back")
+
+
+def _greeting(sock: object) -> bytes:
+    import socket
+
+    assert isinstance(sock, socket.socket)
+    try:
+        return sock.recv(512)
+    finally:
+        sock.close()
+
+
 def test_a_big_report_is_queued_with_its_original_cut(srv: Server) -> None:
     raw, rp = dsn()
     big = raw + (b"X" * 76 + b"\r\n") * (MAX_BYTES // 78 + 10)

@@ -209,3 +209,24 @@ def test_messages_queued_in_base64_by_an_older_producer_are_delivered(
     assert all(s["state"] == "sent" for s in states.values())
     assert len(relay.handler.by_message_id()) == 3
     d.close()
+
+
+def test_mixed_recipient_results_are_merged_per_recipient(fleet: Fleet, relay: Relay) -> None:
+    """One recipient accepted, one refused for good (550), one deferred (451): one Failed Send
+    for the 550, a retry for the 451 only, and the accepted one never sent again."""
+    d = Dispatcher(fleet.settings)
+    tag = uuid.uuid4().hex[:8]
+    ok, gone, slow = (f"ok-{tag}@example.org", f"reject-{tag}@example.org", f"defer1-{tag}@ex.org")
+    (job_id,) = d.send_many([job(ok, cc=[gone], bcc=[slow])])
+    state = wait_final(d, [job_id])[str(job_id)]
+    assert state["state"] == "sent" and state["attempts"] == "2"
+    attempts = relay.handler.attempts
+    assert (attempts[ok], attempts[gone], attempts[slow]) == (1, 1, 2)
+    delivered = [m.rcpt_tos for m in relay.handler.messages]
+    assert sorted(delivered) == sorted([[ok], [slow]])  # each once, in its own transaction
+    assert relay.handler.by_message_id()[f"<{job_id}@mail.operator.test>"] == 2
+    out = json.loads(cli(fleet, "status", str(job_id), "--json").stdout)
+    assert [(f["recipient"], f["kind"], f["reply_code"]) for f in out["failed_sends"]] == [
+        (gone, "rejected", 550)
+    ]
+    d.close()

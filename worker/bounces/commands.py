@@ -64,9 +64,12 @@ def cmd_bounce_server(args: argparse.Namespace) -> int:
 
 def cmd_bounce_poll(args: argparse.Namespace) -> int:
     """Poll an IMAP mailbox for bounces."""
+    import redis
+
     from config.settings import ConfigurationError, get_settings
     from worker.bounces.enqueue import BouncePublisher
     from worker.bounces.poll import MailboxUrl, Poller, run
+    from worker.bounces.pollskip import SkipBook
     from worker.logging import configure_logging
 
     settings = get_settings()
@@ -82,13 +85,27 @@ def cmd_bounce_poll(args: argparse.Namespace) -> int:
             "no IMAP password: set MAILDISPATCH_BOUNCE_IMAP_PASSWORD or use --password-stdin"
         )
     publisher = BouncePublisher(settings)
+    timeout = settings.bounce_publish_timeout
+    client = redis.Redis.from_url(
+        settings.state_redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
     try:
-        poller = Poller(url, password, publisher, mark_seen=args.mark_seen, ca_file=args.ca_file)
+        poller = Poller(
+            url,
+            password,
+            publisher,
+            mark_seen=args.mark_seen,
+            ca_file=args.ca_file,
+            skips=SkipBook(client, str(url)),
+            max_bytes=settings.bounce_poll_max_bytes,
+            queue_max_bytes=settings.bounce_max_bytes,
+        )
         return run(poller, once=args.once, interval=args.interval)
     except KeyboardInterrupt:
         return 0
     finally:
         publisher.close()
+        client.close()
 
 
 def cmd_bounces(args: argparse.Namespace) -> int:

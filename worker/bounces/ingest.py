@@ -41,6 +41,7 @@ from config.settings import Settings
 from worker.bounces.enqueue import InboundMessage, envelope_domains
 from worker.bounces.model import Bounce, BounceReport
 from worker.bounces.parse import parse_bounce
+from worker.bounces.quoted import quoted_original
 from worker.logging import log_context
 from worker.returnpath import PREFIX, Token, parse_token, token_from_address
 from worker.store import Store, repo
@@ -176,10 +177,10 @@ class Ingest:
         # the feedback-loop address counts only through the quoted original.
         text = message.raw
         if fbl:
-            quoted = _QUOTED.search(text)
+            quoted = quoted_original(text)  # not the reporter's own headers or parts
             if quoted is None:
                 return None, "no_token"
-            text = text[quoted.start() :]
+            text = quoted
         named = False
         for match in self._token_in_text.finditer(text):
             named = True

@@ -6,6 +6,12 @@ it), enqueues it, and only once the broker has taken it flags it ``\\Deleted`` a
 by UID (or, with ``--mark-seen``, flags it ``\\Seen``). A publish that fails ends the round with
 the message untouched: it is taken again on the next round.
 
+One message never holds back the others (worker/bounces/pollskip.py): one over
+``MAILDISPATCH_BOUNCE_POLL_MAX_BYTES`` (``RFC822.SIZE``, checked before fetching), one the server
+will not hand out, one whose fetch broke the connection twice, is noted in the dead-letter store
+and flagged ``\\Seen \\Flagged`` in place. A fetched message larger than
+``MAILDISPATCH_BOUNCE_MAX_BYTES`` is queued with its quoted original cut, as ``bounce-server`` does.
+
 URLs: ``imaps://user@host[:993]/MAILBOX`` (TLS), or ``imap://user@host[:143]/MAILBOX`` which
 upgrades with STARTTLS; a server without STARTTLS is refused unless it is on loopback, so a
 password never crosses a network in the clear. Certificates are verified (``--ca-file`` adds a
@@ -14,22 +20,30 @@ private CA).
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import ipaddress
 import re
 import ssl
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import redis
 import structlog
 
 from config.settings import ConfigurationError
 from worker.bounces.enqueue import BouncePublisher, EnqueueFailed, InboundMessage
+from worker.bounces.pollskip import MAX_FETCH_FAILURES, SkipBook
+from worker.bounces.truncate import truncate
 
 log = structlog.get_logger("maildispatch.bounces.poll")
 
 _FETCH_UID = re.compile(rb"\bUID (\d+)")
+_FETCH_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
+#: how much of an oversized message's header is kept in its dead-letter note
+HEAD_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -96,10 +110,17 @@ class Poller:
         mark_seen: bool = False,
         ca_file: str | None = None,
         timeout: float = 60.0,
+        skips: SkipBook,
+        max_bytes: int = 4 * 1024 * 1024,
+        queue_max_bytes: int = 1024 * 1024,
     ) -> None:
         self.url = url
         self._password = password
         self.publisher = publisher
+        self.skips = skips
+        self.max_bytes = max_bytes
+        self.queue_max_bytes = queue_max_bytes
+        self._size_seen: int | None = None  # RFC822.SIZE of the message being taken
         self.mark_seen = mark_seen
         self.ssl_context = ssl.create_default_context(cafile=ca_file)
         self.timeout = timeout
@@ -134,7 +155,8 @@ class Poller:
     def poll_once(self) -> int:
         """One round: enqueue every unseen message, then delete or mark it. Returns how many.
 
-        Raises :class:`EnqueueFailed` (after handling what came before) when the broker failed.
+        Raises :class:`EnqueueFailed` (after handling what came before) when the broker failed,
+        ``redis.RedisError`` when a skipped message could not be noted (it is left untouched).
         """
         conn = self.connect()
         done = 0
@@ -144,13 +166,13 @@ class Poller:
                 raise imaplib.IMAP4.error(f"SEARCH failed: {data!r}")
             uids = data[0].split() if data and data[0] else []
             uidplus = b"UIDPLUS" in _capabilities(conn)
-            for uid in uids:
-                raw = self._fetch(conn, uid)
-                if raw is None:
-                    continue
-                self.publisher.publish(InboundMessage(raw=raw, source="imap"))
-                self._done(conn, uid, uidplus)
-                done += 1
+            self.skips.validity = _uidvalidity(conn)
+            failures = self.skips.failures(uids)
+            # messages whose fetch broke the connection go last: never ahead of the others
+            for uid in sorted(uids, key=lambda u: failures.get(u, 0) > 0):
+                if self._take(conn, uid, failures.get(uid, 0)):
+                    self._done(conn, uid, uidplus)
+                    done += 1
             if not self.mark_seen and done and not uidplus:
                 conn.expunge()
         finally:
@@ -163,15 +185,97 @@ class Poller:
                 conn.shutdown()
         return done
 
+    def _take(self, conn: imaplib.IMAP4, uid: bytes, failures: int) -> bool:
+        """Enqueue one message (True), or skip it (noted, flagged) or find it gone (False)."""
+        if failures >= MAX_FETCH_FAILURES:  # not even its size: asking may break it again
+            error = f"its fetch broke the connection {failures} times"
+            self._skip(conn, uid, self.skips.size(uid), "poll_fetch_failed", error=error)
+            return False
+        self._size_seen = None
+        try:
+            return self._fetch_and_publish(conn, uid)
+        except (imaplib.IMAP4.abort, OSError):
+            self.skips.failed(uid, self._size_seen)  # the connection is gone: the round ends
+            raise
+
+    def _fetch_and_publish(self, conn: imaplib.IMAP4, uid: bytes) -> bool:
+        try:
+            size = self._size(conn, uid)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:  # the server answered NO/BAD
+            self._skip(conn, uid, None, "poll_fetch_failed", error=str(exc))
+            return False
+        if size is None:
+            log.warning("bounce_poll_vanished", uid=uid.decode())  # expunged by someone else
+            return False
+        self._size_seen = size
+        if size > self.max_bytes:
+            head = self._head(conn, uid)
+            error = f"{size} bytes, over MAILDISPATCH_BOUNCE_POLL_MAX_BYTES={self.max_bytes}"
+            self._skip(conn, uid, size, "poll_too_large", head=head, error=error)
+            return False
+        try:
+            raw = self._fetch(conn, uid)
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error as exc:  # the server answered NO/BAD: it will not hand it out
+            self._skip(conn, uid, size, "poll_fetch_failed", error=str(exc))
+            return False
+        if raw is None:
+            log.warning("bounce_poll_vanished", uid=uid.decode())
+            return False
+        queued = truncate(raw, self.queue_max_bytes)
+        if queued is None:  # the report itself is over MAILDISPATCH_BOUNCE_MAX_BYTES
+            error = (
+                f"the report itself is over MAILDISPATCH_BOUNCE_MAX_BYTES={self.queue_max_bytes}"
+            )
+            self._skip(conn, uid, size, "poll_too_large", raw=raw, error=error)
+            return False
+        if len(queued) < len(raw):
+            log.info("bounce_truncated", size=len(raw), kept=len(queued), uid=uid.decode())
+        self.publisher.publish(InboundMessage(raw=queued, source="imap"))
+        with contextlib.suppress(redis.RedisError):
+            self.skips.forget(uid)
+        return True
+
+    def _size(self, conn: imaplib.IMAP4, uid: bytes) -> int | None:
+        typ, data = conn.uid("FETCH", uid.decode(), "(UID RFC822.SIZE)")
+        if typ != "OK":
+            raise imaplib.IMAP4.error(f"FETCH RFC822.SIZE failed: {data!r}")
+        for item in data:
+            line = item[0] if isinstance(item, tuple) else item
+            if isinstance(line, bytes) and (found := _FETCH_SIZE.search(line)):
+                return int(found.group(1))
+        return None
+
+    def _head(self, conn: imaplib.IMAP4, uid: bytes) -> bytes | None:
+        """The start of a message's header (what an oversized message's note keeps)."""
+        try:
+            typ, data = conn.uid("FETCH", uid.decode(), f"(BODY.PEEK[HEADER]<0.{HEAD_BYTES}>)")
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error:
+            return None
+        if typ != "OK":
+            return None
+        return _literal(data)
+
     def _fetch(self, conn: imaplib.IMAP4, uid: bytes) -> bytes | None:
         typ, data = conn.uid("FETCH", uid.decode(), "(UID BODY.PEEK[])")
         if typ != "OK":
             raise imaplib.IMAP4.error(f"FETCH failed: {data!r}")
-        for item in data:
-            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bytes):
-                return item[1]
-        log.warning("bounce_poll_vanished", uid=uid.decode())  # expunged by someone else
-        return None
+        return _literal(data)
+
+    def _skip(
+        self, conn: imaplib.IMAP4, uid: bytes, size: int | None, why: str, **kept: Any
+    ) -> None:
+        """Note the message in the dead letters, then flag it so that no round takes it again.
+
+        Never deleted, whatever ``--mark-seen`` says: the note may hold only part of it.
+        """
+        self.skips.note(uid, size, why, **kept)  # raises when it cannot: message left untouched
+        conn.uid("STORE", uid.decode(), "+FLAGS.SILENT", "(\\Seen \\Flagged)")
 
     def _done(self, conn: imaplib.IMAP4, uid: bytes, uidplus: bool) -> None:
         """Only called once the message is on the queue."""
@@ -181,6 +285,21 @@ class Poller:
         conn.uid("STORE", uid.decode(), "+FLAGS.SILENT", "(\\Deleted)")
         if uidplus:  # RFC 4315: expunge this message only, not others flagged by someone else
             conn.uid("EXPUNGE", uid.decode())
+
+
+def _literal(data: list[Any]) -> bytes | None:
+    """The message bytes of a FETCH answer (None when the message was not in it)."""
+    for item in data:
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], bytes):
+            return item[1]
+    return None
+
+
+def _uidvalidity(conn: imaplib.IMAP4) -> str:
+    """The mailbox's UIDVALIDITY (UIDs are only unique with it)."""
+    _, data = conn.response("UIDVALIDITY")
+    value = data[0] if data else None
+    return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
 def _capabilities(conn: imaplib.IMAP4) -> set[bytes]:
@@ -200,6 +319,9 @@ def run(poller: Poller, *, once: bool, interval: float) -> int:
         except EnqueueFailed as exc:
             log.warning("bounce_poll_enqueue_failed", error=str(exc))
             status = 75  # EX_TEMPFAIL: the messages stay in the mailbox
+        except redis.RedisError as exc:  # a skipped message could not be noted: left as it was
+            log.warning("bounce_poll_note_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            status = 75
         except (imaplib.IMAP4.error, OSError, ssl.SSLError) as exc:
             log.warning("bounce_poll_failed", error=f"{type(exc).__name__}: {exc}"[:300])
             status = 75
