@@ -27,6 +27,7 @@ from rich.table import Table
 
 from config.settings import Settings
 from producers.client import Dispatcher
+from worker.supervisor import celery_command
 
 VAR = Path("var")
 
@@ -184,22 +185,7 @@ def run_demo(timeout: float = 90.0) -> int:
             database_url=env["MAILDISPATCH_DATABASE_URL"],
             secret_key=env["MAILDISPATCH_SECRET_KEY"],
         )
-        celery = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app",
-            "worker",
-            "-Q",
-            "mail.msc",
-            "-P",
-            "solo",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "WARNING",
-        ]
+        celery = celery_command("mail.msc", "-l", "WARNING")
         stack.enter_context(process(celery, env))
         dispatcher = Dispatcher(settings)
         stack.callback(dispatcher.close)

@@ -52,8 +52,9 @@ def processes_for(channel: str, given: int | None = None) -> int:
     return max(1, configured or os.cpu_count() or 1)
 
 
-def child_args(channel: str, name: str, extra: list[str]) -> list[str]:
-    """The command line of one delivery worker process."""
+def celery_command(queue: str, *options: str, pool: str = "solo") -> list[str]:
+    """``celery -A worker.app worker`` on one queue with this interpreter, the way every
+    maildispatch worker runs (no gossip, no mingle), then ``options``."""
     return [
         sys.executable,
         "-m",
@@ -62,15 +63,18 @@ def child_args(channel: str, name: str, extra: list[str]) -> list[str]:
         "worker.app",
         "worker",
         "-Q",
-        QUEUE[channel],
+        queue,
         "-P",
-        "solo",
-        "-n",
-        f"{name}@%h",
+        pool,
         "--without-gossip",
         "--without-mingle",
-        *[a for a in extra if a != "--"],
+        *options,
     ]
+
+
+def child_args(channel: str, name: str, extra: list[str]) -> list[str]:
+    """The command line of one delivery worker process."""
+    return celery_command(QUEUE[channel], "-n", f"{name}@%h", *[a for a in extra if a != "--"])
 
 
 class Supervisor:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from worker.supervisor import celery_command
+
 REPO = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -79,24 +81,7 @@ def background(
 
 def celery_worker_args(queue: str, concurrency: int = 1, pool: str = "solo") -> list[str]:
     """The Procfile's worker command line, for one queue."""
-    return [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.app",
-        "worker",
-        "-Q",
-        queue,
-        "-P",
-        pool,
-        "-c",
-        str(concurrency),
-        "--without-gossip",
-        "--without-mingle",
-        "-l",
-        "INFO",
-    ]
+    return celery_command(queue, "-c", str(concurrency), "-l", "INFO", pool=pool)
 
 
 def scheduler_args() -> list[str]:
