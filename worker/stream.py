@@ -34,23 +34,19 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 from celery import bootsteps
-from celery.utils.time import utcoffset
 
 from config.celery import DELIVER_TASK, PRIORITY_URGENT, QUEUE
 from config.retry import INFRA_RETRY_MAX_DELAY
 from worker.delivery import BatchSummary
 from worker.fetch import Fetched, RedisFetcher
 from worker.gate import GateClosed
+from worker.taskevents import FLUSH, TaskEvents
 
 log = structlog.get_logger("maildispatch.stream")
 
 #: delivery task name -> channel; delivery queue -> channel
 TASK_CHANNEL = {name: channel for channel, name in DELIVER_TASK.items()}
 QUEUE_CHANNEL = {QUEUE[channel]: channel for channel in DELIVER_TASK}
-
-#: task events are sent in lists, every EVENT_FLUSH seconds or every EVENT_BUFFER events
-EVENT_FLUSH = 0.1
-EVENT_BUFFER = 2000
 
 
 @dataclass
@@ -79,11 +75,8 @@ class Stream:
         self.rt = runtime()
         self.hub = consumer.hub
         self.loop = self.rt.loop
-        # task events for Flower, sent from the loop in lists every EVENT_FLUSH seconds (one
-        # publish per message would cost as much as the rest of a one-job message's delivery)
-        self._events = _event_dispatcher(consumer)
-        self._event_buffer: list[dict[str, Any]] = []
-        self._utcoffset = utcoffset()
+        # task events for Flower, sent from the loop in lists (worker/taskevents.py)
+        self._events = TaskEvents.for_consumer(consumer)
         self._incoming: list[Ticket] = []  # loop thread only
         self._tasks: set[asyncio.Task[None]] = set()
         self._crashes = 0  # consecutive crashed groups (loop thread): the backoff
@@ -302,39 +295,17 @@ class Stream:
         ticket.settle(ticket, result)
 
     def event(self, kind: str, **fields: Any) -> None:
-        """(loop) Buffer a task event (sent with the others every EVENT_FLUSH seconds).
-
-        The event Celery's ``EventDispatcher.send`` makes, without its per-event work (the UTC
-        offset from ``localtime``, the group lookup): three events a message cost as much as
-        the rest of a one-job message's delivery outside SMTP.
-        """
-        events = self._events
-        if events is None:
-            return
-        fields["type"] = kind
-        fields["hostname"] = events.hostname
-        fields["utcoffset"] = self._utcoffset
-        fields["pid"] = events.pid
-        fields["clock"] = events.clock.forward()
-        fields["timestamp"] = time.time()
-        self._event_buffer.append(fields)
-        if len(self._event_buffer) >= EVENT_BUFFER:
-            self._flush_events()
+        """(loop) Buffer a task event (sent with the others every taskevents.FLUSH seconds)."""
+        if self._events is not None:
+            self._events.send(kind, **fields)
 
     def _flush_events_later(self) -> None:
         self._flush_events()
-        self.loop.call_later(EVENT_FLUSH, self._flush_events_later)
+        self.loop.call_later(FLUSH, self._flush_events_later)
 
     def _flush_events(self) -> None:
-        events = self._events
-        if events is None:
-            return
-        self._utcoffset = utcoffset()
-        batch, self._event_buffer = self._event_buffer, []
-        if batch:
-            # what the dispatcher's own flush of a buffered group does (best effort, as there)
-            with contextlib.suppress(Exception), events.mutex:
-                events._publish(batch, events.producer, "task.multi")
+        if self._events is not None:
+            self._events.flush()
 
     def close(self) -> None:
         """Send the last events (at shutdown)."""
@@ -374,22 +345,6 @@ def virtual_ack(qos: Any, delivery_tag: Any) -> None:
     from kombu.transport.virtual.base import QoS
 
     QoS.ack(qos, delivery_tag)
-
-
-def _event_dispatcher(consumer: Any) -> Any:
-    """A task event dispatcher of the stream's own, buffered, or None when events are off."""
-    eventer = consumer.event_dispatcher
-    if eventer is None or not eventer.enabled:
-        return None
-    return consumer.app.events.Dispatcher(
-        consumer.connection_for_write(),
-        hostname=consumer.hostname,
-        enabled=True,
-        groups=eventer.groups,
-        buffer_group=["task"],
-        buffer_limit=EVENT_BUFFER,
-        on_send_buffered=None,
-    )
 
 
 _stream: Stream | None = None
