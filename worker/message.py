@@ -74,7 +74,7 @@ def _encode_address(box: Mailbox) -> str:
     local, _, domain = box.address.rpartition("@")
     address = f"{local}@{ascii_domain(domain)}"
     name = without_controls(box.name or "")
-    if name.isascii():
+    if _plain(name):
         return formataddr((name, address))
     words = Header(name, "utf-8", maxlinelen=FOLD_AT).encode(splitchars=" ", linesep=CRLF)
     return f"{words}{CRLF} <{address}>"
@@ -85,7 +85,7 @@ def _header(name: str, value: str) -> str:
     more than 998 (RFC 5322 §2.1.1): an ASCII value at its white space, anything else (a
     non-ASCII value, a word too long for a line) as encoded words, which break anywhere."""
     value = without_controls(value)
-    if value.isascii():
+    if _plain(value):
         if len(name) + 2 + len(value) <= FOLD_AT:
             return f"{name}: {value}{CRLF}"
         lines = _fold(f"{name}: {value}")
@@ -93,6 +93,12 @@ def _header(name: str, value: str) -> str:
             return CRLF.join(lines) + CRLF
     folded = Header(value, "utf-8", header_name=name, maxlinelen=FOLD_AT)
     return f"{name}: {folded.encode(linesep=CRLF)}{CRLF}"
+
+
+def _plain(text: str) -> bool:
+    """Whether text can stand in a header as it is: ASCII, and nothing a reader would decode
+    as an RFC 2047 encoded word (``=?...?=``); anything else goes as encoded words itself."""
+    return text.isascii() and "=?" not in text
 
 
 def _fold(line: str) -> list[str]:
@@ -166,7 +172,7 @@ def _body(job: SendJob) -> str:
     for att in job.attachments:
         data = base64.encodebytes(base64.b64decode(att.content)).decode().replace("\n", CRLF)
         filename = without_controls(att.filename)
-        if filename.isascii():
+        if _plain(filename):
             quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
             disposition = f'attachment; filename="{quoted}"'
         else:

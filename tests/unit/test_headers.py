@@ -235,6 +235,29 @@ def test_a_long_non_ascii_name_and_file_name_fold() -> None:
     assert next(msg.iter_attachments()).get_filename() == "é" * 255
 
 
+@pytest.mark.parametrize("text", ["=??B??=", "Re: =?utf-8?q?caf=C3=A9?= menu", "a =?x", "?= =?"])
+def test_text_that_looks_like_an_encoded_word_reads_back_as_given(text: str) -> None:
+    # a reader decodes =?charset?enc?text?= wherever it stands: such text is sent encoded
+    job = parse_job(
+        {
+            "owner": "o",
+            "identity": {"name": text, "address": "a@example.com"},
+            "to": ["b@example.org"],
+            "subject": text,
+            "headers": {"X-Campaign": text},
+            "text": "x",
+            "attachments": [{"filename": text + ".txt", "content": "eA=="}],
+        }
+    )
+    built = build_message(job, domain="d.test").data
+    assert_wire_clean(built)
+    msg = email.message_from_bytes(built, policy=email.policy.default)
+    assert str(msg["Subject"]) == text
+    assert str(msg["X-Campaign"]) == text
+    assert mailboxes(built, "From") == [(text, "a@example.com")]
+    assert next(msg.iter_attachments()).get_filename() == text + ".txt"
+
+
 def test_an_smtputf8_local_part_is_refused_at_validation() -> None:
     data = {"owner": "o", "identity": "a@example.com", "text": "x"}
     for field in ("to", "cc", "bcc"):
