@@ -69,12 +69,20 @@ class RedisServer:
         raise AssertionError(f"redis-server on {self.port} did not start")
 
     def stop(self) -> None:
-        """Stop it (SIGTERM, then SIGKILL)."""
+        """Stop it (SIGTERM, then SIGKILL).
+
+        SIGTERM is repeated: Redis ignores one that arrives while it writes its first AOF (just
+        after ``CONFIG SET appendonly yes``), and shuts down cleanly at the next.
+        """
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
+            deadline = time.monotonic() + 10
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(0.2)
+                except subprocess.TimeoutExpired:
+                    pass
+            if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
