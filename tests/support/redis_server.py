@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -78,10 +79,8 @@ class RedisServer:
             deadline = time.monotonic() + 10
             while self.proc.poll() is None and time.monotonic() < deadline:
                 self.proc.terminate()
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(0.2)
-                except subprocess.TimeoutExpired:
-                    pass
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
