@@ -29,8 +29,10 @@ lock: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/maildispatch demo
 
+# Two pytest-xdist workers, a test file each at a time (a file's fixtures start its fleet once);
+# each worker owns its own Redis database (tests/conftest.py)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

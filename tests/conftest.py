@@ -34,8 +34,10 @@ from tests.support.services import (
 from worker.store.db import Store
 
 #: the Redis database the tests own; flushed around every test that uses it (set
-#: MAILDISPATCH_TEST_REDIS_DB to run two suites side by side on one Redis)
-TEST_REDIS_DB = int(os.environ.get("MAILDISPATCH_TEST_REDIS_DB", "13"))
+#: MAILDISPATCH_TEST_REDIS_DB to run two suites side by side on one Redis). Each pytest-xdist
+#: worker (gw0, gw1, ...) owns the one below the previous one's.
+_XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+TEST_REDIS_DB = int(os.environ.get("MAILDISPATCH_TEST_REDIS_DB", "13")) - _XDIST_WORKER
 SECRET = "test-secret-key-0123456789abcdef"
 
 
