@@ -33,10 +33,18 @@ from config.celery import (
     use_orjson,
 )
 from config.settings import Settings, get_settings
-from producers.enqueue import Backoff, QueuedStates, retrying, ttl_until_due, undo
+from producers.enqueue import (
+    QUEUED,
+    Backoff,
+    QueuedStates,
+    is_transient,
+    retrying,
+    ttl_until_due,
+    undo,
+)
 from producers.errors import EnqueueFailed, InvalidJobs, JobIdsTaken, JobIdTaken
 from producers.job import Channel, FieldError, InvalidJob, SendJob, limits, parse_job
-from producers.publishing import NotPublished, publish_all
+from producers.publishing import NotPublished, Task, can_capture, captured, publish_all
 
 __all__ = [
     "Dispatcher",
@@ -294,6 +302,10 @@ class Dispatcher:
         self.settings.require_secret_key()
         self.celery = celery_app or make_celery(self.settings, "maildispatch-producer")
         self.redis = redis.Redis.from_url(self.settings.state_redis_url)
+        self._queued = self.redis.register_script(QUEUED)
+        # the broker is the state's Redis (the default): a call whose jobs make one task message
+        # writes states and message in one script (see _record_with_task)
+        self._one_script = self.settings.broker_url == self.settings.state_redis_url
 
     # -- validation ---------------------------------------------------------------------------
     def validate(self, data: JobInput, index: int | None = None) -> SendJob:
@@ -393,6 +405,11 @@ class Dispatcher:
             # confirmed before the first job is published. After an invalid job, the rest is
             # only validated (every bad job is reported); then, or after a taken id, what was
             # recorded is undone.
+            # A call of one chunk (a single send, a small batch) holds its states back: when its
+            # jobs make one task message, states and message go in one script (one round trip)
+            held: list[tuple[str, tuple[Any, ...]]] | None = (
+                [] if len(given) <= STATE_CHUNK and self._one_script else None
+            )
             for start in range(0, len(given), STATE_CHUNK):
                 jobs = self._validate_chunk(given, start, errors)
                 if errors:
@@ -410,13 +427,11 @@ class Dispatcher:
                         new.append((start + i, jobs[i], job_id))
                 accepted += new
                 # recorded even after a repeated id, so that every taken id is named; undone
-                states.send([(i, _state_fields(j, ttl, now)) for _, j, i in new])
-            elsewhere = states.confirm()  # ids that are other jobs' already
-            if errors:
-                raise InvalidJobs(errors)
-            if taken or elsewhere:
-                taken += [JobIdTaken(i, first_at[i]) for i in elsewhere]
-                raise JobIdsTaken(sorted(taken, key=lambda e: e.index or 0))
+                chunk_states = [(i, _state_fields(j, ttl, now)) for _, j, i in new]
+                if held is None:
+                    states.send(chunk_states)
+                else:
+                    held += chunk_states
             later: list[SendJob] = []
             groups: dict[tuple[str, str], list[Entry]] = {}
             for i, job, job_id in accepted:
@@ -426,11 +441,33 @@ class Dispatcher:
                 data = given[i]
                 group = groups.setdefault(_batch_key(str(job.channel), job.owner), [])
                 group.append((job_id, job.owner, data if type(data) is dict else None, job))
-            if later:
-                retrying(lambda: self._schedule(later, now), backoff)
             # one job, as a service sends per user action: the urgent lane (config/celery.py)
             urgent = len(accepted) - len(later) == 1
-            self._publish_groups(groups, progress, urgent=urgent, backoff=backoff)
+            tasks = self._tasks(groups)
+            elsewhere: list[str] | None = None
+            if held and not (errors or taken or later) and len(tasks) == 1:
+                elsewhere = self._record_with_task(
+                    held, tasks[0], urgent, now, states.nonce, backoff
+                )
+                if elsewhere is None:  # the broker is not this Redis after all
+                    states.send(held)
+            elif held:
+                states.send(held)
+            published = elsewhere is not None
+            if not published:
+                elsewhere = states.confirm()  # ids that are other jobs' already
+            if errors:
+                raise InvalidJobs(errors)
+            if taken or elsewhere:
+                taken += [JobIdTaken(i, first_at[i]) for i in elsewhere or ()]
+                raise JobIdsTaken(sorted(taken, key=lambda e: e.index or 0))
+            if published:
+                if progress:
+                    progress(len(accepted))
+            else:
+                if later:
+                    retrying(lambda: self._schedule(later, now), backoff)
+                self._publish_groups(groups, progress, urgent=urgent, backoff=backoff)
         except NotPublished as exc:
             # some batches are on the queue: those jobs keep their state and are answered
             states.close()
@@ -504,6 +541,11 @@ class Dispatcher:
         except NotPublished as exc:  # the scheduler's or reaper's next round publishes them
             raise exc.__cause__ or exc from None
 
+    def _tasks(self, groups: Mapping[tuple[str, str], list[Entry]]) -> list[Task]:
+        """Each group's jobs as batch tasks (channel, entries) of at most batch_size jobs."""
+        size = self.settings.batch_size
+        return [(ch, chunk) for (ch, _), group in groups.items() for chunk in batches(group, size)]
+
     def _publish_groups(
         self,
         groups: Mapping[tuple[str, str], list[Entry]],
@@ -513,31 +555,62 @@ class Dispatcher:
     ) -> None:
         """Each group's jobs (id, owner, queue form) as batch tasks of at most batch_size jobs;
         transient broker errors retried, else :class:`NotPublished` (producers/publishing.py)."""
-        size = self.settings.batch_size
-        tasks = [(ch, chunk) for (ch, _), group in groups.items() for chunk in batches(group, size)]
         backoff = backoff or Backoff(self.settings.enqueue_retry_for)
+        send = functools.partial(self._send_task, PRIORITY_URGENT if urgent else PRIORITY_BULK)
+        publish_all(self.celery, self._tasks(groups), send, progress, backoff, PUBLISH_PIPELINE)
+
+    def _send_task(self, priority: int, producer: Any, channel: str, chunk: Sequence[Any]) -> None:
+        """One batch task through ``producer``, straight to the channel's queue through the
+        default exchange (the queue's name is the routing key): on Redis, kombu would otherwise
+        read the exchange's bindings back with one round trip per message."""
+        queue = QUEUE[channel]
+        self.celery.send_task(
+            DELIVER_TASK[channel],
+            args=(_encode(chunk, channel),),
+            queue=queue,
+            exchange="",
+            routing_key=queue,
+            producer=producer,
+            priority=priority,
+            argsrepr=_argsrepr(
+                [e[0] for e in chunk[:3]], {e[1] for e in chunk}, channel, len(chunk)
+            ),
+            kwargsrepr="{}",
+        )
+
+    def _record_with_task(
+        self,
+        states: Sequence[tuple[str, tuple[Any, ...]]],
+        task: Task,
+        urgent: bool,
+        now: float,
+        nonce: str,
+        backoff: Backoff,
+    ) -> list[str] | None:
+        """The queued states of a call's jobs and the one task message carrying them, written
+        in one script (QUEUED): one round trip, and never one without the other. Returns the
+        ids that are other jobs' already (then nothing was written), or None where the broker
+        is not this Redis (the caller records, then publishes)."""
+        if not self._one_script:
+            return None
         priority = PRIORITY_URGENT if urgent else PRIORITY_BULK
-
-        def send(producer: Any, channel: str, chunk: Sequence[Any]) -> None:
-            # Straight to the channel's queue through the default exchange (the queue's name is
-            # the routing key): on Redis, kombu would otherwise read the exchange's bindings
-            # back with one round trip per message
-            queue = QUEUE[channel]
-            self.celery.send_task(
-                DELIVER_TASK[channel],
-                args=(_encode(chunk, channel),),
-                queue=queue,
-                exchange="",
-                routing_key=queue,
-                producer=producer,
-                priority=priority,
-                argsrepr=_argsrepr(
-                    [e[0] for e in chunk[:3]], {e[1] for e in chunk}, channel, len(chunk)
-                ),
-                kwargsrepr="{}",
-            )
-
-        publish_all(self.celery, tasks, send, progress, backoff, PUBLISH_PIPELINE)
+        with self.celery.producer_or_acquire() as producer:
+            if not can_capture(producer):
+                return None
+            with captured(producer) as commands:
+                self._send_task(priority, producer, *task)
+        names = [keys.job(i) for i, _ in states]
+        names += [c[1] for c in commands if c[0] == "lpush"]
+        args: list[Any] = [repr(now), nonce, fastjson.dumps([f for _, f in states])]
+        for name, *rest in commands:
+            args += [name, len(rest), *rest]
+        try:
+            reply = retrying(lambda: self._queued(keys=names, args=args), backoff)
+        except Exception as exc:
+            if is_transient(exc):  # maybe written, maybe not: undone as a failed publish is
+                raise NotPublished({i for i, _ in states}) from exc
+            raise
+        return [states[int(n) - 1][0] for n in reply or ()]
 
     def _resolve_channels(
         self, jobs: list[SendJob], backoff: Backoff | None = None

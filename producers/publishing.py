@@ -11,11 +11,13 @@ message at once, with its confirm, and the flush does nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import structlog
 from celery import Celery
+from kombu.transport import redis as kombu_redis
 
 from producers.enqueue import Backoff
 
@@ -92,3 +94,51 @@ def _publish_from(
     except Exception as exc:
         raise _Interrupted(done, exc) from exc
     return done
+
+
+#: the Redis commands kombu's Redis transport ends a publish with (its ``_put``, ``_put_fanout``)
+CAPTURABLE = frozenset({"lpush", "publish", "pexpire"})
+
+
+class _Capture:
+    """Stands in for kombu's Redis publish batch (kombu >= 5.7, ``Producer.batch``): each message
+    published through the producer is prepared and routed by kombu as usual, and the Redis
+    commands that would end it are kept here instead of being run."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+
+    def publish(self, channel: Any, message: Any, **kwargs: Any) -> Any:
+        """What the producer calls for each message (kombu's batch state)."""
+        return channel.basic_publish(message, _publish_batch=self, **kwargs)
+
+    def add(self, name: str, *args: Any) -> None:
+        """What the Redis channel calls with each final command (kombu's ``PublishBatch``)."""
+        if name not in CAPTURABLE:
+            raise RuntimeError(f"kombu ended a publish with {name!r}: not capturable")
+        self.commands.append((name, *args))
+
+
+def can_capture(producer: Any) -> bool:
+    """Whether ``producer`` publishes through kombu's Redis transport with keys as given (no
+    ``global_keyprefix``, which its client adds when it runs a command)."""
+    channel = producer.channel
+    return isinstance(channel, kombu_redis.Channel) and not getattr(channel, "global_keyprefix", "")
+
+
+@contextlib.contextmanager
+def captured(producer: Any) -> Iterator[list[tuple[Any, ...]]]:
+    """Inside, ``producer``'s publishes (Celery's task message, its task-sent event) run no
+    command: the list yielded receives them (name, args...), for the caller to run in one script
+    with what must be written with them. Only where :func:`can_capture` says so."""
+    capture = _Capture()
+    local = producer._batch_local  # where kombu's Producer looks for its current batch
+    previous = getattr(local, "current", None)
+    local.current = capture
+    try:
+        yield capture.commands
+    finally:
+        if previous is None:
+            del local.current
+        else:
+            local.current = previous

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -138,12 +137,50 @@ def task_events(settings: Settings) -> Iterator[list[dict[str, Any]]]:
 
     thread = threading.Thread(target=tap, daemon=True)
     thread.start()
-    time.sleep(1)  # the receiver's queue is bound before anything is sent
+    # the receiver listens once it hears an event of the test's own (a fixed sleep was not
+    # always enough for its subscription to be in place)
+    with app.events.default_dispatcher() as probe:
+
+        def heard() -> bool:
+            probe.send("tap-probe")
+            return any(e["type"] == "tap-probe" for e in events)
+
+        wait_for(heard, 30, 0.2, "the event tap to listen")
     try:
         yield events
     finally:
         stop.set()
         thread.join(10)
+
+
+def test_a_single_send_is_announced_as_sent_with_ids_only(fleet: Fleet, relay: Relay) -> None:
+    # one send(): its queued state and its task message are written in one script, with the
+    # task-sent event Celery publishes for it; the worker's events follow as for any batch
+    with task_events(fleet.settings) as events:
+        d = Dispatcher(fleet.settings)
+        job_id = d.send(job("happy.user@example.org"))
+        d.close()
+
+        def of_the_job(kind: str) -> list[dict[str, Any]]:
+            return [e for e in events if e["type"] == kind and str(job_id) in str(e.get("args"))]
+
+        wait_for(lambda: of_the_job("task-sent"), 30, 0.1, "the task-sent event")
+        (sent,) = of_the_job("task-sent")
+        wait_for(
+            lambda: [
+                e for e in events if e["type"] == "task-succeeded" and e["uuid"] == sent["uuid"]
+            ],
+            60,
+            0.1,
+            "the task to succeed",
+        )
+    assert sent["name"] == "maildispatch.deliver.msc" and sent["queue"] == "mail.msc"
+    # delivered once to each recipient (MSC: one transaction per recipient's return path)
+    assert sorted(r for m in relay.handler.messages for r in m.rcpt_tos) == [
+        "carbon.copy@example.net",
+        "happy.user@example.org",
+    ]
+    assert_no_content(json.dumps(events, default=str))
 
 
 def test_a_batch_that_crashes_shows_as_retrying_without_content(
