@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import Celery
 from kombu import Exchange, Queue
 
 from config.settings import Settings
@@ -134,3 +135,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "broker_pool_limit": 10,
     }
+
+
+def make_celery(settings: Settings, name: str = "maildispatch") -> Celery:
+    """A Celery app configured for maildispatch: producers and workers build theirs here."""
+    use_orjson()
+    app = Celery(name, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app

@@ -10,14 +10,12 @@ import argparse
 import importlib
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from config.settings import ConfigurationError, get_settings
 from producers.job import InvalidJob, parse_job
-
-Handler = Callable[[argparse.Namespace], int]
 
 #: modules that add subcommands: each has ``register(subparsers)``, which only declares
 #: arguments (cheap, no worker imports); handlers import what they need when they run

@@ -6,7 +6,7 @@ ValueError
 └── InvalidJobs                       some jobs of a call were invalid; nothing was enqueued
     └── JobIdsTaken                   some jobs' ids were taken; nothing was enqueued
 RuntimeError
-├── IdempotencyInProgress (producers/client.py)   a key is being enqueued by another call
+├── IdempotencyInProgress             a key is being enqueued by another call
 └── EnqueueFailed                     the broker or Redis failed past the retry bound; names
                                       exactly which jobs were enqueued (and keep their state)
 """
@@ -72,4 +72,18 @@ class EnqueueFailed(RuntimeError):
         super().__init__(
             f"enqueue failed partway: {len(self.enqueued)} job(s) enqueued [{shown}{more}], "
             f"{len(self.not_enqueued)} not enqueued"
+        )
+
+
+class IdempotencyInProgress(RuntimeError):
+    """Another call is enqueueing jobs with the same idempotency keys and has not finished
+    (published them, or failed and released the keys) within ``idempotency_wait``. Nothing of
+    this call was enqueued; try again shortly."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+        shown = ", ".join(repr(k) for k in keys[:5])
+        super().__init__(
+            f"idempotency key(s) {shown} are being enqueued by another call; nothing was "
+            "enqueued, try again shortly"
         )

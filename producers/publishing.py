@@ -7,19 +7,28 @@ transient error is retried from the first task not known to be written (a task p
 is harmless: claims deliver a job once) until the call's retry bound; then
 :class:`NotPublished` names the jobs of every task not known to be out. RabbitMQ publishes each
 message at once, with its confirm, and the flush does nothing.
+
+A call whose jobs make one task message, on a broker that is the state's Redis, is written
+with its queued states in one script instead (:meth:`Publisher.record_with_task`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+import redis
 import structlog
 from celery import Celery
 from kombu.transport import redis as kombu_redis
 
-from producers.enqueue import Backoff
+from config import fastjson, keys
+from config.celery import DELIVER_TASK, PRIORITY_BULK, PRIORITY_URGENT, QUEUE
+from config.settings import Settings
+from producers.enqueue import QUEUED, Backoff, is_transient, retrying
+from producers.wire import Entry, argsrepr, batches, encode_batch
 
 log = structlog.get_logger("maildispatch.producer")
 
@@ -142,3 +151,92 @@ def captured(producer: Any) -> Iterator[list[tuple[Any, ...]]]:
             del local.current
         else:
             local.current = previous
+
+
+#: task messages written to Redis per round trip (each ~400 KB with 200 jobs of ~2 KB). Not
+#: more: sixteen held at once (~7 MB, in several copies each) were often handed back to the OS
+#: when freed together and faulted in again on the next flush, ~6 µs per job on a VM.
+PUBLISH_PIPELINE = 4
+
+
+class Publisher:
+    """Batch tasks of a producer's jobs onto the channels' queues."""
+
+    def __init__(self, celery: Celery, client: redis.Redis, settings: Settings) -> None:
+        self.celery = celery
+        self.settings = settings
+        self._queued = client.register_script(QUEUED)
+        # the broker is the state's Redis (the default): a call whose jobs make one task message
+        # writes states and message in one script (record_with_task)
+        self.one_script = settings.broker_url == settings.state_redis_url
+
+    def tasks(self, groups: Mapping[tuple[str, str], list[Entry]]) -> list[Task]:
+        """Each group's jobs as batch tasks (channel, entries) of at most batch_size jobs."""
+        size = self.settings.batch_size
+        return [(ch, chunk) for (ch, _), group in groups.items() for chunk in batches(group, size)]
+
+    def publish_groups(
+        self,
+        groups: Mapping[tuple[str, str], list[Entry]],
+        progress: Callable[[int], None] | None,
+        urgent: bool = False,
+        backoff: Backoff | None = None,
+    ) -> None:
+        """Each group's jobs (id, owner, queue form) as batch tasks of at most batch_size jobs;
+        transient broker errors retried, else :class:`NotPublished` (see publish_all)."""
+        backoff = backoff or Backoff(self.settings.enqueue_retry_for)
+        send = functools.partial(self.send_task, PRIORITY_URGENT if urgent else PRIORITY_BULK)
+        publish_all(self.celery, self.tasks(groups), send, progress, backoff, PUBLISH_PIPELINE)
+
+    def send_task(self, priority: int, producer: Any, channel: str, chunk: Sequence[Any]) -> None:
+        """One batch task through ``producer``, straight to the channel's queue through the
+        default exchange (the queue's name is the routing key): on Redis, kombu would otherwise
+        read the exchange's bindings back with one round trip per message."""
+        queue = QUEUE[channel]
+        self.celery.send_task(
+            DELIVER_TASK[channel],
+            args=(encode_batch(chunk, channel),),
+            queue=queue,
+            exchange="",
+            routing_key=queue,
+            producer=producer,
+            priority=priority,
+            argsrepr=argsrepr(
+                [e[0] for e in chunk[:3]], {e[1] for e in chunk}, channel, len(chunk)
+            ),
+            kwargsrepr="{}",
+        )
+
+    def record_with_task(
+        self,
+        states: Sequence[tuple[str, tuple[Any, ...]]],
+        task: Task,
+        urgent: bool,
+        now: float,
+        nonce: str,
+        backoff: Backoff,
+    ) -> list[str] | None:
+        """The queued states of a call's jobs and the one task message carrying them, written
+        in one script (QUEUED): one round trip, and never one without the other. Returns the
+        ids that are other jobs' already (then nothing was written), or None where the broker
+        is not this Redis (the caller records, then publishes)."""
+        if not self.one_script:
+            return None
+        priority = PRIORITY_URGENT if urgent else PRIORITY_BULK
+        with self.celery.producer_or_acquire() as producer:
+            if not can_capture(producer):
+                return None
+            with captured(producer) as commands:
+                self.send_task(priority, producer, *task)
+        names = [keys.job(i) for i, _ in states]
+        names += [c[1] for c in commands if c[0] == "lpush"]
+        args: list[Any] = [repr(now), nonce, fastjson.dumps([f for _, f in states])]
+        for name, *rest in commands:
+            args += [name, len(rest), *rest]
+        try:
+            reply = retrying(lambda: self._queued(keys=names, args=args), backoff)
+        except Exception as exc:
+            if is_transient(exc):  # maybe written, maybe not: undone as a failed publish is
+                raise NotPublished({i for i, _ in states}) from exc
+            raise
+        return [states[int(n) - 1][0] for n in reply or ()]

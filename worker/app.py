@@ -7,8 +7,8 @@ from typing import Any
 
 from celery import Celery, signals
 
+from config.celery import make_celery
 from config.settings import ConfigurationError, get_settings
-from producers.client import make_celery
 from worker.logging import configure_logging
 
 # Every process (worker, Flower, beat) refuses to start without a secret key: there is no

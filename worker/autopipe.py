@@ -13,11 +13,12 @@ beyond the current iteration, so each write still happens where it did (docs/dec
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from hiredis import pack_command
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -101,7 +102,9 @@ class AutoPipeline:
         try:
             await conn.send_packed_command(
                 b"".join(
-                    _pack(("EVALSHA", c.script.sha, len(c.keys), *c.keys, *map(_arg, c.args)))
+                    pack_command(
+                        ("EVALSHA", c.script.sha, len(c.keys), *c.keys, *map(_arg, c.args))
+                    )
                     for c in calls
                 ),
                 check_health=False,
@@ -123,20 +126,3 @@ class AutoPipeline:
 def _arg(value: Any) -> Any:
     # numbers as redis-py writes them (repr), so stored values do not depend on the packer
     return repr(value) if isinstance(value, float) else value
-
-
-def _pack_python(args: tuple[Any, ...]) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        data = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-_pack: Callable[[tuple[Any, ...]], bytes] = _pack_python
-try:  # the C packer (redis[hiredis] is a dependency); the Python one keeps this importable
-    from hiredis import pack_command
-
-    _pack = pack_command
-except ImportError:  # pragma: no cover
-    pass

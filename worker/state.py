@@ -29,8 +29,6 @@ from worker.inflight import InFlight, current_batch
 
 log = structlog.get_logger("maildispatch.state")
 
-FINAL_STATES = frozenset({"sent", "failed", "bounced", "suppressed", "cancelled"})
-
 #: Redis errors a write may get past by trying again: a restart (BusyLoadingError is a
 #: ConnectionError), a reset connection, a timeout
 TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)

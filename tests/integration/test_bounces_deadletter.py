@@ -24,8 +24,7 @@ import pytest
 import redis
 from sqlalchemy import text
 
-from config.celery import BOUNCE_TASK, QUEUE
-from producers.client import make_celery
+from config.celery import BOUNCE_TASK, QUEUE, make_celery
 from tests.conftest import make_settings, worker_env
 from tests.integration.test_bounces_ingest import DOMAIN, sent_job
 from tests.support.bounces import render

@@ -18,8 +18,9 @@ import httpx
 import pytest
 import redis
 
+from config.celery import make_celery
 from config.settings import Settings
-from producers.client import Dispatcher, make_celery
+from producers.client import Dispatcher
 from tests.conftest import SECRET, Fleet, make_settings
 from tests.support.relay import Relay
 from tests.support.services import (

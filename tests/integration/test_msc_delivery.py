@@ -10,7 +10,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from producers.client import Dispatcher, make_celery
+from config.celery import make_celery
+from producers.client import Dispatcher
 from tests.conftest import SECRET, Fleet
 from tests.support.queue import depth
 from tests.support.relay import Relay

@@ -194,11 +194,6 @@ def pseudo_status(reason: str, temporary: bool) -> str:
     return (PSEUDO_TEMPORARY if temporary else PSEUDO_PERMANENT).get(reason, "")
 
 
-def is_explicit_status(code: str) -> bool:
-    """Return False for an empty or a pseudo (X.0.9NN) status code."""
-    return bool(code) and not (len(code) == 7 and code[1:5] == ".0.9")
-
-
 def find_status(text: str, hint: str = "") -> str:
     """Return the enhanced status code found in ``text`` (``hint`` restricts the class)."""
     if len(text) < 7:

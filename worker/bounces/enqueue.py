@@ -21,9 +21,8 @@ from typing import Any
 
 from celery import signals
 
-from config.celery import BOUNCE_TASK, QUEUE
+from config.celery import BOUNCE_TASK, QUEUE, make_celery
 from config.settings import Settings
-from producers.client import make_celery
 
 __all__ = ["BouncePublisher", "EnqueueFailed", "InboundMessage", "bounce_argsrepr"]
 

@@ -40,7 +40,6 @@ from worker.bounces.truncate import truncate
 
 log = structlog.get_logger("maildispatch.bounces.poll")
 
-_FETCH_UID = re.compile(rb"\bUID (\d+)")
 _FETCH_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)")
 #: how much of an oversized message's header is kept in its dead-letter note
 HEAD_BYTES = 64 * 1024

@@ -124,10 +124,6 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
-#: states of a connected account (worker/accounts.py)
-ACCOUNT_STATES = ("connected", "needs_reconnect", "auth_failed")
-
-
 class Account(Base):
     """An owner's connected Gmail account or custom SMTP server; secrets only encrypted."""
 

@@ -1,0 +1,151 @@
+"""Idempotency keys: a key names one job for as long as that job's state lives.
+
+An idempotency key is first claimed as pending ("p:<job id>") and confirmed ("<job id>", for
+the job TTL) once its job is published: a concurrent call with the same key never answers
+with the id of a job whose publish may still fail. It waits up to
+MAILDISPATCH_IDEMPOTENCY_WAIT for the other call to confirm or release the key. A pending
+claim lapses after PENDING_TTL seconds, so that a producer that died mid-call does not hold
+its keys for the whole job TTL (a send_many call must finish within that time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from hiredis import pack_command
+
+from config import keys
+from config.settings import Settings
+from producers.enqueue import Backoff, retrying, ttl_until_due
+from producers.errors import IdempotencyInProgress
+from producers.job import SendJob
+
+#: keys claimed or settled per script call
+CHUNK = 1000
+
+PENDING_TTL = 600
+_PENDING = "p:"
+
+# KEYS: idempotency keys. ARGV: pending ttl, then the pending value ("p:<id>") of each key ->
+# the value each key holds now: its own when this call set it, '' when it lapsed meanwhile
+_CLAIM_KEYS = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local mine = ARGV[i + 1]
+  if redis.call('SET', key, mine, 'NX', 'EX', ARGV[1]) then
+    out[i] = mine
+  else
+    out[i] = redis.call('GET', key) or ''
+  end
+end
+return out
+"""
+
+# KEYS: idempotency keys. ARGV: the job id and a ttl for each key -> every key still pending
+# for that job is confirmed (set to the id, with its ttl), or released (deleted) when ttl is 0
+_SETTLE = """
+for i, key in ipairs(KEYS) do
+  local id = ARGV[2 * i - 1]
+  local ttl = tonumber(ARGV[2 * i])
+  if redis.call('GET', key) == 'p:' .. id then
+    if ttl > 0 then redis.call('SET', key, id, 'EX', ttl) else redis.call('DEL', key) end
+  end
+end
+return #KEYS
+"""
+
+
+def eval_packed(client: redis.Redis, script: str, names: Sequence[str], args: Sequence[Any]) -> Any:
+    """EVAL, its arguments packed by hiredis (redis-py packs each in Python, ~1 µs apiece:
+    as much as the rest of a claim of many idempotency keys)."""
+    pool = client.connection_pool
+    conn: Any = pool.get_connection()
+    try:
+        conn.send_packed_command([pack_command(("EVAL", script, len(names), *names, *args))])
+        return conn.read_response()
+    except BaseException:
+        conn.disconnect()  # a reply may be left unread: not reusable
+        raise
+    finally:
+        pool.release(conn)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class IdempotencyKeys:
+    """Claims (pending), confirms and releases the idempotency keys of a call's jobs."""
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.redis = client
+        self.settings = settings
+
+    def claim(
+        self, jobs: list[SendJob], claimed: set[str], backoff: Backoff
+    ) -> tuple[list[uuid.UUID], list[int]]:
+        """Every job's id (a repeated idempotency key's first id) and the positions of new jobs.
+
+        A key claimed by this call (``claimed``, updated here) or confirmed by an earlier one
+        gives its job's id; a key another call is still enqueueing is waited for (see
+        ``idempotency_wait``): taken over if that call released it, or
+        :class:`IdempotencyInProgress`.
+        """
+        first: dict[int, uuid.UUID] = {}  # position -> the id that answers it
+        repeats: set[int] = set()  # positions answered with an earlier job's id
+        waiting = [(n, j) for n, j in enumerate(jobs) if j.idempotency_key]
+        deadline = time.monotonic() + self.settings.idempotency_wait
+        while waiting:
+            names = [keys.idempotency(j.owner, j.idempotency_key or "") for _, j in waiting]
+            values = [PENDING_TTL, *[f"{_PENDING}{j.id}" for _, j in waiting]]
+            # SET NX of this call's own value: a claim sent again finds it, which is its own
+            replies = retrying(
+                functools.partial(eval_packed, self.redis, _CLAIM_KEYS, names, values), backoff
+            )
+            busy = []
+            for (n, j), stored in zip(waiting, replies, strict=True):
+                value = _text(stored)
+                job_id = value.removeprefix(_PENDING)
+                if value == f"{_PENDING}{j.id}" and job_id not in claimed:
+                    claimed.add(job_id)  # this call's claim: a new job
+                elif not value or (value != job_id and job_id not in claimed):
+                    busy.append((n, j))  # lapsed meanwhile, or another call has not published
+                    continue
+                else:  # confirmed by an earlier call (even with this very id), or this one's
+                    repeats.add(n)
+                first[n] = uuid.UUID(job_id)
+            waiting = busy
+            if waiting and time.monotonic() >= deadline:
+                with contextlib.suppress(redis.RedisError):
+                    mine = [j for n, j in enumerate(jobs) if n in first and n not in repeats]
+                    self.settle(mine, 0.0, Backoff(0), release=True)
+                raise IdempotencyInProgress([j.idempotency_key or "" for _, j in waiting])
+            if waiting:
+                time.sleep(0.02)
+        if not first:
+            return [j.id for j in jobs], list(range(len(jobs)))
+        ids = [first.get(n, j.id) for n, j in enumerate(jobs)]
+        fresh = [n for n in range(len(jobs)) if n not in repeats]
+        return ids, fresh
+
+    def settle(
+        self, jobs: Sequence[SendJob], now: float, backoff: Backoff, release: bool = False
+    ) -> None:
+        """Confirm the idempotency keys these jobs still hold pending, for as long as each job's
+        state lives (its TTL after it is due), or release them."""
+        keyed = [j for j in jobs if j.idempotency_key]
+        ttl = self.settings.job_ttl
+        for start in range(0, len(keyed), CHUNK):
+            chunk = keyed[start : start + CHUNK]
+            names = [keys.idempotency(j.owner, j.idempotency_key or "") for j in chunk]
+            args: list[Any] = []
+            for j in chunk:
+                due = j.send_at.timestamp() if j.send_at else None
+                args += [str(j.id), 0 if release else ttl_until_due(ttl, due, now)]
+            retrying(functools.partial(eval_packed, self.redis, _SETTLE, names, args), backoff)
