@@ -546,7 +546,8 @@ def dkim_costs() -> dict[str, float]:
 
     from bench.common import DOMAIN
     from producers.job import SendJob
-    from worker.message import DkimKey, build_message
+    from worker.dkimsign import DkimKey
+    from worker.message import build_message
 
     seed = base64.b64encode(bytes(nacl.signing.SigningKey.generate()))
     pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from config.settings import parse_duration
+from config.units import parse_duration
 
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(\S+)\s*")  # fullmatch: `$` would pass a final newline
 

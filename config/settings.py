@@ -6,28 +6,18 @@
 from __future__ import annotations
 
 import functools
-import re
 from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from config.limits import parse_keyed_rates, parse_rates
+from config.units import parse_duration
+
 
 class ConfigurationError(Exception):
     """The deployment is misconfigured (missing key, bad URL); never retried, never swallowed."""
-
-
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")  # used with fullmatch
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``"30s"``, ``"2m"``, ``"1h"``, ``"4d"`` or a bare number of seconds."""
-    match = _DURATION.fullmatch(text)
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 2m, 1h, 4d)")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
 
 
 def _split_list(value: object) -> object:
@@ -230,16 +220,12 @@ class Settings(BaseSettings):
     @field_validator("gmail_limits", "smtp_limits", mode="after")
     @classmethod
     def _rates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from config.limits import parse_rates
-
         parse_rates(value)
         return value
 
     @field_validator("smtp_server_limits", "msc_domain_limits", mode="after")
     @classmethod
     def _keyed_rates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from config.limits import parse_keyed_rates
-
         parse_keyed_rates(value)
         return value
 

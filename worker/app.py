@@ -20,7 +20,6 @@ except ConfigurationError as exc:
     raise SystemExit(f"configuration error: {exc}") from None
 
 app: Celery = make_celery(get_settings(), "maildispatch")
-app.conf.imports = ("worker.tasks", "worker.bounces.tasks")
 # poison input (not JSON, no task, unknown task) is logged without its body and counted
 app.conf.worker_consumer = "worker.poison:PoisonAwareConsumer"
 # a warm shutdown waits for the delivery messages the stream holds (worker/stream.py)
@@ -71,6 +70,9 @@ def _close(**_: Any) -> None:
     shutdown_runtime()
 
 
-import worker.bounces.tasks  # noqa: E402  (the bounce ingest task)
-import worker.poison  # noqa: E402  (counts rejected and unknown task messages)
-import worker.tasks  # noqa: E402,F401  (registers the tasks on ``app``)
+import worker.poison  # noqa: E402,F401  (counts rejected and unknown task messages)
+from worker import tasks as _delivery_tasks  # noqa: E402
+from worker.bounces import tasks as _bounce_tasks  # noqa: E402
+
+_delivery_tasks.register(app)
+_bounce_tasks.register(app)

@@ -41,7 +41,8 @@ def check(private_key: bytes, domain: str, selector: str) -> tuple[str, str, boo
     import dkim
 
     from producers.job import parse_job
-    from worker.message import DkimKey, build_message
+    from worker.dkimsign import DkimKey
+    from worker.message import build_message
 
     name = f"{selector}._domainkey.{domain}"
     record = public_record(private_key)
@@ -70,7 +71,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     if not (settings.dkim_private_key_file and settings.dkim_selector):
         print("DKIM is not configured: set MAILDISPATCH_DKIM_PRIVATE_KEY_FILE and _SELECTOR")
         return 1
-    from worker.message import DkimKey
+    from worker.dkimsign import DkimKey
 
     key = DkimKey.from_file(
         settings.dkim_private_key_file, settings.msc_domain, settings.dkim_selector

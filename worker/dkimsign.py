@@ -16,11 +16,33 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 CRLF = b"\r\n"
 _WSP = re.compile(rb"[\t ]+")
 #: fold the signature header near this column, as dkimpy does (RFC 5322 §2.1.1 recommends 78)
 FOLD_AT = 72
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """A DKIM signing key for one domain and selector (RSA PEM, or an Ed25519 seed in base64)."""
+
+    domain: str
+    selector: str
+    private_key: bytes
+
+    @classmethod
+    def from_file(cls, path: str, domain: str, selector: str) -> DkimKey:
+        """Load a private key file."""
+        return cls(domain=domain, selector=selector, private_key=Path(path).read_bytes().strip())
+
+    @property
+    def algorithm(self) -> bytes:
+        """``ed25519-sha256`` for Ed25519 keys (RFC 8463), else ``rsa-sha256``."""
+        # dkimpy takes Ed25519 keys as the base64 32-byte seed, with no PEM armour
+        return b"rsa-sha256" if b"-----" in self.private_key else b"ed25519-sha256"
 
 
 def _canonical_headers(head: bytes, include: Sequence[bytes]) -> bytes:

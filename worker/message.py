@@ -13,15 +13,14 @@ import quopri
 import re
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from email.header import Header
 from email.utils import formataddr, formatdate
-from pathlib import Path
 
 from producers.headers import MAX_LINE, without_controls
 from producers.job import Mailbox, SendJob, ascii_domain
 from worker import dkimsign
 from worker.channels.base import OutgoingMessage
+from worker.dkimsign import DkimKey
 
 CRLF = "\r\n"
 #: headers DKIM signs (RFC 6376 §5.4.1's recommendations that we set)
@@ -41,26 +40,6 @@ DKIM_HEADERS = [
 FOLD_AT = 78
 #: the places an ASCII value may be folded: before a run of white space that follows a word
 _FOLD_POINTS = re.compile(r"(?<=[^ \t])(?=[ \t])")
-
-
-@dataclass(frozen=True)
-class DkimKey:
-    """A DKIM signing key for one domain and selector (RSA PEM, or an Ed25519 seed in base64)."""
-
-    domain: str
-    selector: str
-    private_key: bytes
-
-    @classmethod
-    def from_file(cls, path: str, domain: str, selector: str) -> DkimKey:
-        """Load a private key file."""
-        return cls(domain=domain, selector=selector, private_key=Path(path).read_bytes().strip())
-
-    @property
-    def algorithm(self) -> bytes:
-        """``ed25519-sha256`` for Ed25519 keys (RFC 8463), else ``rsa-sha256``."""
-        # dkimpy takes Ed25519 keys as the base64 32-byte seed, with no PEM armour
-        return b"rsa-sha256" if b"-----" in self.private_key else b"ed25519-sha256"
 
 
 def message_id(job_id: uuid.UUID, domain: str) -> str:

@@ -7,12 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from celery import Task
+from celery import Celery, Task
 from celery.exceptions import Reject
 
 from config.celery import CHANNELS, DELIVER_TASK
 from config.retry import INFRA_RETRY_MAX_DELAY
-from worker.app import app
 
 log = structlog.get_logger("maildispatch.tasks")
 
@@ -69,14 +68,16 @@ def _poison(channel: str, reason: str) -> dict[str, int]:
     return {"invalid": 1}
 
 
-#: a worker hands these tasks' messages to its stream (worker/stream.py), which delivers many at
-#: once; the task body runs only where a task is applied directly (``task.apply``)
-deliver_tasks = {
-    channel: app.task(
-        name=DELIVER_TASK[channel],
-        bind=True,
-        Strategy="worker.stream:strategy",
-        channel=channel,
-    )(_deliver_task(channel))
-    for channel in CHANNELS
-}
+def register(app: Celery) -> dict[str, Any]:
+    """The delivery tasks on ``app``, one per channel (worker/app.py calls this). A worker hands
+    their messages to its stream (worker/stream.py), which delivers many at once; the task body
+    runs only where a task is applied directly (``task.apply``)."""
+    return {
+        channel: app.task(
+            name=DELIVER_TASK[channel],
+            bind=True,
+            Strategy="worker.stream:strategy",
+            channel=channel,
+        )(_deliver_task(channel))
+        for channel in CHANNELS
+    }

@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from producers.job import SendJob
 from worker import dkimsign
-from worker.message import DKIM_HEADERS, DkimKey, build_message
+from worker.dkimsign import DkimKey
+from worker.message import DKIM_HEADERS, build_message
 
 DOMAIN = "mail.op.test"
 SELECTOR = "md1"

@@ -336,7 +336,7 @@ def test_an_attachment_content_type_is_one_short_token(content_type: str) -> Non
 @pytest.mark.parametrize("setting", [("1h\n", "duration"), ("150/1m\n", "rate")])
 def test_settings_patterns_match_the_whole_value(setting: tuple[str, str]) -> None:
     from config.limits import parse_rate
-    from config.settings import parse_duration
+    from config.units import parse_duration
 
     value, kind = setting
     parse = parse_duration if kind == "duration" else parse_rate

@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from producers.job import parse_job
-from worker.message import DkimKey, build_message
+from worker.dkimsign import DkimKey
+from worker.message import build_message
 
 
 def make_job(**overrides: object):  # type: ignore[no-untyped-def]

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from config.retry import RetryPolicy, next_retry
-from config.settings import Settings, parse_duration
+from config.settings import Settings
+from config.units import parse_duration
 
 
 def test_durations_parse() -> None:

@@ -20,13 +20,12 @@ from typing import Any
 
 import redis
 import structlog
-from celery import Task, signals
+from celery import Celery, Task, signals
 from celery.concurrency import get_implementation
 from celery.exceptions import SoftTimeLimitExceeded
 
 from config.celery import BOUNCE_TASK, QUEUE
 from config.settings import get_settings
-from worker.app import app
 from worker.bounces import enqueue  # noqa: F401  (its publish hook hides retried payloads too)
 from worker.bounces.deadletter import DeadLetters
 from worker.bounces.enqueue import InboundMessage
@@ -100,12 +99,16 @@ def _time_limits_need_prefork(sender: Any = None, **_: Any) -> None:
     log.info("bounce_worker_pool", pool="prefork", why="ingest time limits")
 
 
-@app.task(
-    name=BOUNCE_TASK,
-    bind=True,
-    soft_time_limit=round(_settings.bounce_ingest_soft_time_limit),
-    time_limit=round(_settings.bounce_ingest_time_limit),
-)
+def register(app: Celery) -> Any:
+    """The bounce ingest task on ``app`` (worker/app.py calls this)."""
+    return app.task(
+        name=BOUNCE_TASK,
+        bind=True,
+        soft_time_limit=round(_settings.bounce_ingest_soft_time_limit),
+        time_limit=round(_settings.bounce_ingest_time_limit),
+    )(ingest)
+
+
 def ingest(self: Task, wire: Any) -> dict[str, Any]:
     """Ingest one inbound report (see worker/bounces/ingest.py)."""
     if not isinstance(wire, dict):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from producers.job import SendJob
-    from worker.message import DkimKey
+    from worker.dkimsign import DkimKey
 
 from worker.errors import DeliveryError, PermanentError, TransientError
 
@@ -72,7 +72,7 @@ class MessageOptions:
     domain: str
     sender: str | None = None
     from_address: str | None = None
-    dkim_key: DkimKey | None = None  # worker.message.DkimKey
+    dkim_key: DkimKey | None = None  # worker.dkimsign.DkimKey
     #: a return path per recipient (VERP): set by channels whose bounces must be bound to the
     #: recipient they were issued for (see docs/decisions.md)
     return_path_for: Callable[[str], str] | None = None

@@ -17,8 +17,8 @@ from config.settings import Settings
 from producers.job import SendJob
 from worker.channels.base import Envelope, MessageOptions, OutgoingMessage, Receipt
 from worker.channels.smtppool import SmtpPool, SmtpServer
+from worker.dkimsign import DkimKey
 from worker.errors import DeliveryError, TransientError
-from worker.message import DkimKey
 from worker.returnpath import return_path
 
 
