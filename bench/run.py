@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import msc, report, singles
 from bench import scenarios as sc
-from bench.common import REPO, RedisServer, Relay, machine
+from bench.common import RedisServer, Relay, machine
 from bench.scenarios import Result
 
 SLOW = 0.020  # seconds the slow relay waits before every reply
@@ -172,10 +172,7 @@ class Bench:
         self.figures["producer"] = sc.producer(self.redis, self.tmp, self.size["producer"])
 
     def http(self, relay: Relay) -> None:
-        """The HTTP batch intake, when producers/http.py exists (its server kept for later)."""
-        if not (REPO / "producers" / "http.py").exists():
-            self.figures["http"] = None
-            return
+        """The HTTP batch intake (its server kept for later)."""
         env = msc.worker_env(self.redis.url, relay.url, self.tmp)
         self.api = sc.Api(env, self.tmp)
         self.figures["http"] = sc.http_intake(

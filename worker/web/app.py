@@ -1,4 +1,4 @@
-"""The full HTTP API: the intake of ``producers/http.py`` plus the store-backed parts.
+"""The full HTTP API: the intake of ``producers/http/`` plus the store-backed parts.
 
 ``maildispatch api`` serves it; ``uvicorn --factory worker.web.app:create_app`` works too.
 ``python -m worker.web.app > docs/openapi.json`` regenerates the checked-in OpenAPI document.

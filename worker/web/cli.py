@@ -66,7 +66,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_config=None,  # uvicorn logs through the root logger configured above
-        access_log=False,  # producers/http.py logs one http_request event per request
+        access_log=False,  # producers/http/app.py logs one http_request event per request
         proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,
         server_header=False,
