@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from config.settings import DEFAULT_SMTP_BLOCKED_NETWORKS, Settings
 from worker.channels.netguard import BLOCKED_TEXT, NetworkPolicy
-from worker.channels.smtppool import translate
+from worker.channels.smtperrors import translate
 from worker.channels.smtptext import MAX_TEXT, NOT_SMTP, printable
 from worker.errors import PermanentError, TransientError
 
