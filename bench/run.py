@@ -41,93 +41,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import msc, report, singles
+from bench import intake, msc, report, singles
 from bench import scenarios as sc
 from bench.common import RedisServer, Relay, machine
+from bench.profiles import PACED_RATE, PROFILES, SLOW, timebox
 from bench.scenarios import Result
-
-SLOW = 0.020  # seconds the slow relay waits before every reply
-
-#: sizes per profile: repetitions of each design; emails per throughput run (fast/slow relay),
-#: naive and peer runs, drains, streams (4 producers), seconds of the paced run (200/s), the bulk
-#: backlog, producer jobs, HTTP jobs, idle latency sends, scaling runs
-PROFILES: dict[str, dict[str, Any]] = {
-    "full": {
-        "reps": 3,
-        "n": 10_000,
-        "n_slow": 3_000,
-        "naive": 3_000,
-        "naive_slow": 200,
-        "peers": 1_000,
-        "peers_slow": 100,
-        "peer_relays": ("fast", "slow"),
-        "drain": 10_000,
-        "drain_slow": 3_000,
-        "stream": 5_000,
-        "stream_slow": 2_000,
-        "paced_s": 8.0,
-        "backlog": 100_000,
-        "producer": 100_000,
-        "http": 20_000,
-        "per_request": 1000,
-        "latency": 300,
-        "scaling": (1_000, 10_000, 100_000),
-        "rsa": True,
-    },
-    "quick": {
-        "reps": 2,
-        "n": 2_000,
-        "n_slow": 1_000,
-        "naive": 600,
-        "naive_slow": 40,
-        "peers": 200,
-        "peers_slow": 30,
-        "peer_relays": ("fast",),  # a Django worker start per cell: the slow relay's in full only
-        "drain": 2_000,
-        "drain_slow": 1_000,
-        "stream": 1_000,
-        "stream_slow": 600,
-        "paced_s": 4.0,
-        "backlog": 20_000,
-        "producer": 20_000,
-        "http": 5_000,
-        "per_request": 1000,
-        "latency": 60,
-        "scaling": (1_000, 5_000),
-        "rsa": False,
-    },
-    "smoke": {
-        "reps": 1,
-        "n": 200,
-        "n_slow": 100,
-        "naive": 60,
-        "naive_slow": 10,
-        "peers": 20,
-        "peers_slow": 6,
-        "peer_relays": ("fast",),
-        "drain": 200,
-        "drain_slow": 100,
-        "stream": 200,
-        "stream_slow": 100,
-        "paced_s": 1.0,
-        "backlog": 1_000,
-        "producer": 1_000,
-        "http": 400,
-        "per_request": 100,
-        "latency": 5,
-        "scaling": (100, 300),
-        "rsa": False,
-    },
-}
-#: the paced stream: emails per second from all producers together
-PACED_RATE = 200.0
-#: a time box never reached by a working fleet: emails per second below which a run is cut
-FLOOR = {"fast": 300.0, "slow": 60.0}
-
-
-def timebox(tag: str, count: int) -> float:
-    """Seconds a run of ``count`` emails may take before it is cut (and reported so)."""
-    return 20.0 + count / FLOOR[tag]
 
 
 class Bench:
@@ -141,7 +59,7 @@ class Bench:
         self.rows: dict[str, list[Result]] = {}
         self.figures: dict[str, Any] = {}
         self.failed: list[str] = []
-        self.api: sc.Api | None = None
+        self.api: intake.Api | None = None
         self.keys = sc.write_dkim_keys(tmp)
 
     def part(self, name: str, fn: Callable[[], None]) -> None:
@@ -169,13 +87,13 @@ class Bench:
     # -- producers ----------------------------------------------------------------------------------
     def producers(self) -> None:
         """send_many of the producer count with no worker; Redis bytes per queued job."""
-        self.figures["producer"] = sc.producer(self.redis, self.tmp, self.size["producer"])
+        self.figures["producer"] = intake.producer(self.redis, self.tmp, self.size["producer"])
 
     def http(self, relay: Relay) -> None:
         """The HTTP batch intake (its server kept for later)."""
         env = msc.worker_env(self.redis.url, relay.url, self.tmp)
-        self.api = sc.Api(env, self.tmp)
-        self.figures["http"] = sc.http_intake(
+        self.api = intake.Api(env, self.tmp)
+        self.figures["http"] = intake.http_intake(
             self.api, self.redis, self.size["http"], self.size["per_request"]
         )
 
@@ -296,7 +214,7 @@ class Bench:
                 "maildispatch via HTTP batch",
                 lambda: self.add(
                     "msc-http",
-                    sc.http_delivery(api, run, n, self.size["per_request"], timebox("fast", n)),
+                    intake.http_delivery(api, run, n, self.size["per_request"], timebox("fast", n)),
                 ),
             )
         self.part("latency on an idle fleet", lambda: self._latency(run))
