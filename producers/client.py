@@ -87,8 +87,8 @@ return st or ''
 def _gc_paused() -> Iterator[None]:
     """No cyclic garbage collection while a call builds many jobs.
 
-    Each collection pass rescans every job built so far: ~25% of ``send_many``'s time at 50,000
-    jobs (docs/performance.md). Nothing it builds is cyclic garbage; collection resumes after.
+    Each collection pass rescans every job built so far: a large share of ``send_many``'s time
+    on big calls (docs/performance.md). Nothing it builds is cyclic garbage; collection resumes after.
     """
     if not gc.isenabled():  # already paused (by the caller or a concurrent call)
         yield

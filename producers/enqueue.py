@@ -140,7 +140,7 @@ class QueuedStates:
     """Records the queued state of jobs in Redis, without waiting for Redis in between.
 
     One script call per chunk of jobs, its fields in one JSON argument, packed by hiredis
-    (redis-py packs each argument in Python, ~1 µs each), on a connection of its own; the
+    (redis-py packs each argument in Python), on a connection of its own; the
     replies are read by :meth:`confirm`. A chunk whose reply was lost is sent again (the nonce
     makes that safe) until ``backoff``'s deadline.
     """

@@ -62,8 +62,8 @@ return #KEYS
 
 
 def eval_packed(client: redis.Redis, script: str, names: Sequence[str], args: Sequence[Any]) -> Any:
-    """EVAL, its arguments packed by hiredis (redis-py packs each in Python, ~1 µs apiece:
-    as much as the rest of a claim of many idempotency keys)."""
+    """EVAL, its arguments packed by hiredis (redis-py packs each in Python: as much as the
+    rest of a claim of many idempotency keys)."""
     pool = client.connection_pool
     conn: Any = pool.get_connection()
     try:

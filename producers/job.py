@@ -79,7 +79,7 @@ def _single_line(value: str) -> str:
 
 #: the common shape of an address, a subset of what email-validator accepts: a plain ASCII
 #: dot-atom local part and an LDH domain. Such an address is valid exactly when its domain is, and
-#: email-validator spends most of its ~35 µs on the domain, which a batch shares across recipients.
+#: email-validator spends most of its time on the domain, which a batch shares across recipients.
 #: An address is kept in its ASCII form: an internationalized domain as its A-label (punycode,
 #: IDNA 2008 as email-validator writes it), the same in the envelope, the headers and the store;
 #: a non-ASCII local part needs SMTPUTF8 end to end, which maildispatch does not do: refused.
@@ -113,7 +113,7 @@ def _plain_address(address: str) -> str | None:
 
 
 #: small on purpose: a worker validates ~every address once, and a large cache only grows its
-#: memory (64k entries were ~15 MB per process); repeated identities still hit it
+#: memory (docs/performance.md); repeated identities still hit it
 @functools.lru_cache(maxsize=4096)
 def _check_address(address: str) -> str:
     _single_line(address)
@@ -296,7 +296,7 @@ class SendJob(BaseModel):
     @classmethod
     def _count_first(cls, data: Any, info: ValidationInfo) -> Any:
         """Too many recipients are refused before any address is validated (validation costs
-        ~35 µs an address: a job of a million would hold a producer for half a minute).
+        per address: a job of a million would hold a producer for a long time).
 
         The bound is the deployment's (``max_recipients`` in the validation context); addresses
         are counted once whatever their case, as the recipients are after validation.

@@ -155,7 +155,7 @@ def captured(producer: Any) -> Iterator[list[tuple[Any, ...]]]:
 
 #: task messages written to Redis per round trip (each ~400 KB with 200 jobs of ~2 KB). Not
 #: more: sixteen held at once (~7 MB, in several copies each) were often handed back to the OS
-#: when freed together and faulted in again on the next flush, ~6 µs per job on a VM.
+#: when freed together and faulted in again on the next flush (docs/performance.md).
 PUBLISH_PIPELINE = 4
 
 

@@ -1,9 +1,9 @@
 """Redis scripts called in the same event-loop iteration, sent to Redis as one pipeline.
 
 The jobs of a batch are delivered by concurrent coroutines, and each makes the same two calls:
-the claim before its SMTP transaction, and the final state right after its 250. redis-py spends
-~60-100 µs of Python on each round trip, which at thousands of emails per second is a good part
-of a core. Here every call made during one loop iteration waits only for the end of that
+the claim before its SMTP transaction, and the final state right after its 250. redis-py's Python
+on each round trip, at thousands of emails per second, is a good part of a core
+(docs/performance.md). Here every call made during one loop iteration waits only for the end of that
 iteration and leaves with the others in one pipeline: the claims of a whole batch travel
 together, and the finishes of the replies read in the same iteration do too. Nothing is delayed
 beyond the current iteration, so each write still happens where it did (docs/decisions.md,
@@ -92,8 +92,8 @@ class AutoPipeline:
     async def _pipeline(self, calls: Sequence[_Call]) -> list[Any]:
         """Every call as one write on one pooled connection, then each reply in order.
 
-        redis-py's own pipeline packs arguments in Python (~1 µs each, and a claim or a finish
-        has a dozen) and runs each reply through its callbacks; here hiredis packs them and the
+        redis-py's own pipeline packs arguments in Python, one by one (a claim or a finish has a
+        dozen) and runs each reply through its callbacks; here hiredis packs them and the
         replies are read as they are. Errors of single calls come back in place.
         """
         self.pipelines += 1

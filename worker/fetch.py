@@ -1,8 +1,8 @@
 """Delivery task messages taken from kombu's Redis lists many at a time, on the worker's loop.
 
 kombu's Redis consumer takes one message per round trip (``BRPOP``), copies it into its unacked
-hash with another, and acknowledges it with a third, each in the consumer's thread: ~1 ms of
-that thread per message, measured, whatever the message carries. For batches of 200 jobs it does
+hash with another, and acknowledges it with a third, each in the consumer's thread: a fixed cost
+per message in that thread, whatever the message carries (docs/decisions.md). For batches of 200 jobs it does
 not matter; for a stream of one-job messages (single sends, what services mostly make) it caps
 a worker process near 500 emails/s while its event loop waits. With Redis as the broker a
 delivery worker therefore takes its queues' messages itself, in the layout kombu uses, so

@@ -1,8 +1,8 @@
 """SendJob -> RFC 5322 message: headers, identity, a Message-ID stable per job, DKIM.
 
 The message is composed from the stdlib's encoders (``formataddr``, ``Header``, ``quopri``,
-``base64``) rather than through ``EmailMessage``: the latter's header objects cost ~1.5 ms per
-message, which alone would cap a worker below the relay's speed (docs/decisions.md).
+``base64``) rather than through ``EmailMessage``: the latter's header objects alone would cap a
+worker below the relay's speed (docs/decisions.md).
 Bcc recipients go in the envelope only, never in a header.
 """
 
@@ -104,7 +104,7 @@ def _text_part(text: str, subtype: str) -> str:
     body = text.replace("\r\n", "\n")
     if "\r" in body:  # a bare CR may not travel (RFC 5321 §2.3.8): a line break, as MTAs make it
         body = body.replace("\r", "\n")
-    # (a regex for "999 non-newlines" costs ~50 µs on a 2 KB body; split and len, ~5 µs)
+    # (split and len rather than a backtracking regex for "999 non-newlines": docs/performance.md)
     # 7bit holds no NUL (RFC 2045 §2.7): such a body goes quoted-printable
     if (
         body.isascii()
