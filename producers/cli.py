@@ -310,7 +310,7 @@ def cmd_failed(args: argparse.Namespace) -> int:
     if args.action == "show":
         _print_json(found) if args.json else [print(f"{k:>16}: {v}") for k, v in found.items()]
         return 0
-    from worker.resend import CannotResend, resend
+    from worker.failures.resend import CannotResend, resend
 
     try:
         new_id = resend(store, _dispatcher(), args.id)

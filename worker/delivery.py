@@ -23,7 +23,7 @@ from config.retry import next_retry, policy_for
 from config.settings import Settings
 from producers.job import SendJob
 from worker import metrics
-from worker.channels.base import Channel, Receipt
+from worker.channels.base import DeliveryChannel, Receipt
 from worker.errors import DeliveryError, PermanentError, TransientError
 from worker.gate import Gate
 from worker.logging import log_context
@@ -86,7 +86,7 @@ class BatchSummary:
 
 def reason_of(error: DeliveryError) -> str:
     """A short reason in plain words for a Failed Send row."""
-    from worker.reasons import reason_for
+    from worker.failures.send_reasons import reason_for
 
     return reason_for(
         error.reply_code, error.enhanced_status, error.text, error.kind, error.command
@@ -99,7 +99,7 @@ class Delivery:
     def __init__(
         self,
         settings: Settings,
-        channel: Channel,
+        channel: DeliveryChannel,
         states: JobStates,
         store: Store,
         accounts: Accounts | None = None,
@@ -458,6 +458,6 @@ class Delivery:
 
 
 def _hard(error: DeliveryError) -> bool:
-    from worker.reasons import is_hard
+    from worker.failures.send_reasons import is_hard
 
     return is_hard(error.reply_code, error.enhanced_status, error.text, error.command)

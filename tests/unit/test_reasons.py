@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.reasons import is_hard, plain_words, reason_for
+from worker.failures.send_reasons import is_hard, plain_words, reason_for
 
 
 @pytest.mark.parametrize(

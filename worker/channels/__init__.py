@@ -1,1 +1,1 @@
-"""Delivery channels, one module each behind ``channels.base.Channel``; see ``registry``."""
+"""Delivery channels, one module each behind ``channels.base.DeliveryChannel``; see ``registry``."""

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 from worker.errors import DeliveryError, PermanentError, TransientError
 
 __all__ = [
-    "Channel",
+    "DeliveryChannel",
     "DeliveryError",
     "Envelope",
     "MessageOptions",
@@ -83,7 +83,7 @@ class MessageOptions:
         return Envelope(mail_from=self.mail_from, rcpt_to=recipients, senders=senders)
 
 
-class Channel(Protocol):
+class DeliveryChannel(Protocol):
     """A way to deliver a built message."""
 
     name: ClassVar[str]

@@ -5,20 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from config.settings import Settings
-from worker.channels.base import Channel
+from worker.channels.base import DeliveryChannel
 from worker.channels.gmail import GmailChannel
 from worker.channels.msc import MscChannel
 from worker.channels.smtp import SmtpChannel
 
 #: channel name -> factory; adding a channel is one module, one test file and one line here
-REGISTRY: dict[str, Callable[[Settings], Channel]] = {
+REGISTRY: dict[str, Callable[[Settings], DeliveryChannel]] = {
     "msc": MscChannel,
     "gmail": GmailChannel,
     "smtp": SmtpChannel,
 }
 
 
-def make_channel(name: str, settings: Settings) -> Channel:
+def make_channel(name: str, settings: Settings) -> DeliveryChannel:
     """Build the named channel from the settings."""
     try:
         factory = REGISTRY[name]

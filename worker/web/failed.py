@@ -13,8 +13,8 @@ from pydantic import BaseModel
 
 from producers.client import Dispatcher
 from producers.http import ERRORS, Caller, ErrorBody, ErrorItem, Invalid, read_owner, require
-from worker.reasons import plain_words
-from worker.resend import CannotResend, resend
+from worker.failures.resend import CannotResend, resend
+from worker.failures.send_reasons import plain_words
 from worker.store import Store, repo
 from worker.store.models import FAILED_KINDS, FailedSend
 

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from producers.client import Dispatcher
 from producers.http import Caller, read_body
-from worker.reasons import plain_words
+from worker.failures.send_reasons import plain_words
 from worker.store import Store, repo
 from worker.store.models import FAILED_KINDS, FailedSend
 from worker.web.auth import SESSION_COOKIE, SESSION_TTL, Sessions, StoredKeys

@@ -1,0 +1,2 @@
+"""Failures a product shows its users: the reasons of send-time failures (in the bounce
+vocabulary, ``send_reasons``) and resending a failed job (``resend``)."""
