@@ -22,13 +22,13 @@ from celery import Celery
 from pydantic import TypeAdapter, ValidationError
 
 from config import keys
-from config.celery import (
-    make_celery,
-)
+from config.celery import make_celery
 from config.settings import Settings, get_settings
 from producers.enqueue import (
+    STATE_CHUNK,
     Backoff,
     QueuedStates,
+    as_text,
     retrying,
     ttl_until_due,
     undo,
@@ -88,7 +88,8 @@ def _gc_paused() -> Iterator[None]:
     """No cyclic garbage collection while a call builds many jobs.
 
     Each collection pass rescans every job built so far: a large share of ``send_many``'s time
-    on big calls (docs/performance.md). Nothing it builds is cyclic garbage; collection resumes after.
+    on big calls (docs/performance.md). Nothing it builds is cyclic garbage; collection resumes
+    after.
     """
     if not gc.isenabled():  # already paused (by the caller or a concurrent call)
         yield
@@ -98,10 +99,6 @@ def _gc_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-#: jobs validated and recorded as queued per step of send_many (and per script call)
-STATE_CHUNK = 1000
 
 
 def _box_count(job: SendJob) -> int:
@@ -277,18 +274,16 @@ class Dispatcher:
             # one job, as a service sends per user action: the urgent lane (config/celery.py)
             urgent = len(accepted) - len(later) == 1
             tasks = self.publisher.tasks(groups)
-            elsewhere: list[str] | None = None
+            elsewhere: list[str] | None = None  # ids that are other jobs' already
             if held and not (errors or taken or later) and len(tasks) == 1:
+                # None: the broker is not this Redis after all
                 elsewhere = self.publisher.record_with_task(
                     held, tasks[0], urgent, now, states.nonce, backoff
                 )
-                if elsewhere is None:  # the broker is not this Redis after all
-                    states.send(held)
-            elif held:
-                states.send(held)
             published = elsewhere is not None
             if not published:
-                elsewhere = states.confirm()  # ids that are other jobs' already
+                states.send(held or [])
+                elsewhere = states.confirm()
             if errors:
                 raise InvalidJobs(errors)
             if taken or elsewhere:
@@ -300,7 +295,7 @@ class Dispatcher:
             else:
                 if later:
                     retrying(lambda: self._schedule(later, now), backoff)
-                self.publisher.publish_groups(groups, progress, urgent=urgent, backoff=backoff)
+                self.publisher.publish_tasks(tasks, progress, urgent=urgent, backoff=backoff)
         except NotPublished as exc:
             # some batches are on the queue: those jobs keep their state and are answered
             states.close()
@@ -383,7 +378,7 @@ class Dispatcher:
         backoff = backoff or Backoff(self.settings.enqueue_retry_for)
         prefs = retrying(lambda: self.redis.hmget(keys.PREFERRED_CHANNEL, owners), backoff)
         chosen = {
-            o: Channel(_text(p)) if p else Channel.MSC for o, p in zip(owners, prefs, strict=True)
+            o: Channel(as_text(p)) if p else Channel.MSC for o, p in zip(owners, prefs, strict=True)
         }
         return [j if j.channel else j.model_copy(update={"channel": chosen[j.owner]}) for j in jobs]
 
@@ -408,9 +403,8 @@ class Dispatcher:
         with contextlib.suppress(redis.RedisError):
             undo(self.redis, [str(j.id) for j in jobs], nonce, 0, backoff)
         with contextlib.suppress(redis.RedisError):
-            self.idempotency.settle(
-                jobs, 0.0, backoff, release=True
-            )  # their keys, where still this call's
+            # their keys, where still this call's
+            self.idempotency.settle(jobs, 0.0, backoff, release=True)
 
     def cancel(self, job_id: uuid.UUID | str) -> str | None:
         """Cancel a job that has not been sent yet; returns its state after the call.
@@ -425,23 +419,19 @@ class Dispatcher:
         job_id = str(job_id)
         names = (keys.job(job_id), keys.SCHEDULE, keys.payload(job_id), keys.COUNTERS)
         state = self.redis.eval(_CANCEL, len(names), *names, time.time(), job_id)
-        return _text(state) or None
+        return as_text(state) or None
 
     def status(self, job_id: uuid.UUID | str) -> dict[str, str] | None:
         """The job's state hash from Redis (None when unknown or expired)."""
         raw = self.redis.hgetall(keys.job(str(job_id)))
         if not raw:
             return None
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return {as_text(k): as_text(v) for k, v in raw.items()}
 
     def close(self) -> None:
         """Release the broker and Redis connections."""
         self.redis.close()
         self.celery.close()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _as_json_input(data: Mapping[str, Any] | str | bytes) -> dict[str, Any] | str | bytes:

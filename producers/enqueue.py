@@ -24,6 +24,9 @@ from config import fastjson, keys
 
 T = TypeVar("T")
 
+#: jobs validated and recorded as queued per step of send_many, and jobs (or keys) per script call
+STATE_CHUNK = 1000
+
 #: Redis (and broker) errors that a new attempt may get past: a restart (BusyLoadingError is a
 #: ConnectionError), a reset connection, a timeout, a publish whose pipeline failed
 TRANSIENT: tuple[type[BaseException], ...] = (
@@ -35,6 +38,11 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     ConnectionError,
     TimeoutError,
 )
+
+
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def is_transient(exc: BaseException | None) -> bool:
@@ -227,8 +235,8 @@ def undo(
     client: redis.Redis, job_ids: Sequence[str], nonce: str, withdrawn_ttl: int, backoff: Backoff
 ) -> None:
     """Undo what the call with ``nonce`` recorded for ``job_ids`` (see ``UNDO``)."""
-    for start in range(0, len(job_ids), 1000):
-        ids = job_ids[start : start + 1000]
+    for start in range(0, len(job_ids), STATE_CHUNK):
+        ids = job_ids[start : start + STATE_CHUNK]
         names = [keys.SCHEDULE]
         for i in ids:
             names += [keys.job(i), keys.payload(i)]

@@ -22,12 +22,10 @@ from hiredis import pack_command
 
 from config import keys
 from config.settings import Settings
-from producers.enqueue import Backoff, retrying, ttl_until_due
+from producers.enqueue import STATE_CHUNK, Backoff, as_text, retrying, ttl_until_due
 from producers.errors import IdempotencyInProgress
 from producers.job import SendJob
-
-#: keys claimed or settled per script call
-CHUNK = 1000
+from producers.wire import batches
 
 PENDING_TTL = 600
 _PENDING = "p:"
@@ -76,10 +74,6 @@ def eval_packed(client: redis.Redis, script: str, names: Sequence[str], args: Se
         pool.release(conn)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class IdempotencyKeys:
     """Claims (pending), confirms and releases the idempotency keys of a call's jobs."""
 
@@ -110,7 +104,7 @@ class IdempotencyKeys:
             )
             busy = []
             for (n, j), stored in zip(waiting, replies, strict=True):
-                value = _text(stored)
+                value = as_text(stored)
                 job_id = value.removeprefix(_PENDING)
                 if value == f"{_PENDING}{j.id}" and job_id not in claimed:
                     claimed.add(job_id)  # this call's claim: a new job
@@ -141,8 +135,7 @@ class IdempotencyKeys:
         state lives (its TTL after it is due), or release them."""
         keyed = [j for j in jobs if j.idempotency_key]
         ttl = self.settings.job_ttl
-        for start in range(0, len(keyed), CHUNK):
-            chunk = keyed[start : start + CHUNK]
+        for chunk in batches(keyed, STATE_CHUNK):
             names = [keys.idempotency(j.owner, j.idempotency_key or "") for j in chunk]
             args: list[Any] = []
             for j in chunk:

@@ -159,6 +159,11 @@ def captured(producer: Any) -> Iterator[list[tuple[Any, ...]]]:
 PUBLISH_PIPELINE = 4
 
 
+def _priority(urgent: bool) -> int:
+    """The lane of a call's task messages (config/celery.py)."""
+    return PRIORITY_URGENT if urgent else PRIORITY_BULK
+
+
 class Publisher:
     """Batch tasks of a producer's jobs onto the channels' queues."""
 
@@ -182,11 +187,21 @@ class Publisher:
         urgent: bool = False,
         backoff: Backoff | None = None,
     ) -> None:
-        """Each group's jobs (id, owner, queue form) as batch tasks of at most batch_size jobs;
-        transient broker errors retried, else :class:`NotPublished` (see publish_all)."""
+        """Each group's jobs (id, owner, queue form) as batch tasks of at most batch_size jobs."""
+        self.publish_tasks(self.tasks(groups), progress, urgent, backoff)
+
+    def publish_tasks(
+        self,
+        tasks: Sequence[Task],
+        progress: Callable[[int], None] | None,
+        urgent: bool = False,
+        backoff: Backoff | None = None,
+    ) -> None:
+        """Publish batch tasks; transient broker errors retried, else :class:`NotPublished`
+        (see publish_all)."""
         backoff = backoff or Backoff(self.settings.enqueue_retry_for)
-        send = functools.partial(self.send_task, PRIORITY_URGENT if urgent else PRIORITY_BULK)
-        publish_all(self.celery, self.tasks(groups), send, progress, backoff, PUBLISH_PIPELINE)
+        send = functools.partial(self.send_task, _priority(urgent))
+        publish_all(self.celery, tasks, send, progress, backoff, PUBLISH_PIPELINE)
 
     def send_task(self, priority: int, producer: Any, channel: str, chunk: Sequence[Any]) -> None:
         """One batch task through ``producer``, straight to the channel's queue through the
@@ -222,12 +237,11 @@ class Publisher:
         is not this Redis (the caller records, then publishes)."""
         if not self.one_script:
             return None
-        priority = PRIORITY_URGENT if urgent else PRIORITY_BULK
         with self.celery.producer_or_acquire() as producer:
             if not can_capture(producer):
                 return None
             with captured(producer) as commands:
-                self.send_task(priority, producer, *task)
+                self.send_task(_priority(urgent), producer, *task)
         names = [keys.job(i) for i, _ in states]
         names += [c[1] for c in commands if c[0] == "lpush"]
         args: list[Any] = [repr(now), nonce, fastjson.dumps([f for _, f in states])]

@@ -35,12 +35,12 @@ def _hide_arguments(
     headers["kwargsrepr"] = "{}"
     if isinstance(jobs, orjson.Fragment):
         return  # encoded by Dispatcher, which names the jobs itself (and a Fragment's repr is bare)
-    headers["argsrepr"] = taskargsrepr(
+    headers["argsrepr"] = task_argsrepr(
         [j for j in jobs if isinstance(j, dict)], _DELIVER_NAMES[sender]
     )
 
 
-def taskargsrepr(jobs: Sequence[Mapping[str, Any]], channel: str) -> str:
+def task_argsrepr(jobs: Sequence[Mapping[str, Any]], channel: str) -> str:
     """What Flower and logs show of a batch: ids, owners, channel and count, never content."""
     return argsrepr(
         [j.get("id") for j in jobs[:3]], {j.get("owner") for j in jobs}, channel, len(jobs)
@@ -48,6 +48,7 @@ def taskargsrepr(jobs: Sequence[Mapping[str, Any]], channel: str) -> str:
 
 
 def argsrepr(first_ids: Sequence[Any], owners: Iterable[Any], channel: str, count: int) -> str:
+    """``jobs=[first ids] +N more owners=[...] channel=... count=N``."""
     ids = [str(i) for i in first_ids]
     shown = sorted({str(o) for o in owners})
     more = f" +{count - 3} more" if count > 3 else ""
@@ -78,7 +79,7 @@ def job_wire(job: SendJob, job_id: str | None = None) -> dict[str, Any]:
 
 
 #: a job on its way to the queue: (id, owner, the data as given or None, the validated job or
-#: None); its queue form is made when its batch is published (see _encode)
+#: None); its queue form is made when its batch is published (see encode_batch)
 Entry = tuple[str, str, "dict[str, Any] | None", "SendJob | None"]
 
 

@@ -3,8 +3,8 @@
 The jobs of a batch are delivered by concurrent coroutines, and each makes the same two calls:
 the claim before its SMTP transaction, and the final state right after its 250. redis-py's Python
 on each round trip, at thousands of emails per second, is a good part of a core
-(docs/performance.md). Here every call made during one loop iteration waits only for the end of that
-iteration and leaves with the others in one pipeline: the claims of a whole batch travel
+(docs/performance.md). Here every call made during one loop iteration waits only for the end of
+that iteration and leaves with the others in one pipeline: the claims of a whole batch travel
 together, and the finishes of the replies read in the same iteration do too. Nothing is delayed
 beyond the current iteration, so each write still happens where it did (docs/decisions.md,
 "The uncertain window"), and each caller gets its own result or its own error.

@@ -2,11 +2,12 @@
 
 kombu's Redis consumer takes one message per round trip (``BRPOP``), copies it into its unacked
 hash with another, and acknowledges it with a third, each in the consumer's thread: a fixed cost
-per message in that thread, whatever the message carries (docs/decisions.md). For batches of 200 jobs it does
-not matter; for a stream of one-job messages (single sends, what services mostly make) it caps
-a worker process near 500 emails/s while its event loop waits. With Redis as the broker a
-delivery worker therefore takes its queues' messages itself, in the layout kombu uses, so
-producers, Flower, kombu's own recovery and every other consumer see nothing different:
+per message in that thread, whatever the message carries (docs/decisions.md). For batches of
+200 jobs it does not matter; for a stream of one-job messages (single sends, what services
+mostly make) it caps a worker process near 500 emails/s while its event loop waits. With Redis
+as the broker a delivery worker therefore takes its queues' messages itself, in the layout
+kombu uses, so producers, Flower, kombu's own recovery and every other consumer see nothing
+different:
 
 - one script call takes up to the free part of ``MAILDISPATCH_WORKER_PREFETCH`` messages,
   urgent lane first (kombu's priority lists, config/celery.py), and records each in kombu's
