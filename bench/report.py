@@ -350,12 +350,13 @@ def figure_line(rows: dict[str, list[Result]], fig: dict[str, Any]) -> str:
     b = fig.get("backlog")
     parts.append(f"backlog p99={fmt(b['p99_ms'] if b else None, '.0f')}ms")
     parts.append(f"pipelining on/off slow={rate('msc-slow')}/{rate('msc-slow-nopipe')}/s")
-    if "msc-amqp-fast" in c:
-        parts.append(
-            f"amqp: msc={rate('msc-amqp-fast')}/s"
-            f" single/batch={r('drain-single-amqp-fast', 'drain-batch-amqp-fast')}"
-            f" stream/batch={r('stream-amqp-fast', 'msc-amqp-fast')}"
-        )
+    for tag in ("fast", "slow"):
+        if f"msc-amqp-{tag}" in c:
+            parts.append(
+                f"amqp {tag}: msc={rate(f'msc-amqp-{tag}')}/s"
+                f" single/batch={r(f'drain-single-amqp-{tag}', f'drain-batch-amqp-{tag}')}"
+                f" stream/batch={r(f'stream-amqp-{tag}', f'msc-amqp-{tag}')}"
+            )
     p, h, lat = fig.get("producer"), fig.get("http"), fig.get("latency")
     parts.append(f"send_many={fmt(p['jobs_per_s'] if p else None)} jobs/s")
     parts.append(f"http={fmt(h['jobs_per_s'] if h else None)} jobs/s")

@@ -261,20 +261,23 @@ class Bench:
         self.figures["scaling"] = points
 
     # -- RabbitMQ ---------------------------------------------------------------------------------
-    def amqp_round(self, relay: Relay) -> None:
+    def amqp_round(self, relay: Relay, tag: str) -> None:
         """The batch, stream and drain scenarios with RabbitMQ as the broker (a fresh vhost per
-        run, deleted after) and the bench Redis for job state; fast relay."""
-        n, drain_n, stream_n = self.size["n"], self.size["drain"], self.size["stream"]
+        run, deleted after) and the bench Redis for job state, on one relay."""
+        fast = tag == "fast"
+        n = self.size["n"] if fast else self.size["n_slow"]
+        drain_n = self.size["drain"] if fast else self.size["drain_slow"]
+        stream_n = self.size["stream"] if fast else self.size["stream_slow"]
 
         def fleet(rep: int) -> None:
-            with sc.rabbit_vhost(f"msc-{rep}") as url:
-                run = sc.MscRun(self.redis, relay, self.tmp, f"amqp-{rep}", broker_url=url)
+            with sc.rabbit_vhost(f"msc-{tag}-{rep}") as url:
+                run = sc.MscRun(self.redis, relay, self.tmp, f"amqp-{tag}-{rep}", broker_url=url)
                 try:
-                    row = run.run(n, f"md-amqp-{rep}", timebox("fast", n))
-                    self.add("msc-amqp-fast", row)
-                    label = f"stream-amqp-{rep}"
-                    row = singles.stream(run, self.tmp, stream_n, label, timebox("fast", stream_n))
-                    self.add("stream-amqp-fast", row)
+                    row = run.run(n, f"md-amqp-{tag}-{rep}", timebox(tag, n))
+                    self.add(f"msc-amqp-{tag}", row)
+                    label = f"stream-amqp-{tag}-{rep}"
+                    row = singles.stream(run, self.tmp, stream_n, label, timebox(tag, stream_n))
+                    self.add(f"stream-amqp-{tag}", row)
                 finally:
                     run.stop()
                     sc.clean(self.redis)
@@ -283,8 +286,8 @@ class Bench:
             kind = "single" if single else "batch"
 
             def run(rep: int) -> None:
-                with sc.rabbit_vhost(f"drain-{kind}-{rep}") as url:
-                    label = f"drain-{kind}-amqp-{rep}"
+                with sc.rabbit_vhost(f"drain-{kind}-{tag}-{rep}") as url:
+                    label = f"drain-{kind}-amqp-{tag}-{rep}"
                     try:
                         row = singles.drain(
                             self.redis,
@@ -293,17 +296,17 @@ class Bench:
                             label,
                             drain_n,
                             single,
-                            timebox("fast", drain_n),
+                            timebox(tag, drain_n),
                             broker_url=url,
                         )
                     finally:
                         sc.clean(self.redis)
-                    self.add(f"drain-{kind}-amqp-fast", row)
+                    self.add(f"drain-{kind}-amqp-{tag}", row)
 
             return run
 
         self.interleaved(
-            "RabbitMQ broker, fast relay",
+            f"RabbitMQ broker, {tag} relay",
             [
                 ("maildispatch (RabbitMQ)", fleet),
                 ("drain: send() per job (RabbitMQ)", drain(True)),
@@ -400,7 +403,7 @@ def run(profile: str, keep: bool, broker: str) -> tuple[Bench, int]:
             bench.api.stop()
             bench.api = None
         if broker == "amqp":
-            bench.part("RabbitMQ broker", lambda: bench.amqp_round(fast))
+            bench.part("RabbitMQ broker, fast relay", lambda: bench.amqp_round(fast, "fast"))
         slow = Relay(tmp, delay=SLOW)
         nopipe = _nopipe_relay(tmp)
         try:
@@ -409,6 +412,8 @@ def run(profile: str, keep: bool, broker: str) -> tuple[Bench, int]:
                 "off": sc.offers_pipelining(nopipe) if nopipe is not None else None,
             }
             bench.relay_round(slow, "slow", nopipe)
+            if broker == "amqp":
+                bench.part("RabbitMQ broker, slow relay", lambda: bench.amqp_round(slow, "slow"))
         finally:
             slow.stop()
             if nopipe is not None:

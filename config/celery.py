@@ -27,6 +27,11 @@ PRIORITY_URGENT = 0
 PRIORITY_BULK = 9
 
 
+def is_amqp(broker_url: str) -> bool:
+    """Whether the broker is RabbitMQ (an AMQP 0.9.1 URL, as kombu spells them)."""
+    return broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
 def transport_options(settings: Settings, amqp: bool) -> dict[str, Any]:
     """Broker options: publisher confirms on RabbitMQ, a short visibility timeout on Redis."""
     if amqp:
@@ -98,7 +103,7 @@ def use_orjson() -> None:
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration for producers and workers (identical on both sides)."""
     exchange = Exchange("maildispatch", type="direct")
-    amqp = settings.broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+    amqp = is_amqp(settings.broker_url)
     queue_args = {"x-queue-type": "quorum"} if amqp else None
     queues = [
         Queue(name, exchange, routing_key=name, queue_arguments=queue_args)

@@ -2,21 +2,21 @@
 
 Celery's own way runs one task message at a time in a solo worker: a one-job message (a single
 ``send()``, what services mostly make) then costs a whole message's overhead and waits for the
-previous one to finish, ~11 emails/s against a relay 20 ms away. Here the delivery tasks have a
-strategy of their own (Celery's hook for how a received message is handled): the consumer, in
-the worker's main thread, hands every received message straight to the process's event loop
-(worker/runtime.py) and goes back to the broker for the next one, up to
-``MAILDISPATCH_WORKER_PREFETCH`` unacknowledged messages (the consumer's QoS). On the loop, the
-messages that arrived in one loop iteration become one group: registered in flight once (a dead
-worker's jobs come back after the claim lease, worker/inflight.py), looked up in the suppression
-list once, and delivered concurrently, each job still claimed and recorded on its own
-(worker/delivery.py). A message is acknowledged in the main thread once its last job is
-finished, with the task events Flower shows (received, started, succeeded / retried), so late
-acknowledgement, redelivery of a dead worker's messages and Flower's view all hold as before.
+previous one to finish, ~11 emails/s against a relay 20 ms away. Here a delivery worker takes
+its queues' messages itself, on the process's event loop (worker/runtime.py), up to
+``MAILDISPATCH_WORKER_PREFETCH`` unacknowledged messages: a fetcher of its own for Redis and for
+RabbitMQ (worker/fetch/), or, on another transport, Celery's consumer with a strategy of ours
+(Celery's hook for how a received message is handled) that hands each message to the loop. On
+the loop, the messages that arrived in one loop iteration become one group: registered in flight
+once (a dead worker's jobs come back after the claim lease, worker/inflight.py), looked up in
+the suppression list once, and delivered concurrently, each job still claimed and recorded on
+its own (worker/delivery.py). A message is acknowledged once its last job is finished, with the
+task events Flower shows (received, started, succeeded / retried), so late acknowledgement,
+redelivery of a dead worker's messages and Flower's view all hold as with Celery's consumer.
 
 A group that an infrastructure error crashed (Redis or the database away) is handed back to the
-broker after a backoff (``reject(requeue=True)``): its jobs' claims decide what runs again.
-A warm shutdown stops taking messages and waits for the ones held (:class:`StreamStep`).
+broker after a backoff: its jobs' claims decide what runs again. A warm shutdown stops taking
+messages and waits for the ones held (:class:`StreamStep`).
 """
 
 from __future__ import annotations
@@ -35,10 +35,12 @@ import redis.asyncio as aioredis
 import structlog
 from celery import bootsteps
 
-from config.celery import DELIVER_TASK, PRIORITY_URGENT, QUEUE
+from config.celery import DELIVER_TASK, PRIORITY_URGENT, QUEUE, is_amqp
 from config.retry import INFRA_RETRY_MAX_DELAY
 from worker.delivery import BatchSummary
-from worker.fetch import Fetched, RedisFetcher
+from worker.fetch.amqp import AmqpFetcher
+from worker.fetch.message import Fetched, arguments
+from worker.fetch.redis import RedisFetcher
 from worker.gate import GateClosed
 from worker.taskevents import FLUSH, TaskEvents
 
@@ -92,7 +94,7 @@ class Stream:
         os.set_blocking(self._write_fd, False)
         if self.hub is not None:
             self.hub.add_reader(self._read_fd, self.drain)
-        self.fetcher: RedisFetcher | None = None
+        self.fetcher: RedisFetcher | AmqpFetcher | None = None
         self.closed = False
         if self._events is not None:
             self.loop.call_soon_threadsafe(self._flush_events_later)
@@ -142,26 +144,34 @@ class Stream:
             with self._idle:
                 self._idle.wait(min(left, 0.2) if left is not None else 0.2)
 
-    # -- the Redis fetcher (on the loop) -----------------------------------------------------------
+    # -- the fetcher (on the loop) -----------------------------------------------------------------
     def start_fetcher(self, broker_url: str, queues: list[str], prefetch: int, jobs: int) -> None:
-        """Take these queues' messages with a fetcher of our own (Redis broker only); batches
-        only while fewer than ``jobs`` jobs are held."""
+        """Take these queues' messages with a fetcher of our own (worker/fetch/); on Redis,
+        batches only while fewer than ``jobs`` jobs are held."""
 
         async def start() -> None:
-            client = aioredis.Redis.from_url(broker_url)
-            self.fetcher = RedisFetcher(
-                client, queues, prefetch, self._fetched, _kombu_restore, jobs=jobs
-            )
+            if is_amqp(broker_url):
+                self.fetcher = AmqpFetcher(
+                    broker_url, queues, prefetch, self._fetched, self._count_poison
+                )
+            else:
+                client = aioredis.Redis.from_url(broker_url)
+                self.fetcher = RedisFetcher(
+                    client, queues, prefetch, self._fetched, _kombu_restore, jobs=jobs
+                )
             self.fetcher.start()  # its first take runs after this returns: self.fetcher is set
 
         self.rt.run(start())
+
+    def _count_poison(self) -> None:
+        self.loop.create_task(self.rt.states.count("poison_messages"))
 
     def _fetched(self, message: Fetched) -> None:
         fetcher = self.fetcher
         assert fetcher is not None
         task = str(message.headers.get("task") or "")
         channel = TASK_CHANNEL.get(task)
-        args, kwargs = _arguments(message.payload)
+        args, kwargs = arguments(message.payload)
         jobs = args[0] if isinstance(args, list | tuple) and len(args) == 1 else None
         task_id = str(message.headers.get("id") or "")
         if channel is None:  # poison: a task this worker does not deliver
@@ -200,7 +210,9 @@ class Stream:
         deadline = time.monotonic() + timeout
         while fetcher.held and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        return not fetcher.held
+        complete = not fetcher.held
+        await fetcher.close()
+        return complete
 
     # -- the loop: groups, delivery, outcomes --------------------------------------------------------
     def _accept(self, ticket: Ticket) -> None:
@@ -363,8 +375,8 @@ def stream_for(consumer: Any) -> Stream:
 def strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Callable[..., None]:
     """Celery's hook for a delivery task's messages: hand each to the stream, don't run it.
 
-    Used where kombu's consumer takes the messages (RabbitMQ); on Redis the stream's own
-    fetcher takes them (:class:`StreamStep`).
+    Used where kombu's consumer takes the messages (a transport other than Redis and RabbitMQ);
+    on those the stream's own fetcher takes them (:class:`StreamStep`).
     """
     channel: str = task.channel
     name: str = task.name
@@ -372,7 +384,7 @@ def strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Callable[..., None
     def handle(message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **__: Any) -> None:
         stream = stream_for(consumer)
         headers = message.headers or {}
-        args, kwargs = _arguments(message.payload)
+        args, kwargs = arguments(message.payload)
         jobs = args[0] if isinstance(args, list | tuple) and len(args) == 1 else None
         if kwargs or not isinstance(jobs, list):
             log.error("batch_invalid", channel=channel, reason="unexpected task arguments")
@@ -398,15 +410,6 @@ def strategy(task: Any, app: Any, consumer: Any, **_: Any) -> Callable[..., None
     return handle
 
 
-def _arguments(payload: Any) -> tuple[Any, Any]:
-    """(args, kwargs) of a task message of protocol 2 (a list) or 1 (a dict)."""
-    if isinstance(payload, list | tuple) and len(payload) >= 2:
-        return payload[0], payload[1]
-    if isinstance(payload, dict):
-        return payload.get("args"), payload.get("kwargs")
-    return None, None
-
-
 def _kombu_restore() -> None:
     """kombu's own restore of unacknowledged messages past the visibility timeout."""
     from worker.app import app
@@ -416,20 +419,23 @@ def _kombu_restore() -> None:
 
 
 class StreamStep(bootsteps.StartStopStep):
-    """Starts the stream's Redis fetcher; a warm shutdown waits for the messages held.
+    """Starts the stream's fetcher; a warm shutdown waits for the messages held.
 
-    With Redis as the broker the delivery queues this worker was given are taken off kombu's
-    consumer and taken by the fetcher (worker/fetch.py); other queues (bounces) stay with kombu.
+    With Redis or RabbitMQ as the broker the delivery queues this worker was given are taken off
+    kombu's consumer and taken by the fetcher (worker/fetch/); other queues (bounces) stay with
+    kombu.
     """
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def start(self, parent: Any) -> None:
-        """Move the delivery queues from kombu's consumer to the fetcher (Redis only)."""
+        """Move the delivery queues from kombu's consumer to the fetcher (Redis, RabbitMQ)."""
         from config.settings import get_settings
 
         settings = get_settings()
-        if not settings.broker_url.startswith(("redis://", "rediss://")):
+        if not settings.broker_url.startswith(("redis://", "rediss://")) and not is_amqp(
+            settings.broker_url
+        ):
             return
         delivery = set(QUEUE_CHANNEL)
         names = [q.name for q in parent.task_consumer.queues if q.name in delivery]

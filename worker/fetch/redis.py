@@ -2,7 +2,7 @@
 
 kombu's Redis consumer takes one message per round trip (``BRPOP``), copies it into its unacked
 hash with another, and acknowledges it with a third, each in the consumer's thread: a fixed cost
-per message in that thread, whatever the message carries (docs/decisions.md). For batches of
+per message in that thread, whatever the message carries (worker/fetch/__init__.py). For batches of
 200 jobs it does not matter; for a stream of one-job messages (single sends, what services
 mostly make) it caps a worker process near 500 emails/s while its event loop waits. With Redis
 as the broker a delivery worker therefore takes its queues' messages itself, in the layout
@@ -49,6 +49,7 @@ import structlog
 from kombu.transport.redis import Channel as KombuRedisChannel
 
 from config import keys
+from worker.fetch.message import Fetched, decode_body
 
 log = structlog.get_logger("maildispatch.fetch")
 
@@ -108,39 +109,19 @@ return 1
 """
 
 
-class Fetched:
-    """A task message taken by the fetcher: its delivery tag, list and decoded contents."""
-
-    __slots__ = ("headers", "jobs", "key", "payload", "priority", "raw", "tag")
-
-    def __init__(self, tag: str, raw: bytes) -> None:
-        self.tag = tag
-        self.raw = raw
-        envelope = orjson.loads(raw)
-        self.headers: dict[str, Any] = envelope.get("headers") or {}
-        properties = envelope.get("properties") or {}
-        self.priority = properties.get("priority")
-        # where it goes back to: its queue's list at its priority
-        queue = str((properties.get("delivery_info") or {}).get("routing_key") or "")
-        self.key = _list_name(queue, _step(self.priority))
-        self.payload = _body(envelope, properties)
-        args = self.payload[0] if isinstance(self.payload, list) and self.payload else None
-        jobs = args[0] if isinstance(args, list) and len(args) == 1 else None
-        #: how many jobs it carries (1 for a message the stream will refuse)
-        self.jobs = len(jobs) if isinstance(jobs, list) and jobs else 1
-
-
-def _body(envelope: dict[str, Any], properties: dict[str, Any]) -> Any:
+def decode(tag: str, raw: bytes) -> Fetched:
+    """A message of kombu's Redis transport (its JSON envelope) as the stream reads it."""
+    envelope = orjson.loads(raw)
+    headers: dict[str, Any] = envelope.get("headers") or {}
+    properties = envelope.get("properties") or {}
+    priority = properties.get("priority")
+    # where it goes back to: its queue's list at its priority
+    queue = str((properties.get("delivery_info") or {}).get("routing_key") or "")
     body: Any = envelope.get("body")
     if not isinstance(body, str | bytes):
         raise ValueError("a task message without a body")
-    if properties.get("body_encoding") == "base64":
-        import base64
-
-        body = base64.b64decode(body)
-    if envelope.get("content-type") not in (None, "application/json"):
-        raise ValueError(f"unsupported content type {envelope.get('content-type')!r}")
-    return orjson.loads(body)
+    payload = decode_body(body, envelope.get("content-type"), properties.get("body_encoding"))
+    return Fetched(tag, headers, priority, _list_name(queue, _step(priority)), payload, raw)
 
 
 class RedisFetcher:
@@ -194,6 +175,11 @@ class RedisFetcher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    async def close(self) -> None:
+        """Close the fetcher's connections (once its held messages are acknowledged)."""
+        with contextlib.suppress(aioredis.RedisError, OSError):
+            await self.redis.aclose()
+
     async def _take_forever(self) -> None:
         failures = 0
         while not self._stopping:
@@ -229,7 +215,7 @@ class RedisFetcher:
             tag = _text(reply[i])
             raw = reply[i + 1]
             try:
-                message = Fetched(tag, raw)
+                message = decode(tag, raw)
             except Exception as exc:  # poison: not a task message we can read
                 log.error("message_undecodable", error=type(exc).__name__, size=len(raw))
                 await self.redis.hincrby(keys.COUNTERS, "poison_messages", 1)

@@ -1,0 +1,177 @@
+"""The worker's own RabbitMQ consumer: prefetch held, acknowledgements in runs, messages given
+back, and a lost connection that loses and doubles nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import aiormq
+import pytest
+
+from producers.client import Dispatcher
+from tests.conftest import Fleet, clear_job_state, running_fleet
+from tests.integration.test_stream import (  # noqa: F401  (collected here, on RabbitMQ)
+    test_single_sends_are_delivered_concurrently_by_one_worker,
+)
+from tests.support.rabbit import amqp_url, private_vhost, rabbitmqctl
+from tests.support.relay import Relay
+from tests.support.services import wait_for
+from worker.fetch.amqp import AmqpFetcher
+from worker.fetch.message import Fetched
+
+pytestmark = pytest.mark.e2e
+
+FINAL = {"sent", "failed", "suppressed", "bounced"}
+
+
+@pytest.fixture(scope="module")
+def vhost() -> Iterator[str]:
+    """A private RabbitMQ vhost for this module, deleted with everything in it afterwards."""
+    with private_vhost() as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def rabbit_fleet(
+    vhost: str, session_relay: Relay, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    """One solo MSC worker process on RabbitMQ, job state in a private Redis."""
+    with running_fleet(
+        tmp_path_factory.mktemp("rabbit-fetch"), session_relay.url, broker_url=amqp_url(vhost)
+    ) as fleet:
+        yield fleet
+
+
+@pytest.fixture
+def fleet(rabbit_fleet: Fleet, relay: Relay) -> Fleet:
+    """The RabbitMQ fleet, with an empty relay and no job state left from other tests."""
+    return clear_job_state(rabbit_fleet)
+
+
+def queue_counts(vhost: str, queue: str) -> tuple[int, int]:
+    """(ready, unacknowledged) messages of a queue, as RabbitMQ counts them."""
+    rows = json.loads(
+        rabbitmqctl(
+            "list_queues",
+            "-p",
+            vhost,
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+            "--formatter",
+            "json",
+        )
+    )
+    row = next(r for r in rows if r["name"] == queue)
+    return int(row["messages_ready"]), int(row["messages_unacknowledged"])
+
+
+def test_prefetch_runs_of_acks_and_a_message_given_back() -> None:
+    with private_vhost() as vhost:
+        asyncio.run(_fetch_and_check(vhost))
+
+
+async def _fetch_and_check(vhost: str) -> None:
+    url = amqp_url(vhost)
+    connection = await aiormq.connect(url)
+    channel = await connection.channel()
+    await channel.queue_declare("q.test", durable=True, arguments={"x-queue-type": "quorum"})
+    for i in range(6):
+        body = json.dumps([[[{"id": f"job{i}"}]], {}, {}]).encode()
+        await channel.basic_publish(
+            body,
+            routing_key="q.test",
+            properties=aiormq.spec.Basic.Properties(
+                content_type="application/json",
+                headers={"id": f"task{i}", "task": "maildispatch.deliver.msc"},
+                delivery_mode=2,
+            ),
+        )
+    taken: list[Fetched] = []
+    poison: list[int] = []
+    fetcher = AmqpFetcher(url, ["q.test"], 4, taken.append, lambda: poison.append(1))
+    fetcher.start()
+    try:
+        await _until(lambda: len(taken) == 4)
+        await asyncio.sleep(0.3)  # RabbitMQ would push more now if the prefetch did not hold
+        assert len(taken) == 4
+        first = taken[0]
+        assert first.headers["id"] == "task0" and first.jobs == 1 and first.key == "q.test"
+        assert first.payload[0][0] == [{"id": "job0"}]
+        # two finished behind one still running: acknowledged on their own, room for two more
+        fetcher.finished(taken[1], ok=True)
+        fetcher.finished(taken[2], ok=True)
+        await _until(lambda: len(taken) == 6)
+        # a crashed one goes back and comes again; the front one: one acknowledgement for the run
+        fetcher.finished(taken[3], ok=False)
+        await _until(lambda: len(taken) == 7)
+        assert taken[6].headers["id"] == "task3"
+        fetcher.finished(taken[0], ok=True)
+        await _until(lambda: fetcher.held_jobs == 3)
+    finally:
+        await fetcher.stop()
+        await fetcher.close()
+    # closed with three held: exactly those are back in the queue, the four acknowledged are gone
+    assert (await channel.queue_declare("q.test", passive=True)).message_count == 3
+    again: list[Fetched] = []
+    fetcher = AmqpFetcher(url, ["q.test"], 4, again.append, lambda: poison.append(1))
+    fetcher.start()
+    try:
+        await _until(lambda: len(again) == 3)
+        assert sorted(m.headers["id"] for m in again) == ["task3", "task4", "task5"]
+        for message in again:
+            fetcher.finished(message, ok=True)
+        await _until(lambda: not fetcher.held)
+    finally:
+        await fetcher.stop()
+        await fetcher.close()
+    assert (await channel.queue_declare("q.test", passive=True)).message_count == 0
+    assert fetcher.held_jobs == 0 and not poison
+    await connection.close()
+
+
+def job(to: str) -> dict[str, object]:
+    return {
+        "owner": "acme",
+        "identity": "Acme <support@acme.example>",
+        "to": [to],
+        "subject": "Hi",
+        "text": "Body\n",
+    }
+
+
+def test_connections_closed_mid_run_lose_and_double_nothing(
+    fleet: Fleet, relay: Relay, vhost: str
+) -> None:
+    # every connection of the vhost (the worker's consumer, Celery's, the producer's) is
+    # closed while the worker holds messages whose jobs are at the relay: the held messages go
+    # back to the queue, the worker connects again, and the claims keep each job to one send
+    relay.handler.delay = 0.3
+    d = Dispatcher(fleet.settings)
+    try:
+        ids = [d.send(job(f"cut{i}-{uuid.uuid4().hex[:6]}@example.org")) for i in range(30)]
+        wait_for(lambda: len(relay.handler.messages) >= 3, 20, what="first deliveries")
+        rabbitmqctl("close_all_connections", "-p", vhost, "maildispatch test: connection cut")
+        wait_for(
+            lambda: all((d.status(i) or {}).get("state") in FINAL for i in ids),
+            60,
+            what="every job final after the cut",
+        )
+        assert {(d.status(i) or {}).get("state") for i in ids} == {"sent"}
+        counts = relay.handler.by_message_id()
+        assert all(counts[f"<{i}@mail.operator.test>"] == 1 for i in ids), counts
+        wait_for(lambda: queue_counts(vhost, "mail.msc") == (0, 0), 20, what="queue empty")
+    finally:
+        relay.handler.delay = 0.0
+        d.close()
+
+
+async def _until(ok: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
