@@ -430,6 +430,7 @@ class Dispatcher:
 
     def close(self) -> None:
         """Release the broker and Redis connections."""
+        self.publisher.close()
         self.redis.close()
         self.celery.close()
 

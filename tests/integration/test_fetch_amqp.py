@@ -1,5 +1,6 @@
 """The worker's own RabbitMQ consumer: prefetch held, acknowledgements in runs, messages given
-back, and a lost connection that loses and doubles nothing."""
+back, and a lost connection that loses and doubles nothing; single sends delivered together
+and announced to Flower (task-sent events in lists, the worker's task events) on RabbitMQ."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ from collections.abc import Callable, Iterator
 
 import aiormq
 import pytest
+from structlog.testing import capture_logs
 
+from config.celery import make_celery
 from producers.client import Dispatcher
-from tests.conftest import Fleet, clear_job_state, running_fleet
+from producers.publishing import SentEvents
+from tests.conftest import Fleet, clear_job_state, make_settings, running_fleet, worker_env
+from tests.integration.test_http_flower import (  # noqa: F401  (collected here, on RabbitMQ)
+    test_a_single_send_is_announced_as_sent_with_ids_only,
+)
 from tests.integration.test_stream import (  # noqa: F401  (collected here, on RabbitMQ)
     test_single_sends_are_delivered_concurrently_by_one_worker,
 )
@@ -175,3 +182,19 @@ async def _until(ok: Callable[[], bool], timeout: float = 10.0) -> None:
     while not ok():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.01)
+
+
+def test_sent_events_are_dropped_not_raised_when_the_broker_is_away() -> None:
+    # the task-sent events of a producer are best effort: a list that cannot be published is
+    # logged and dropped, never raised into the send() that published the task
+    settings = make_settings(
+        worker_env("redis://127.0.0.1:1/0", "sqlite://", "smtp://127.0.0.1:9")
+        | {"MAILDISPATCH_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//"}
+    )
+    events = SentEvents(make_celery(settings))
+    with capture_logs() as logs:
+        events.publish("task-sent", {"uuid": "t1", "name": "x"}, None)
+        events.flush_now()
+        events.close()
+    assert events.buffered() == 0
+    assert [e["events"] for e in logs if e["event"] == "sent_events_lost"] == [1]
