@@ -1,4 +1,4 @@
-"""Redis scripts called in the same event-loop iteration, sent to Redis as one pipeline.
+"""Redis calls made in the same event-loop iteration, sent to Redis as one pipeline.
 
 The jobs of a batch are delivered by concurrent coroutines, and each makes the same two calls:
 the claim before its SMTP transaction, and the final state right after its 250. redis-py's Python
@@ -8,6 +8,11 @@ that iteration and leaves with the others in one pipeline: the claims of a whole
 together, and the finishes of the replies read in the same iteration do too. Nothing is delayed
 beyond the current iteration, so each write still happens where it did (docs/decisions.md,
 "The uncertain window"), and each caller gets its own result or its own error.
+
+Besides scripts, plain commands go the same way (:meth:`AutoPipeline.command`), and writes
+nobody waits for (:meth:`AutoPipeline.send`: the end of a group's in-flight entry, the metrics
+counts) join whatever else leaves in the next iteration: for a group of one single send, what
+were three more round trips of their own ride with its neighbours'.
 """
 
 from __future__ import annotations
@@ -18,17 +23,29 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
 from hiredis import pack_command
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
+log = structlog.get_logger("maildispatch.autopipe")
+
 
 @dataclass
 class _Call:
-    script: AsyncScript
+    script: AsyncScript | None  # None: a plain command, its words in args
     keys: Sequence[Any]
     args: Sequence[Any]
     future: asyncio.Future[Any]
+
+    def packed(self) -> bytes:
+        if self.script is None:
+            return bytes(pack_command(tuple(map(_arg, self.args))))
+        return bytes(
+            pack_command(
+                ("EVALSHA", self.script.sha, len(self.keys), *self.keys, *map(_arg, self.args))
+            )
+        )
 
 
 class AutoPipeline:
@@ -43,6 +60,23 @@ class AutoPipeline:
 
     async def script(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run a registered Lua script, in a pipeline with the calls of this loop iteration."""
+        return await self._queued(script, keys, args)
+
+    async def command(self, *words: Any) -> Any:
+        """Run a plain command, in a pipeline with the calls of this loop iteration."""
+        return await self._queued(None, (), words)
+
+    def send(self, *words: Any) -> None:
+        """Queue a plain command nobody waits for (best effort: an error is logged, not raised)."""
+        self._queued(None, (), words).add_done_callback(_log_failure)
+
+    def send_script(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> None:
+        """Queue a script call nobody waits for (best effort, as :meth:`send`)."""
+        self._queued(script, keys, args).add_done_callback(_log_failure)
+
+    def _queued(
+        self, script: AsyncScript | None, keys: Sequence[Any], args: Sequence[Any]
+    ) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append(_Call(script, keys, args, future))
@@ -52,7 +86,13 @@ class AutoPipeline:
             loop.call_soon(self._flush)
         elif len(self._queue) >= self.max_calls:
             self._flush()
-        return await future
+        return future
+
+    async def drain(self) -> None:
+        """Send what is queued and wait for every pipeline under way (at shutdown)."""
+        self._flush()
+        while self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
 
     def _flush(self) -> None:
         calls, self._queue = self._queue, []
@@ -67,8 +107,10 @@ class AutoPipeline:
             results = await self._pipeline(calls)
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
             if missing:  # Redis restarted or its script cache was flushed: load, then redo
-                for script in {id(calls[i].script): calls[i].script for i in missing}.values():
-                    script.sha = await self.client.script_load(script.script)
+                scripts = {id(calls[i].script): calls[i].script for i in missing}
+                for script in scripts.values():
+                    if script is not None:
+                        script.sha = await self.client.script_load(script.script)
                 again = await self._pipeline([calls[i] for i in missing])
                 for i, result in zip(missing, again, strict=True):
                     results[i] = result
@@ -100,15 +142,7 @@ class AutoPipeline:
         pool = self.client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await conn.send_packed_command(
-                b"".join(
-                    pack_command(
-                        ("EVALSHA", c.script.sha, len(c.keys), *c.keys, *map(_arg, c.args))
-                    )
-                    for c in calls
-                ),
-                check_health=False,
-            )
+            await conn.send_packed_command(b"".join(c.packed() for c in calls), check_health=False)
             results: list[Any] = []
             for _ in calls:
                 try:
@@ -121,6 +155,14 @@ class AutoPipeline:
             raise
         finally:
             await pool.release(conn)
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        log.warning("redis_write_failed", error=type(exc).__name__)
 
 
 def _arg(value: Any) -> Any:

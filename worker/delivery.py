@@ -184,7 +184,7 @@ class Delivery:
         for summary in summaries:
             for name, count in summary.as_dict().items():
                 setattr(total, name, getattr(total, name) + count)
-        await metrics.flush(self.states.redis, self.channel.name, total.as_dict())
+        metrics.flush(self.states.auto, self.channel.name, total.as_dict())
         return outcome
 
     async def _gated(

@@ -13,8 +13,10 @@ batch), releases their ``sending`` jobs (the next claim sees them as ``uncertain
 waiting in the schedule. It covers the case the broker cannot: a redelivered copy that answered
 ``busy`` was acked, then the holder died.
 
-Cost: one pipelined write when a batch starts and one when it ends (the JSON of a batch is in
-Redis only while it is being delivered); nothing per job beyond the claim's own script.
+Cost: one script when a batch starts and one when it ends (the JSON of a batch is in Redis only
+while it is being delivered), both through the process's AutoPipeline (worker/autopipe.py), so
+they share round trips with the claims and finishes of the same loop iteration; the end is not
+waited for. Nothing per job beyond the claim's own script.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from config import fastjson, keys
+from worker.autopipe import AutoPipeline
 
 log = structlog.get_logger("maildispatch.inflight")
 
@@ -72,6 +75,21 @@ return out
 """
 
 
+# KEYS[1] the batch's JSON, KEYS[2] in-flight zset. ARGV: JSON, ttl, lease end, batch id
+_REGISTER = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+return 1
+"""
+
+# KEYS[1] the batch's JSON, KEYS[2] in-flight zset. ARGV: batch id
+_END = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
 class Publisher(Protocol):
     """What the reaper needs of a producer: publish jobs (wire form) as batches."""
 
@@ -83,20 +101,27 @@ class Publisher(Protocol):
 class InFlight:
     """The batches this worker process is delivering, with their leases kept alive."""
 
-    def __init__(self, client: aioredis.Redis, *, lease: float, ttl: float) -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, lease: float, ttl: float, auto: AutoPipeline | None = None
+    ) -> None:
         self.redis = client
+        self.auto = auto or AutoPipeline(client)
         self.lease = lease
         self.ttl = int(ttl)
+        self._register = client.register_script(_REGISTER)
+        self._end = client.register_script(_END)
         self._held: set[str] = set()
         self._renewer: asyncio.Task[None] | None = None
 
     async def run(self, wires: Sequence[Any], work: Callable[[], Awaitable[T]]) -> T:
         """Register the batch, run ``work`` as its holder, then remove it (or mark it expired)."""
         batch_id = uuid.uuid4().hex
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.batch(batch_id), fastjson.dumps(list(wires)), ex=self.ttl)
-        pipe.zadd(keys.INFLIGHT, {batch_id: time.time() + self.lease})
-        await pipe.execute()
+        batch_key = keys.batch(batch_id)
+        await self.auto.script(
+            self._register,
+            [batch_key, keys.INFLIGHT],
+            [fastjson.dumps(list(wires)), self.ttl, time.time() + self.lease, batch_id],
+        )
         self._held.add(batch_id)
         self._ensure_renewer()
         token = current_batch.set(batch_id)
@@ -111,10 +136,9 @@ class InFlight:
         finally:
             current_batch.reset(token)
         self._held.discard(batch_id)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zrem(keys.INFLIGHT, batch_id)
-        pipe.delete(keys.batch(batch_id))
-        await pipe.execute()
+        # not waited for: a lost end only leaves an entry whose lease runs out, and the reaper
+        # then finds every job of it final (nothing to publish again)
+        self.auto.send_script(self._end, [batch_key, keys.INFLIGHT], [batch_id])
         return result
 
     def _ensure_renewer(self) -> None:
@@ -140,11 +164,13 @@ class InFlight:
                 pause = min(interval, 0.5)
 
     async def close(self) -> None:
-        """Stop renewing (the process is going away)."""
+        """Stop renewing and send the last writes (the process is going away)."""
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._renewer
+        with contextlib.suppress(Exception):
+            await self.auto.drain()
 
 
 async def reap(client: aioredis.Redis, publisher: Publisher, limit: int = 20) -> int:

@@ -2,8 +2,8 @@
 
 Workers are separate processes (and hosts), so in-process Prometheus counters would each see a
 part. A worker process notes outcomes and latencies in memory while it delivers a batch and adds
-them to two Redis hashes (``config/keys.py``) with one pipeline per batch — not one round trip
-per job. ``worker/web/collector.py`` turns the hashes into Prometheus counters and a histogram.
+them to two Redis hashes (``config/keys.py``) once per group of messages, through the process's
+AutoPipeline: with the next iteration's other Redis calls, not one round trip per job. ``worker/web/collector.py`` turns the hashes into Prometheus counters and a histogram.
 """
 
 from __future__ import annotations
@@ -14,13 +14,8 @@ from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
 
-import redis.asyncio as aioredis
-import structlog
-from redis.exceptions import RedisError
-
 from config import keys
-
-log = structlog.get_logger("maildispatch.metrics")
+from worker.autopipe import AutoPipeline
 
 #: enqueue -> accepted, in seconds: from an immediate send to retries spread over a day
 LATENCY_BUCKETS = (
@@ -57,10 +52,11 @@ def accepted(channel: str, enqueued_at: float, send_at: datetime | None = None) 
         _latencies.append((channel, max(0.0, time.time() - start)))
 
 
-async def flush(client: aioredis.Redis, channel: str, outcomes: Mapping[str, int]) -> None:
+def flush(auto: AutoPipeline, channel: str, outcomes: Mapping[str, int]) -> None:
     """Add a batch's outcome counts and the latencies noted so far to the shared hashes.
 
-    Best effort: a count lost to a Redis error never fails a delivery.
+    Queued on the process's AutoPipeline, not waited for: they leave with the next iteration's
+    other Redis calls. Best effort: a count lost to a Redis error never fails a delivery.
     """
     pending = _latencies[:]
     del _latencies[: len(pending)]
@@ -69,20 +65,16 @@ async def flush(client: aioredis.Redis, channel: str, outcomes: Mapping[str, int
     for ch, seconds in pending:
         buckets[ch, bucket_label(seconds)] += 1
         sums[ch] = sums.get(ch, 0.0) + seconds
-    pipe = client.pipeline(transaction=False)
     for outcome, count in outcomes.items():
         if count:
-            pipe.hincrby(keys.DELIVERIES, f"{channel}:{outcome}", count)
+            auto.send("HINCRBY", keys.DELIVERIES, f"{channel}:{outcome}", count)
     for (ch, label), count in buckets.items():
-        pipe.hincrby(keys.LATENCY, f"{ch}:{label}", count)
+        auto.send("HINCRBY", keys.LATENCY, f"{ch}:{label}", count)
     for ch, total in sums.items():
-        pipe.hincrbyfloat(keys.LATENCY, f"{ch}:sum", total)
-        pipe.hincrby(
-            keys.LATENCY, f"{ch}:count", sum(n for (c, _), n in buckets.items() if c == ch)
+        auto.send("HINCRBYFLOAT", keys.LATENCY, f"{ch}:sum", total)
+        auto.send(
+            "HINCRBY",
+            keys.LATENCY,
+            f"{ch}:count",
+            sum(n for (c, _), n in buckets.items() if c == ch),
         )
-    if not len(pipe):
-        return
-    try:
-        await pipe.execute()
-    except RedisError as exc:
-        log.warning("metrics_flush_failed", error=type(exc).__name__)

@@ -145,8 +145,8 @@ class JobStates:
         self._published = client.register_script(_PUBLISHED)
         self._finish = client.register_script(_FINISH)
         #: claims and finishes of concurrent jobs share round trips (worker/autopipe.py)
-        self._auto = AutoPipeline(client)
-        self.inflight = InFlight(client, lease=lease, ttl=ttl)
+        self.auto = AutoPipeline(client)
+        self.inflight = InFlight(client, lease=lease, ttl=ttl, auto=self.auto)
         self._leased_until: dict[str, float] = {}
         #: outcomes Redis has not taken yet (job id -> state, fields): a `sent` whose write met
         #: a Redis blip is held here and recorded by the next claim of the job (the batch's
@@ -165,7 +165,7 @@ class JobStates:
             log.info("state_recorded_late", job_id=job_id, state=held[0])
             return Claim("done", final_state=held[0])
         now = time.time()
-        reply = await self._auto.script(
+        reply = await self.auto.script(
             self._claim,
             keys=[keys.job(job_id), keys.INFLIGHT],
             args=[now, self.lease, self.ttl, owner, channel, current_batch.get()],
@@ -199,7 +199,7 @@ class JobStates:
         delay, deadline = 0.05, time.monotonic() + self.record_retry_for
         while True:
             try:
-                await self._auto.script(
+                await self.auto.script(
                     self._finish, keys=[keys.job(job_id)], args=[self.ttl, fields]
                 )
             except TRANSIENT as exc:

@@ -20,7 +20,8 @@ different:
 - a process that holds messages takes more once a quarter of its prefetch is free, not one by
   one as each is finished: the messages taken together are delivered as one group (one
   in-flight registration, one suppression lookup, worker/stream.py);
-- with nothing to take it waits, without taking anything, for the urgent list to be non-empty
+- with nothing to take (its last take emptied every list it looked at) it waits, without
+  taking anything, for the urgent list to be non-empty
   (``BLMOVE`` of the list onto itself: a no-op move that blocks), at most ``IDLE_WAIT``, or for
   its held jobs to fall below the batch threshold;
 - acknowledgements of every message finished in one loop iteration leave in one pipeline;
@@ -67,24 +68,26 @@ _SEP = "\x06\x16"
 # KEYS: the queues' lists in the order to take from, then kombu's unacked hash and index.
 # ARGV: now, how many at most, how many of them at most from lists past the urgent ones, how
 # many urgent lists, tag prefix, then each list's routing key (its queue's name).
-# -> tag, raw message, tag, raw message...: each taken message is in the unacked hash, in the
-# form kombu's restore reads ([message, exchange, routing key]), before the script returns.
+# -> 1 if every list it looked at is empty now (else 0: a limit stopped it), then tag, raw
+# message, tag, raw message...: each taken message is in the unacked hash, in the form kombu's
+# restore reads ([message, exchange, routing key]), before the script returns.
 _TAKE = """
 local n = #KEYS - 2
 local unacked, index = KEYS[n + 1], KEYS[n + 2]
 local now, want, other, urgent = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local prefix = ARGV[5]
-local out = {}
+local out = {1}
 local taken = 0
 for i = 1, n do
-  if taken >= want then break end
+  if taken >= want then out[1] = 0 break end
   local wanted = want - taken
   if i > urgent then
-    if other <= 0 then break end
+    if other <= 0 then out[1] = 0 break end
     wanted = math.min(wanted, other)
   end
   local items = redis.call('RPOP', KEYS[i], wanted)
   if items then
+    if #items >= wanted then out[1] = 0 end
     if i > urgent then other = other - #items end
     for _, raw in ipairs(items) do
       taken = taken + 1
@@ -190,8 +193,8 @@ class RedisFetcher:
                 continue
             batches = 1 if self.held_jobs < self.job_target else 0
             try:
-                got = await self._take_some(room, batches)
-                if not got:
+                got, drained = await self._take_some(room, batches)
+                if not got or drained:  # nothing more to take now: wait, without a take
                     await self._wait_for_work(batches > 0)
                 failures = 0
             except asyncio.CancelledError:
@@ -205,12 +208,15 @@ class RedisFetcher:
                     log.exception("fetch_crashed", retry_in_s=delay)
                 await asyncio.sleep(delay)
 
-    async def _take_some(self, room: int, batches: int) -> int:
+    async def _take_some(self, room: int, batches: int) -> tuple[int, bool]:
+        """Take up to ``room`` messages; (how many, whether every list looked at is empty)."""
         prefix = f"md-{uuid.uuid4().hex}-"
         reply = await self._take(
             keys=[*self.lists, self.unacked, self.index],
             args=[time.time(), room, batches, len(self.urgent), prefix, *self.routing],
         )
+        drained = bool(int(reply[0]))
+        reply = reply[1:]
         for i in range(0, len(reply), 2):
             tag = _text(reply[i])
             raw = reply[i + 1]
@@ -226,7 +232,7 @@ class RedisFetcher:
             self.held_jobs += message.jobs
             self.taken += 1
             self.accept(message)
-        return len(reply) // 2
+        return len(reply) // 2, drained
 
     async def _wait_for_work(self, batches: bool) -> None:
         """Until an urgent message may be there (or IDLE_WAIT passed); while batches are held
