@@ -3,7 +3,7 @@
 Usage: python bench/ceiling.py --port P --count N [--connections 32] [--run TAG] [--go]
 
 It sends the very bytes maildispatch would send for the same jobs (built beforehand with
-``worker.message.build_message``, no DKIM), so the only difference with the maildispatch row is
+``worker.message.build.build_message``, no DKIM), so the only difference with the maildispatch row is
 everything maildispatch does around the SMTP transaction. Prints one JSON line: ``start`` (the
 wall clock before the first connection), the count sent and the CPU it used; the bench reads
 the end time from the relay.
@@ -29,8 +29,8 @@ import aiosmtplib
 
 from bench.common import BOUNCE_DOMAIN, DOMAIN, SECRET, job
 from producers.job import SendJob
-from worker.message import build_message
-from worker.returnpath import return_path
+from worker.message.build import build_message
+from worker.message.returnpath import return_path
 
 
 def prepare(count: int, run: str) -> list[tuple[str, list[str], bytes]]:

@@ -407,8 +407,8 @@ def dkim_costs() -> dict[str, float]:
 
     from bench.common import DOMAIN
     from producers.job import SendJob
-    from worker.dkimsign import DkimKey
-    from worker.message import build_message
+    from worker.message.build import build_message
+    from worker.message.dkim import DkimKey
 
     seed = base64.b64encode(bytes(nacl.signing.SigningKey.generate()))
     pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(

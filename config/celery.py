@@ -22,7 +22,7 @@ ROUTES = {DELIVER_TASK[c]: {"queue": QUEUE[c]} for c in CHANNELS} | {
 #: kombu's Redis transport keeps each priority of a queue in a list of its own and polls
 #: priority 0 first: a call that enqueues one job (``send()``, ``POST /v1/messages``: a user
 #: waiting for their mail) goes with 0, the urgent lane; batches, retries and scheduled jobs with
-#: 9, the bulk lane. A worker also lets urgent jobs through its gate first (worker/gate.py).
+#: 9, the bulk lane. A worker also lets urgent jobs through its gate first (worker/consume/gate.py).
 PRIORITY_URGENT = 0
 PRIORITY_BULK = 9
 
@@ -39,7 +39,7 @@ def transport_options(settings: Settings, amqp: bool) -> dict[str, Any]:
         return {"confirm_publish": True}
     # Redis redelivers a message not acked within the visibility timeout. Nothing waits in the
     # broker (retries live in md:schedule, started batches come back through their lease: see
-    # worker/inflight.py), so it only has to outlast a batch's run; a duplicate copy is harmless
+    # worker/jobs/inflight.py), so it only has to outlast a batch's run; a duplicate copy is harmless
     # (claims). Sweep for such messages often enough that the timeout is what decides.
     sweep = max(1, min(10, int(settings.visibility_timeout / 4)))
     return {
@@ -129,7 +129,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         # a delivery worker holds this many task messages at once and delivers their jobs together
-        # (worker/stream.py): in one process, so the solo pool; `maildispatch worker` starts one
+        # (worker/consume/stream.py): in one process, so the solo pool; `maildispatch worker` starts one
         # such process per core. The bounces line asks for prefork and prefetch 1 itself.
         "worker_pool": "solo",
         "worker_prefetch_multiplier": settings.worker_prefetch,

@@ -31,7 +31,7 @@ SCHEDULE = f"{PREFIX}schedule"
 PREFERRED_CHANNEL = f"{PREFIX}preferred-channel"
 #: hash of counters (poison messages, deferrals, ...) for metrics
 COUNTERS = f"{PREFIX}counters"
-#: hash "channel:outcome" -> deliveries, bumped by workers (worker/metrics.py), read by /metrics
+#: hash "channel:outcome" -> deliveries, bumped by workers (worker/observe/metrics.py), read by /metrics
 DELIVERIES = f"{PREFIX}metrics:deliveries"
 #: hash "channel:le" -> deliveries accepted within that many seconds of enqueueing (one bucket
 #: per observation, not cumulative), plus "channel:sum" and "channel:count"

@@ -1,6 +1,6 @@
 """Fleet-wide rate limits as configured: ``2000/24h``, ``150/1m``, ``gmail.com=50/s``.
 
-Read by worker/ratelimit.py, which keeps the counts in Redis; parsed here so that a bad value
+Read by worker/jobs/pacing.py, which keeps the counts in Redis; parsed here so that a bad value
 stops the process at start with the variable named.
 """
 

@@ -55,5 +55,5 @@ def next_retry(
 
 
 #: a batch that an infrastructure error crashed (Redis or the database away) is run again after a
-#: backoff doubling from 1 s up to this many seconds (worker/stream.py, worker/tasks.py)
+#: backoff doubling from 1 s up to this many seconds (worker/consume/stream.py, worker/tasks.py)
 INFRA_RETRY_MAX_DELAY = 30.0

@@ -118,10 +118,10 @@ class Settings(BaseSettings):
     on_uncertain: Literal["resend", "fail"] = "resend"
     scheduler_interval: float = 0.5
     # A delivery worker process takes up to this many task messages at once and delivers their
-    # jobs together on its event loop (worker/stream.py): single sends drain as fast as batches
+    # jobs together on its event loop (worker/consume/stream.py): single sends drain as fast as batches
     worker_prefetch: int = Field(64, ge=1, le=10_000)
     # ... and at most this many of its jobs are between their claim and their outcome at once
-    # (worker/gate.py); the others wait, still `queued`, urgent ones (single sends) first
+    # (worker/consume/gate.py); the others wait, still `queued`, urgent ones (single sends) first
     worker_jobs: int = Field(128, ge=1, le=100_000)
     # worker processes `maildispatch worker <channel>` (the Procfile's lines) starts; 0: one per
     # core, as Celery's own default concurrency
@@ -193,7 +193,7 @@ class Settings(BaseSettings):
     smtp_allowed_networks: Annotated[tuple[str, ...], NoDecode] = ()
     smtp_allow_plaintext_auth: bool = False
 
-    # Fleet-wide pacing (worker/ratelimit.py), "N/period" items: per connected Gmail account,
+    # Fleet-wide pacing (worker/jobs/pacing.py), "N/period" items: per connected Gmail account,
     # per custom SMTP server (all, or "host=N/period" for one), per MSC destination domain
     gmail_limits: CommaList = ("2000/24h", "150/1m")
     smtp_limits: CommaList = ()

@@ -20,11 +20,11 @@ from producers.job import InvalidJob, parse_job
 #: modules that add subcommands: each has ``register(subparsers)``, which only declares
 #: arguments (cheap, no worker imports); handlers import what they need when they run
 EXTENSIONS: tuple[str, ...] = (
-    "worker.accounts_cli",
+    "worker.accounts.cli",
     "worker.bounces.commands",
     "worker.web.cli",
-    "worker.dkim_cli",
-    "worker.supervisor",
+    "worker.message.dkim_cli",
+    "worker.consume.supervisor",
 )
 
 
@@ -334,8 +334,8 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     """Run the retry scheduler until stopped."""
     import asyncio
 
-    from worker import scheduler
-    from worker.logging import configure_logging
+    from worker.jobs import scheduler
+    from worker.observe.logging import configure_logging
 
     settings = get_settings()
     settings.require_secret_key()

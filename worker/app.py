@@ -9,7 +9,7 @@ from celery import Celery, signals
 
 from config.celery import make_celery
 from config.settings import ConfigurationError, get_settings
-from worker.logging import configure_logging
+from worker.observe.logging import configure_logging
 
 # Every process (worker, Flower, beat) refuses to start without a secret key: there is no
 # built-in default. Checked here, at import, because Celery logs and swallows exceptions
@@ -21,9 +21,9 @@ except ConfigurationError as exc:
 
 app: Celery = make_celery(get_settings(), "maildispatch")
 # poison input (not JSON, no task, unknown task) is logged without its body and counted
-app.conf.worker_consumer = "worker.poison:PoisonAwareConsumer"
-# a warm shutdown waits for the delivery messages the stream holds (worker/stream.py)
-app.steps["consumer"].add("worker.stream:StreamStep")
+app.conf.worker_consumer = "worker.consume.poison:PoisonAwareConsumer"
+# a warm shutdown waits for the delivery messages the stream holds (worker/consume/stream.py)
+app.steps["consumer"].add("worker.consume.stream:StreamStep")
 
 
 @signals.setup_logging.connect
@@ -51,7 +51,7 @@ _scheduler: list[Any] = []
 def _start_scheduler(**_: Any) -> None:
     # the main process (not a pool child) runs the retry scheduler and the dead-batch reaper
     if get_settings().embedded_scheduler:
-        from worker.scheduler import EmbeddedScheduler
+        from worker.jobs.scheduler import EmbeddedScheduler
 
         scheduler = EmbeddedScheduler(get_settings())
         scheduler.start()
@@ -70,7 +70,7 @@ def _close(**_: Any) -> None:
     shutdown_runtime()
 
 
-import worker.poison  # noqa: E402,F401  (counts rejected and unknown task messages)
+import worker.consume.poison  # noqa: E402,F401  (counts rejected and unknown task messages)
 from worker import tasks as _delivery_tasks  # noqa: E402
 from worker.bounces import tasks as _bounce_tasks  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Deliver a batch of jobs of one channel: claim, build, send, and record each job on its own.
 
 This is the order of steps every channel shares (the channel only sends). The worker's stream
-(worker/stream.py) calls :meth:`Delivery.run_batches` with every task message it took in one
+(worker/consume/stream.py) calls :meth:`Delivery.run_batches` with every task message it took in one
 loop iteration; the plain Celery task body calls :meth:`Delivery.run_batch`.
 """
 
@@ -22,14 +22,14 @@ from config import fastjson
 from config.retry import next_retry, policy_for
 from config.settings import Settings
 from producers.job import SendJob
-from worker import metrics
 from worker.channels.base import DeliveryChannel, Receipt
+from worker.consume.gate import Gate
 from worker.errors import DeliveryError, PermanentError, TransientError
-from worker.gate import Gate
-from worker.logging import log_context
-from worker.message import build_message
-from worker.ratelimit import Pacing
-from worker.state import Claim, JobStates
+from worker.jobs.pacing import Pacing
+from worker.jobs.state import Claim, JobStates
+from worker.message.build import build_message
+from worker.observe import metrics
+from worker.observe.logging import log_context
 from worker.store import Store, repo
 
 log = structlog.get_logger("maildispatch.delivery")

@@ -27,7 +27,7 @@ from rich.table import Table
 
 from config.settings import Settings
 from producers.client import Dispatcher
-from worker.supervisor import celery_command
+from worker.consume.supervisor import celery_command
 
 VAR = Path("var")
 

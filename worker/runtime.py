@@ -18,9 +18,9 @@ import uvloop
 
 from config.settings import Settings, get_settings
 from worker.channels.registry import make_channel
+from worker.consume.gate import Gate
 from worker.delivery import Accounts, Delivery
-from worker.gate import Gate
-from worker.state import JobStates
+from worker.jobs.state import JobStates
 from worker.store import Store, open_store
 
 T = TypeVar("T")
@@ -38,7 +38,7 @@ class Runtime:
         self._thread.start()
         self._store: Store | None = None
         self._deliveries: dict[str, Delivery] = {}
-        #: one gate for every channel this process delivers (worker/gate.py)
+        #: one gate for every channel this process delivers (worker/consume/gate.py)
         self.gate = Gate(settings.worker_jobs)
         self.redis: aioredis.Redis = self.run(self._redis())
         self.states = JobStates(self.redis, lease=settings.claim_lease, ttl=settings.job_ttl)
@@ -75,7 +75,7 @@ class Runtime:
     async def _make_delivery(self, channel: str) -> Delivery:
         accounts: Accounts | None = None
         if channel != "msc":  # gmail, smtp: send through the owner's connected account
-            from worker.accounts import AsyncAccounts
+            from worker.accounts.connected import AsyncAccounts
 
             accounts = AsyncAccounts(self.settings, self.store)
         return Delivery(

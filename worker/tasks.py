@@ -53,7 +53,7 @@ def _run(channel: str, jobs: Any) -> dict[str, int]:
     if not isinstance(jobs, list):  # poison: rejected once, logged, counted; never retried
         return _poison(channel, "jobs is not a list")
     delivery = rt.delivery(channel)
-    # registered as in flight while it runs, so a dead worker's jobs come back (worker/inflight.py)
+    # registered as in flight while it runs, so a dead worker's jobs come back (worker/jobs/inflight.py)
     summary = rt.run(rt.states.inflight.run(jobs, lambda: delivery.run_batch(jobs)))
     log.info("batch_done", channel=channel, count=len(jobs), **summary.as_dict())
     return summary.as_dict()
@@ -70,13 +70,13 @@ def _poison(channel: str, reason: str) -> dict[str, int]:
 
 def register(app: Celery) -> dict[str, Any]:
     """The delivery tasks on ``app``, one per channel (worker/app.py calls this). A worker hands
-    their messages to its stream (worker/stream.py), which delivers many at once; the task body
+    their messages to its stream (worker/consume/stream.py), which delivers many at once; the task body
     runs only where a task is applied directly (``task.apply``)."""
     return {
         channel: app.task(
             name=DELIVER_TASK[channel],
             bind=True,
-            Strategy="worker.stream:strategy",
+            Strategy="worker.consume.stream:strategy",
             channel=channel,
         )(_deliver_task(channel))
         for channel in CHANNELS

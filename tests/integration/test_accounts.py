@@ -18,12 +18,12 @@ from config.settings import Settings
 from producers.client import Dispatcher
 from tests.conftest import SECRET
 from tests.support.services import REPO
-from worker import accounts
-from worker.accounts import AccountError, AsyncAccounts, GmailAccount, SmtpAccount
+from worker.accounts import connected as accounts
+from worker.accounts.connected import AccountError, AsyncAccounts, GmailAccount, SmtpAccount
+from worker.accounts.vault import Vault
 from worker.errors import PermanentError
 from worker.store.db import Store
 from worker.store.models import Account
-from worker.vault import Vault
 
 VAULT = Vault(SECRET)
 SETTINGS = Settings(

@@ -1,4 +1,4 @@
-"""worker/autopipe.py against a real Redis: coalesced calls, per-call results and errors."""
+"""worker/jobs/autopipe.py against a real Redis: coalesced calls, per-call results and errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from worker.autopipe import AutoPipeline
+from worker.jobs.autopipe import AutoPipeline
 
 ECHO = "return {KEYS[1], ARGV[1]}"
 FAIL_ON_BAD = "if ARGV[1] == 'bad' then return redis.error_reply('refused') end return ARGV[1]"

@@ -22,7 +22,7 @@ from tests.conftest import SECRET
 from tests.support.bounces import forged_return_path, render
 from worker.bounces.enqueue import InboundMessage
 from worker.bounces.ingest import Ingest
-from worker.returnpath import return_path
+from worker.message.returnpath import return_path
 from worker.store import repo
 from worker.store.db import Store
 

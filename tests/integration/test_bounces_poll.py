@@ -25,7 +25,7 @@ from tests.support.dovecot import PASSWORD, Dovecot
 from tests.support.queue import task_body
 from tests.support.services import REPO, free_port
 from worker.bounces.poll import MailboxUrl
-from worker.returnpath import return_path
+from worker.message.returnpath import return_path
 
 DOMAIN = "bounces.operator.test"
 

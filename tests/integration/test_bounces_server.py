@@ -26,7 +26,7 @@ from tests.support.bounces import deliver, forged_return_path, render
 from tests.support.queue import task_body
 from tests.support.redis_server import RedisServer
 from tests.support.services import background, free_port, port_open, wait_for
-from worker.returnpath import return_path
+from worker.message.returnpath import return_path
 
 DOMAIN = "bounces.operator.test"
 MAX_BYTES = 64 * 1024

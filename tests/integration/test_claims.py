@@ -22,8 +22,8 @@ from config.settings import Settings
 from producers.client import Dispatcher
 from tests.conftest import SECRET
 from tests.support.queue import raw_messages, task_body
-from worker.inflight import reap
-from worker.state import JobStates
+from worker.jobs.inflight import reap
+from worker.jobs.state import JobStates
 
 
 def wire(i: int = 0) -> dict[str, Any]:

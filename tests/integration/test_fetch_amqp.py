@@ -27,8 +27,8 @@ from tests.integration.test_stream import (  # noqa: F401  (collected here, on R
 from tests.support.rabbit import amqp_url, private_vhost, rabbitmqctl
 from tests.support.relay import Relay
 from tests.support.services import wait_for
-from worker.fetch.amqp import AmqpFetcher
-from worker.fetch.message import Fetched
+from worker.consume.fetch.amqp import AmqpFetcher
+from worker.consume.fetch.message import Fetched
 
 pytestmark = pytest.mark.e2e
 

@@ -23,11 +23,11 @@ from tests.conftest import SECRET
 from tests.support.fake_google import FakeGoogle, bad_request, rate_limited, server_error
 from tests.support.services import free_port, wait_for
 from tests.support.user_fleet import UserFleet, database_bytes, redis_dump, user_fleet
-from worker.accounts import GmailAccount
+from worker.accounts.connected import GmailAccount
 from worker.channels.base import Envelope, Receipt
 from worker.channels.gmail import GmailChannel
 from worker.errors import DeliveryError, PermanentError, TransientError
-from worker.message import build_message
+from worker.message.build import build_message
 
 CLIENT_ID, CLIENT_SECRET = "test-client.apps.example", "deployment-client-secret-0xC0FFEE"
 

@@ -16,7 +16,7 @@ from tests.conftest import SECRET, Fleet
 from tests.support.queue import depth
 from tests.support.relay import Relay
 from tests.support.services import REPO, wait_for
-from worker.returnpath import token_from_address
+from worker.message.returnpath import token_from_address
 
 FINAL = {"sent", "failed", "suppressed", "bounced"}
 

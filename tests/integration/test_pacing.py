@@ -22,7 +22,7 @@ from tests.support.faulty_relay import FaultyRelay
 from tests.support.fleet import FAST_RECOVERY, ProcFleet
 from tests.support.redis_server import RedisServer
 from tests.support.services import REPO, free_port, wait_for
-from worker.ratelimit import Pacing
+from worker.jobs.pacing import Pacing
 
 JOB = {
     "owner": "acme",

@@ -322,10 +322,10 @@ def test_implicit_tls_with_login(pki: Pki) -> None:
     from config.settings import Settings
     from producers.job import parse_job
     from tests.support.services import free_port
-    from worker.accounts import SmtpAccount
+    from worker.accounts.connected import SmtpAccount
     from worker.channels.base import Envelope
     from worker.channels.smtp import SmtpChannel
-    from worker.message import build_message
+    from worker.message.build import build_message
 
     handler = AuthHandler({"ann": PASSWORD})
     tls = Relay(

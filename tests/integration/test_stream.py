@@ -17,8 +17,8 @@ from tests.conftest import Fleet, make_settings, worker_env
 from tests.support.redis_server import RedisServer
 from tests.support.relay import Relay
 from tests.support.services import wait_for
-from worker.fetch.message import Fetched
-from worker.fetch.redis import RedisFetcher
+from worker.consume.fetch.message import Fetched
+from worker.consume.fetch.redis import RedisFetcher
 
 FINAL = {"sent", "failed", "suppressed", "bounced"}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.supervisor import celery_command
+from worker.consume.supervisor import celery_command
 
 REPO = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() == "true"

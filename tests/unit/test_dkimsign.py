@@ -1,4 +1,4 @@
-"""worker/dkimsign.py: signatures that dkimpy verifies, with the tags dkimpy itself would write."""
+"""worker/message/dkim.py: signatures that dkimpy verifies, with the tags dkimpy itself would write."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from producers.job import SendJob
-from worker import dkimsign
-from worker.dkimsign import DkimKey
-from worker.message import DKIM_HEADERS, build_message
+from worker.message import dkim as dkimsign
+from worker.message.build import DKIM_HEADERS, build_message
+from worker.message.dkim import DkimKey
 
 DOMAIN = "mail.op.test"
 SELECTOR = "md1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from worker.gate import Gate
+from worker.consume.gate import Gate
 
 
 def test_gate_bounds_and_lets_urgent_jobs_pass_waiting_bulk_ones() -> None:

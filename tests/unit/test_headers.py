@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from producers.headers import MAX_LINE
 from producers.job import InvalidJob, parse_job
-from worker.message import build_message
+from worker.message.build import build_message
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

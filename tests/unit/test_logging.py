@@ -1,4 +1,4 @@
-"""worker/logging.py: JSON lines carry the fields of the enclosing ``log_context`` blocks."""
+"""worker/observe/logging.py: JSON lines carry the fields of the enclosing ``log_context`` blocks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import structlog
 
 from config.settings import Settings
-from worker.logging import configure_logging, log_context
+from worker.observe.logging import configure_logging, log_context
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from producers.job import parse_job
-from worker.dkimsign import DkimKey
-from worker.message import build_message
+from worker.message.build import build_message
+from worker.message.dkim import DkimKey
 
 
 def make_job(**overrides: object):  # type: ignore[no-untyped-def]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from worker.returnpath import job_from_address, make_token, return_path
+from worker.message.returnpath import job_from_address, make_token, return_path
 
 
 def test_round_trip_and_case_insensitive() -> None:
@@ -33,7 +33,7 @@ def test_previous_key_still_verifies_after_rotation() -> None:
 
 
 def test_a_token_names_its_recipient_only() -> None:
-    from worker.returnpath import parse_token, token_from_address
+    from worker.message.returnpath import parse_token, token_from_address
 
     job_id = uuid.uuid4()
     a = return_path(job_id, "k1", "b.test", "Alice@Example.org")
@@ -48,7 +48,7 @@ def test_a_token_names_its_recipient_only() -> None:
 
 
 def test_tokens_issued_before_recipients_were_bound_name_the_job_only() -> None:
-    from worker.returnpath import parse_token
+    from worker.message.returnpath import parse_token
 
     job_id = uuid.uuid4()
     old = parse_token(make_token(job_id, "k1"), ["k1"])

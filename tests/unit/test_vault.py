@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.vault import Vault, VaultError, derive_key
+from worker.accounts.vault import Vault, VaultError, derive_key
 
 OLD, NEW = "old-secret-key-0123456789abcdef", "new-secret-key-fedcba9876543210"
 

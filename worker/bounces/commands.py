@@ -53,7 +53,7 @@ def cmd_bounce_server(args: argparse.Namespace) -> int:
 
     from config.settings import get_settings
     from worker.bounces.server import serve
-    from worker.logging import configure_logging
+    from worker.observe.logging import configure_logging
 
     settings = get_settings()
     settings.require_secret_key()
@@ -70,7 +70,7 @@ def cmd_bounce_poll(args: argparse.Namespace) -> int:
     from worker.bounces.enqueue import BouncePublisher
     from worker.bounces.poll import MailboxUrl, Poller, run
     from worker.bounces.pollskip import SkipBook
-    from worker.logging import configure_logging
+    from worker.observe.logging import configure_logging
 
     settings = get_settings()
     settings.require_secret_key()

@@ -42,8 +42,8 @@ from worker.bounces.enqueue import InboundMessage, envelope_domains
 from worker.bounces.model import Bounce, BounceReport
 from worker.bounces.parse import parse_bounce
 from worker.bounces.quoted import quoted_original
-from worker.logging import log_context
-from worker.returnpath import PREFIX, Token, parse_token, token_from_address
+from worker.message.returnpath import PREFIX, Token, parse_token, token_from_address
+from worker.observe.logging import log_context
 from worker.store import Store, repo
 
 log = structlog.get_logger("maildispatch.bounces.ingest")

@@ -38,7 +38,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from config.settings import ConfigurationError, Settings
 from worker.bounces.enqueue import BouncePublisher, EnqueueFailed, InboundMessage
 from worker.bounces.truncate import truncate
-from worker.returnpath import PREFIX, token_from_address
+from worker.message.returnpath import PREFIX, token_from_address
 
 log = structlog.get_logger("maildispatch.bounces.server")
 

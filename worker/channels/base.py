@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from producers.job import SendJob
-    from worker.dkimsign import DkimKey
+    from worker.message.dkim import DkimKey
 
 from worker.errors import DeliveryError, PermanentError, TransientError
 
@@ -72,7 +72,7 @@ class MessageOptions:
     domain: str
     sender: str | None = None
     from_address: str | None = None
-    dkim_key: DkimKey | None = None  # worker.dkimsign.DkimKey
+    dkim_key: DkimKey | None = None  # worker.message.dkim.DkimKey
     #: a return path per recipient (VERP): set by channels whose bounces must be bound to the
     #: recipient they were issued for (see docs/decisions.md)
     return_path_for: Callable[[str], str] | None = None

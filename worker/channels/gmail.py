@@ -45,7 +45,7 @@ from google.oauth2.credentials import Credentials
 
 from config.settings import Settings
 from producers.job import SendJob
-from worker.accounts import GmailAccount
+from worker.accounts.connected import GmailAccount
 from worker.channels.base import Envelope, MessageOptions, OutgoingMessage, Receipt
 from worker.errors import DeliveryError, PermanentError, TransientError
 

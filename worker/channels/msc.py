@@ -17,9 +17,9 @@ from config.settings import Settings
 from producers.job import SendJob
 from worker.channels.base import Envelope, MessageOptions, OutgoingMessage, Receipt
 from worker.channels.smtppool import SmtpPool, SmtpServer
-from worker.dkimsign import DkimKey
 from worker.errors import DeliveryError, TransientError
-from worker.returnpath import return_path
+from worker.message.dkim import DkimKey
+from worker.message.returnpath import return_path
 
 
 class MscChannel:

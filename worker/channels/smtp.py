@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from config.settings import Settings
 from producers.job import SendJob
-from worker.accounts import SmtpAccount
+from worker.accounts.connected import SmtpAccount
 from worker.channels.base import Envelope, MessageOptions, OutgoingMessage, Receipt
 from worker.channels.netguard import NetworkPolicy
 from worker.channels.smtppool import SmtpPool, SmtpServer

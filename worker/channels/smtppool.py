@@ -25,8 +25,8 @@ from aiosmtplib.typing import Default, SMTPStatus
 from worker.channels.base import Envelope, Receipt
 from worker.channels.smtperrors import from_reply, translate
 from worker.channels.smtptext import printable
+from worker.consume.gate import Gate
 from worker.errors import DeliveryError
-from worker.gate import Gate
 
 Security = Literal["starttls", "tls", "none"]
 #: reuse an idle connection only after a NOOP once it has been idle this long (servers time out)

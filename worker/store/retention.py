@@ -4,7 +4,7 @@
 ``MAILDISPATCH_JOB_CONTENT_RETENTION_DAYS`` how long the job it refers to (body, attachments) is
 kept for Resend; 0 keeps them for ever. A job's content also goes with its last row. The
 scheduler runs :func:`purge` every ``MAILDISPATCH_PURGE_INTERVAL`` (one scheduler of the fleet
-at a time, worker/scheduler.py); ``maildispatch failed purge`` runs it at once.
+at a time, worker/jobs/scheduler.py); ``maildispatch failed purge`` runs it at once.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     """Serve the API with uvicorn (one process: counters and caches are per process)."""
     import uvicorn
 
-    from worker.logging import configure_logging
+    from worker.observe.logging import configure_logging
     from worker.store import open_store
     from worker.web.app import create_app
 

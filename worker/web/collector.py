@@ -2,7 +2,7 @@
 
 Read at each scrape, from where the fleet keeps it: queue depth from the broker (Redis ``LLEN``,
 RabbitMQ a passive ``queue.declare``), the retry backlog and the workers' shared counters from
-Redis (``worker/metrics.py``), Failed Sends by kind and bounces by reason from the store (cached
+Redis (``worker/observe/metrics.py``), Failed Sends by kind and bounces by reason from the store (cached
 briefly: a ``GROUP BY`` over the table). A source that does not answer reports
 ``maildispatch_metrics_source_up{source} 0`` instead of failing the whole scrape.
 """
@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 from config import keys
 from config.celery import CHANNELS, QUEUE
 from config.settings import Settings
-from worker.metrics import INF, LATENCY_BUCKETS
+from worker.observe.metrics import INF, LATENCY_BUCKETS
 from worker.store import Store
 from worker.store.models import FAILED_KINDS, FailedSend
 

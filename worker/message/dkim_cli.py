@@ -1,6 +1,6 @@
 """``maildispatch dkim record``: the DNS record to publish for the MSC DKIM key, self-checked.
 
-Signs a sample message with the configured key (our signer, ``worker/dkimsign.py``) and verifies
+Signs a sample message with the configured key (our signer, ``worker/message/dkim.py``) and verifies
 it with dkimpy, an independent implementation, against the record it prints: an operator sees
 what to publish and that what maildispatch signs will verify once it is published.
 """
@@ -41,8 +41,8 @@ def check(private_key: bytes, domain: str, selector: str) -> tuple[str, str, boo
     import dkim
 
     from producers.job import parse_job
-    from worker.dkimsign import DkimKey
-    from worker.message import build_message
+    from worker.message.build import build_message
+    from worker.message.dkim import DkimKey
 
     name = f"{selector}._domainkey.{domain}"
     record = public_record(private_key)
@@ -71,7 +71,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     if not (settings.dkim_private_key_file and settings.dkim_selector):
         print("DKIM is not configured: set MAILDISPATCH_DKIM_PRIVATE_KEY_FILE and _SELECTOR")
         return 1
-    from worker.dkimsign import DkimKey
+    from worker.message.dkim import DkimKey
 
     key = DkimKey.from_file(
         settings.dkim_private_key_file, settings.msc_domain, settings.dkim_selector

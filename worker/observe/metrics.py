@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from config import keys
-from worker.autopipe import AutoPipeline
+from worker.jobs.autopipe import AutoPipeline
 
 #: enqueue -> accepted, in seconds: from an immediate send to retries spread over a day
 LATENCY_BUCKETS = (

@@ -3,7 +3,7 @@
 Waiting jobs live in a Redis sorted set, not in Celery countdowns: Redis' visibility timeout
 would redeliver a long countdown early and repeatedly (celery#2599). Several schedulers may run;
 each takes due jobs under a short lease, so a crashed one's share comes back after it.
-The same loop reaps in-flight batches whose worker died (worker/inflight.py).
+The same loop reaps in-flight batches whose worker died (worker/jobs/inflight.py).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import structlog
 from config import keys
 from config.settings import Settings
 from producers.client import Dispatcher
-from worker.inflight import reap
-from worker.lost import record_lost
-from worker.state import JobStates
+from worker.jobs.inflight import reap
+from worker.jobs.lost import record_lost
+from worker.jobs.state import JobStates
 from worker.store import Store, open_store
 
 log = structlog.get_logger("maildispatch.scheduler")

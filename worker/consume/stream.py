@@ -5,10 +5,10 @@ Celery's own way runs one task message at a time in a solo worker: a one-job mes
 previous one to finish, ~11 emails/s against a relay 20 ms away. Here a delivery worker takes
 its queues' messages itself, on the process's event loop (worker/runtime.py), up to
 ``MAILDISPATCH_WORKER_PREFETCH`` unacknowledged messages: a fetcher of its own for Redis and for
-RabbitMQ (worker/fetch/), or, on another transport, Celery's consumer with a strategy of ours
+RabbitMQ (worker/consume/fetch/), or, on another transport, Celery's consumer with a strategy of ours
 (Celery's hook for how a received message is handled) that hands each message to the loop. On
 the loop, the messages that arrived in one loop iteration become one group: registered in flight
-once (a dead worker's jobs come back after the claim lease, worker/inflight.py), looked up in
+once (a dead worker's jobs come back after the claim lease, worker/jobs/inflight.py), looked up in
 the suppression list once, and delivered concurrently, each job still claimed and recorded on
 its own (worker/delivery.py). A message is acknowledged once its last job is finished, with the
 task events Flower shows (received, started, succeeded / retried), so late acknowledgement,
@@ -37,12 +37,12 @@ from celery import bootsteps
 
 from config.celery import DELIVER_TASK, PRIORITY_URGENT, QUEUE, is_amqp
 from config.retry import INFRA_RETRY_MAX_DELAY
+from worker.consume.fetch.amqp import AmqpFetcher
+from worker.consume.fetch.message import Fetched, arguments
+from worker.consume.fetch.redis import RedisFetcher
+from worker.consume.gate import GateClosed
+from worker.consume.taskevents import FLUSH, TaskEvents
 from worker.delivery import BatchSummary
-from worker.fetch.amqp import AmqpFetcher
-from worker.fetch.message import Fetched, arguments
-from worker.fetch.redis import RedisFetcher
-from worker.gate import GateClosed
-from worker.taskevents import FLUSH, TaskEvents
 
 log = structlog.get_logger("maildispatch.stream")
 
@@ -77,7 +77,7 @@ class Stream:
         self.rt = runtime()
         self.hub = consumer.hub
         self.loop = self.rt.loop
-        # task events for Flower, sent from the loop in lists (worker/taskevents.py)
+        # task events for Flower, sent from the loop in lists (worker/consume/taskevents.py)
         self._events = TaskEvents.for_consumer(consumer)
         self._incoming: list[Ticket] = []  # loop thread only
         self._tasks: set[asyncio.Task[None]] = set()
@@ -146,7 +146,7 @@ class Stream:
 
     # -- the fetcher (on the loop) -----------------------------------------------------------------
     def start_fetcher(self, broker_url: str, queues: list[str], prefetch: int, jobs: int) -> None:
-        """Take these queues' messages with a fetcher of our own (worker/fetch/); on Redis,
+        """Take these queues' messages with a fetcher of our own (worker/consume/fetch/); on Redis,
         batches only while fewer than ``jobs`` jobs are held."""
 
         async def start() -> None:
@@ -422,7 +422,7 @@ class StreamStep(bootsteps.StartStopStep):
     """Starts the stream's fetcher; a warm shutdown waits for the messages held.
 
     With Redis or RabbitMQ as the broker the delivery queues this worker was given are taken off
-    kombu's consumer and taken by the fetcher (worker/fetch/); other queues (bounces) stay with
+    kombu's consumer and taken by the fetcher (worker/consume/fetch/); other queues (bounces) stay with
     kombu.
     """
 

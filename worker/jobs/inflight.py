@@ -5,7 +5,7 @@ A worker process registers each batch before claiming its jobs: the batch's job 
 out. While the process lives it renews the leases of its batches every ``lease / 4`` seconds; a
 batch that ends is removed, a batch that crashes is marked expired at once. A claim records the
 batch as the job's ``holder``, so a redelivered copy of the job is ``busy`` only while its holder
-is alive (worker/state.py).
+is alive (worker/jobs/state.py).
 
 The scheduler's :func:`reap` finds batches whose lease ran out (``kill -9``, a lost host, a crashed
 batch), releases their ``sending`` jobs (the next claim sees them as ``uncertain`` and follows
@@ -14,7 +14,7 @@ waiting in the schedule. It covers the case the broker cannot: a redelivered cop
 ``busy`` was acked, then the holder died.
 
 Cost: one script when a batch starts and one when it ends (the JSON of a batch is in Redis only
-while it is being delivered), both through the process's AutoPipeline (worker/autopipe.py), so
+while it is being delivered), both through the process's AutoPipeline (worker/jobs/autopipe.py), so
 they share round trips with the claims and finishes of the same loop iteration; the end is not
 waited for. Nothing per job beyond the claim's own script.
 """
@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from config import fastjson, keys
-from worker.autopipe import AutoPipeline
+from worker.jobs.autopipe import AutoPipeline
 
 log = structlog.get_logger("maildispatch.inflight")
 
@@ -160,7 +160,7 @@ class InFlight:
             except Exception:  # Redis away: the leases may run out, and the reaper takes over
                 log.warning("inflight_renew_failed", batches=len(held))
                 # renewed again as soon as Redis is back: ahead of a reaper that would take a
-                # living batch for a dead one (its jobs' outcomes held, worker/state.py)
+                # living batch for a dead one (its jobs' outcomes held, worker/jobs/state.py)
                 pause = min(interval, 0.5)
 
     async def close(self) -> None:

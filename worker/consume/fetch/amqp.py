@@ -16,14 +16,14 @@ no thread switch:
 - acknowledgements wait until a quarter of the prefetch is finished, every held message is, or
   ``ACK_DELAY`` has passed: RabbitMQ sends as many messages as were acknowledged, so a busy
   worker receives them in runs that become one group each (one in-flight registration, one
-  suppression lookup, one Redis round trip for their claims: worker/stream.py), as the Redis
+  suppression lookup, one Redis round trip for their claims: worker/consume/stream.py), as the Redis
   fetcher takes them. A message acknowledged late is only a held slot for those milliseconds;
   delivery does not wait for it. The messages RabbitMQ sends for acknowledged ones arrive over
   several loop iterations (frames parsed one by one): they are handed to the stream together
   once as many have arrived as were acknowledged, or ``BURST_WAIT`` after the first. A message
   that arrives while none is expected (the worker had room) is handed over at once;
 - a dead worker's messages come back at once (RabbitMQ requeues a closed channel's unacked
-  messages), its started jobs through the claim lease (worker/inflight.py): claims make the
+  messages), its started jobs through the claim lease (worker/jobs/inflight.py): claims make the
   second copy harmless. A lost connection is opened again with a backoff; messages held from
   the old one are finished but not acknowledged (RabbitMQ already gave them back).
 
@@ -42,7 +42,7 @@ import aiormq
 import structlog
 from aiormq.abc import DeliveredMessage
 
-from worker.fetch.message import Fetched, decode_body
+from worker.consume.fetch.message import Fetched, decode_body
 
 log = structlog.get_logger("maildispatch.fetch")
 

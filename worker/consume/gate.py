@@ -1,6 +1,6 @@
 """How many jobs one worker process delivers at once, the urgent ones let through first.
 
-A worker process holds many task messages at a time (worker/stream.py): up to
+A worker process holds many task messages at a time (worker/consume/stream.py): up to
 ``MAILDISPATCH_WORKER_PREFETCH`` messages of up to ``MAILDISPATCH_BATCH_SIZE`` jobs each. Its jobs
 pass this gate before their claim, at most ``MAILDISPATCH_WORKER_JOBS`` at once, so that jobs not
 started yet stay ``queued`` (a dead worker's are republished as they are, not as uncertain) and

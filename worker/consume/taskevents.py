@@ -1,4 +1,4 @@
-"""Task events for Flower from a worker's stream (worker/stream.py), sent in lists.
+"""Task events for Flower from a worker's stream (worker/consume/stream.py), sent in lists.
 
 The events Celery's own worker sends for a task (received, started, succeeded, retried), built
 as ``EventDispatcher.send`` builds them but without its per-event work (the UTC offset from

@@ -24,8 +24,8 @@ import structlog
 
 from config import fastjson, keys
 from producers.enqueue import ttl_until_due
-from worker.autopipe import AutoPipeline
-from worker.inflight import InFlight, current_batch
+from worker.jobs.autopipe import AutoPipeline
+from worker.jobs.inflight import InFlight, current_batch
 
 log = structlog.get_logger("maildispatch.state")
 
@@ -33,7 +33,7 @@ log = structlog.get_logger("maildispatch.state")
 #: ConnectionError), a reset connection, a timeout
 TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
-# KEYS[1] job hash, KEYS[2] in-flight batches (worker/inflight.py).
+# KEYS[1] job hash, KEYS[2] in-flight batches (worker/jobs/inflight.py).
 # ARGV: now, lease seconds, ttl, owner, channel, holder batch id ("" when none)
 # -> {decision, attempts, pending recipients json or "", enqueued_at, seconds deferred by limits}
 _CLAIM = """
@@ -144,7 +144,7 @@ class JobStates:
         self._take_due = client.register_script(_TAKE_DUE)
         self._published = client.register_script(_PUBLISHED)
         self._finish = client.register_script(_FINISH)
-        #: claims and finishes of concurrent jobs share round trips (worker/autopipe.py)
+        #: claims and finishes of concurrent jobs share round trips (worker/jobs/autopipe.py)
         self.auto = AutoPipeline(client)
         self.inflight = InFlight(client, lease=lease, ttl=ttl, auto=self.auto)
         self._leased_until: dict[str, float] = {}

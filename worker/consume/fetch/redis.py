@@ -2,7 +2,7 @@
 
 kombu's Redis consumer takes one message per round trip (``BRPOP``), copies it into its unacked
 hash with another, and acknowledges it with a third, each in the consumer's thread: a fixed cost
-per message in that thread, whatever the message carries (worker/fetch/__init__.py). For batches of
+per message in that thread, whatever the message carries (worker/consume/fetch/__init__.py). For batches of
 200 jobs it does not matter; for a stream of one-job messages (single sends, what services
 mostly make) it caps a worker process near 500 emails/s while its event loop waits. With Redis
 as the broker a delivery worker therefore takes its queues' messages itself, in the layout
@@ -19,7 +19,7 @@ different:
   messages are still taken at once;
 - a process that holds messages takes more once a quarter of its prefetch is free, not one by
   one as each is finished: the messages taken together are delivered as one group (one
-  in-flight registration, one suppression lookup, worker/stream.py);
+  in-flight registration, one suppression lookup, worker/consume/stream.py);
 - with nothing to take (its last take emptied every list it looked at) it waits, without
   taking anything, for the urgent list to be non-empty
   (``BLMOVE`` of the list onto itself: a no-op move that blocks), at most ``IDLE_WAIT``, or for
@@ -30,7 +30,7 @@ different:
   (kombu's restore of messages whose consumer died) only ever hands back a dead worker's.
 
 Messages of a dead worker come back twice over: their jobs through the in-flight lease
-(worker/inflight.py, within ``MAILDISPATCH_CLAIM_LEASE``), their messages through kombu's
+(worker/jobs/inflight.py, within ``MAILDISPATCH_CLAIM_LEASE``), their messages through kombu's
 visibility timeout (restored by this fetcher too, with kombu's own code, every RESTORE_EVERY
 seconds). Claims make the second copy harmless.
 """
@@ -50,7 +50,7 @@ import structlog
 from kombu.transport.redis import Channel as KombuRedisChannel
 
 from config import keys
-from worker.fetch.message import Fetched, decode_body
+from worker.consume.fetch.message import Fetched, decode_body
 
 log = structlog.get_logger("maildispatch.fetch")
 

@@ -18,9 +18,9 @@ from email.utils import formataddr, formatdate
 
 from producers.headers import MAX_LINE, without_controls
 from producers.job import Mailbox, SendJob, ascii_domain
-from worker import dkimsign
 from worker.channels.base import OutgoingMessage
-from worker.dkimsign import DkimKey
+from worker.message import dkim as dkimsign
+from worker.message.dkim import DkimKey
 
 CRLF = "\r\n"
 #: headers DKIM signs (RFC 6376 §5.4.1's recommendations that we set)
@@ -220,5 +220,5 @@ def build_message(
 
 
 def sign(data: bytes, key: DkimKey) -> bytes:
-    """The DKIM-Signature header (ending in CRLF) for a message (worker/dkimsign.py)."""
+    """The DKIM-Signature header (ending in CRLF) for a message (worker/message/dkim.py)."""
     return dkimsign.sign(data, key.selector, key.domain, key.private_key, DKIM_HEADERS)

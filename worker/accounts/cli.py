@@ -85,8 +85,8 @@ def _read_secret(prompt: str) -> str:
 
 def _context() -> tuple[Any, Any, Any]:
     from config.settings import get_settings
+    from worker.accounts.vault import Vault
     from worker.store import open_store
-    from worker.vault import Vault
 
     settings = get_settings()
     vault = Vault.from_settings(settings)  # refuses to run without a secret key
@@ -105,7 +105,7 @@ def _refused(exc: Exception) -> int:
 
 
 def _summary(session: Any, owner: str, channel: str) -> dict[str, Any]:
-    from worker.accounts import summaries
+    from worker.accounts.connected import summaries
 
     for entry in summaries(session, owner):
         for account in entry["accounts"]:
@@ -117,7 +117,7 @@ def _summary(session: Any, owner: str, channel: str) -> dict[str, Any]:
 # -- handlers ----------------------------------------------------------------------------------
 def cmd_gmail_connect(args: argparse.Namespace) -> int:
     """Connect the owner's Gmail account with a refresh token read from stdin."""
-    from worker.accounts import AccountError, connect_gmail
+    from worker.accounts.connected import AccountError, connect_gmail
 
     settings, store, vault = _context()
     if args.client_secret_stdin and not args.client_id:
@@ -153,7 +153,7 @@ def cmd_gmail_connect(args: argparse.Namespace) -> int:
 
 def cmd_smtp_set(args: argparse.Namespace) -> int:
     """Set the owner's custom SMTP server with a password read from stdin."""
-    from worker.accounts import AccountError, set_smtp
+    from worker.accounts.connected import AccountError, set_smtp
 
     settings, store, vault = _context()
     ca_pem = None
@@ -195,7 +195,7 @@ def _done(shown: dict[str, Any], as_json: bool, line: str) -> None:
 
 def cmd_prefer(args: argparse.Namespace) -> int:
     """Set the owner's preferred channel, and publish it to the producers."""
-    from worker.accounts import AccountError, mirror_preference, set_preference
+    from worker.accounts.connected import AccountError, mirror_preference, set_preference
 
     settings, store, _ = _context()
     try:
@@ -227,7 +227,7 @@ def _publish(settings: Any, owner: str, channel: str, mirror: Any) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Owners with their preferred channel and accounts."""
-    from worker.accounts import summaries
+    from worker.accounts.connected import summaries
 
     _, store, _ = _context()
     with store.session() as session:
@@ -246,7 +246,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     """Forget an owner's account; a preference for it falls back to msc."""
-    from worker.accounts import AccountError, mirror_preference, remove
+    from worker.accounts.connected import AccountError, mirror_preference, remove
 
     settings, store, _ = _context()
     try:
@@ -265,7 +265,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     """Re-encrypt every stored secret under the current key."""
-    from worker.accounts import rotate_key
+    from worker.accounts.connected import rotate_key
 
     _, store, vault = _context()
     with store.session() as session:
@@ -285,7 +285,7 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Rewrite the Redis copy of every preference from the store."""
-    from worker.accounts import mirror_all
+    from worker.accounts.connected import mirror_all
 
     settings, store, _ = _context()
     client = _redis(settings)

@@ -1,6 +1,6 @@
 """``maildispatch worker CHANNEL``: the Procfile's delivery lines, one worker process per core.
 
-A delivery worker process delivers on one event loop (worker/stream.py), so it uses one core; a
+A delivery worker process delivers on one event loop (worker/consume/stream.py), so it uses one core; a
 line started once should use the machine, as Celery's own default concurrency does. This starts
 ``MAILDISPATCH_<CHANNEL>_PROCESSES`` (default: one per core) solo-pool Celery workers for the
 channel's queue, each named ``<channel>-<supervisor pid>-<n>@<host>`` (unique on the host, so the

@@ -2,7 +2,7 @@
 owner's preferred channel (``msc`` when unset).
 
 Secrets (refresh tokens, OAuth client secrets, SMTP passwords) are stored only as Fernet tokens
-(:mod:`worker.vault`) and decrypted in the worker that sends, in memory. An account is
+(:mod:`worker.accounts.vault`) and decrypted in the worker that sends, in memory. An account is
 ``connected``, ``needs_reconnect`` (Google refused its grant: the user must connect again) or
 ``auth_failed`` (the SMTP server refused the credentials: the user must set them again); a send
 through an account that is not ``connected`` fails at once, without another login attempt.
@@ -27,12 +27,12 @@ from sqlalchemy.orm import Session
 
 from config import keys
 from config.settings import Settings
+from worker.accounts.vault import Vault, VaultError
 from worker.channels.netguard import NetworkPolicy
 from worker.channels.smtppool import Security, SmtpServer
 from worker.errors import DeliveryError, PermanentError
 from worker.store import Store
 from worker.store.models import Account, ChannelPreference, utcnow
-from worker.vault import Vault, VaultError
 
 log = structlog.get_logger("maildispatch.accounts")
 

@@ -1,0 +1,1 @@
+"""Connected accounts (Gmail, custom SMTP), the channel each owner prefers, secrets at rest."""

@@ -1,0 +1,1 @@
+"""How a worker process consumes: its processes, its fetchers, the stream of held messages, the gate."""

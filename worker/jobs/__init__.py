@@ -1,0 +1,1 @@
+"""Job lifecycle: queued states, claims and leases, the retry schedule, pacing, batched Redis calls."""

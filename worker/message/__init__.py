@@ -1,0 +1,1 @@
+"""The message: headers and body, DKIM signing, the per-recipient return path."""

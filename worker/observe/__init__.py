@@ -1,0 +1,1 @@
+"""Logging and the delivery metrics shared through Redis."""
