@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml $(LOCK)
 # setuptools and wheel are in it because the editable install above builds without isolation.
 lock: $(STAMP)
 	printf 'setuptools>=78.1.1\nwheel\n' | $(BIN)/uv pip compile pyproject.toml - \
-		--extra dev --extra bench --universal --generate-hashes \
+		--all-extras --universal --generate-hashes \
 		--custom-compile-command 'make lock' --quiet --output-file $(LOCK)
 
 demo: $(STAMP)

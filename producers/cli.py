@@ -1,7 +1,8 @@
 """The ``maildispatch`` command.
 
-Producer commands (send, send-batch, status) need only ``producers`` and ``config``; operator
-commands (failed, db, demo, scheduler, bounce-server ...) import ``worker`` when they run.
+Producer commands (send, send-batch, status) need only ``producers`` and ``config`` (the bare
+package); operator commands (failed, db, demo, scheduler, bounce-server ...) import ``worker``
+when they run, and say which extra to install where its dependencies are missing.
 """
 
 from __future__ import annotations
@@ -358,7 +359,7 @@ def cmd_suppressions(args: argparse.Namespace) -> int:
     if args.action == "add":
         from pydantic import ValidationError
 
-        from worker.web.suppressions import SuppressionIn
+        from worker.failures.suppressions import SuppressionIn
 
         try:
             wanted = SuppressionIn(owner=args.owner, address=args.address, reason=args.reason)
@@ -486,6 +487,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 78  # EX_CONFIG
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] in ("config", "producers", "worker"):
+            raise
+        # a producer-only install (the bare package) runs the send commands only
+        print(
+            f"this command needs the worker's dependencies ({exc.name} is not installed): "
+            "pip install 'maildispatch[worker]' (or [all])",
+            file=sys.stderr,
+        )
+        return 69  # EX_UNAVAILABLE
     return code
 
 

@@ -15,10 +15,10 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from producers.http import ERRORS, Caller, ErrorBody, check_owners, read_owner, require
-from producers.job import EmailAddress, Line200
+from worker.failures.suppressions import SuppressionIn
 from worker.store import Store, repo
 from worker.store.models import Suppression
 from worker.store.repo import OPERATOR
@@ -44,16 +44,6 @@ class SuppressionPage(BaseModel):
 
     items: list[SuppressionOut]
     next_cursor: int | None
-
-
-class SuppressionIn(BaseModel):
-    """An address to suppress (e.g. its person unsubscribed)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    owner: Line200
-    address: EmailAddress
-    reason: Line200 = "manual"
 
 
 def suppression_out(row: Suppression) -> SuppressionOut:
