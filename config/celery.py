@@ -7,9 +7,9 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
+from config.channels import CHANNELS as CHANNELS  # re-exported: routing reads in one screen
+from config.channels import DEFAULT_CHANNEL
 from config.settings import Settings
-
-CHANNELS = ("msc", "gmail", "smtp")
 
 #: task name -> queue; the one routing table, read by producers and workers alike
 DELIVER_TASK = {channel: f"maildispatch.deliver.{channel}" for channel in CHANNELS}
@@ -120,7 +120,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "task_queues": queues,
         "task_default_exchange": "maildispatch",
-        "task_default_queue": QUEUE["msc"],
+        "task_default_queue": QUEUE[DEFAULT_CHANNEL],
         "task_routes": ROUTES,
         "task_ignore_result": True,
         "result_backend": None,

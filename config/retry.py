@@ -8,8 +8,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from config.settings import Settings
-
 JITTER = 0.2  # +-20 %: spreads a burst of 4xx answers so the retries do not arrive together
 
 
@@ -19,16 +17,6 @@ class RetryPolicy:
 
     delays: tuple[float, ...]
     give_up_after: float
-
-
-def policy_for(settings: Settings, channel: str) -> RetryPolicy:
-    """The retry policy of one channel, from the settings."""
-    table = {
-        "msc": RetryPolicy(settings.msc_retry_delays, settings.msc_give_up_after),
-        "gmail": RetryPolicy(settings.gmail_retry_delays, settings.gmail_give_up_after),
-        "smtp": RetryPolicy(settings.smtp_retry_delays, settings.smtp_give_up_after),
-    }
-    return table[channel]
 
 
 def next_retry(

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from config.channels import CHANNELS
 from config.settings import ConfigurationError, get_settings
 from producers.job import InvalidJob, parse_job
 
@@ -409,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text")
     p.add_argument("--html")
     p.add_argument("--header", action="append", help="'Name: value'")
-    p.add_argument("--channel", choices=["msc", "gmail", "smtp"])
+    p.add_argument("--channel", choices=CHANNELS)
     p.add_argument("--idempotency-key")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_send)

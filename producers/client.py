@@ -23,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from config import keys
 from config.celery import make_celery
+from config.channels import DEFAULT_CHANNEL
 from config.settings import Settings, get_settings
 from producers.enqueue import (
     STATE_CHUNK,
@@ -378,7 +379,8 @@ class Dispatcher:
         backoff = backoff or Backoff(self.settings.enqueue_retry_for)
         prefs = retrying(lambda: self.redis.hmget(keys.PREFERRED_CHANNEL, owners), backoff)
         chosen = {
-            o: Channel(as_text(p)) if p else Channel.MSC for o, p in zip(owners, prefs, strict=True)
+            o: Channel(as_text(p) if p else DEFAULT_CHANNEL)
+            for o, p in zip(owners, prefs, strict=True)
         }
         return [j if j.channel else j.model_copy(update={"channel": chosen[j.owner]}) for j in jobs]
 

@@ -12,12 +12,14 @@ from celery import signals
 
 from config import fastjson
 from config.celery import DELIVER_TASK
-from producers.job import Channel, SendJob
+from config.channels import OWNER_ACCOUNT
+from producers.job import SendJob
 
 
 def batch_key(channel: str, owner: str) -> tuple[str, str]:
-    """The jobs one batch task may carry: one channel, and one owner for gmail and smtp."""
-    return channel, owner if channel != Channel.MSC else ""
+    """The jobs one batch task may carry: one channel, and one owner where the channel sends
+    through the owner's account (config/channels.py)."""
+    return channel, owner if channel in OWNER_ACCOUNT else ""
 
 
 _DELIVER_NAMES = {name: channel for channel, name in DELIVER_TASK.items()}

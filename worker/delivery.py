@@ -19,10 +19,11 @@ import structlog
 from pydantic import ValidationError
 
 from config import fastjson
-from config.retry import next_retry, policy_for
+from config.retry import next_retry
 from config.settings import Settings
 from producers.job import SendJob
 from worker.channels.base import DeliveryChannel, Receipt
+from worker.channels.registry import policy_for
 from worker.consume.gate import Gate
 from worker.errors import DeliveryError, PermanentError, TransientError
 from worker.jobs.pacing import Pacing

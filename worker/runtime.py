@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 import uvloop
 
+from config.channels import OWNER_ACCOUNT
 from config.settings import Settings, get_settings
 from worker.channels.registry import make_channel
 from worker.consume.gate import Gate
@@ -74,7 +75,7 @@ class Runtime:
 
     async def _make_delivery(self, channel: str) -> Delivery:
         accounts: Accounts | None = None
-        if channel != "msc":  # gmail, smtp: send through the owner's connected account
+        if channel in OWNER_ACCOUNT:  # sent through the owner's connected account
             from worker.accounts.connected import AsyncAccounts
 
             accounts = AsyncAccounts(self.settings, self.store)

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from config.channels import CHANNELS, DEFAULT_CHANNEL, OWNER_ACCOUNT
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Declare ``accounts`` and its subcommands (no worker imports here)."""
@@ -51,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = acts.add_parser("prefer", help="the channel of the owner's jobs that name none")
     q.add_argument("--owner", required=True)
-    q.add_argument("--channel", choices=["msc", "gmail", "smtp"], required=True)
+    q.add_argument("--channel", choices=CHANNELS, required=True)
     q.set_defaults(handler=cmd_prefer)
 
     q = acts.add_parser("list", help="owners, their preferred channel and accounts (no secrets)")
@@ -61,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = acts.add_parser("remove", help="forget an owner's Gmail account or SMTP server")
     q.add_argument("--owner", required=True)
-    q.add_argument("--channel", choices=["gmail", "smtp"], required=True)
+    q.add_argument("--channel", choices=OWNER_ACCOUNT, required=True)
     q.set_defaults(handler=cmd_remove)
 
     q = acts.add_parser(
@@ -259,7 +261,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
         return 1
     print(f"removed the {args.channel} account of {args.owner}")
     if reset:
-        return _publish(settings, args.owner, "msc", mirror_preference)
+        return _publish(settings, args.owner, DEFAULT_CHANNEL, mirror_preference)
     return 0
 
 

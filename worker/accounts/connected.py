@@ -26,6 +26,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from config import keys
+from config.channels import CHANNELS, DEFAULT_CHANNEL, OWNER_ACCOUNT
 from config.settings import Settings
 from worker.accounts.vault import Vault, VaultError
 from worker.channels.netguard import NetworkPolicy
@@ -38,8 +39,8 @@ log = structlog.get_logger("maildispatch.accounts")
 
 GMAIL, SMTP = "gmail", "smtp"
 #: channels that send as the user, through an account of theirs
-USER_CHANNELS = (GMAIL, SMTP)
-PREFERABLE = ("msc", GMAIL, SMTP)
+USER_CHANNELS = OWNER_ACCOUNT
+PREFERABLE = CHANNELS
 SECURITIES: tuple[Security, ...] = ("starttls", "tls", "none")
 #: the state an account takes when its credentials are refused
 FAILED_STATE = {GMAIL: "needs_reconnect", SMTP: "auth_failed"}
@@ -223,7 +224,7 @@ def set_smtp(
 def preferred_channel(session: Session, owner: str) -> str:
     """The owner's preferred channel (``msc`` when unset)."""
     row = session.get(ChannelPreference, owner)
-    return row.channel if row else "msc"
+    return row.channel if row else DEFAULT_CHANNEL
 
 
 def set_preference(session: Session, owner: str, channel: str) -> None:
@@ -253,7 +254,7 @@ def remove(session: Session, owner: str, channel: str) -> tuple[bool, bool]:
     removed = bool(getattr(gone, "rowcount", 0))
     reset = False
     if removed and preferred_channel(session, owner) == channel:
-        set_preference(session, owner, "msc")
+        set_preference(session, owner, DEFAULT_CHANNEL)
         reset = True
     return removed, reset
 
@@ -271,7 +272,7 @@ def summaries(session: Session, owner: str | None = None) -> list[dict[str, Any]
     }
     for row in session.scalars(query):
         entry = owners.setdefault(
-            row.owner, {"owner": row.owner, "preferred_channel": "msc", "accounts": []}
+            row.owner, {"owner": row.owner, "preferred_channel": DEFAULT_CHANNEL, "accounts": []}
         )
         item: dict[str, Any] = {"channel": row.channel, "state": row.state}
         if row.channel == GMAIL:

@@ -1,20 +1,26 @@
-"""The one small interface every delivery channel implements, and the channel registry.
+"""The one small interface every delivery channel implements, with the policy it carries.
 
 A channel is given a built message, its envelope and the owner's account, and either returns a
 :class:`Receipt` or raises :class:`TransientError` / :class:`PermanentError`. It knows nothing
-about Celery, job state or retries.
+about Celery or job state; what the rest of maildispatch needs to know about it is on its class:
+whether it owns the return path (bounces come back to maildispatch: Failed Sends, suppressions),
+its retry policy, and the scopes its sends are paced by. Whether it sends through an account the
+owner connects is in its line of config/channels.py, which producers read too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 if TYPE_CHECKING:
+    from config.retry import RetryPolicy
+    from config.settings import Settings
     from producers.job import SendJob
     from worker.message.dkim import DkimKey
 
+from config.limits import Rate
 from worker.errors import DeliveryError, PermanentError, TransientError
 
 __all__ = [
@@ -83,12 +89,28 @@ class MessageOptions:
         return Envelope(mail_from=self.mail_from, rcpt_to=recipients, senders=senders)
 
 
+#: a paced scope ("domain:gmail.com", "gmail:<address>"...) and its rates
+Scope = tuple[str, tuple[Rate, ...]]
+#: the scopes one send counts against: (job, account, recipients) -> scopes
+ScopeRule = Callable[["SendJob", Any, Sequence[str]], list[Scope]]
+
+
 class DeliveryChannel(Protocol):
-    """A way to deliver a built message."""
+    """A way to deliver a built message, and the policy that goes with it."""
 
     name: ClassVar[str]
     #: does this channel own the return path (so bounces come back to maildispatch)?
     owns_return_path: ClassVar[bool]
+
+    @classmethod
+    def retry_policy(cls, settings: Settings) -> RetryPolicy:
+        """How long to wait after a transient failure, and when to give up (config/retry.py)."""
+        ...
+
+    @classmethod
+    def pacing(cls, settings: Settings) -> ScopeRule | None:
+        """The fleet-wide limits of its sends (worker/jobs/pacing.py), or None: not paced."""
+        ...
 
     def message_options(self, job: SendJob, account: Any) -> MessageOptions:
         """How to build this job's message for this channel (and the account, if any)."""

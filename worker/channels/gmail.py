@@ -29,6 +29,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
 from email.policy import compat32
@@ -43,10 +44,19 @@ from google.auth.credentials import TokenState
 from google.auth.transport.requests import Request
 from google.oauth2.credentials import Credentials
 
+from config.limits import parse_rates
+from config.retry import RetryPolicy
 from config.settings import Settings
 from producers.job import SendJob
 from worker.accounts.connected import GmailAccount
-from worker.channels.base import Envelope, MessageOptions, OutgoingMessage, Receipt
+from worker.channels.base import (
+    Envelope,
+    MessageOptions,
+    OutgoingMessage,
+    Receipt,
+    Scope,
+    ScopeRule,
+)
 from worker.errors import DeliveryError, PermanentError, TransientError
 
 log = structlog.get_logger("maildispatch.gmail")
@@ -133,6 +143,24 @@ class GmailChannel:
 
     name: ClassVar[str] = "gmail"
     owns_return_path: ClassVar[bool] = False
+
+    @classmethod
+    def retry_policy(cls, settings: Settings) -> RetryPolicy:
+        """``MAILDISPATCH_GMAIL_RETRY_DELAYS`` / ``_GIVE_UP_AFTER``."""
+        return RetryPolicy(settings.gmail_retry_delays, settings.gmail_give_up_after)
+
+    @classmethod
+    def pacing(cls, settings: Settings) -> ScopeRule | None:
+        """Per connected account (``MAILDISPATCH_GMAIL_LIMITS``)."""
+        rates = parse_rates(settings.gmail_limits)
+        if not rates:
+            return None
+
+        def scopes(job: SendJob, account: Any, recipients: Sequence[str]) -> list[Scope]:
+            address = str(getattr(account, "email", "") or job.owner).lower()
+            return [(f"gmail:{address}", rates)]
+
+        return scopes
 
     def __init__(self, settings: Settings) -> None:
         self.send_url = settings.gmail_api_url.rstrip("/") + SEND_PATH

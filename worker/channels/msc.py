@@ -11,11 +11,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from config.limits import parse_keyed_rates
+from config.retry import RetryPolicy
 from config.settings import Settings
 from producers.job import SendJob
-from worker.channels.base import Envelope, MessageOptions, OutgoingMessage, Receipt
+from worker.channels.base import (
+    Envelope,
+    MessageOptions,
+    OutgoingMessage,
+    Receipt,
+    Scope,
+    ScopeRule,
+)
 from worker.channels.smtppool import SmtpPool, SmtpServer
 from worker.errors import DeliveryError, TransientError
 from worker.message.dkim import DkimKey
@@ -27,6 +37,24 @@ class MscChannel:
 
     name: ClassVar[str] = "msc"
     owns_return_path: ClassVar[bool] = True
+
+    @classmethod
+    def retry_policy(cls, settings: Settings) -> RetryPolicy:
+        """``MAILDISPATCH_MSC_RETRY_DELAYS`` / ``_GIVE_UP_AFTER``."""
+        return RetryPolicy(settings.msc_retry_delays, settings.msc_give_up_after)
+
+    @classmethod
+    def pacing(cls, settings: Settings) -> ScopeRule | None:
+        """Per destination domain (``MAILDISPATCH_MSC_DOMAIN_LIMITS``)."""
+        limits = parse_keyed_rates(settings.msc_domain_limits)
+        if not limits:
+            return None
+
+        def scopes(job: SendJob, account: Any, recipients: Sequence[str]) -> list[Scope]:
+            domains = sorted({r.rpartition("@")[2].lower() for r in recipients})
+            return [(f"domain:{d}", limits[d]) for d in domains if d in limits]
+
+        return scopes
 
     def __init__(self, settings: Settings) -> None:
         self.secret_key = settings.require_secret_key()

@@ -15,12 +15,22 @@ the owner only as printable text of SMTP replies (``smtptext``).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from config.limits import parse_keyed_rates, parse_rates
+from config.retry import RetryPolicy
 from config.settings import Settings
 from producers.job import SendJob
 from worker.accounts.connected import SmtpAccount
-from worker.channels.base import Envelope, MessageOptions, OutgoingMessage, Receipt
+from worker.channels.base import (
+    Envelope,
+    MessageOptions,
+    OutgoingMessage,
+    Receipt,
+    Scope,
+    ScopeRule,
+)
 from worker.channels.netguard import NetworkPolicy
 from worker.channels.smtppool import SmtpPool, SmtpServer
 from worker.errors import PermanentError
@@ -40,6 +50,29 @@ class SmtpChannel:
 
     name: ClassVar[str] = "smtp"
     owns_return_path: ClassVar[bool] = False
+
+    @classmethod
+    def retry_policy(cls, settings: Settings) -> RetryPolicy:
+        """``MAILDISPATCH_SMTP_RETRY_DELAYS`` / ``_GIVE_UP_AFTER``."""
+        return RetryPolicy(settings.smtp_retry_delays, settings.smtp_give_up_after)
+
+    @classmethod
+    def pacing(cls, settings: Settings) -> ScopeRule | None:
+        """Per server: ``MAILDISPATCH_SMTP_SERVER_LIMITS`` for a host, else ``_SMTP_LIMITS``."""
+        every = parse_rates(settings.smtp_limits)
+        servers = parse_keyed_rates(settings.smtp_server_limits)
+        if not every and not servers:
+            return None
+
+        def scopes(job: SendJob, account: Any, recipients: Sequence[str]) -> list[Scope]:
+            host = str(getattr(account, "host", "") or "").lower()
+            rates = servers.get(host) or every
+            if not rates:
+                return []
+            where = f"{host}:{getattr(account, 'port', '')}" if host else job.owner
+            return [(f"smtp:{where}", rates)]
+
+        return scopes
 
     def __init__(self, settings: Settings) -> None:
         self.timeout = settings.smtp_timeout

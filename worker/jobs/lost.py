@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from config import keys
+from config.channels import DEFAULT_CHANNEL
 from worker.store import Store, repo
 
 log = structlog.get_logger("maildispatch.scheduler")
@@ -36,7 +37,7 @@ async def record_lost(
         {
             "job_id": job_id,
             "owner": _text(owner),
-            "channel": _text(channel) or "msc",
+            "channel": _text(channel) or DEFAULT_CHANNEL,
             "recipient": "",
             "kind": "expired",
             "reason": "lost before delivery",

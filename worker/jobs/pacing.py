@@ -27,9 +27,11 @@ import redis.asyncio as aioredis
 import structlog
 
 from config import keys
-from config.limits import Rate, parse_keyed_rates, parse_rates
+from config.limits import Rate
 from config.settings import Settings
 from producers.job import SendJob
+from worker.channels.base import Scope
+from worker.channels.registry import pacing_for
 
 log = structlog.get_logger("maildispatch.ratelimit")
 
@@ -90,8 +92,6 @@ end
 return '0'
 """
 
-Scope = tuple[str, tuple[Rate, ...]]
-
 
 def buckets_for(rate: Rate) -> int:
     """Buckets per window: 100 ms for per-second rates, 1/60 of longer windows."""
@@ -104,30 +104,14 @@ class Pacing:
     def __init__(self, settings: Settings, channel: str, client: aioredis.Redis) -> None:
         self.channel = channel
         self.redis = client
-        self.domains = parse_keyed_rates(settings.msc_domain_limits) if channel == "msc" else {}
-        self.gmail = parse_rates(settings.gmail_limits) if channel == "gmail" else ()
-        self.smtp = parse_rates(settings.smtp_limits) if channel == "smtp" else ()
-        self.smtp_servers = (
-            parse_keyed_rates(settings.smtp_server_limits) if channel == "smtp" else {}
-        )
-        self.enabled = bool(self.domains or self.gmail or self.smtp or self.smtp_servers)
+        #: the channel's own rule (its class's ``pacing``, worker/channels/): None, not paced
+        self.rule = pacing_for(settings, channel)
+        self.enabled = self.rule is not None
         self._acquire = client.register_script(_ACQUIRE)
 
     def scopes(self, job: SendJob, account: Any, recipients: Sequence[str]) -> list[Scope]:
         """The limited scopes this send counts against (empty: nothing to check)."""
-        if self.channel == "msc":
-            domains = sorted({r.rpartition("@")[2].lower() for r in recipients})
-            return [(f"domain:{d}", self.domains[d]) for d in domains if d in self.domains]
-        if self.channel == "gmail" and self.gmail:
-            address = str(getattr(account, "email", "") or job.owner).lower()
-            return [(f"gmail:{address}", self.gmail)]
-        if self.channel == "smtp":
-            host = str(getattr(account, "host", "") or "").lower()
-            rates = self.smtp_servers.get(host) or self.smtp
-            if rates:
-                where = f"{host}:{getattr(account, 'port', '')}" if host else job.owner
-                return [(f"smtp:{where}", rates)]
-        return []
+        return self.rule(job, account, recipients) if self.rule is not None else []
 
     async def acquire(self, scopes: Sequence[Scope], now: float | None = None) -> float:
         """Count one message against every scope, or return when to try again (0: go)."""

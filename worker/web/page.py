@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
+from config.channels import TITLES
 from producers.client import Dispatcher
 from producers.http import Caller, read_body
 from worker.failures.send_reasons import plain_words
@@ -32,7 +33,6 @@ log = structlog.get_logger("maildispatch.http")
 
 PAGE_SIZE = 50
 FORM_LIMIT = 8 * 1024
-CHANNELS = {"msc": "MSC", "gmail": "Gmail", "smtp": "SMTP"}
 HEADERS = {
     # no script at all; inline styles only; forms post back here only
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -63,7 +63,7 @@ def row_view(row: FailedSend, suppressed: bool = False, kept: bool = True) -> di
         "id": row.id,
         "recipient": row.recipient,
         "subject": row.subject,
-        "channel": CHANNELS.get(row.channel, row.channel),
+        "channel": TITLES.get(row.channel, row.channel),
         "when": created.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "when_iso": created.isoformat(),
         "reason": plain_words(row.reason, row.enhanced_status),
