@@ -45,6 +45,8 @@ class BounceReport:
     envelope_recipients: tuple[str, ...] = ()
     original_message_id: str | None = None
     original_headers: dict[str, str] = field(default_factory=dict)
+    #: the format that read it (a registered decoder's name, "RFC3464", "ARF", "RFC3834"), or ""
+    decoder: str = ""
 
 
 # Field names of a DSN per-recipient group mapped onto Record attributes (RFC 3464 2.3).

@@ -334,4 +334,5 @@ def parse_bounce(raw: bytes) -> BounceReport:
         envelope_recipients=envelope,
         original_message_id=msgid.strip().strip("<>") if msgid else None,
         original_headers=headers,
+        decoder=decoder,
     )

@@ -1,62 +1,34 @@
 """Decoders for the bounce formats of individual MTAs and mail services.
 
 Each module holds decoders ``(Message) -> Rising | None`` for one family of
-MTAs; :data:`DECODERS` names them and :func:`order_for` decides which ones to
-try first from the Subject: line, as Sisimai's ``lhost`` package does
+MTAs, each registered with ``@register(name, order=...)`` (:mod:`.registry`);
+:data:`DECODERS` lists them in the default order and :func:`order_for` decides
+which ones to try first from the Subject: line, as Sisimai's ``lhost`` package does
 (go-sisimai, BSD 2-Clause License, Copyright (C) 2014 azumakuniyuki and the
 sisimai development team).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from ..model import Message, Rising
-from . import appliances, google, microsoft, postfix, providers, qmail, sendmail, unixmta
-from .exim import decode as exim
+# the modules whose decoders register themselves: a new format's module is imported here
+from . import (  # noqa: F401
+    appliances,
+    exim,
+    google,
+    microsoft,
+    postfix,
+    providers,
+    qmail,
+    registry,
+    sendmail,
+    unixmta,
+)
+from .registry import Decoder
 
 __all__ = ["DECODERS", "Decoder", "order_for"]
 
-Decoder = Callable[[Message], Rising | None]
-
-DECODERS: dict[str, Decoder] = {
-    "Exim": exim,
-    "Sendmail": sendmail.sendmail,
-    "Exchange2007": microsoft.exchange2007,
-    "Exchange2003": microsoft.exchange2003,
-    "InterScanMSS": appliances.interscanmss,
-    "KDDI": providers.kddi,
-    "FML": appliances.fml,
-    "Verizon": providers.verizon,
-    "AmazonSES": providers.amazonses,
-    "ApacheJames": appliances.apachejames,
-    "X2": unixmta.x2,
-    "Postfix": postfix.postfix,
-    "OpenSMTPD": unixmta.opensmtpd,
-    "qmail": qmail.qmail,
-    "Courier": unixmta.courier,
-    "MessagingServer": providers.messagingserver,
-    "GoogleWorkspace": google.googleworkspace,
-    "Gmail": google.gmail,
-    "GMX": providers.gmx,
-    "Zoho": providers.zoho,
-    "Domino": appliances.domino,
-    "Notes": appliances.notes,
-    "IMailServer": appliances.imailserver,
-    "mFILTER": appliances.mfilter,
-    "Activehunter": appliances.activehunter,
-    "MailFoundry": appliances.mailfoundry,
-    "GoogleGroups": google.googlegroups,
-    "MailMarshalSMTP": appliances.mailmarshalsmtp,
-    "V5sendmail": sendmail.v5sendmail,
-    "EZweb": providers.ezweb,
-    "Biglobe": providers.biglobe,
-    "EinsUndEins": providers.einsundeins,
-    "DragonFly": unixmta.dragonfly,
-    "X1": unixmta.x1,
-    "X3": unixmta.x3,
-    "X6": unixmta.x6,
-}
+#: every decoder, by name, in the default order (each module registers its own)
+DECODERS: dict[str, Decoder] = registry.decoders()
 
 DEFAULT_ORDER: tuple[str, ...] = tuple(DECODERS)
 

@@ -10,6 +10,7 @@ from ..mime import boundary
 from ..model import Message, Rising
 from ..text import FIELD_MAX, aligned, contains_any, first_reason, is_contained, select, sweep
 from .base import DsnFields, Records
+from .registry import register
 
 __all__ = [
     "activehunter", "apachejames", "domino", "fml", "imailserver", "interscanmss",
@@ -33,6 +34,7 @@ _DOMINO: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+@register("Domino", order=210)
 def domino(msg: Message) -> Rising | None:
     """Decode an HCL/IBM Domino ``DELIVERY FAILURE`` report."""
     subject = msg.header("subject")
@@ -86,6 +88,7 @@ def domino(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("Notes", order=220)
 def notes(msg: Message) -> Rising | None:
     """Decode a Lotus/HCL Notes ``Undeliverable message`` report."""
     if not msg.header("subject").startswith("Undeliverable message"):
@@ -123,6 +126,7 @@ def notes(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("IMailServer", order=230)
 def imailserver(msg: Message) -> Rising | None:
     """Decode an Ipswitch/Progress IMail Server ``Undeliverable Mail`` report."""
     if not (
@@ -163,6 +167,7 @@ def imailserver(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("mFILTER", order=240)
 def mfilter(msg: Message) -> Rising | None:
     """Decode a Digital Arts m-FILTER ``failure notice``."""
     if msg.header("subject") != "failure notice" or msg.header("x-mailer") != "m-FILTER":
@@ -199,6 +204,7 @@ def mfilter(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("Activehunter", order=250)
 def activehunter(msg: Message) -> Rising | None:
     """Decode a QUALITIA Active!hunter bounce."""
     if not msg.headers.get("x-ahmailid"):
@@ -225,6 +231,7 @@ def activehunter(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("MailFoundry", order=260)
 def mailfoundry(msg: Message) -> Rising | None:
     """Decode a MailFoundry ``Message delivery has failed`` report."""
     if msg.header("subject") != "Message delivery has failed":
@@ -252,6 +259,7 @@ def mailfoundry(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("InterScanMSS", order=50)
 def interscanmss(msg: Message) -> Rising | None:
     """Decode a Trend Micro InterScan Messaging Security Suite bounce."""
     if not (
@@ -301,6 +309,7 @@ def interscanmss(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("MailMarshalSMTP", order=280)
 def mailmarshalsmtp(msg: Message) -> Rising | None:
     """Decode a Trustwave MailMarshal ``Undeliverable Mail`` report."""
     if not msg.header("subject").startswith('Undeliverable Mail: "'):
@@ -386,6 +395,7 @@ _FML_TABLE: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+@register("FML", order=70)
 def fml(msg: Message) -> Rising | None:
     """Decode an error returned by the fml mailing list manager."""
     if not msg.headers.get("x-mlserver") or msg.header("from").find("-admin@") < 1:
@@ -412,6 +422,7 @@ def fml(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("ApacheJames", order=100)
 def apachejames(msg: Message) -> Rising | None:
     """Decode an Apache James ``[BOUNCE]`` message."""
     if not (

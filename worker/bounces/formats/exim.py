@@ -9,6 +9,7 @@ from ..mime import boundary
 from ..model import FIELD_MEMBER, Message, Rising
 from ..text import append_capped, contains_any, select, squeeze, sweep
 from .base import Records
+from .registry import register
 
 __all__ = ["decode"]
 
@@ -95,6 +96,7 @@ def _is_exim(msg: Message) -> tuple[bool, bool]:
     return score >= 2 or thirdparty, thirdparty
 
 
+@register("Exim", order=10)
 def decode(msg: Message) -> Rising | None:
     """Decode an Exim bounce (also McAfee/MXLogic which reuse Exim's wording)."""
     ok, thirdparty = _is_exim(msg)

@@ -8,6 +8,7 @@ from ..hosts import find_address, find_host, is_email_address, parse_received
 from ..model import Message, Rising
 from ..text import contains_any, select, sweep
 from .base import RFC822_PARTS, Records
+from .registry import register
 
 __all__ = ["gmail", "googlegroups", "googleworkspace"]
 
@@ -41,6 +42,7 @@ _GMAIL_MESSAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+@register("Gmail", order=180)
 def gmail(msg: Message) -> Rising | None:
     """Decode a classic Gmail bounce (``Delivery to the following recipient failed``)."""
     if _FROM not in msg.header("from") or _SUBJECT not in msg.header("subject"):
@@ -84,6 +86,7 @@ def gmail(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("GoogleWorkspace", order=170)
 def googleworkspace(msg: Message) -> Rising | None:
     """Decode a Google Workspace bounce without DSN fields (``** Message not delivered **``)."""
     if contains_any(msg.payload, ("\nDiagnostic-Code:", "\nFinal-Recipient:")):
@@ -117,6 +120,7 @@ def googleworkspace(msg: Message) -> Rising | None:
     return Rising(records=rec.items, rfc822=latter)
 
 
+@register("GoogleGroups", order=270)
 def googlegroups(msg: Message) -> Rising | None:
     """Decode a Google Groups rejection (the group does not exist or refuses the sender)."""
     if "Google Groups" not in msg.payload:

@@ -8,6 +8,7 @@ from ..hosts import find_address, find_host, is_email_address, is_internet_host
 from ..model import Message, Rising
 from ..text import aligned, append_capped, contains_any, select, startswith_any, sweep
 from .base import Records
+from .registry import register
 
 __all__ = ["exchange2003", "exchange2007"]
 
@@ -51,6 +52,7 @@ _NDR_2007 = {
 }
 
 
+@register("Exchange2007", order=30)
 def exchange2007(msg: Message) -> Rising | None:
     """Decode an Exchange 2007+ / Office 365 NDR (``Diagnostic information for administrators``)."""
     score = sum(
@@ -131,6 +133,7 @@ def _is_exchange2003(msg: Message) -> bool:
     return any(" with Internet Mail Service (" in r for r in msg.headers.get("received", []))
 
 
+@register("Exchange2003", order=40)
 def exchange2003(msg: Message) -> Rising | None:
     """Decode an Exchange 2003 NDR (``Your message ... did not reach the following recipient(s)``)."""
     if not _is_exchange2003(msg):

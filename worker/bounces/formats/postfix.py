@@ -10,6 +10,7 @@ from ..hosts import find_address
 from ..model import Message, Rising
 from ..text import aligned, append_capped, only_digits, select, sweep
 from .base import RFC822_PARTS, DsnFields, Records
+from .registry import register
 
 __all__ = ["postfix", "transcript"]
 
@@ -74,6 +75,7 @@ def transcript(text: str, client: str = ">>>", server: str = "<<<") -> list[Exch
     return session
 
 
+@register("Postfix", order=120)
 def postfix(msg: Message) -> Rising | None:
     """Decode a Postfix bounce, or Postfix's ``SMTP server: errors from`` notice."""
     if msg.headers.get("x-aol-ip"):

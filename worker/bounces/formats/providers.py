@@ -12,6 +12,7 @@ from ..hosts import find_address, find_host, is_email_address, is_ipv4
 from ..model import Message, Record, Rising
 from ..text import aligned, contains_any, first_reason, select, startswith_any, sweep
 from .base import Records
+from .registry import register
 
 __all__ = [
     "amazonses", "biglobe", "einsundeins", "ezweb", "gmx", "kddi", "messagingserver",
@@ -41,6 +42,7 @@ def _ses_json(payload: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+@register("AmazonSES", order=90)
 def amazonses(msg: Message) -> Rising | None:
     """Decode an Amazon SES JSON notification (bounce, complaint or delivery)."""
     data = _ses_json(msg.payload)
@@ -96,6 +98,7 @@ def amazonses(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=rfc822)
 
 
+@register("GMX", order=190)
 def gmx(msg: Message) -> Rising | None:
     """Decode a GMX bounce (``X-GMX-Antispam`` header, Exim-like wording)."""
     if not msg.headers.get("x-gmx-antispam"):
@@ -130,6 +133,7 @@ def gmx(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("Zoho", order=200)
 def zoho(msg: Message) -> Rising | None:
     """Decode a Zoho Mail bounce (``X-ZohoMail`` header)."""
     if not msg.headers.get("x-zohomail"):
@@ -157,6 +161,7 @@ def zoho(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("EinsUndEins", order=320)
 def einsundeins(msg: Message) -> Rising | None:
     """Decode a 1&1 (1und1) bounce."""
     if not msg.header("from").startswith('"Mail Delivery System"'):
@@ -205,6 +210,7 @@ def einsundeins(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("Verizon", order=80)
 def verizon(msg: Message) -> Rising | None:
     """Decode a Verizon Wireless (vtext.com) bounce."""
     sender = msg.header("from")
@@ -240,6 +246,7 @@ def verizon(msg: Message) -> Rising | None:
     return Rising(records=[rec], rfc822=latter)
 
 
+@register("MessagingServer", order=160)
 def messagingserver(msg: Message) -> Rising | None:
     """Decode an Oracle (Sun, iPlanet) Messaging Server report."""
     if not (
@@ -311,6 +318,7 @@ def messagingserver(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("Biglobe", order=310)
 def biglobe(msg: Message) -> Rising | None:
     """Decode a BIGLOBE bounce (``Returned mail:`` from postmaster@*.biglobe.ne.jp)."""
     sender = msg.header("from")
@@ -358,6 +366,7 @@ _EZWEB: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+@register("EZweb", order=300)
 def ezweb(msg: Message) -> Rising | None:
     """Decode an au by KDDI (ezweb.ne.jp / au.com) ``Mail System Error`` bounce."""
     sender, msgid = msg.header("from"), msg.header("message-id")
@@ -415,6 +424,7 @@ def ezweb(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("KDDI", order=60)
 def kddi(msg: Message) -> Rising | None:
     """Decode an au by KDDI (dion.ne.jp, auone-net.jp) bounce."""
     ok = contains_any(msg.header("from"), ("no-reply@.", ".dion.ne.jp"))

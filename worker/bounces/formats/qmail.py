@@ -7,6 +7,7 @@ from ..dsn import split_original
 from ..model import Message, Rising
 from ..text import aligned, contains_any, is_contained, select, sweep
 from .base import Records
+from .registry import register
 
 __all__ = ["qmail"]
 
@@ -91,6 +92,7 @@ _MESSAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+@register("qmail", order=140)
 def qmail(msg: Message) -> Rising | None:
     """Decode a qmail bounce (``Hi. This is the qmail-send program at ...``)."""
     subject = msg.header("subject")

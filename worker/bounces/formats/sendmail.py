@@ -8,12 +8,14 @@ from ..hosts import final_address, find_address, find_host, is_email_address, is
 from ..model import Message, Rising
 from ..text import aligned, select, startswith_any, sweep
 from .base import RFC822_PARTS, DsnFields, Records
+from .registry import register
 
 __all__ = ["sendmail", "v5sendmail"]
 
 _TRANSCRIPT = "   ----- Transcript of session follows -----"
 
 
+@register("Sendmail", order=20)
 def sendmail(msg: Message) -> Rising | None:
     """Decode a V8 Sendmail bounce (``Returned mail: see transcript for details``)."""
     if msg.headers.get("x-aol-ip"):
@@ -81,6 +83,7 @@ def sendmail(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("V5sendmail", order=290)
 def v5sendmail(msg: Message) -> Rising | None:
     """Decode a Sendmail version 5 bounce (``Returned mail: ...`` with a transcript)."""
     if not msg.header("subject").startswith("Returned mail: "):

@@ -8,6 +8,7 @@ from ..hosts import find_address, find_host, is_email_address
 from ..model import FIELD_MEMBER, Message, Rising
 from ..text import aligned, contains_any, first_reason, select, startswith_any, sweep
 from .base import RFC822_PARTS, DsnFields, Records
+from .registry import register
 
 __all__ = ["courier", "dragonfly", "opensmtpd", "x1", "x2", "x3", "x6"]
 
@@ -41,6 +42,7 @@ _OPENSMTPD: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+@register("OpenSMTPD", order=130)
 def opensmtpd(msg: Message) -> Rising | None:
     """Decode an OpenSMTPD bounce (``This is the MAILER-DAEMON, please DO NOT REPLY``)."""
     score = ("Delivery status notification" in msg.header("subject")) + (
@@ -68,6 +70,7 @@ def opensmtpd(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("DragonFly", order=330)
 def dragonfly(msg: Message) -> Rising | None:
     """Decode a DragonFly Mail Agent (dma) bounce."""
     if "Mail delivery failed" not in msg.header("subject"):
@@ -107,6 +110,7 @@ def dragonfly(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("Courier", order=150)
 def courier(msg: Message) -> Rising | None:
     """Decode a Courier MTA delivery status notification."""
     if not (
@@ -148,6 +152,7 @@ def courier(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("X1", order=340)
 def x1(msg: Message) -> Rising | None:
     """Decode bounces of unidentified MTA #1 (``The original message was received at``)."""
     subject = msg.header("subject")
@@ -187,6 +192,7 @@ def x1(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("X2", order=110)
 def x2(msg: Message) -> Rising | None:
     """Decode bounces of unidentified MTA #2 (``Unable to deliver message to the following``)."""
     if not (
@@ -216,6 +222,7 @@ def x2(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("X3", order=350)
 def x3(msg: Message) -> Rising | None:
     """Decode bounces of unidentified MTA #3 (``Delivery status notification`` with details)."""
     if not msg.header("from").startswith("Mail Delivery System"):
@@ -272,6 +279,7 @@ def x3(msg: Message) -> Rising | None:
     return Rising(records=recs.items, rfc822=latter)
 
 
+@register("X6", order=360)
 def x6(msg: Message) -> Rising | None:
     """Decode bounces of unidentified MTA #6 (``There was an error sending your mail``)."""
     if not msg.header("subject").startswith("There was an error sending your mail"):
