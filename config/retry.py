@@ -8,6 +8,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from config.settings import Settings
+
 JITTER = 0.2  # +-20 %: spreads a burst of 4xx answers so the retries do not arrive together
 
 
@@ -17,6 +19,14 @@ class RetryPolicy:
 
     delays: tuple[float, ...]
     give_up_after: float
+
+
+def settings_policy(settings: Settings, channel: str) -> RetryPolicy:
+    """A channel's policy from ``MAILDISPATCH_<CHANNEL>_RETRY_DELAYS`` / ``_GIVE_UP_AFTER``."""
+    return RetryPolicy(
+        getattr(settings, f"{channel}_retry_delays"),
+        getattr(settings, f"{channel}_give_up_after"),
+    )
 
 
 def next_retry(

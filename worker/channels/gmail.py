@@ -45,7 +45,7 @@ from google.auth.transport.requests import Request
 from google.oauth2.credentials import Credentials
 
 from config.limits import parse_rates
-from config.retry import RetryPolicy
+from config.retry import RetryPolicy, settings_policy
 from config.settings import Settings
 from producers.job import SendJob
 from worker.accounts.connected import GmailAccount
@@ -147,7 +147,7 @@ class GmailChannel:
     @classmethod
     def retry_policy(cls, settings: Settings) -> RetryPolicy:
         """``MAILDISPATCH_GMAIL_RETRY_DELAYS`` / ``_GIVE_UP_AFTER``."""
-        return RetryPolicy(settings.gmail_retry_delays, settings.gmail_give_up_after)
+        return settings_policy(settings, cls.name)
 
     @classmethod
     def pacing(cls, settings: Settings) -> ScopeRule | None:

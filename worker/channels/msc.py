@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from config.limits import parse_keyed_rates
-from config.retry import RetryPolicy
+from config.retry import RetryPolicy, settings_policy
 from config.settings import Settings
 from producers.job import SendJob
 from worker.channels.base import (
@@ -41,7 +41,7 @@ class MscChannel:
     @classmethod
     def retry_policy(cls, settings: Settings) -> RetryPolicy:
         """``MAILDISPATCH_MSC_RETRY_DELAYS`` / ``_GIVE_UP_AFTER``."""
-        return RetryPolicy(settings.msc_retry_delays, settings.msc_give_up_after)
+        return settings_policy(settings, cls.name)
 
     @classmethod
     def pacing(cls, settings: Settings) -> ScopeRule | None:

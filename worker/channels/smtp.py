@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from config.limits import parse_keyed_rates, parse_rates
-from config.retry import RetryPolicy
+from config.retry import RetryPolicy, settings_policy
 from config.settings import Settings
 from producers.job import SendJob
 from worker.accounts.connected import SmtpAccount
@@ -54,7 +54,7 @@ class SmtpChannel:
     @classmethod
     def retry_policy(cls, settings: Settings) -> RetryPolicy:
         """``MAILDISPATCH_SMTP_RETRY_DELAYS`` / ``_GIVE_UP_AFTER``."""
-        return RetryPolicy(settings.smtp_retry_delays, settings.smtp_give_up_after)
+        return settings_policy(settings, cls.name)
 
     @classmethod
     def pacing(cls, settings: Settings) -> ScopeRule | None:
