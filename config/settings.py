@@ -12,12 +12,15 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from config.errors import MaildispatchError
 from config.limits import parse_keyed_rates, parse_rates
 from config.units import parse_duration
 
 
-class ConfigurationError(Exception):
+class ConfigurationError(MaildispatchError):
     """The deployment is misconfigured (missing key, bad URL); never retried, never swallowed."""
+
+    exit_code = 78  # EX_CONFIG
 
 
 def _split_list(value: object) -> object:

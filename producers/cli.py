@@ -17,6 +17,7 @@ from typing import Any
 
 from config.channels import CHANNELS
 from config.settings import ConfigurationError, get_settings
+from producers.errors import JobIdTaken
 from producers.job import InvalidJob, parse_job
 
 #: modules that add subcommands: each has ``register(subparsers)``, which only declares
@@ -76,7 +77,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         return _invalid(exc, args.json)
     except IdempotencyInProgress as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 75  # EX_TEMPFAIL: try again
+        return exc.exit_code
     except EnqueueFailed as exc:
         return _enqueue_failed(exc, args.json)
     finally:
@@ -94,13 +95,7 @@ def _invalid(exc: InvalidJob, as_json: bool) -> int:
     else:
         for e in exc.errors:
             print(f"error: {e.field}: {e.message}", file=sys.stderr)
-    return 2
-
-
-#: exit status of a send whose job id is another job's (nothing was enqueued)
-EXIT_ID_TAKEN = 73  # EX_CANTCREAT
-#: exit status of a send that failed partway, Redis or the broker away past the retry bound
-EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE
+    return exc.exit_code
 
 
 def _taken(errors: Sequence[InvalidJob], as_json: bool, where: str = "index") -> int:
@@ -115,7 +110,7 @@ def _taken(errors: Sequence[InvalidJob], as_json: bool, where: str = "index") ->
         for e in errors:
             at = f"{where} {e.index}: " if e.index is not None else ""
             print(f"error: {at}" + "; ".join(f.message for f in e.errors), file=sys.stderr)
-    return EXIT_ID_TAKEN
+    return JobIdTaken.exit_code
 
 
 def _enqueue_failed(exc: Any, as_json: bool) -> int:
@@ -132,7 +127,7 @@ def _enqueue_failed(exc: Any, as_json: bool) -> int:
         print(f"error: {exc}", file=sys.stderr)
         for i in exc.enqueued:
             print(f"enqueued: {i}", file=sys.stderr)
-    return EXIT_UNAVAILABLE
+    return int(exc.exit_code)
 
 
 def cmd_send_batch(args: argparse.Namespace) -> int:
@@ -176,7 +171,7 @@ def cmd_send_batch(args: argparse.Namespace) -> int:
             return _taken(exc.errors, args.json, "line")
         except IdempotencyInProgress as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 75  # EX_TEMPFAIL: try again
+            return exc.exit_code
         except EnqueueFailed as exc:
             return _enqueue_failed(exc, args.json)
         finally:
@@ -487,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except ConfigurationError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
-        return 78  # EX_CONFIG
+        return exc.exit_code
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.split(".")[0] in ("config", "producers", "worker"):
             raise

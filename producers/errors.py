@@ -1,4 +1,4 @@
-"""What an enqueue can answer besides ids.
+"""What an enqueue can answer besides ids (all MaildispatchError, config/errors.py).
 
 ValueError
 ├── InvalidJob (producers/job.py)     one job broke the contract or a limit
@@ -16,11 +16,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
+from config.errors import MaildispatchError
 from producers.job import FieldError, InvalidJob
 
 
-class InvalidJobs(ValueError):
+class InvalidJobs(MaildispatchError, ValueError):
     """Some jobs of a ``send_many`` call were invalid; nothing was enqueued."""
+
+    exit_code = 2
+    http_status = 422
 
     def __init__(self, errors: Sequence[InvalidJob]) -> None:
         self.errors = list(errors)
@@ -32,6 +36,9 @@ class InvalidJobs(ValueError):
 class JobIdTaken(InvalidJob):
     """A job's ``id`` is already another job's: a job belongs to its owner for life, so an
     existing id is never enqueued again (HTTP 409, CLI exit 73)."""
+
+    exit_code = 73  # EX_CANTCREAT
+    http_status = 409
 
     def __init__(self, job_id: str, index: int | None = None, first: int | None = None) -> None:
         self.job_id = job_id
@@ -47,6 +54,8 @@ class JobIdsTaken(InvalidJobs):
     """Some jobs of a call name ids that are taken (``errors``: one :class:`JobIdTaken` each);
     nothing of the call was enqueued."""
 
+    exit_code = 73  # EX_CANTCREAT
+    http_status = 409
     errors: list[JobIdTaken]  # type: ignore[assignment]
 
     @property
@@ -55,13 +64,16 @@ class JobIdsTaken(InvalidJobs):
         return [e.job_id for e in self.errors]
 
 
-class EnqueueFailed(RuntimeError):
+class EnqueueFailed(MaildispatchError, RuntimeError):
     """Redis or the broker failed partway through a call, past the retry bound.
 
     ``ids`` follows the call's jobs: the job's id when it was enqueued (published, scheduled, or
     an idempotency key's earlier job), None when it was not (its state undone). Jobs enqueued are
     delivered; sending the others again is safe (same ids or idempotency keys included).
     """
+
+    exit_code = 69  # EX_UNAVAILABLE
+    http_status = 503
 
     def __init__(self, ids: Sequence[uuid.UUID | None], not_enqueued: Sequence[uuid.UUID]) -> None:
         self.ids = list(ids)
@@ -75,10 +87,13 @@ class EnqueueFailed(RuntimeError):
         )
 
 
-class IdempotencyInProgress(RuntimeError):
+class IdempotencyInProgress(MaildispatchError, RuntimeError):
     """Another call is enqueueing jobs with the same idempotency keys and has not finished
     (published them, or failed and released the keys) within ``idempotency_wait``. Nothing of
     this call was enqueued; try again shortly."""
+
+    exit_code = 75  # EX_TEMPFAIL: try again
+    http_status = 409
 
     def __init__(self, keys: list[str]) -> None:
         self.keys = keys

@@ -30,6 +30,7 @@ from pydantic import (
 
 from config import fastjson
 from config.channels import CHANNELS
+from config.errors import MaildispatchError
 from producers.headers import MAX_HEADER_VALUE, check_header, header_name, header_text
 
 MAX_SUBJECT = 998  # RFC 5322 §2.1.1: a line is at most 998 characters
@@ -370,8 +371,11 @@ class FieldError(BaseModel):
     message: str
 
 
-class InvalidJob(ValueError):
+class InvalidJob(MaildispatchError, ValueError):
     """A job failed validation; ``errors`` names every invalid field. Nothing was enqueued."""
+
+    exit_code = 2
+    http_status = 422
 
     def __init__(self, errors: list[FieldError], index: int | None = None) -> None:
         self.errors = errors

@@ -33,6 +33,7 @@ from kombu.transport import redis as kombu_redis
 
 from config import fastjson, keys
 from config.celery import DELIVER_TASK, PRIORITY_BULK, PRIORITY_URGENT, QUEUE, is_amqp
+from config.errors import MaildispatchError
 from config.settings import Settings
 from producers.enqueue import QUEUED, Backoff, is_transient, retrying
 from producers.wire import Entry, argsrepr, batches, encode_batch
@@ -44,8 +45,11 @@ Task = tuple[str, Sequence[Sequence[Any]]]
 T = TypeVar("T")
 
 
-class NotPublished(Exception):
+class NotPublished(MaildispatchError):
     """Publishing failed past the retry bound; ``job_ids`` are the jobs not known to be out."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+    http_status = 503
 
     def __init__(self, job_ids: set[str]) -> None:
         super().__init__(f"{len(job_ids)} job(s) not published")

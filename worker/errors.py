@@ -10,12 +10,13 @@ Each channel translates its library's exceptions into these in exactly one funct
 
 from __future__ import annotations
 
+from config.errors import MaildispatchError
 from config.settings import ConfigurationError
 
 __all__ = ["ConfigurationError", "DeliveryError", "PermanentError", "TransientError"]
 
 
-class DeliveryError(Exception):
+class DeliveryError(MaildispatchError):
     """A delivery attempt failed; carries what the server said, when it said anything."""
 
     #: Failed Sends kind when this error ends the job (``rejected``, ``auth``, ``config`` ...)

@@ -113,7 +113,7 @@ def create_app(
         body = PartlyEnqueued(
             detail=str(exc), ids=exc.ids, enqueued=exc.enqueued, not_enqueued=exc.not_enqueued
         )
-        return JSONResponse(body.model_dump(mode="json"), status_code=503)
+        return JSONResponse(body.model_dump(mode="json"), status_code=exc.http_status)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

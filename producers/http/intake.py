@@ -83,7 +83,7 @@ def send_one(
             "invalid job; nothing was enqueued", error_items(exc.errors[0].errors)
         ) from None
     except IdempotencyInProgress as exc:
-        raise HTTPException(409, str(exc)) from None
+        raise HTTPException(exc.http_status, str(exc)) from None
     log.info("message_accepted", job_id=str(job_id), owner=job.owner, duplicate=job_id != job.id)
     return Accepted(id=job_id, duplicate=job_id != job.id)
 
@@ -106,7 +106,7 @@ def send_batch(dispatcher: Dispatcher, caller: Caller, body: bytes) -> BatchAcce
         errors = [i for e in exc.errors for i in error_items(e.errors, e.index)]
         raise Invalid(f"{len(exc.errors)} invalid job(s); nothing was enqueued", errors) from None
     except IdempotencyInProgress as exc:
-        raise HTTPException(409, str(exc)) from None
+        raise HTTPException(exc.http_status, str(exc)) from None
     log.info("batch_accepted", count=len(ids), owners=len({j.owner for j in jobs}))
     return BatchAccepted(ids=ids, count=len(ids))
 

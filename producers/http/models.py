@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from producers.errors import JobIdsTaken
-from producers.job import FieldError, Line200, SendJob
+from producers.job import FieldError, InvalidJob, Line200, SendJob
 
 MAX_BATCH = 1000
 VERSION = "1"
@@ -105,7 +105,7 @@ IN_PROGRESS: dict[int | str, dict[str, Any]] = {
 class Invalid(Exception):
     """Invalid input: answered 422 with every invalid field."""
 
-    status = 422
+    status = InvalidJob.http_status
 
     def __init__(self, detail: str, errors: list[ErrorItem]) -> None:
         super().__init__(detail)
@@ -116,7 +116,7 @@ class Invalid(Exception):
 class Taken(Invalid):
     """Job ids that belong to other jobs: answered 409, naming each; nothing was enqueued."""
 
-    status = 409
+    status = JobIdsTaken.http_status
 
 
 def taken(exc: JobIdsTaken, batch: bool = False) -> Taken:

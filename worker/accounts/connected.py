@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from config import keys
 from config.channels import CHANNELS, DEFAULT_CHANNEL, OWNER_ACCOUNT
+from config.errors import MaildispatchError
 from config.settings import Settings
 from worker.accounts.vault import Vault, VaultError
 from worker.channels.netguard import NetworkPolicy
@@ -51,8 +52,11 @@ _CONNECT_HINT = {
 }
 
 
-class AccountError(ValueError):
+class AccountError(MaildispatchError, ValueError):
     """Refused account input; the message says what to change."""
+
+    exit_code = 2
+    http_status = 400
 
 
 @dataclass(frozen=True)

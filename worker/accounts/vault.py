@@ -19,14 +19,17 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from config.errors import MaildispatchError
 from config.settings import Settings
 
 #: HKDF "info": a key derived for account secrets is never the key that signs return paths
 _INFO = b"maildispatch accounts vault v1"
 
 
-class VaultError(Exception):
+class VaultError(MaildispatchError):
     """A stored secret cannot be decrypted with any configured key (or belongs elsewhere)."""
+
+    exit_code = 78  # EX_CONFIG: the keys are the deployment's
 
 
 def derive_key(secret_key: str) -> bytes:

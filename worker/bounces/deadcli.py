@@ -11,7 +11,7 @@ import redis
 
 from config.settings import get_settings
 from worker.bounces.deadletter import DeadLetters
-from worker.bounces.enqueue import BouncePublisher, EnqueueFailed, InboundMessage
+from worker.bounces.enqueue import BounceNotQueued, BouncePublisher, InboundMessage
 
 __all__ = ["dead_command"]
 
@@ -68,7 +68,7 @@ def _retry(dead: DeadLetters, ids: list[str], settings: object) -> int:
                 continue
             try:
                 task_id = publisher.publish(message)
-            except EnqueueFailed as exc:
+            except BounceNotQueued as exc:
                 sys.stderr.write(f"{entry_id}: not queued, kept: {exc}\n")
                 status = 1
                 continue

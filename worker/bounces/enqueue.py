@@ -5,7 +5,7 @@ UTF-8), next to a small envelope: where it came from and the SMTP recipients. Fl
 see only the source, the size and the count of recipients (``argsrepr``), never the message.
 
 A publish either returns after the broker took the message (Redis answered the LPUSH; RabbitMQ
-confirmed it) or raises :class:`EnqueueFailed` within ``MAILDISPATCH_BOUNCE_PUBLISH_TIMEOUT``:
+confirmed it) or raises :class:`BounceNotQueued` within ``MAILDISPATCH_BOUNCE_PUBLISH_TIMEOUT``:
 callers answer 451 or leave the mailbox untouched, so nothing is lost.
 """
 
@@ -22,15 +22,18 @@ from typing import Any
 from celery import signals
 
 from config.celery import BOUNCE_TASK, QUEUE, make_celery
+from config.errors import MaildispatchError
 from config.settings import Settings
 
-__all__ = ["BouncePublisher", "EnqueueFailed", "InboundMessage", "bounce_argsrepr"]
+__all__ = ["BounceNotQueued", "BouncePublisher", "InboundMessage", "bounce_argsrepr"]
 
 WIRE_VERSION = 1
 
 
-class EnqueueFailed(Exception):
+class BounceNotQueued(MaildispatchError):
     """The broker did not take the message in time; the caller must keep it (451, not deleted)."""
+
+    exit_code = 75  # EX_TEMPFAIL
 
 
 @dataclass(frozen=True)
@@ -112,14 +115,14 @@ class BouncePublisher:
         self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="bounce-publish")
 
     def publish(self, message: InboundMessage) -> str:
-        """Enqueue and wait for the broker; returns the task id or raises EnqueueFailed."""
+        """Enqueue and wait for the broker; returns the task id or raises BounceNotQueued."""
         future = self._pool.submit(self._send, message.wire())
         try:
             return future.result(timeout=self.timeout + 1)
         except concurrent.futures.TimeoutError as exc:
-            raise EnqueueFailed("the broker did not answer in time") from exc
+            raise BounceNotQueued("the broker did not answer in time") from exc
         except Exception as exc:
-            raise EnqueueFailed(
+            raise BounceNotQueued(
                 f"the broker refused or is unreachable: {type(exc).__name__}"
             ) from exc
 

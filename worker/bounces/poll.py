@@ -34,7 +34,7 @@ import redis
 import structlog
 
 from config.settings import ConfigurationError
-from worker.bounces.enqueue import BouncePublisher, EnqueueFailed, InboundMessage
+from worker.bounces.enqueue import BounceNotQueued, BouncePublisher, InboundMessage
 from worker.bounces.pollskip import MAX_FETCH_FAILURES, SkipBook
 from worker.bounces.truncate import truncate
 
@@ -154,7 +154,7 @@ class Poller:
     def poll_once(self) -> int:
         """One round: enqueue every unseen message, then delete or mark it. Returns how many.
 
-        Raises :class:`EnqueueFailed` (after handling what came before) when the broker failed,
+        Raises :class:`BounceNotQueued` (after handling what came before) when the broker failed,
         ``redis.RedisError`` when a skipped message could not be noted (it is left untouched).
         """
         conn = self.connect()
@@ -315,7 +315,7 @@ def run(poller: Poller, *, once: bool, interval: float) -> int:
         status = 0
         try:
             poller.poll_once()
-        except EnqueueFailed as exc:
+        except BounceNotQueued as exc:
             log.warning("bounce_poll_enqueue_failed", error=str(exc))
             status = 75  # EX_TEMPFAIL: the messages stay in the mailbox
         except redis.RedisError as exc:  # a skipped message could not be noted: left as it was

@@ -36,7 +36,7 @@ import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from config.settings import ConfigurationError, Settings
-from worker.bounces.enqueue import BouncePublisher, EnqueueFailed, InboundMessage
+from worker.bounces.enqueue import BounceNotQueued, BouncePublisher, InboundMessage
 from worker.bounces.truncate import truncate
 from worker.message.returnpath import PREFIX, token_from_address
 
@@ -107,7 +107,7 @@ class BounceHandler:
         loop = asyncio.get_running_loop()
         try:
             task_id = await loop.run_in_executor(None, self.publisher.publish, message)
-        except EnqueueFailed as exc:
+        except BounceNotQueued as exc:
             log.warning("bounce_enqueue_failed", error=str(exc), size=len(raw), peer=_peer(session))
             return "451 4.3.0 Temporary failure queueing the message, please try again later"
         log.info(

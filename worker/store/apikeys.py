@@ -18,6 +18,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from config.errors import MaildispatchError
 from worker.store.models import ApiKey, utcnow
 
 SCOPES = frozenset({"send", "read"})
@@ -25,8 +26,11 @@ KEY_PREFIX = "md_"
 _SHOWN_PREFIX = 11  # "md_" and 8 characters: enough to tell keys apart in a listing
 
 
-class InvalidScopes(ValueError):
+class InvalidScopes(MaildispatchError, ValueError):
     """A scope outside :data:`SCOPES` was asked for."""
+
+    exit_code = 2
+    http_status = 400
 
 
 @dataclass(frozen=True)
