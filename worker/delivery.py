@@ -26,6 +26,7 @@ from worker.channels.base import DeliveryChannel, Receipt
 from worker.channels.registry import policy_for
 from worker.consume.gate import Gate
 from worker.errors import DeliveryError, PermanentError, TransientError
+from worker.failures.kinds import FailedKind
 from worker.jobs.pacing import Pacing
 from worker.jobs.state import Claim, JobStates
 from worker.message.build import build_message
@@ -50,7 +51,7 @@ class Accounts(Protocol):
     """The owner's connected account for a channel (None where the channel needs none)."""
 
     async def load(self, channel: str, owner: str) -> Any:
-        """The account, or raise PermanentError(kind="config") when none is connected."""
+        """The account, or raise PermanentError(kind=FailedKind.CONFIG) when none is connected."""
         ...
 
     async def auth_failed(self, channel: str, owner: str, error: DeliveryError) -> None:
@@ -228,7 +229,7 @@ class Delivery:
                 return "skipped"
             if claim.decision == "vanished":  # its state expired or was lost: never silently
                 log.error("delivery_state_vanished")
-                error = PermanentError(VANISHED, kind="expired")
+                error = PermanentError(VANISHED, kind=FailedKind.EXPIRED)
                 await self._fail(job, wire, job.recipients, error)
                 return "failed"
             with log_context(attempt=claim.attempt):
@@ -238,7 +239,9 @@ class Delivery:
                     raise  # Redis or the database is away: the batch is retried, claims decide
                 except Exception as exc:  # a bug in maildispatch: recorded, never lost
                     log.exception("delivery_crashed")
-                    error = PermanentError(f"internal error: {type(exc).__name__}", kind="error")
+                    error = PermanentError(
+                        f"internal error: {type(exc).__name__}", kind=FailedKind.ERROR
+                    )
                     await self._fail(job, wire, job.recipients, error)
                     return "failed"
 
@@ -251,14 +254,16 @@ class Delivery:
                 error = PermanentError(
                     "the worker stopped while the server may have accepted the message; "
                     "not sent again (MAILDISPATCH_ON_UNCERTAIN=fail)",
-                    kind="expired",
+                    kind=FailedKind.EXPIRED,
                 )
                 await self._fail(job, wire, claim.pending or job.recipients, error)
                 return "failed"
         recipients = claim.pending or job.recipients
         blocked = [r for r in recipients if r in suppressed]
         if blocked:
-            error = PermanentError("recipient is on the suppression list", kind="suppressed")
+            error = PermanentError(
+                "recipient is on the suppression list", kind=FailedKind.SUPPRESSED
+            )
             await self._record(job, wire, blocked, error)
             recipients = tuple(r for r in recipients if r not in suppressed)
             if not recipients:
@@ -289,7 +294,7 @@ class Delivery:
         except TransientError as exc:
             return await self._retry(job, wire, claim, tuple(recipients), exc)
         except PermanentError as exc:
-            if exc.kind == "auth":
+            if exc.kind == FailedKind.AUTH:
                 await self.accounts.auth_failed(self.channel.name, job.owner, exc)
             await self._fail(job, wire, recipients, exc)
             return "failed"
@@ -373,7 +378,7 @@ class Delivery:
                 f"gave up after {claim.attempt} attempts: {error.describe()}",
                 reply_code=error.reply_code,
                 enhanced_status=error.enhanced_status,
-                kind="expired",
+                kind=FailedKind.EXPIRED,
             )
             await self._fail(job, wire, recipients, expired)
             return "failed"
@@ -441,7 +446,7 @@ class Delivery:
                 "reply_code": error.reply_code,
                 "enhanced_status": error.enhanced_status,
                 "reason": reason_of(error),
-                "hard": error.kind in ("suppressed",) or _hard(error),
+                "hard": error.kind == FailedKind.SUPPRESSED or _hard(error),
                 "diagnostic": error.text[:2000],
                 "subject": job.subject,
                 "identity": str(job.identity),

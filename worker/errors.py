@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from config.errors import MaildispatchError
 from config.settings import ConfigurationError
+from worker.failures.kinds import FailedKind
 
 __all__ = ["ConfigurationError", "DeliveryError", "PermanentError", "TransientError"]
 
@@ -19,8 +20,8 @@ __all__ = ["ConfigurationError", "DeliveryError", "PermanentError", "TransientEr
 class DeliveryError(MaildispatchError):
     """A delivery attempt failed; carries what the server said, when it said anything."""
 
-    #: Failed Sends kind when this error ends the job (``rejected``, ``auth``, ``config`` ...)
-    kind: str = "rejected"
+    #: Failed Sends kind when this error ends the job
+    kind: FailedKind = FailedKind.REJECTED
 
     def __init__(
         self,
@@ -28,7 +29,7 @@ class DeliveryError(MaildispatchError):
         *,
         reply_code: int | None = None,
         enhanced_status: str | None = None,
-        kind: str | None = None,
+        kind: FailedKind | None = None,
         retry_after: float | None = None,
         command: str | None = None,
     ) -> None:

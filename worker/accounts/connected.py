@@ -33,6 +33,7 @@ from worker.accounts.vault import Vault, VaultError
 from worker.channels.netguard import NetworkPolicy
 from worker.channels.smtppool import Security, SmtpServer
 from worker.errors import DeliveryError, PermanentError
+from worker.failures.kinds import FailedKind
 from worker.store import Store
 from worker.store.models import Account, ChannelPreference, utcnow
 
@@ -351,7 +352,7 @@ def load(
         raise PermanentError(
             f"no {_LABEL[channel]} is connected for this owner; connect one with "
             f"`{_CONNECT_HINT[channel]}`",
-            kind="config",
+            kind=FailedKind.CONFIG,
         )
     if row.state != "connected":
         what = row.address if channel == GMAIL else f"{row.username} at {row.host}"
@@ -359,12 +360,14 @@ def load(
         raise PermanentError(
             f"{action} the {_LABEL[channel]} ({what}) with `{_CONNECT_HINT[channel]}`: "
             f"it is {row.state} ({row.last_error or 'credentials refused'})",
-            kind="auth",
+            kind=FailedKind.AUTH,
         )
     try:
         secrets = vault.open(owner, channel, row.secret)
     except VaultError as exc:
-        raise PermanentError(f"{exc}; the account must be connected again", kind="config") from None
+        raise PermanentError(
+            f"{exc}; the account must be connected again", kind=FailedKind.CONFIG
+        ) from None
     if channel == GMAIL:
         client_id, client_secret = row.client_id, secrets.get("client_secret")
         if client_id is None:
@@ -375,7 +378,7 @@ def load(
             raise PermanentError(
                 "no Google OAuth client is configured: set MAILDISPATCH_GOOGLE_CLIENT_ID and "
                 "MAILDISPATCH_GOOGLE_CLIENT_SECRET, or connect with --client-id",
-                kind="config",
+                kind=FailedKind.CONFIG,
             )
         return GmailAccount(
             owner=owner,

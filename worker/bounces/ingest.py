@@ -42,6 +42,7 @@ from worker.bounces.enqueue import InboundMessage, envelope_domains
 from worker.bounces.model import Bounce, BounceReport
 from worker.bounces.parse import parse_bounce
 from worker.bounces.quoted import quoted_original
+from worker.failures.kinds import FailedKind
 from worker.message.returnpath import PREFIX, Token, parse_token, token_from_address
 from worker.observe.logging import log_context
 from worker.store import Store, repo
@@ -245,7 +246,7 @@ class Ingest:
         pairs = self._attribute(job, failed)
         if not pairs:
             return Outcome("dropped", job_id, why="recipient_not_in_job")
-        rows = [self._row(job_id, job, rcpt, b, "bounced") for rcpt, b in pairs]
+        rows = [self._row(job_id, job, rcpt, b, FailedKind.BOUNCED) for rcpt, b in pairs]
         hard = sorted({(rcpt, b.reason) for rcpt, b in pairs if b.hard})
         self._write(rows, job.owner, hard, job_id)
         first = pairs[0][1]
@@ -277,7 +278,7 @@ class Ingest:
             return Outcome("dropped", job_id, why="recipient_not_in_job")
         rows = []
         for rcpt, b in pairs:
-            row = self._row(job_id, job, rcpt, b, "complaint")
+            row = self._row(job_id, job, rcpt, b, FailedKind.COMPLAINT)
             row["diagnostic"] = (b.diagnostic or f"feedback-type: {feedback}")[:2000]
             rows.append(row)
         reasons = sorted({(rcpt, f"complaint:{feedback}") for rcpt, _ in pairs})

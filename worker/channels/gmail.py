@@ -58,6 +58,7 @@ from worker.channels.base import (
     ScopeRule,
 )
 from worker.errors import DeliveryError, PermanentError, TransientError
+from worker.failures.kinds import FailedKind
 
 log = structlog.get_logger("maildispatch.gmail")
 
@@ -229,7 +230,7 @@ class GmailChannel:
 
 def _gmail(account: Any) -> GmailAccount:
     if not isinstance(account, GmailAccount):
-        raise PermanentError("no Gmail account is connected for this owner", kind="config")
+        raise PermanentError("no Gmail account is connected for this owner", kind=FailedKind.CONFIG)
     return account
 
 
@@ -273,15 +274,15 @@ def translate(failure: httpx.Response | BaseException) -> DeliveryError:
         return PermanentError(
             f"Google refused a freshly refreshed access token ({text}); reconnect the Gmail "
             "account",
-            kind="auth",
+            kind=FailedKind.AUTH,
         )
     if reason in SCOPE_REASONS:
         return PermanentError(
             f"the Gmail account did not grant permission to send ({text}); reconnect it and "
             "allow sending",
-            kind="auth",
+            kind=FailedKind.AUTH,
         )
-    return PermanentError(text, kind="rejected")
+    return PermanentError(text, kind=FailedKind.REJECTED)
 
 
 def _refresh_error(exc: google.auth.exceptions.RefreshError) -> DeliveryError:
@@ -293,16 +294,18 @@ def _refresh_error(exc: google.auth.exceptions.RefreshError) -> DeliveryError:
     if error == "invalid_grant":
         return PermanentError(
             f"reconnect the Gmail account: Google no longer accepts its authorization ({detail})",
-            kind="auth",
+            kind=FailedKind.AUTH,
         )
     if error in ("invalid_client", "unauthorized_client"):
         return PermanentError(
             f"Google refused the OAuth client ({detail}); check the client id and secret",
-            kind="config",
+            kind=FailedKind.CONFIG,
         )
     if getattr(exc, "retryable", False):
         return TransientError(f"Google's token endpoint failed: {detail}")
-    return PermanentError(f"Google's token endpoint refused the refresh: {detail}", kind="auth")
+    return PermanentError(
+        f"Google's token endpoint refused the refresh: {detail}", kind=FailedKind.AUTH
+    )
 
 
 def _google_error(response: httpx.Response) -> tuple[str, str]:

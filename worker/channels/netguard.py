@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from worker.errors import PermanentError, TransientError
+from worker.failures.kinds import FailedKind
 
 if TYPE_CHECKING:
     from ipaddress import IPv4Network
@@ -104,7 +105,7 @@ class NetworkPolicy:
         except ValueError:
             return
         if not self.permits(addr):
-            raise PermanentError(BLOCKED_TEXT, kind="config")
+            raise PermanentError(BLOCKED_TEXT, kind=FailedKind.CONFIG)
 
     async def connect(self, host: str, port: int, timeout: float) -> socket.socket:
         """A TCP socket connected to a permitted address of ``host``.
@@ -131,7 +132,7 @@ class NetworkPolicy:
                 port=port,
                 addresses=sorted({str(info[4][0]) for info in infos}),
             )
-            raise PermanentError(BLOCKED_TEXT, kind="config")
+            raise PermanentError(BLOCKED_TEXT, kind=FailedKind.CONFIG)
         error: BaseException = OSError(f"no address of {host} could be connected to")
         for family, kind, proto, _, sockaddr in permitted:
             sock = socket.socket(family, kind, proto)

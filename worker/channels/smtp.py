@@ -34,6 +34,7 @@ from worker.channels.base import (
 from worker.channels.netguard import NetworkPolicy
 from worker.channels.smtppool import SmtpPool, SmtpServer
 from worker.errors import PermanentError
+from worker.failures.kinds import FailedKind
 
 #: a user's server often caps concurrent connections per login (some at 3); stay below that
 CONNECTIONS_PER_SERVER = 3
@@ -88,9 +89,9 @@ class SmtpChannel:
     async def deliver(self, message: OutgoingMessage, envelope: Envelope, account: Any) -> Receipt:
         """One SMTP transaction on the owner's server."""
         if not isinstance(account, SmtpAccount):
-            raise PermanentError("no custom SMTP server for this owner", kind="config")
+            raise PermanentError("no custom SMTP server for this owner", kind=FailedKind.CONFIG)
         if account.security == "none" and not self.allow_plaintext_auth:
-            raise PermanentError(PLAINTEXT_AUTH_REFUSED, kind="auth")
+            raise PermanentError(PLAINTEXT_AUTH_REFUSED, kind=FailedKind.AUTH)
         pool = await self._pool(account.server(self.timeout))
         return await pool.send(envelope, message.data)
 

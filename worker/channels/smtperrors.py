@@ -12,6 +12,7 @@ import aiosmtplib
 
 from worker.channels.smtptext import NOT_SMTP, is_reply_code, printable
 from worker.errors import DeliveryError, PermanentError, TransientError
+from worker.failures.kinds import FailedKind
 
 _ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
 _RETRY_AFTER = re.compile(
@@ -57,7 +58,7 @@ def translate(exc: BaseException) -> DeliveryError:
         not is_reply_code(exc.code)
         or (isinstance(exc, aiosmtplib.SMTPConnectResponseError) and exc.code < 400)
     ):
-        return PermanentError(NOT_SMTP, kind="config")
+        return PermanentError(NOT_SMTP, kind=FailedKind.CONFIG)
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError) and 400 <= exc.code < 500:
         # 454 4.7.0 "temporary authentication failure": the server's trouble, not the password
         return TransientError(
@@ -70,7 +71,7 @@ def translate(exc: BaseException) -> DeliveryError:
             f"authentication failed: {printable(exc.message)}",
             reply_code=exc.code,
             enhanced_status=_status(exc.message),
-            kind="auth",
+            kind=FailedKind.AUTH,
         )
     if isinstance(exc, aiosmtplib.SMTPSenderRefused):
         return from_reply(exc.code, exc.message, "MAIL")
@@ -85,18 +86,20 @@ def translate(exc: BaseException) -> DeliveryError:
         return from_reply(first.code, first.message, "RCPT")
     if isinstance(exc, aiosmtplib.SMTPNotSupported):
         return PermanentError(
-            f"server does not support what is needed: {printable(str(exc))}", kind="config"
+            f"server does not support what is needed: {printable(str(exc))}", kind=FailedKind.CONFIG
         )
     if isinstance(exc, aiosmtplib.SMTPException) and _NO_AUTH.search(str(exc)):
         # no AUTH offered (e.g. before TLS) or no common mechanism: the account's settings
-        return PermanentError(f"cannot log in: {printable(str(exc))}", kind="auth")
+        return PermanentError(f"cannot log in: {printable(str(exc))}", kind=FailedKind.AUTH)
     if isinstance(exc, aiosmtplib.SMTPException) and "STARTTLS extension" in str(exc):
         # never fall back to plain text: a missing STARTTLS may be a downgrade attack
         return PermanentError(
-            f"server does not offer STARTTLS: {printable(str(exc))}", kind="config"
+            f"server does not offer STARTTLS: {printable(str(exc))}", kind=FailedKind.CONFIG
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return PermanentError(f"TLS certificate not trusted: {exc.verify_message}", kind="config")
+        return PermanentError(
+            f"TLS certificate not trusted: {exc.verify_message}", kind=FailedKind.CONFIG
+        )
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError | TimeoutError):
         return TransientError(f"timed out: {printable(str(exc))}")
     if isinstance(exc, aiosmtplib.SMTPException | OSError | ssl.SSLError | ConnectionError):

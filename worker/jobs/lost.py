@@ -18,6 +18,7 @@ import structlog
 
 from config import keys
 from config.channels import DEFAULT_CHANNEL
+from worker.failures.kinds import FailedKind
 from worker.store import Store, repo
 
 log = structlog.get_logger("maildispatch.scheduler")
@@ -39,7 +40,7 @@ async def record_lost(
             "owner": _text(owner),
             "channel": _text(channel) or DEFAULT_CHANNEL,
             "recipient": "",
-            "kind": "expired",
+            "kind": FailedKind.EXPIRED,
             "reason": "lost before delivery",
             "hard": False,
             "diagnostic": LOST,

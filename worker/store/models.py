@@ -19,6 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from worker.failures.kinds import FAILED_KINDS as _FAILED_KINDS
+
 
 def utcnow() -> datetime:
     """Now, timezone-aware (stored as UTC)."""
@@ -30,16 +32,7 @@ class Base(DeclarativeBase):
 
 
 #: the kinds of Failed Send (DESIGN §7), plus ``error`` for a bug in maildispatch itself
-FAILED_KINDS = (
-    "rejected",
-    "bounced",
-    "expired",
-    "auth",
-    "config",
-    "suppressed",
-    "complaint",
-    "error",
-)
+FAILED_KINDS = _FAILED_KINDS
 
 
 class FailedSend(Base):

@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 from config import keys
 from config.celery import CHANNELS, QUEUE
 from config.settings import Settings
+from worker.failures.kinds import FailedKind
 from worker.observe.metrics import INF, LATENCY_BUCKETS
 from worker.store import Store
 from worker.store.models import FAILED_KINDS, FailedSend
@@ -197,7 +198,7 @@ class DeliveryCollector(Collector):
             "maildispatch_bounces", "Bounced recipients in the store by reason", labels=["reason"]
         )
         for kind, reason, count in rows:
-            if kind == "bounced":
+            if kind == FailedKind.BOUNCED:
                 bounces.add_metric([reason or "undefined"], count)
         yield bounces
 
