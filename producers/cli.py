@@ -17,6 +17,7 @@ from typing import Any
 
 from config.channels import CHANNELS
 from config.settings import ConfigurationError, get_settings
+from config.states import JobState
 from producers.errors import JobIdTaken
 from producers.job import InvalidJob, parse_job
 
@@ -221,14 +222,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     finally:
         dispatcher.close()
     if args.json:
-        _print_json({"id": args.job, "state": state, "cancelled": state == "cancelled"})
+        _print_json({"id": args.job, "state": state, "cancelled": state == JobState.CANCELLED})
     elif state is None:
         print(f"unknown job {args.job}", file=sys.stderr)
-    elif state == "cancelled":
+    elif state == JobState.CANCELLED:
         print(f"{args.job}: cancelled")
     else:
         print(f"{args.job} is {state}: too late to cancel", file=sys.stderr)
-    return {None: 1, "cancelled": 0}.get(state, 3)
+    return {None: 1, JobState.CANCELLED.value: 0}.get(state, 3)
 
 
 # -- operator commands (import worker) ---------------------------------------------------------

@@ -24,7 +24,9 @@ from pydantic import TypeAdapter, ValidationError
 from config import keys
 from config.celery import make_celery
 from config.channels import DEFAULT_CHANNEL
+from config.lua import lua_script
 from config.settings import Settings, get_settings
+from config.states import JobState
 from producers.enqueue import (
     STATE_CHUNK,
     Backoff,
@@ -67,21 +69,7 @@ JobInput = SendJob | Mapping[str, Any] | str | bytes
 Progress = Callable[[int], None]
 
 
-# KEYS: job hash, schedule zset, the job's scheduled payload, the fleet's counters.
-# ARGV: now, job id -> the job's state after the call ('cancelled' when it is, now or before;
-# '' when unknown). Counted once per job, as the event jobs_cancelled (/metrics).
-_CANCEL = """
-local st = redis.call('HGET', KEYS[1], 'state')
-if st == 'queued' or st == 'retrying' or st == 'scheduled' or st == 'deferred' then
-  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'updated_at', ARGV[1])
-  redis.call('HDEL', KEYS[1], 'next_at')
-  redis.call('ZREM', KEYS[2], ARGV[2])
-  redis.call('DEL', KEYS[3])
-  redis.call('HINCRBY', KEYS[4], 'jobs_cancelled', 1)
-  return 'cancelled'
-end
-return st or ''
-"""
+_CANCEL = lua_script("producers", "cancel")
 
 
 @contextlib.contextmanager
@@ -393,7 +381,7 @@ class Dispatcher:
             due = j.send_at.timestamp()
             ttl = ttl_until_due(self.settings.job_ttl, due, now)
             pipe.set(keys.payload(job_id), json.dumps(job_wire(j)), ex=ttl)
-            pipe.hset(keys.job(job_id), mapping={"state": "scheduled", "next_at": due})
+            pipe.hset(keys.job(job_id), mapping={"state": JobState.SCHEDULED.value, "next_at": due})
             pipe.expire(keys.job(job_id), ttl)
             pipe.zadd(keys.SCHEDULE, {job_id: due})
         pipe.execute()

@@ -21,6 +21,7 @@ import redis
 from hiredis import pack_command
 
 from config import keys
+from config.lua import lua_script
 from config.settings import Settings
 from producers.enqueue import STATE_CHUNK, Backoff, as_text, retrying, ttl_until_due
 from producers.errors import IdempotencyInProgress
@@ -30,33 +31,9 @@ from producers.wire import batches
 PENDING_TTL = 600
 _PENDING = "p:"
 
-# KEYS: idempotency keys. ARGV: pending ttl, then the pending value ("p:<id>") of each key ->
-# the value each key holds now: its own when this call set it, '' when it lapsed meanwhile
-_CLAIM_KEYS = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local mine = ARGV[i + 1]
-  if redis.call('SET', key, mine, 'NX', 'EX', ARGV[1]) then
-    out[i] = mine
-  else
-    out[i] = redis.call('GET', key) or ''
-  end
-end
-return out
-"""
+_CLAIM_KEYS = lua_script("producers", "claim_keys")
 
-# KEYS: idempotency keys. ARGV: the job id and a ttl for each key -> every key still pending
-# for that job is confirmed (set to the id, with its ttl), or released (deleted) when ttl is 0
-_SETTLE = """
-for i, key in ipairs(KEYS) do
-  local id = ARGV[2 * i - 1]
-  local ttl = tonumber(ARGV[2 * i])
-  if redis.call('GET', key) == 'p:' .. id then
-    if ttl > 0 then redis.call('SET', key, id, 'EX', ttl) else redis.call('DEL', key) end
-  end
-end
-return #KEYS
-"""
+_SETTLE = lua_script("producers", "settle")
 
 
 def eval_packed(client: redis.Redis, script: str, names: Sequence[str], args: Sequence[Any]) -> Any:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from config import fastjson
 from config.retry import next_retry
 from config.settings import Settings
+from config.states import JobState
 from producers.job import SendJob
 from worker.channels.base import DeliveryChannel, Receipt
 from worker.channels.registry import policy_for
@@ -267,7 +268,7 @@ class Delivery:
             await self._record(job, wire, blocked, error)
             recipients = tuple(r for r in recipients if r not in suppressed)
             if not recipients:
-                await self.states.finish(str(job.id), "suppressed", last_error=error.text)
+                await self.states.finish(str(job.id), JobState.SUPPRESSED, last_error=error.text)
                 log.info("delivery_suppressed", recipients=len(blocked))
                 return "failed"
         log.debug("delivery_started", recipients=len(recipients))  # the outcome line says it all
@@ -344,7 +345,7 @@ class Delivery:
                 "delivery_partial", accepted=accepted, deferred=len(retry), rejected=len(rejected)
             )
             return await self._retry(job, wire, claim, tuple(retry), first, **fields)
-        state = "sent" if accepted else "failed"
+        state = JobState.SENT if accepted else JobState.FAILED
         if unrecorded:  # (a retry above writes its own last_error)
             fields["last_error"] = ("not in Failed Sends: " + "; ".join(unrecorded))[:500]
         if rejected and not accepted:

@@ -13,6 +13,7 @@ from kombu import Connection
 from pydantic import ValidationError
 
 from config.settings import Settings
+from config.states import JobState
 from producers.client import Dispatcher, IdempotencyInProgress, InvalidJobs
 from producers.errors import JobIdsTaken
 from producers.http.auth import Caller, check_owners
@@ -142,7 +143,7 @@ def message_status(
         enqueued_at=number("enqueued_at"),
         updated_at=number("updated_at"),
         next_attempt_at=number("next_at")
-        if state.get("state") in ("retrying", "scheduled")
+        if state.get("state") in (JobState.RETRYING, JobState.SCHEDULED)
         else None,
         failed_sends=failed,
     )
@@ -156,7 +157,7 @@ def cancel_job(dispatcher: Dispatcher, job_id: str, caller: Caller) -> Cancelled
     after = dispatcher.cancel(job_id)
     if after is None:
         raise HTTPException(404, f"unknown job {job_id} (or its state expired)")
-    if after != "cancelled":
+    if after != JobState.CANCELLED:
         raise HTTPException(409, f"job {job_id} is {after}: too late to cancel")
     log.info("message_cancelled", job_id=job_id, caller=caller.name)
     return Cancelled(id=uuid.UUID(job_id), state=after)

@@ -38,6 +38,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from config import keys
 from config.settings import Settings
+from config.states import JobState
 from worker.bounces.enqueue import InboundMessage, envelope_domains
 from worker.bounces.model import Bounce, BounceReport
 from worker.bounces.parse import parse_bounce
@@ -252,7 +253,7 @@ class Ingest:
         first = pairs[0][1]
         self._mark(
             job_id,
-            state="bounced",
+            state=JobState.BOUNCED,
             bounced_at=time.time(),
             bounced=len(rows),
             last_error=f"bounced: {first.status} {first.reason} {first.diagnostic}"[:500],

@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from config import fastjson, keys
+from config.lua import lua_script
 from worker.jobs.autopipe import AutoPipeline
 
 log = structlog.get_logger("maildispatch.inflight")
@@ -46,48 +47,12 @@ current_batch: ContextVar[str] = ContextVar("maildispatch_batch", default="")
 #: seconds a reaper holds a dead batch before another scheduler may take it up again
 REAP_LOCK = 30
 
-# KEYS[1] in-flight zset, KEYS[2] reaping lock, KEYS[3..] job hashes.
-# ARGV: now, batch id, lock seconds, then the job ids (same order as KEYS[3..])
-# -> {'skip'} (renewed, gone, or another reaper has it) or {'reap', ids of the batch's jobs to
-#    publish again: `queued` ones, and `sending` ones it held}
-_REAP = """
-local now = tonumber(ARGV[1])
-local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
-if not score or tonumber(score) > now then return {'skip'} end
-if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[3])) then return {'skip'} end
-local out = {'reap'}
-for i = 3, #KEYS do
-  local k = KEYS[i]
-  local st = redis.call('HGET', k, 'state')
-  if st == 'queued' then
-    table.insert(out, ARGV[i + 1])
-  elseif st == 'sending' then
-    local holder = redis.call('HGET', k, 'holder')
-    local lease = tonumber(redis.call('HGET', k, 'lease_until') or '0')
-    if holder == ARGV[2] or (not holder and lease <= now) then
-      redis.call('HSET', k, 'lease_until', 0)
-      redis.call('HDEL', k, 'holder')
-      table.insert(out, ARGV[i + 1])
-    end
-  end
-end
-return out
-"""
+_REAP = lua_script("worker.jobs", "reap")
 
 
-# KEYS[1] the batch's JSON, KEYS[2] in-flight zset. ARGV: JSON, ttl, lease end, batch id
-_REGISTER = """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-return 1
-"""
+_REGISTER = lua_script("worker.jobs", "register")
 
-# KEYS[1] the batch's JSON, KEYS[2] in-flight zset. ARGV: batch id
-_END = """
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('DEL', KEYS[1])
-return 1
-"""
+_END = lua_script("worker.jobs", "end")
 
 
 class Publisher(Protocol):

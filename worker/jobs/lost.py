@@ -18,6 +18,7 @@ import structlog
 
 from config import keys
 from config.channels import DEFAULT_CHANNEL
+from config.states import JobState
 from worker.failures.kinds import FailedKind
 from worker.store import Store, repo
 
@@ -61,7 +62,7 @@ async def record_lost(
     for row in rows:
         name = keys.job(str(row["job_id"]))
         state: dict[Any, Any] = {
-            "state": "failed",
+            "state": JobState.FAILED,
             "last_error": LOST,
             "updated_at": time.time(),
             "owner": row["owner"],

@@ -23,6 +23,8 @@ import redis.exceptions
 import structlog
 
 from config import fastjson, keys
+from config.lua import lua_script
+from config.states import JobState
 from producers.enqueue import ttl_until_due
 from worker.jobs.autopipe import AutoPipeline
 from worker.jobs.inflight import InFlight, current_batch
@@ -33,90 +35,13 @@ log = structlog.get_logger("maildispatch.state")
 #: ConnectionError), a reset connection, a timeout
 TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
-# KEYS[1] job hash, KEYS[2] in-flight batches (worker/jobs/inflight.py).
-# ARGV: now, lease seconds, ttl, owner, channel, holder batch id ("" when none)
-# -> {decision, attempts, pending recipients json or "", enqueued_at, seconds deferred by limits}
-_CLAIM = """
-local k = KEYS[1]
-local now = tonumber(ARGV[1])
-local st = redis.call('HGET', k, 'state')
-if st == 'sent' or st == 'failed' or st == 'bounced' or st == 'suppressed' or st == 'cancelled'
-   or st == 'withdrawn' then
-  return {'done', st, '', '', ''}
-end
-local decision = 'go'
-if not st or redis.call('HGET', k, 'vanished') then
-  -- every job is recorded before it is published: no state means it expired or was lost (it
-  -- may even have been sent). Not sent blindly: held like a claim, to be recorded as failed
-  if st == 'sending' and tonumber(redis.call('HGET', k, 'lease_until') or '0') > now then
-    return {'busy', '', '', '', ''}
-  end
-  redis.call('HSET', k, 'state', 'sending', 'vanished', '1', 'owner', ARGV[4],
-             'channel', ARGV[5], 'lease_until', now + tonumber(ARGV[2]), 'updated_at', ARGV[1])
-  redis.call('EXPIRE', k, tonumber(ARGV[3]))
-  return {'vanished', '0', '', ARGV[1], '0'}
-end
-if st == 'sending' then
-  local lease = tonumber(redis.call('HGET', k, 'lease_until') or '0')
-  -- the holder's batch lease (renewed while its worker process lives) decides when it has one
-  local holder = redis.call('HGET', k, 'holder')
-  if holder then
-    local alive = redis.call('ZSCORE', KEYS[2], holder)
-    if alive then lease = tonumber(alive) end
-  end
-  if lease > now then return {'busy', '', '', '', ''} end
-  decision = 'uncertain'
-elseif st == 'retrying' or st == 'scheduled' or st == 'deferred' then
-  local due = tonumber(redis.call('HGET', k, 'next_at') or '0')
-  -- a stale copy of the task (broker redelivery) must not run a retry early
-  if due > now + 1 then return {'wait', '', '', '', ''} end
-end
-local attempts = redis.call('HINCRBY', k, 'attempts', 1)
-redis.call('HSET', k, 'state', 'sending', 'lease_until', now + tonumber(ARGV[2]),
-           'updated_at', ARGV[1])
-if ARGV[6] ~= '' then redis.call('HSET', k, 'holder', ARGV[6]) else redis.call('HDEL', k, 'holder') end
-redis.call('EXPIRE', k, tonumber(ARGV[3]))
-return {decision, tostring(attempts), redis.call('HGET', k, 'pending') or '',
-        redis.call('HGET', k, 'enqueued_at') or ARGV[1], redis.call('HGET', k, 'deferred_s') or '0'}
-"""
+_CLAIM = lua_script("worker.jobs", "claim")
 
-# KEYS[1] schedule zset. ARGV: now, leased-until, limit -> ids due, re-scored to leased-until
-_TAKE_DUE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), id)
-end
-return ids
-"""
+_TAKE_DUE = lua_script("worker.jobs", "take_due")
 
-# KEYS[1] schedule zset, KEYS[2..] payload keys. ARGV: leased-until, then the job ids.
-# A job re-scheduled meanwhile (its new attempt already failed and scheduled a retry) has another
-# score and a new payload: both stay.
-_PUBLISHED = """
-for i = 2, #ARGV do
-  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if score and tonumber(score) == tonumber(ARGV[1]) then
-    redis.call('ZREM', KEYS[1], ARGV[i])
-    redis.call('DEL', KEYS[i])
-  end
-end
-return 0
-"""
+_PUBLISHED = lua_script("worker.jobs", "published")
 
-# KEYS[1] job hash. ARGV: ttl, the fields as one JSON object of strings -> the final state in
-# one atomic write. (One JSON argument instead of a pair of arguments per field: redis-py packs
-# each argument in Python, which cost more than the rest of the write.)
-_FINISH = """
-local flat = {}
-for name, value in pairs(cjson.decode(ARGV[2])) do
-  flat[#flat + 1] = name
-  flat[#flat + 1] = value
-end
-redis.call('HSET', KEYS[1], unpack(flat))
-redis.call('HDEL', KEYS[1], 'pending', 'holder')
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
-return 1
-"""
+_FINISH = lua_script("worker.jobs", "finish")
 
 Decision = Literal["go", "uncertain", "done", "busy", "wait", "vanished"]
 
@@ -224,7 +149,7 @@ class JobStates:
     ) -> None:
         """Park a job in the schedule until ``due``; the scheduler publishes it again then."""
         mapping: dict[Any, Any] = {
-            "state": "retrying",
+            "state": JobState.RETRYING,
             "next_at": due,
             "updated_at": time.time(),
             "lease_until": 0,
@@ -248,7 +173,7 @@ class JobStates:
         # every command sets a value, so a transaction sent again after a lost reply is the
         # same: retried like a final state (a partly accepted job's pending recipients must
         # not be lost to a blip, or all of them would be sent again)
-        await self._retried(write, job_id, "retrying")
+        await self._retried(write, job_id, JobState.RETRYING)
 
     async def _retried(self, write: Callable[[], Awaitable[None]], job_id: str, state: str) -> None:
         """``write()``, tried again after Redis' transient errors within ``record_retry_for``."""
@@ -274,7 +199,7 @@ class JobStates:
         pipe.hset(
             keys.job(job_id),
             mapping={
-                "state": "deferred",
+                "state": JobState.DEFERRED,
                 "next_at": due,
                 "updated_at": now,
                 "lease_until": 0,
@@ -311,7 +236,9 @@ class JobStates:
         for i in job_ids:
             pipe.hget(keys.job(i), "state")
         states = await pipe.execute()
-        return [i for i, st in zip(job_ids, states, strict=True) if st != b"cancelled"]
+        return [
+            i for i, st in zip(job_ids, states, strict=True) if st != JobState.CANCELLED.encode()
+        ]
 
     async def published(self, job_ids: list[str]) -> None:
         """Remove jobs from the schedule once their batch is on the queue (unless re-scheduled)."""
