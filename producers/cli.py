@@ -234,25 +234,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 # -- operator commands (import worker) ---------------------------------------------------------
 def _failed_dict(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "job_id": row.job_id,
-        "owner": row.owner,
-        "channel": row.channel,
-        "recipient": row.recipient,
-        "kind": row.kind,
-        "action": row.action,
-        "reply_code": row.reply_code,
-        "enhanced_status": row.enhanced_status,
-        "reason": row.reason,
-        "hard": row.hard,
-        "diagnostic": row.diagnostic,
-        "subject": row.subject,
-        "identity": row.identity,
-        "created_at": row.created_at.isoformat() if row.created_at else None,
-        "resend_job_id": row.resend_job_id,
-        "metadata": row.job_metadata,
-    }
+    """A Failed Send as the HTTP API shows it (one shape for both)."""
+    from worker.failures.rows import failed_out
+
+    shown: dict[str, Any] = failed_out(row).model_dump(mode="json")
+    return shown
 
 
 def cmd_failed(args: argparse.Namespace) -> int:

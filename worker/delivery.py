@@ -28,6 +28,7 @@ from worker.channels.registry import policy_for
 from worker.consume.gate import Gate
 from worker.errors import DeliveryError, PermanentError, TransientError
 from worker.failures.kinds import FailedKind
+from worker.failures.rows import failed_send_row
 from worker.jobs.pacing import Pacing
 from worker.jobs.state import Claim, JobStates
 from worker.message.build import build_message
@@ -438,22 +439,22 @@ class Delivery:
     ) -> None:
         """Write Failed Send rows before the state changes, so a crash can only repeat a row."""
         rows = [
-            {
-                "job_id": str(job.id),
-                "owner": job.owner,
-                "channel": self.channel.name,
-                "recipient": rcpt,
-                "kind": error.kind,
-                "reply_code": error.reply_code,
-                "enhanced_status": error.enhanced_status,
-                "reason": reason_of(error),
-                "hard": error.kind == FailedKind.SUPPRESSED or _hard(error),
-                "diagnostic": error.text[:2000],
-                "subject": job.subject,
-                "identity": str(job.identity),
-                "job_metadata": job.metadata,
-                "job": wire,
-            }
+            failed_send_row(
+                job_id=str(job.id),
+                owner=job.owner,
+                channel=self.channel.name,
+                recipient=rcpt,
+                kind=error.kind,
+                reply_code=error.reply_code,
+                enhanced_status=error.enhanced_status,
+                reason=reason_of(error),
+                hard=error.kind == FailedKind.SUPPRESSED or _hard(error),
+                diagnostic=error.text,
+                subject=job.subject,
+                identity=str(job.identity),
+                metadata=job.metadata,
+                job=wire,
+            )
             for rcpt in recipients
         ]
 

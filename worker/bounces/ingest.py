@@ -44,6 +44,7 @@ from worker.bounces.model import Bounce, BounceReport
 from worker.bounces.parse import parse_bounce
 from worker.bounces.quoted import quoted_original
 from worker.failures.kinds import FailedKind
+from worker.failures.rows import failed_send_row
 from worker.message.returnpath import PREFIX, Token, parse_token, token_from_address
 from worker.observe.logging import log_context
 from worker.store import Store, repo
@@ -357,24 +358,24 @@ class Ingest:
         return pairs
 
     @staticmethod
-    def _row(job_id: str, job: JobInfo, rcpt: str, b: Bounce, kind: str) -> dict[str, Any]:
-        return {
-            "job_id": job_id,
-            "owner": job.owner,
-            "channel": job.channel,
-            "recipient": rcpt,
-            "kind": kind,
-            "action": b.action[:16] or None,
-            "reply_code": int(b.reply_code) if b.reply_code.isdigit() else None,
-            "enhanced_status": b.status[:16] or None,
-            "reason": (b.reason or "undefined")[:200],
-            "hard": b.hard,
-            "diagnostic": b.diagnostic[:2000],
-            "subject": job.subject,
-            "identity": job.identity,
-            "job_metadata": job.metadata,
-            "job": None,  # the body is not kept after delivery: a bounce cannot be resent as is
-        }
+    def _row(job_id: str, job: JobInfo, rcpt: str, b: Bounce, kind: FailedKind) -> dict[str, Any]:
+        return failed_send_row(
+            job_id=job_id,
+            owner=job.owner,
+            channel=job.channel,
+            recipient=rcpt,
+            kind=kind,
+            action=b.action[:16] or None,
+            reply_code=int(b.reply_code) if b.reply_code.isdigit() else None,
+            enhanced_status=b.status[:16] or None,
+            reason=(b.reason or "undefined")[:200],
+            hard=b.hard,
+            diagnostic=b.diagnostic,
+            subject=job.subject,
+            identity=job.identity,
+            metadata=job.metadata,
+            job=None,  # the body is not kept after delivery: a bounce cannot be resent as is
+        )
 
     def _write(
         self,

@@ -20,6 +20,7 @@ from config import keys
 from config.channels import DEFAULT_CHANNEL
 from config.states import JobState
 from worker.failures.kinds import FailedKind
+from worker.failures.rows import failed_send_row
 from worker.store import Store, repo
 
 log = structlog.get_logger("maildispatch.scheduler")
@@ -36,20 +37,19 @@ async def record_lost(
         pipe.hmget(keys.job(i), "owner", "channel", "subject", "identity")
     found = await pipe.execute()
     rows: list[dict[str, Any]] = [
-        {
-            "job_id": job_id,
-            "owner": _text(owner),
-            "channel": _text(channel) or DEFAULT_CHANNEL,
-            "recipient": "",
-            "kind": FailedKind.EXPIRED,
-            "reason": "lost before delivery",
-            "hard": False,
-            "diagnostic": LOST,
-            "subject": _text(subject),
-            "identity": _text(identity),
-            "job_metadata": {},
-            "job": None,
-        }
+        failed_send_row(
+            job_id=job_id,
+            owner=_text(owner),
+            channel=_text(channel) or DEFAULT_CHANNEL,
+            recipient="",
+            kind=FailedKind.EXPIRED,
+            reason="lost before delivery",
+            hard=False,
+            diagnostic=LOST,
+            subject=_text(subject),
+            identity=_text(identity),
+            metadata={},
+        )
         for job_id, (owner, channel, subject, identity) in zip(job_ids, found, strict=True)
     ]
 

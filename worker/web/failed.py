@@ -14,34 +14,11 @@ from pydantic import BaseModel
 from producers.client import Dispatcher
 from producers.http import ERRORS, Caller, ErrorBody, ErrorItem, Invalid, read_owner, require
 from worker.failures.resend import CannotResend, resend
-from worker.failures.send_reasons import plain_words
+from worker.failures.rows import FailedSendOut, failed_out
 from worker.store import Store, repo
-from worker.store.models import FAILED_KINDS, FailedSend
+from worker.store.models import FAILED_KINDS
 
 log = structlog.get_logger("maildispatch.http")
-
-
-class FailedSendOut(BaseModel):
-    """One recipient of one job that was not delivered."""
-
-    id: int
-    job_id: str
-    owner: str
-    channel: str
-    recipient: str
-    kind: str
-    reply_code: int | None
-    enhanced_status: str | None
-    reason: str
-    #: the reason as a person reads it, e.g. "Mailbox does not exist (5.1.1)"
-    reason_text: str
-    hard: bool
-    diagnostic: str
-    subject: str
-    identity: str
-    created_at: datetime
-    resend_job_id: str | None
-    metadata: dict[str, Any]
 
 
 class FailedSendPage(BaseModel):
@@ -56,32 +33,6 @@ class Resent(BaseModel):
 
     id: uuid.UUID
     resend_of: int
-
-
-def failed_out(row: FailedSend) -> FailedSendOut:
-    """The API form of a row (the stored job, with its body, stays inside)."""
-    created = row.created_at
-    if created.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
-        created = created.replace(tzinfo=UTC)
-    return FailedSendOut(
-        id=row.id,
-        job_id=row.job_id,
-        owner=row.owner,
-        channel=row.channel,
-        recipient=row.recipient,
-        kind=row.kind,
-        reply_code=row.reply_code,
-        enhanced_status=row.enhanced_status,
-        reason=row.reason,
-        reason_text=plain_words(row.reason, row.enhanced_status),
-        hard=row.hard,
-        diagnostic=row.diagnostic,
-        subject=row.subject,
-        identity=row.identity,
-        created_at=created,
-        resend_job_id=row.resend_job_id,
-        metadata=row.job_metadata or {},
-    )
 
 
 def check_kind(kind: str | None) -> str | None:
