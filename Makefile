@@ -50,7 +50,7 @@ check: lint typecheck test
 
 schema: $(STAMP)
 	$(BIN)/python -m producers.schema > docs/sendjob.schema.json
-	$(BIN)/python -m worker.web.app > docs/openapi.json
+	$(BIN)/python -m worker.api.app > docs/openapi.json
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -26,7 +26,7 @@ from producers.job import InvalidJob, parse_job
 EXTENSIONS: tuple[str, ...] = (
     "worker.accounts.cli",
     "worker.bounces.commands",
-    "worker.web.cli",
+    "worker.api.cli",
     "worker.message.dkim_cli",
     "worker.consume.supervisor",
 )

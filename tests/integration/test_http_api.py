@@ -20,9 +20,9 @@ from producers.job import SendJob
 from tests.conftest import SECRET
 from tests.support.api import bearer, new_key, serve
 from tests.support.queue import raw_messages, task_body
+from worker.api.app import create_app
 from worker.store import Store, open_store, repo
 from worker.store.apikeys import revoke_key
-from worker.web.app import create_app
 
 BODY_CAP = 256 * 1024
 

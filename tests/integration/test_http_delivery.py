@@ -14,8 +14,8 @@ from tests.conftest import Fleet
 from tests.support.api import bearer, new_key, serve
 from tests.support.relay import Relay
 from tests.support.services import wait_for
+from worker.api.app import create_app
 from worker.store import open_store
-from worker.web.app import create_app
 
 FINAL = {"sent", "failed", "suppressed", "bounced"}
 

@@ -20,8 +20,8 @@ from config.settings import Settings
 from tests.conftest import SECRET
 from tests.support.api import bearer, new_key, serve
 from tests.support.queue import depth
+from worker.api.app import create_app
 from worker.store import Store, open_store, repo
-from worker.web.app import create_app
 
 OWNER = "page-owner"
 

@@ -14,7 +14,7 @@ from producers.client import Dispatcher
 from tests.conftest import SECRET
 from tests.support.api import serve
 from tests.support.rabbit import amqp_url, private_vhost
-from worker.web.app import create_app
+from worker.api.app import create_app
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ from tests.conftest import SECRET, worker_env
 from tests.support.api import serve
 from tests.support.redis_server import RedisServer
 from tests.support.services import REPO, background, celery_worker_args, wait_for
-from worker.web.app import create_app
+from worker.api.app import create_app
 
 SAFE = ("--maxmemory-policy", "noeviction")
 

@@ -21,8 +21,8 @@ from tests.conftest import SECRET
 from tests.integration.test_http_page import OWNER, csrf_of, signed_in
 from tests.support.api import bearer, new_key, serve
 from tests.support.queue import raw_messages, task_body
+from worker.api.app import create_app
 from worker.store import Store, open_store, repo
-from worker.web.app import create_app
 
 
 @pytest.fixture

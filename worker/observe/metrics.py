@@ -3,7 +3,7 @@
 Workers are separate processes (and hosts), so in-process Prometheus counters would each see a
 part. A worker process notes outcomes and latencies in memory while it delivers a batch and adds
 them to two Redis hashes (``config/keys.py``) once per group of messages, through the process's
-AutoPipeline: with the next iteration's other Redis calls, not one round trip per job. ``worker/web/collector.py`` turns the hashes into Prometheus counters and a histogram.
+AutoPipeline: with the next iteration's other Redis calls, not one round trip per job. ``worker/api/collector.py`` turns the hashes into Prometheus counters and a histogram.
 """
 
 from __future__ import annotations

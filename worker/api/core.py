@@ -20,8 +20,8 @@ from config.settings import Settings, get_settings
 from producers import redis_safety
 from producers.client import Dispatcher
 from producers.errors import EnqueueFailed
-from producers.http.auth import Caller, Extensions, require
-from producers.http.intake import (
+from producers.job import SendJob
+from worker.api.intake import (
     broker_check,
     cancel_job,
     message_status,
@@ -29,7 +29,7 @@ from producers.http.intake import (
     send_batch,
     send_one,
 )
-from producers.http.models import (
+from worker.api.models import (
     ERRORS,
     IN_PROGRESS,
     MAX_BATCH,
@@ -43,7 +43,7 @@ from producers.http.models import (
     MessageStatus,
     PartlyEnqueued,
 )
-from producers.job import SendJob
+from worker.api.scopes import Caller, Extensions, require
 
 log = structlog.get_logger("maildispatch.http")
 
@@ -57,7 +57,7 @@ def create_app(
     """The HTTP API: intake routes plus whatever ``extensions`` add."""
     settings = settings or get_settings()
     if extensions is None:
-        raise ValueError("the HTTP API needs an API key checker (worker.web.app.create_app)")
+        raise ValueError("the HTTP API needs an API key checker (worker.api.app.create_app)")
     dispatcher = dispatcher or Dispatcher(settings)
     app = FastAPI(
         title="maildispatch",

@@ -53,9 +53,9 @@ def cmd_api(args: argparse.Namespace) -> int:
     """Serve the API with uvicorn (one process: counters and caches are per process)."""
     import uvicorn
 
+    from worker.api.app import create_app
     from worker.observe.logging import configure_logging
     from worker.store import open_store
-    from worker.web.app import create_app
 
     settings = get_settings()
     settings.require_secret_key()
@@ -66,7 +66,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         log_config=None,  # uvicorn logs through the root logger configured above
-        access_log=False,  # producers/http/app.py logs one http_request event per request
+        access_log=False,  # worker/api/core.py logs one http_request event per request
         proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,
         server_header=False,

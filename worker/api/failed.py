@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from pydantic import BaseModel
 
 from producers.client import Dispatcher
-from producers.http import ERRORS, Caller, ErrorBody, ErrorItem, Invalid, read_owner, require
+from worker.api import ERRORS, Caller, ErrorBody, ErrorItem, Invalid, read_owner, require
 from worker.failures.resend import CannotResend, resend
 from worker.failures.rows import FailedSendOut, failed_out
 from worker.store import Store, repo

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from producers.http import Caller
+from worker.api import Caller
 from worker.store import Store
 from worker.store.apikeys import KEY_PREFIX, KeyInfo, find_key, get_key, key_hash
 
@@ -25,7 +25,7 @@ _CACHE_MAX = 10_000
 
 
 class StoredKeys:
-    """The :class:`~producers.http.KeyChecker` over the ``api_keys`` table, cached per process."""
+    """The :class:`~worker.api.KeyChecker` over the ``api_keys`` table, cached per process."""
 
     def __init__(self, store: Callable[[], Store]) -> None:
         self._store = store

@@ -1,7 +1,7 @@
-"""The full HTTP API: the intake of ``producers/http/`` plus the store-backed parts.
+"""The full HTTP API: the intake of ``worker/api/`` plus the store-backed parts.
 
-``maildispatch api`` serves it; ``uvicorn --factory worker.web.app:create_app`` works too.
-``python -m worker.web.app > docs/openapi.json`` regenerates the checked-in OpenAPI document.
+``maildispatch api`` serves it; ``uvicorn --factory worker.api.app:create_app`` works too.
+``python -m worker.api.app > docs/openapi.json`` regenerates the checked-in OpenAPI document.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from sqlalchemy import text
 
 from config.settings import Settings, get_settings
 from producers.client import Dispatcher
-from producers.http import Extensions
-from producers.http import create_app as create_intake
+from worker.api import Extensions, failed, page, suppressions
+from worker.api import create_app as create_intake
+from worker.api.auth import Sessions, StoredKeys
+from worker.api.collector import DeliveryCollector
 from worker.store import Store, open_store
-from worker.web import failed, page, suppressions
-from worker.web.auth import Sessions, StoredKeys
-from worker.web.collector import DeliveryCollector
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

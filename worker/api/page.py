@@ -1,7 +1,7 @@
 """The Failed Sends page: ``GET /failed-sends?owner=U``, server-rendered, no JavaScript.
 
 Signing in: ``/login`` takes an API key (with the ``read`` scope; ``send`` too for Resend) and
-sets a signed session cookie (``worker/web/auth.py``); a request with ``Authorization: Bearer``
+sets a signed session cookie (``worker/api/auth.py``); a request with ``Authorization: Bearer``
 works as well. Every form that changes something carries a CSRF token bound to the session.
 """
 
@@ -21,13 +21,13 @@ from starlette.concurrency import run_in_threadpool
 
 from config.channels import TITLES
 from producers.client import Dispatcher
-from producers.http import Caller, read_body
+from worker.api import Caller, read_body
+from worker.api.auth import SESSION_COOKIE, SESSION_TTL, Sessions, StoredKeys
+from worker.api.failed import resend_row
+from worker.api.suppressions import lift
 from worker.failures.send_reasons import plain_words
 from worker.store import Store, repo
 from worker.store.models import FAILED_KINDS, FailedSend
-from worker.web.auth import SESSION_COOKIE, SESSION_TTL, Sessions, StoredKeys
-from worker.web.failed import resend_row
-from worker.web.suppressions import lift
 
 log = structlog.get_logger("maildispatch.http")
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client.registry import Collector
 
-from producers.http.models import ErrorItem, OtherOwner
+from worker.api.models import ErrorItem, OtherOwner
 
 log = structlog.get_logger("maildispatch.http")
 
@@ -42,7 +42,7 @@ class KeyChecker(Protocol):
 
 @dataclass(frozen=True)
 class Extensions:
-    """What the operator's side adds to the intake (``worker/web/app.py`` builds one)."""
+    """What the operator's side adds to the intake (``worker/api/app.py`` builds one)."""
 
     keys: KeyChecker
     routers: Sequence[APIRouter] = ()

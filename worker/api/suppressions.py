@@ -17,7 +17,7 @@ import structlog
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel
 
-from producers.http import ERRORS, Caller, ErrorBody, check_owners, read_owner, require
+from worker.api import ERRORS, Caller, ErrorBody, check_owners, read_owner, require
 from worker.failures.suppressions import SuppressionIn
 from worker.store import Store, repo
 from worker.store.models import Suppression

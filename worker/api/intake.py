@@ -16,8 +16,8 @@ from config.settings import Settings
 from config.states import JobState
 from producers.client import Dispatcher, IdempotencyInProgress, InvalidJobs
 from producers.errors import JobIdsTaken
-from producers.http.auth import Caller, check_owners
-from producers.http.models import (
+from producers.job import SendJob, limits
+from worker.api.models import (
     IDEMPOTENCY_KEY,
     Accepted,
     BatchAccepted,
@@ -30,7 +30,7 @@ from producers.http.models import (
     field_errors,
     taken,
 )
-from producers.job import SendJob, limits
+from worker.api.scopes import Caller, check_owners
 
 log = structlog.get_logger("maildispatch.http")
 
