@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from worker.bounces.parse import parse_bounce  # noqa: E402
+from worker.bounces.classify.parse import parse_bounce  # noqa: E402
 
 
 def baseline(raw: bytes) -> int:

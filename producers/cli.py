@@ -25,7 +25,7 @@ from producers.job import InvalidJob, parse_job
 #: arguments (cheap, no worker imports); handlers import what they need when they run
 EXTENSIONS: tuple[str, ...] = (
     "worker.accounts.cli",
-    "worker.bounces.commands",
+    "worker.bounces.intake.commands",
     "worker.api.cli",
     "worker.message.dkim_cli",
     "worker.consume.supervisor",

@@ -333,7 +333,9 @@ class Delivery:
         }
         if unrecorded:  # kept on the job's state since not in the store
             fields["unrecorded_failures"] = fastjson.dumps_text(unrecorded)
-        if self.channel.owns_return_path:  # read back by bounce ingest (worker/bounces/ingest.py)
+        if (
+            self.channel.owns_return_path
+        ):  # read back by bounce ingest (worker/bounces/intake/ingest.py)
             fields |= {
                 "rcpts": fastjson.dumps_text([r.lower() for r in job.recipients]),
                 "subject": job.subject[:200],

@@ -29,7 +29,7 @@ from tests.conftest import make_settings, worker_env
 from tests.integration.test_bounces_ingest import DOMAIN, sent_job
 from tests.support.bounces import render
 from tests.support.services import REPO, background, celery_worker_args, wait_for
-from worker.bounces.enqueue import BouncePublisher, InboundMessage
+from worker.bounces.intake.enqueue import BouncePublisher, InboundMessage
 from worker.store import repo
 from worker.store.db import Store
 

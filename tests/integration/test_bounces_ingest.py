@@ -20,8 +20,8 @@ from config import keys
 from config.settings import Settings
 from tests.conftest import SECRET
 from tests.support.bounces import forged_return_path, render
-from worker.bounces.enqueue import InboundMessage
-from worker.bounces.ingest import Ingest
+from worker.bounces.intake.enqueue import InboundMessage
+from worker.bounces.intake.ingest import Ingest
 from worker.message.returnpath import return_path
 from worker.store import repo
 from worker.store.db import Store

@@ -24,7 +24,7 @@ from tests.support.bounces import render
 from tests.support.dovecot import PASSWORD, Dovecot
 from tests.support.queue import task_body
 from tests.support.services import REPO, free_port
-from worker.bounces.poll import MailboxUrl
+from worker.bounces.intake.poll import MailboxUrl
 from worker.message.returnpath import return_path
 
 DOMAIN = "bounces.operator.test"

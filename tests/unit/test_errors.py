@@ -10,7 +10,7 @@ import producers.errors
 import producers.publishing
 import worker.accounts.connected
 import worker.accounts.vault
-import worker.bounces.enqueue
+import worker.bounces.intake.enqueue
 import worker.errors
 import worker.store.apikeys
 from config.errors import MaildispatchError
@@ -22,7 +22,7 @@ MODULES = (
     producers.publishing,
     worker.accounts.connected,
     worker.accounts.vault,
-    worker.bounces.enqueue,
+    worker.bounces.intake.enqueue,
     worker.errors,
     worker.store.apikeys,
 )

@@ -1,7 +1,7 @@
 """``/v1/suppressions``: an owner's suppressed addresses — list, add (an unsubscribe), remove.
 
 MSC sends nothing to a suppressed address: the job's recipient fails at once as a Failed Send
-of kind ``suppressed``. Hard bounces and complaints add addresses (worker/bounces/ingest.py);
+of kind ``suppressed``. Hard bounces and complaints add addresses (worker/bounces/intake/ingest.py);
 a product adds those its users unsubscribed, and removes one its user asks to mail again. Owner
 ``*`` is the operator-wide list: listed to keys that act for every owner, changed only by the
 operator (``maildispatch suppressions add|remove --owner '*'``), never over the API.

@@ -1,1 +1,3 @@
-"""Bounce handling: inbound bounce server and poller, report parser and ingest."""
+"""Bounce handling: ``intake/`` (the listener, the poller, the queue, ingest into Failed Sends)
+and ``classify/`` (the report parser, one decoder per format, the reasons): I/O apart from the
+pure functions that read a report."""

@@ -5,8 +5,8 @@ The same names label bounces and send-time rejections, so a product shows one vo
 
 from __future__ import annotations
 
-from worker.bounces.codes import is_hard_bounce
-from worker.bounces.reasons import Fact, find_reason
+from worker.bounces.classify.codes import is_hard_bounce
+from worker.bounces.classify.reasons import Fact, find_reason
 
 _BY_KIND = {
     "suppressed": "suppressed",

@@ -6,7 +6,7 @@ under the secret key: a forged bounce is ignored, and a report can only touch th
 return path was issued for (each recipient gets its own return path, so its own transaction).
 
 Tokens issued before recipients were bound carry no tag (16 + 10 bytes): they still verify, as
-naming the job only (see :attr:`Token.recipient_tag` and worker/bounces/ingest.py).
+naming the job only (see :attr:`Token.recipient_tag` and worker/bounces/intake/ingest.py).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.bounces.formats import DECODERS
-from worker.bounces.parse import parse_bounce
+from worker.bounces.classify.formats import DECODERS
+from worker.bounces.classify.parse import parse_bounce
 
 SAMPLES = Path(__file__).resolve().parents[2] / "data" / "bounces"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.bounces.parse import BounceReport, parse_bounce
+from worker.bounces.classify.parse import BounceReport, parse_bounce
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "bounces"
 

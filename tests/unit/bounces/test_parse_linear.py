@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker.bounces.parse import parse_bounce
+from worker.bounces.classify.parse import parse_bounce
 
 REPO = Path(__file__).resolve().parents[3]
 SIZE = 5 * 1024 * 1024

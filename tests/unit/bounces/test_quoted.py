@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from worker.bounces.quoted import quoted_original
+from worker.bounces.classify.quoted import quoted_original
 
 HEAD = b'From: fbl@isp.example\r\nContent-Type: multipart/report; boundary="b1"\r\n\r\n'
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.bounces.truncate import TRUNCATED_HEADER, truncate
+from worker.bounces.classify.truncate import TRUNCATED_HEADER, truncate
 
 NOTICE = b"From: MAILER-DAEMON@x\r\nSubject: failure\r\n\r\nUser unknown: a@b.example\r\n"
 ORIGINAL = b"Content-Type: message/rfc822\r\n\r\nReturn-Path: <b+tok@bounces.example>\r\n\r\n"

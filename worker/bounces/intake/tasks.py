@@ -1,7 +1,7 @@
 """The ingest task ``maildispatch.bounces.ingest`` on ``mail.bounces``. Thin: decode, ingest.
 
 One message never holds a worker for long: past ``MAILDISPATCH_BOUNCE_INGEST_SOFT_TIME_LIMIT``
-the run stops and the message goes to the dead-letter store (worker/bounces/deadletter.py), as
+the run stops and the message goes to the dead-letter store (worker/bounces/intake/deadletter.py), as
 does one the parser crashed on; past ``..._TIME_LIMIT`` Celery kills the process, and the copy
 noted when the run began is moved there by the next ingest.
 
@@ -26,10 +26,10 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from config.celery import BOUNCE_TASK, QUEUE
 from config.settings import get_settings
-from worker.bounces import enqueue  # noqa: F401  (its publish hook hides retried payloads too)
-from worker.bounces.deadletter import DeadLetters
-from worker.bounces.enqueue import InboundMessage
-from worker.bounces.ingest import Ingest
+from worker.bounces.intake import enqueue  # noqa: F401  (its publish hook hides retried payloads too)
+from worker.bounces.intake.deadletter import DeadLetters
+from worker.bounces.intake.enqueue import InboundMessage
+from worker.bounces.intake.ingest import Ingest
 
 log = structlog.get_logger("maildispatch.bounces.tasks")
 
@@ -110,7 +110,7 @@ def register(app: Celery) -> Any:
 
 
 def ingest(self: Task, wire: Any) -> dict[str, Any]:
-    """Ingest one inbound report (see worker/bounces/ingest.py)."""
+    """Ingest one inbound report (see worker/bounces/intake/ingest.py)."""
     if not isinstance(wire, dict):
         log.error("bounce_invalid", why="payload is not an object")
         return {"result": "dropped", "why": "invalid_payload"}

@@ -10,8 +10,8 @@ import time
 import redis
 
 from config.settings import get_settings
-from worker.bounces.deadletter import DeadLetters
-from worker.bounces.enqueue import BounceNotQueued, BouncePublisher, InboundMessage
+from worker.bounces.intake.deadletter import DeadLetters
+from worker.bounces.intake.enqueue import BounceNotQueued, BouncePublisher, InboundMessage
 
 __all__ = ["dead_command"]
 

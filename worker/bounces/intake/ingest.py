@@ -2,7 +2,7 @@
 
 Order of steps, each of which may end the ingest:
 
-1. parse the raw message (:func:`worker.bounces.parse.parse_bounce`);
+1. parse the raw message (:func:`worker.bounces.classify.parse.parse_bounce`);
 2. find the job: the first ``b+<token>@<bounce domain>`` among the SMTP recipients, else among
    the report's own envelope headers (Delivered-To, To ...), else (a forwarded mailbox) anywhere
    in the message. A report sent to the feedback-loop address counts only through a token in
@@ -39,10 +39,10 @@ from celery.exceptions import SoftTimeLimitExceeded
 from config import keys
 from config.settings import Settings
 from config.states import JobState
-from worker.bounces.enqueue import InboundMessage, envelope_domains
-from worker.bounces.model import Bounce, BounceReport
-from worker.bounces.parse import parse_bounce
-from worker.bounces.quoted import quoted_original
+from worker.bounces.classify.model import Bounce, BounceReport
+from worker.bounces.classify.parse import parse_bounce
+from worker.bounces.classify.quoted import quoted_original
+from worker.bounces.intake.enqueue import InboundMessage, envelope_domains
 from worker.failures.kinds import FailedKind
 from worker.failures.rows import failed_send_row
 from worker.message.returnpath import PREFIX, Token, parse_token, token_from_address
@@ -142,7 +142,7 @@ class Ingest:
         try:
             report = parse_bounce(message.raw)
         except SoftTimeLimitExceeded:
-            raise  # the task keeps the message (worker/bounces/tasks.py)
+            raise  # the task keeps the message (worker/bounces/intake/tasks.py)
         except Exception:  # a parser bug: counted and logged, never retried (it would recur)
             log.exception("bounce_parse_crashed", size=len(message.raw), source=message.source)
             self.redis.hincrby(keys.COUNTERS, "bounce_parse_errors", 1)

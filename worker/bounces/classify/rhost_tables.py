@@ -1,4 +1,4 @@
-"""Provider error tables used by :mod:`worker.bounces.rhosts`.
+"""Provider error tables used by :mod:`worker.bounces.classify.rhosts`.
 
 Data from Sisimai's ``rhost/for-*.go`` (go-sisimai, BSD 2-Clause License,
 Copyright (C) 2014 azumakuniyuki and the sisimai development team), which in

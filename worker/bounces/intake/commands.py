@@ -52,7 +52,7 @@ def cmd_bounce_server(args: argparse.Namespace) -> int:
     import asyncio
 
     from config.settings import get_settings
-    from worker.bounces.server import serve
+    from worker.bounces.intake.server import serve
     from worker.observe.logging import configure_logging
 
     settings = get_settings()
@@ -67,9 +67,9 @@ def cmd_bounce_poll(args: argparse.Namespace) -> int:
     import redis
 
     from config.settings import ConfigurationError, get_settings
-    from worker.bounces.enqueue import BouncePublisher
-    from worker.bounces.poll import MailboxUrl, Poller, run
-    from worker.bounces.pollskip import SkipBook
+    from worker.bounces.intake.enqueue import BouncePublisher
+    from worker.bounces.intake.poll import MailboxUrl, Poller, run
+    from worker.bounces.intake.pollskip import SkipBook
     from worker.observe.logging import configure_logging
 
     settings = get_settings()
@@ -111,9 +111,9 @@ def cmd_bounce_poll(args: argparse.Namespace) -> int:
 def cmd_bounces(args: argparse.Namespace) -> int:
     """``bounces parse``: print each file's classification; ``bounces dead ...``."""
     if args.action == "dead":
-        from worker.bounces.deadcli import dead_command
+        from worker.bounces.intake.deadcli import dead_command
 
         return dead_command(args)
-    from worker.bounces.cli import parse_files_command
+    from worker.bounces.classify.cli import parse_files_command
 
     return parse_files_command(list(args.files), args.json)

@@ -1,4 +1,4 @@
-"""Gmail and Google Workspace error table used by :mod:`worker.bounces.rhosts`.
+"""Gmail and Google Workspace error table used by :mod:`worker.bounces.classify.rhosts`.
 
 Data from Sisimai's ``rhost/for-google.go`` and ``for-gsuite.go`` (go-sisimai, BSD
 2-Clause License, Copyright (C) 2014 azumakuniyuki and the sisimai development

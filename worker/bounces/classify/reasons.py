@@ -4,7 +4,7 @@ The reason vocabulary, the message patterns and the order in which they are
 tried are those of Sisimai's ``reason`` and ``lda`` packages (go-sisimai, BSD
 2-Clause License, Copyright (C) 2014 azumakuniyuki and the sisimai development
 team).  A hard bounce is only ``userunknown``, ``hostunknown``, ``hasmoved`` and
-a permanent ``notaccept`` (see :func:`worker.bounces.codes.is_hard_bounce`).
+a permanent ``notaccept`` (see :func:`worker.bounces.classify.codes.is_hard_bounce`).
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def parse_files_command(paths: list[str], as_json: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``python -m worker.bounces.cli [--json] FILE...``."""
+    """Run ``python -m worker.bounces.classify.cli [--json] FILE...``."""
     args = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in args
     paths = [a for a in args if a != "--json"]

@@ -11,7 +11,7 @@ It faces the Internet, so it takes as little as it can:
   connections and ``..._MAX_CONNECTIONS_PER_PEER`` from one address (421 beyond).
 - It reads at most ``MAILDISPATCH_BOUNCE_READ_MAX_BYTES`` (announced in the EHLO ``SIZE``
   keyword, 552 beyond) and queues at most ``MAILDISPATCH_BOUNCE_MAX_BYTES``: a bigger report has
-  its quoted original cut (worker/bounces/truncate.py), or is refused (552) when the report
+  its quoted original cut (worker/bounces/classify/truncate.py), or is refused (552) when the report
   itself does not fit.
 
 The server answers 250 to DATA only once the broker has taken the raw message; if the broker is
@@ -36,8 +36,8 @@ import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from config.settings import ConfigurationError, Settings
-from worker.bounces.enqueue import BounceNotQueued, BouncePublisher, InboundMessage
-from worker.bounces.truncate import truncate
+from worker.bounces.classify.truncate import truncate
+from worker.bounces.intake.enqueue import BounceNotQueued, BouncePublisher, InboundMessage
 from worker.message.returnpath import PREFIX, token_from_address
 
 log = structlog.get_logger("maildispatch.bounces.server")

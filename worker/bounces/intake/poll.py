@@ -6,7 +6,7 @@ it), enqueues it, and only once the broker has taken it flags it ``\\Deleted`` a
 by UID (or, with ``--mark-seen``, flags it ``\\Seen``). A publish that fails ends the round with
 the message untouched: it is taken again on the next round.
 
-One message never holds back the others (worker/bounces/pollskip.py): one over
+One message never holds back the others (worker/bounces/intake/pollskip.py): one over
 ``MAILDISPATCH_BOUNCE_POLL_MAX_BYTES`` (``RFC822.SIZE``, checked before fetching), one the server
 will not hand out, one whose fetch broke the connection twice, is noted in the dead-letter store
 and flagged ``\\Seen \\Flagged`` in place. A fetched message larger than
@@ -34,9 +34,9 @@ import redis
 import structlog
 
 from config.settings import ConfigurationError
-from worker.bounces.enqueue import BounceNotQueued, BouncePublisher, InboundMessage
-from worker.bounces.pollskip import MAX_FETCH_FAILURES, SkipBook
-from worker.bounces.truncate import truncate
+from worker.bounces.classify.truncate import truncate
+from worker.bounces.intake.enqueue import BounceNotQueued, BouncePublisher, InboundMessage
+from worker.bounces.intake.pollskip import MAX_FETCH_FAILURES, SkipBook
 
 log = structlog.get_logger("maildispatch.bounces.poll")
 

@@ -22,7 +22,7 @@ import redis
 import structlog
 
 from config import keys
-from worker.bounces.deadletter import DeadLetters
+from worker.bounces.intake.deadletter import DeadLetters
 
 __all__ = ["MAX_FETCH_FAILURES", "SkipBook"]
 

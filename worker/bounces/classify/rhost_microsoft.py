@@ -1,4 +1,4 @@
-"""Microsoft 365 / Exchange Online / Outlook.com error table used by :mod:`worker.bounces.rhosts`.
+"""Microsoft 365 / Exchange Online / Outlook.com error table used by :mod:`worker.bounces.classify.rhosts`.
 
 Data from Sisimai's ``rhost/for-microsoft.go`` (go-sisimai, BSD 2-Clause License,
 Copyright (C) 2014 azumakuniyuki and the sisimai development team), after
