@@ -1,7 +1,8 @@
 """Decoders for the bounce formats of individual MTAs and mail services.
 
-Each module holds decoders ``(Message) -> Rising | None`` for one family of
-MTAs, each registered with ``@register(name, order=...)`` (:mod:`.registry`);
+Each module holds the decoder ``(Message) -> Rising | None`` of one MTA or
+provider (``google.py`` the three Google formats, which share their tables),
+registered with ``@register(name, order=...)`` (:mod:`.registry`);
 :data:`DECODERS` lists them in the default order and :func:`order_for` decides
 which ones to try first from the Subject: line, as Sisimai's ``lhost`` package does
 (go-sisimai, BSD 2-Clause License, Copyright (C) 2014 azumakuniyuki and the
@@ -12,16 +13,41 @@ from __future__ import annotations
 
 # the modules whose decoders register themselves: a new format's module is imported here
 from . import (  # noqa: F401
-    appliances,
+    activehunter,
+    amazonses,
+    apachejames,
+    biglobe,
+    courier,
+    domino,
+    dragonfly,
+    einsundeins,
+    exchange2003,
+    exchange2007,
     exim,
+    ezweb,
+    fml,
+    gmx,
     google,
-    microsoft,
+    imailserver,
+    interscanmss,
+    kddi,
+    mailfoundry,
+    mailmarshalsmtp,
+    messagingserver,
+    mfilter,
+    notes,
+    opensmtpd,
     postfix,
-    providers,
     qmail,
     registry,
     sendmail,
-    unixmta,
+    v5sendmail,
+    verizon,
+    x1,
+    x2,
+    x3,
+    x6,
+    zoho,
 )
 from .registry import Decoder
 
