@@ -27,7 +27,7 @@ from worker.api.failed import resend_row
 from worker.api.suppressions import lift
 from worker.failures.send_reasons import plain_words
 from worker.store import Store, repo
-from worker.store.models import FAILED_KINDS, FailedSend
+from worker.store.models import FAILED_KINDS, FailedSend, stored_utc
 
 log = structlog.get_logger("maildispatch.http")
 
@@ -58,7 +58,7 @@ def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
 def row_view(row: FailedSend, suppressed: bool = False, kept: bool = True) -> dict[str, Any]:
     """What the page shows of one Failed Send (``suppressed``: its recipient is on the owner's
     suppression list now; ``kept``: its job's content is kept, so it can be resent)."""
-    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    created = stored_utc(row.created_at)
     return {
         "id": row.id,
         "recipient": row.recipient,

@@ -10,7 +10,7 @@ operator (``maildispatch suppressions add|remove --owner '*'``), never over the 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import structlog
@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from worker.api import ERRORS, Caller, ErrorBody, check_owners, read_owner, require
 from worker.failures.suppressions import SuppressionIn
 from worker.store import Store, repo
-from worker.store.models import Suppression
+from worker.store.models import Suppression, stored_utc
 from worker.store.repo import OPERATOR
 
 log = structlog.get_logger("maildispatch.http")
@@ -48,14 +48,13 @@ class SuppressionPage(BaseModel):
 
 def suppression_out(row: Suppression) -> SuppressionOut:
     """The API form of a row."""
-    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
     return SuppressionOut(
         id=row.id,
         owner=row.owner,
         address=row.address,
         reason=row.reason,
         job_id=row.source_job_id,
-        created_at=created,
+        created_at=stored_utc(row.created_at),
     )
 
 

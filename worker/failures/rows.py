@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 
 from worker.failures.kinds import FailedKind
 from worker.failures.send_reasons import plain_words
-from worker.store.models import FailedSend
+from worker.store.models import FailedSend, stored_utc
 
 
 def failed_send_row(
@@ -79,9 +79,6 @@ class FailedSendOut(BaseModel):
 
 def failed_out(row: FailedSend) -> FailedSendOut:
     """The shown form of a row (the stored job, with its body, stays inside)."""
-    created = row.created_at
-    if created.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
-        created = created.replace(tzinfo=UTC)
     return FailedSendOut(
         id=row.id,
         job_id=row.job_id,
@@ -98,7 +95,7 @@ def failed_out(row: FailedSend) -> FailedSendOut:
         diagnostic=row.diagnostic,
         subject=row.subject,
         identity=row.identity,
-        created_at=created,
+        created_at=stored_utc(row.created_at),
         resend_job_id=row.resend_job_id,
         metadata=row.job_metadata or {},
     )

@@ -22,6 +22,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from worker.failures.kinds import FAILED_KINDS as _FAILED_KINDS
 
 
+def stored_utc(value: datetime) -> datetime:
+    """A time read back from the store, as UTC: SQLite hands back naive datetimes, and every
+    time is stored as UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def utcnow() -> datetime:
     """Now, timezone-aware (stored as UTC)."""
     return datetime.now(UTC)

@@ -21,7 +21,7 @@ from typing import Any
 
 from celery import signals
 
-from config.celery import BOUNCE_TASK, QUEUE, make_celery
+from config.celery import BOUNCE_TASK, QUEUE, is_amqp, make_celery
 from config.errors import MaildispatchError
 from config.settings import Settings
 
@@ -101,12 +101,11 @@ class BouncePublisher:
     def __init__(self, settings: Settings) -> None:
         self.timeout = settings.bounce_publish_timeout
         self.celery = make_celery(settings, "maildispatch-bounces")
-        amqp = settings.broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
         options = dict(self.celery.conf.broker_transport_options or {})
         # fail fast instead of Celery's default of retrying a dead broker for a long time:
         # the sender (an MTA, or the mailbox) keeps the message and we are asked again later
         options |= {"max_retries": 1, "connect_retries_timeout": self.timeout}
-        if amqp:
+        if is_amqp(settings.broker_url):
             options["confirm_publish"] = True  # wait for RabbitMQ's publisher confirm
         else:
             options |= {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}
