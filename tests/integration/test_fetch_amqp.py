@@ -122,7 +122,11 @@ async def _fetch_and_check(vhost: str) -> None:
     finally:
         await fetcher.stop()
         await fetcher.close()
-    # closed with three held: exactly those are back in the queue, the four acknowledged are gone
+    # closed with three held: exactly those are back in the queue, the four acknowledged are gone.
+    # RabbitMQ returns a closed channel's unacknowledged messages through the quorum queue's log,
+    # after the close has been answered: wait for the count, then make sure it stays there.
+    await _until_ready(channel, 3)
+    await asyncio.sleep(0.3)
     assert (await channel.queue_declare("q.test", passive=True)).message_count == 3
     again: list[Fetched] = []
     fetcher = AmqpFetcher(url, ["q.test"], 4, again.append, lambda: poison.append(1))
@@ -175,6 +179,13 @@ def test_connections_closed_mid_run_lose_and_double_nothing(
     finally:
         relay.handler.delay = 0.0
         d.close()
+
+
+async def _until_ready(channel: aiormq.abc.AbstractChannel, count: int) -> None:
+    deadline = time.monotonic() + 10.0
+    while (await channel.queue_declare("q.test", passive=True)).message_count != count:
+        assert time.monotonic() < deadline, f"the queue never held {count} ready messages"
+        await asyncio.sleep(0.05)
 
 
 async def _until(ok: Callable[[], bool], timeout: float = 10.0) -> None:
