@@ -1,4 +1,4 @@
-"""``maildispatch worker CHANNEL``: the Procfile's delivery lines, one worker process per core.
+"""The processes of ``maildispatch worker CHANNEL``: the Procfile's delivery lines, one worker process per core.
 
 A delivery worker process delivers on one event loop (worker/consume/stream.py), so it uses one core; a
 line started once should use the machine, as Celery's own default concurrency does. This starts
@@ -12,7 +12,6 @@ runs the embedded retry scheduler; several schedulers are safe, one is enough pe
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
@@ -20,29 +19,13 @@ import sys
 import time
 from types import FrameType
 
-from config.celery import CHANNELS, QUEUE
+from config.celery import QUEUE
 from config.settings import get_settings
 
 #: a child that exits within this many seconds of its start, with an error, is not restarted
 #: (a configuration error would otherwise loop): the whole line stops with its exit code
 EARLY_EXIT = 5.0
 RESTART_DELAY = 1.0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add the subcommand."""
-    p = sub.add_parser(
-        "worker", help="delivery workers for a channel, one process per core (Procfile)"
-    )
-    p.add_argument("channel", choices=CHANNELS)
-    p.add_argument(
-        "--processes",
-        type=int,
-        default=None,
-        help="worker processes (default MAILDISPATCH_<CHANNEL>_PROCESSES, else one per core)",
-    )
-    p.add_argument("celery_args", nargs=argparse.REMAINDER, help="passed on to celery worker")
-    p.set_defaults(handler=cmd_worker)
 
 
 def processes_for(channel: str, given: int | None = None) -> int:
@@ -148,10 +131,3 @@ def _die_with_parent() -> None:
 
         pr_set_pdeathsig = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    """Run the channel's worker processes until stopped."""
-    get_settings().require_secret_key()
-    count = processes_for(args.channel, args.processes)
-    return Supervisor(args.channel, count, list(args.celery_args)).run()

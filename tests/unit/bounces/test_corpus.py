@@ -21,7 +21,7 @@ def test_corpus_targets() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"bounce corpus missing at {folder}")
         pytest.skip(f"bounce corpus not found at {folder}")
-    cmd = f"{sys.executable} -m worker.bounces.classify.cli --json {{files}}"
+    cmd = f"{sys.executable} -m producers.cli bounces parse --json {{files}}"
     result = subprocess.run(
         [sys.executable, str(CORPUS / "score.py"), str(folder), "--batch", "--cmd", cmd],
         cwd=REPO,

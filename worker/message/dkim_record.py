@@ -1,4 +1,4 @@
-"""``maildispatch dkim record``: the DNS record to publish for the MSC DKIM key, self-checked.
+"""The DNS record to publish for the MSC DKIM key, self-checked (``maildispatch dkim record``).
 
 Signs a sample message with the configured key (our signer, ``worker/message/dkim.py``) and verifies
 it with dkimpy, an independent implementation, against the record it prints: an operator sees
@@ -7,13 +7,8 @@ what to publish and that what maildispatch signs will verify once it is publishe
 
 from __future__ import annotations
 
-import argparse
 import base64
-import json
 import uuid
-from typing import Any
-
-from config.settings import get_settings
 
 
 def public_record(private_key: bytes) -> str:
@@ -63,33 +58,3 @@ def check(private_key: bytes, domain: str, selector: str) -> tuple[str, str, boo
         return record.encode() if qname.decode().rstrip(".") == name else b""
 
     return name, record, bool(dkim.verify(data, dnsfunc=dns))
-
-
-def cmd_record(args: argparse.Namespace) -> int:
-    """Print the record to publish and the result of the self-check."""
-    settings = get_settings()
-    if not (settings.dkim_private_key_file and settings.dkim_selector):
-        print("DKIM is not configured: set MAILDISPATCH_DKIM_PRIVATE_KEY_FILE and _SELECTOR")
-        return 1
-    from worker.message.dkim import DkimKey
-
-    key = DkimKey.from_file(
-        settings.dkim_private_key_file, settings.msc_domain, settings.dkim_selector
-    )
-    name, record, verified = check(key.private_key, settings.msc_domain, settings.dkim_selector)
-    result: dict[str, Any] = {"name": name, "type": "TXT", "value": record, "verified": verified}
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f'{name}. IN TXT "{record}"')
-        print("self-check:", "a signed sample verifies with dkimpy" if verified else "FAILED")
-    return 0 if verified else 1
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``dkim record``."""
-    parser = sub.add_parser("dkim", help="DKIM key of the MSC domain")
-    actions = parser.add_subparsers(dest="action", required=True)
-    record = actions.add_parser("record", help="the DNS record to publish, self-checked")
-    record.add_argument("--json", action="store_true")
-    record.set_defaults(handler=cmd_record)

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from config.channels import CHANNELS, DEFAULT_CHANNEL, OWNER_ACCOUNT
+from producers.cli.common import refused
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Declare ``accounts`` and its subcommands (no worker imports here)."""
+    """Declare ``accounts`` and its subcommands."""
     p = sub.add_parser("accounts", help="connected Gmail accounts and custom SMTP servers")
     acts = p.add_subparsers(dest="accounts_action", required=True)
 
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--refresh-token-stdin", action="store_true", required=True)
     q.add_argument("--client-id")
     q.add_argument("--client-secret-stdin", action="store_true")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(handler=cmd_gmail_connect)
 
     smtp = acts.add_parser("smtp", help="the owner's custom SMTP server")
@@ -48,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--username", required=True)
     q.add_argument("--password-stdin", action="store_true", required=True)
     q.add_argument("--ca-file", help="PEM file of the CA to trust for this server (only it)")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(handler=cmd_smtp_set)
 
     q = acts.add_parser("prefer", help="the channel of the owner's jobs that name none")
@@ -58,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = acts.add_parser("list", help="owners, their preferred channel and accounts (no secrets)")
     q.add_argument("--owner")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(handler=cmd_list)
 
     q = acts.add_parser("remove", help="forget an owner's Gmail account or SMTP server")
@@ -71,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="re-encrypt every stored secret under MAILDISPATCH_SECRET_KEY",
         description="Run after moving the old key to MAILDISPATCH_PREVIOUS_SECRET_KEYS.",
     )
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(handler=cmd_rotate_key)
 
     q = acts.add_parser("sync", help="rewrite the producers' Redis copy of the preferences")
@@ -101,11 +102,6 @@ def _redis(settings: Any) -> Any:
     return redis.Redis.from_url(settings.state_redis_url, socket_timeout=10)
 
 
-def _refused(exc: Exception) -> int:
-    print(f"error: {exc}", file=sys.stderr)
-    return 2
-
-
 def _summary(session: Any, owner: str, channel: str) -> dict[str, Any]:
     from worker.accounts.connected import summaries
 
@@ -123,11 +119,11 @@ def cmd_gmail_connect(args: argparse.Namespace) -> int:
 
     settings, store, vault = _context()
     if args.client_secret_stdin and not args.client_id:
-        return _refused(ValueError("--client-secret-stdin needs --client-id"))
+        return refused(ValueError("--client-secret-stdin needs --client-id"))
     if args.client_id and not args.client_secret_stdin:
-        return _refused(ValueError("--client-id needs --client-secret-stdin"))
+        return refused(ValueError("--client-id needs --client-secret-stdin"))
     if not args.client_id and not (settings.google_client_id and settings.google_client_secret):
-        return _refused(
+        return refused(
             ValueError(
                 "no OAuth client: pass --client-id with --client-secret-stdin, or set "
                 "MAILDISPATCH_GOOGLE_CLIENT_ID and MAILDISPATCH_GOOGLE_CLIENT_SECRET"
@@ -148,7 +144,7 @@ def cmd_gmail_connect(args: argparse.Namespace) -> int:
             )
             shown = _summary(session, args.owner.strip(), "gmail")
     except AccountError as exc:
-        return _refused(exc)
+        return refused(exc)
     _done(shown, args.json, f"Gmail account {shown.get('email')} connected for {args.owner}")
     return 0
 
@@ -163,7 +159,7 @@ def cmd_smtp_set(args: argparse.Namespace) -> int:
         try:
             ca_pem = Path(args.ca_file).read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as exc:
-            return _refused(ValueError(f"cannot read --ca-file: {exc}"))
+            return refused(ValueError(f"cannot read --ca-file: {exc}"))
     password = _read_secret("password")
     try:
         with store.session() as session:
@@ -181,7 +177,7 @@ def cmd_smtp_set(args: argparse.Namespace) -> int:
             )
             shown = _summary(session, args.owner.strip(), "smtp")
     except AccountError as exc:
-        return _refused(exc)
+        return refused(exc)
     if args.security == "none":  # only where MAILDISPATCH_SMTP_ALLOW_PLAINTEXT_AUTH is set
         print(
             "warning: --security none sends the password and every message unencrypted",
@@ -204,7 +200,7 @@ def cmd_prefer(args: argparse.Namespace) -> int:
         with store.session() as session:
             set_preference(session, args.owner, args.channel)
     except AccountError as exc:
-        return _refused(exc)
+        return refused(exc)
     return _publish(settings, args.owner.strip(), args.channel, mirror_preference)
 
 
@@ -255,7 +251,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
         with store.session() as session:
             removed, reset = remove(session, args.owner, args.channel)
     except AccountError as exc:
-        return _refused(exc)
+        return refused(exc)
     if not removed:
         print(f"{args.owner} has no {args.channel} account", file=sys.stderr)
         return 1

@@ -1,7 +1,4 @@
-"""``maildispatch api``, ``maildispatch api-keys create|list|revoke`` and ``maildispatch flower``.
-
-``register`` only declares arguments; the handlers import what they need when they run.
-"""
+"""``api``, ``api-keys create|list|revoke`` and ``flower``: the HTTP side of a deployment."""
 
 from __future__ import annotations
 
@@ -15,7 +12,7 @@ from config.settings import ConfigurationError, get_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the subcommands."""
+    """Declare ``api``, ``api-keys`` and ``flower``."""
     p = sub.add_parser("api", help="serve the HTTP API and the Failed Sends page")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -34,12 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--owner", help="only this owner's jobs, state and Failed Sends (default: every owner)"
     )
-    q.add_argument("--json", action="store_true")
-    q = keys.add_parser("list")
-    q.add_argument("--json", action="store_true")
-    q = keys.add_parser("revoke")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q = keys.add_parser("list", help="every key (never the key itself)")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q = keys.add_parser("revoke", help="revoke a key at once")
     q.add_argument("key", help="the key's id or its shown prefix (md_xxxxxxxx)")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_api_keys)
 
     p = sub.add_parser("flower", help="Flower, with basic auth from MAILDISPATCH_FLOWER_BASIC_AUTH")

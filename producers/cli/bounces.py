@@ -1,16 +1,20 @@
-"""CLI subcommands ``bounce-server``, ``bounce-poll`` and ``bounces parse`` (producers/cli.py).
+"""``bounce-server``, ``bounce-poll``, ``bounces parse`` and ``bounces dead list|retry|drop``.
 
-``register`` only declares arguments; each handler imports what it needs when it runs.
+The bounce intake's processes, the classifier run on saved files, and the operator's view of
+the reports that could not be ingested (the dead letters).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the bounce subcommands to the ``maildispatch`` parser."""
+    """Declare ``bounce-server``, ``bounce-poll`` and ``bounces``."""
     p = sub.add_parser("bounce-server", help="inbound SMTP server for the bounce domain")
     p.add_argument("--listen", help="host:port (default MAILDISPATCH_BOUNCE_LISTEN)")
     p.set_defaults(handler=cmd_bounce_server)
@@ -31,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ca-file", help="PEM file of a CA to trust for the server's certificate")
     p.set_defaults(handler=cmd_bounce_poll)
 
-    p = sub.add_parser("bounces", help="bounce reports")
+    p = sub.add_parser("bounces", help="bounce reports: classify saved files, dead letters")
     bs = p.add_subparsers(dest="action", required=True)
     q = bs.add_parser("parse", help="classify saved bounce messages")
     q.add_argument("files", nargs="+", metavar="FILE")
@@ -111,9 +115,106 @@ def cmd_bounce_poll(args: argparse.Namespace) -> int:
 def cmd_bounces(args: argparse.Namespace) -> int:
     """``bounces parse``: print each file's classification; ``bounces dead ...``."""
     if args.action == "dead":
-        from worker.bounces.intake.deadcli import dead_command
-
         return dead_command(args)
-    from worker.bounces.classify.cli import parse_files_command
+    return parse_files(list(args.files), args.json)
 
-    return parse_files_command(list(args.files), args.json)
+
+def dead_command(args: argparse.Namespace) -> int:
+    """Run one ``bounces dead`` action; exit 1 when an id was unknown or could not be queued."""
+    import redis
+
+    from config.settings import get_settings
+    from worker.bounces.intake.deadletter import DeadLetters
+
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.state_redis_url, socket_timeout=10)
+    dead = DeadLetters(client)
+    out = sys.stdout
+    try:
+        if args.dead_action == "list":
+            for entry in dead.entries():
+                if args.json:
+                    out.write(json.dumps(entry) + "\n")
+                else:
+                    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry["at"]))
+                    out.write(
+                        f"{entry['id']}  {when}  {entry['why']:<18} {entry['source'] or '-':<5} "
+                        f"{entry.get('size') or '-'} bytes\n"
+                    )
+            return 0
+        if args.dead_action == "drop":
+            status = 0
+            for entry_id in args.ids:
+                if not dead.drop(entry_id):
+                    sys.stderr.write(f"no dead letter {entry_id}\n")
+                    status = 1
+            return status
+        return _retry(dead, args.ids, settings)
+    finally:
+        client.close()
+
+
+def _retry(dead: Any, ids: list[str], settings: Any) -> int:
+    from worker.bounces.intake.enqueue import BounceNotQueued, BouncePublisher, InboundMessage
+
+    publisher = BouncePublisher(settings)
+    status = 0
+    try:
+        for entry_id in ids:
+            found = dead.get(entry_id)
+            if found is None:
+                sys.stderr.write(f"no dead letter {entry_id}\n")
+                status = 1
+                continue
+            meta, wire = found
+            try:
+                message = InboundMessage.from_wire(wire)
+            except ValueError:
+                sys.stderr.write(f"{entry_id}: no message to ingest ({meta['why']}); drop it\n")
+                status = 1
+                continue
+            try:
+                task_id = publisher.publish(message)
+            except BounceNotQueued as exc:
+                sys.stderr.write(f"{entry_id}: not queued, kept: {exc}\n")
+                status = 1
+                continue
+            dead.drop(entry_id)  # only once the broker has it: never lost between the two
+            sys.stdout.write(f"{entry_id} queued as {task_id}\n")
+    finally:
+        publisher.close()
+    return status
+
+
+def parse_files(paths: list[str], as_json: bool) -> int:
+    """Parse each file and print one line per file; return 1 if any file was unreadable."""
+    from worker.bounces.classify.parse import parse_bounce
+
+    status = 0
+    out = sys.stdout
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+        except OSError as exc:
+            status = 1
+            out.write(json.dumps({"file": path, "error": str(exc)}) + "\n")
+            continue
+        try:
+            report = parse_bounce(raw)
+        except Exception as exc:  # one bad file must not end the batch
+            status = 1
+            out.write(json.dumps({"file": path, "error": f"parser failed: {exc!r}"}) + "\n")
+            continue
+        if as_json:
+            row = {"file": path, "bounces": [b.as_json() for b in report.bounces]}
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            out.write(f"{path}: {report.kind}\n")
+            for b in report.bounces:
+                out.write(
+                    f"  {b.recipient} {b.action or '-'} {b.status or '-'} {b.reply_code or '-'} "
+                    f"{b.reason} {'hard' if b.hard else 'soft'}\n"
+                )
+    out.flush()
+    return status
