@@ -45,7 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``maildispatch`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `worker` and `flower` pass the options they do not know on to Celery and Flower, wherever
+    # they stand (a trailing REMAINDER would also swallow their own options after the channel)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not hasattr(args, "passed_on"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:
+        args.passed_on = [a for a in unknown if a != "--"]
     try:
         code: int = args.handler(args)
     except ConfigurationError as exc:

@@ -39,11 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_api_keys)
 
-    p = sub.add_parser("flower", help="Flower, with basic auth from MAILDISPATCH_FLOWER_BASIC_AUTH")
+    p = sub.add_parser(
+        "flower",
+        help="Flower, with basic auth from MAILDISPATCH_FLOWER_BASIC_AUTH",
+        description="Other options are passed on to Flower.",
+    )
     p.add_argument("--port", type=int, default=5555)
     p.add_argument("--address", default="127.0.0.1")
-    p.add_argument("flower_args", nargs=argparse.REMAINDER, help="passed on to Flower")
-    p.set_defaults(handler=cmd_flower)
+    p.set_defaults(handler=cmd_flower, passed_on=[])
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -158,7 +161,7 @@ def cmd_flower(args: argparse.Namespace) -> int:
         "flower",
         f"--port={args.port}",
         f"--address={args.address}",
-        *[a for a in args.flower_args if a != "--"],
+        *args.passed_on,
     ]
     # Flower reads FLOWER_* variables; passing the password there keeps it out of `ps` output
     env = {**os.environ, "FLOWER_BASIC_AUTH": credentials}

@@ -13,7 +13,9 @@ from config.settings import get_settings
 def register(sub: argparse._SubParsersAction) -> None:
     """Declare ``worker``, ``scheduler``, ``db``, ``dkim`` and ``demo``."""
     p = sub.add_parser(
-        "worker", help="delivery workers for a channel, one process per core (Procfile)"
+        "worker",
+        help="delivery workers for a channel, one process per core (Procfile)",
+        description="Other options (e.g. -l DEBUG) are passed on to celery worker.",
     )
     p.add_argument("channel", choices=CHANNELS)
     p.add_argument(
@@ -22,8 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="worker processes (default MAILDISPATCH_<CHANNEL>_PROCESSES, else one per core)",
     )
-    p.add_argument("celery_args", nargs=argparse.REMAINDER, help="passed on to celery worker")
-    p.set_defaults(handler=cmd_worker)
+    p.set_defaults(handler=cmd_worker, passed_on=[])
 
     p = sub.add_parser("scheduler", help="run the retry scheduler")
     p.set_defaults(handler=cmd_scheduler)
@@ -48,7 +49,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     get_settings().require_secret_key()
     count = processes_for(args.channel, args.processes)
-    return Supervisor(args.channel, count, list(args.celery_args)).run()
+    return Supervisor(args.channel, count, list(args.passed_on)).run()
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
