@@ -215,8 +215,8 @@ class Delivery:
 
         def lookup() -> dict[str, dict[str, str]]:
             # one query for the whole batch (docs/performance.md): not one per job
-            with self.store.session() as session:
-                return repo.suppressed_by_owner(session, wanted)
+            with self.store.engine.connect() as connection:
+                return repo.suppressed_by_owner(connection, wanted)
 
         return await asyncio.to_thread(lookup)
 

@@ -27,3 +27,6 @@ def test_one_query_answers_like_one_query_per_owner(store: Store) -> None:
     assert "o3" not in found
     for owner, addresses in one_by_one.items():
         assert set(addresses) <= set(found.get(owner, {}))
+    # the delivery path runs it on a plain connection: the same answer
+    with store.engine.connect() as connection:
+        assert repo.suppressed_by_owner(connection, wanted, chunk=2) == found
