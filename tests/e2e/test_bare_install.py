@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from config import keys
-from tests.conftest import worker_env
+from tests.support.env import worker_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 

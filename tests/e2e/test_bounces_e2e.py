@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from producers.client import Dispatcher
-from tests.conftest import Fleet, logs_of
+from tests.conftest import logs_of
 from tests.e2e.test_cli import run
 from tests.integration.test_msc_delivery import job, wait_final
 from tests.support.bounces import deliver, forged_return_path, render
+from tests.support.fleet import Fleet
 from tests.support.relay import Relay
 from tests.support.services import (
     REPO,

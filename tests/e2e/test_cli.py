@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import Fleet
 from tests.integration.test_msc_delivery import wait_final
+from tests.support.fleet import Fleet
 from tests.support.queue import depth
 from tests.support.relay import Relay
 from tests.support.services import REPO

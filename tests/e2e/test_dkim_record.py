@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from tests.conftest import SECRET
+from tests.support.env import SECRET
 from tests.support.services import REPO
 
 

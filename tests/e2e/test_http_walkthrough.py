@@ -23,8 +23,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import worker_env
 from tests.support.api import chromium
+from tests.support.env import worker_env
 from tests.support.relay import Relay
 from tests.support.services import REPO, background, free_port, need, wait_for
 

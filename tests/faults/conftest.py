@@ -7,13 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import worker_env
 from tests.support.faulty_relay import FaultyRelay
-from tests.support.fleet import FAST_RECOVERY, ProcFleet
-from tests.support.redis_server import RedisServer
+from tests.support.fleet import FAST_RECOVERY, Fleet
 from tests.support.services import free_port
 
-MakeFleet = Callable[..., ProcFleet]
+MakeFleet = Callable[..., Fleet]
 
 
 @pytest.fixture
@@ -29,21 +27,19 @@ def make_fleet(tmp_path: Path, faulty_relay: FaultyRelay) -> Iterator[MakeFleet]
     """Build a fleet on a private redis-server (``appendonly`` for broker restarts; job state
     always, the broker unless ``broker_url`` names another); no process is started until the test
     asks. Everything is stopped at the end, whatever happened."""
-    made: list[tuple[ProcFleet, RedisServer]] = []
+    made: list[Fleet] = []
 
-    def make(*, appendonly: bool = False, broker_url: str | None = None, **env: str) -> ProcFleet:
-        server = RedisServer(tmp_path / "redis", appendonly=appendonly).start()
-        settings = worker_env(
-            server.url,
-            f"sqlite:///{tmp_path / 'store.db'}",
-            faulty_relay.url,
-            **(FAST_RECOVERY | env),
+    def make(*, appendonly: bool = False, broker_url: str | None = None, **env: str) -> Fleet:
+        fleet = Fleet(
+            tmp_path,
+            relay_url=faulty_relay.url,
+            broker_url=broker_url,
+            appendonly=appendonly,
+            env=FAST_RECOVERY | env,
         )
-        fleet = ProcFleet(tmp_path, settings, redis_server=server, broker_url=broker_url)
-        made.append((fleet, server))
+        made.append(fleet)
         return fleet
 
     yield make
-    for fleet, server in made:
+    for fleet in made:
         fleet.close()
-        server.stop()

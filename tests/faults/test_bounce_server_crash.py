@@ -39,7 +39,7 @@ def test_kill9_of_the_bounce_server_loses_no_accepted_bounce(
     fleet.scheduler()
     fleet.worker()
     fleet.worker(queue="mail.bounces", concurrency=1)
-    d = fleet.dispatcher()
+    d = fleet.dispatcher
     recipients = [f"gone{i}@example.org" for i in range(BOUNCES)]
     ids = [str(i) for i in d.send_many([job(to) for to in recipients])]
     fleet.wait_final(ids, 30)
@@ -47,8 +47,7 @@ def test_kill9_of_the_bounce_server_loses_no_accepted_bounce(
 
     def bounce_server() -> Proc:
         args = [sys.executable, "-m", "producers.cli", "bounce-server"]
-        proc = Proc(args, fleet.env, fleet.tmp / "bounce-server.log")
-        fleet.procs.append(proc)
+        proc = fleet.start(args, "bounce-server.log")
         wait_for(lambda: port_open("127.0.0.1", port), 30, 0.05, "bounce server listening")
         return proc
 
@@ -95,4 +94,3 @@ def test_kill9_of_the_bounce_server_loses_no_accepted_bounce(
     with store.session() as s:
         rows = [r for i in ids for r in repo.failed_sends_for_job(s, i)]
     assert len(rows) == BOUNCES and {r.kind for r in rows} == {"bounced"}
-    d.close()

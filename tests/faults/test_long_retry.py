@@ -39,7 +39,7 @@ def test_retries_beyond_the_visibility_timeout_fire_once(
     )
     fleet.scheduler()
     fleet.worker()
-    d = fleet.dispatcher()
+    d = fleet.dispatcher
     # the relay answers "451 ... try again in N seconds" to the first attempt of each
     later, soon = "later7200-a@example.org", "later6-b@example.org"
     two_hours, six_seconds = d.send_many([job(later), job(soon)])
@@ -64,7 +64,6 @@ def test_retries_beyond_the_visibility_timeout_fire_once(
     assert due is not None and due == pytest.approx(times[later][0] + 7200, abs=5)
     # nothing of it waits in the broker: the schedule holds it
     assert depth(fleet.redis, "mail.msc") == 0 and fleet.redis.hlen("unacked") == 0
-    d.close()
 
 
 def test_a_job_enqueued_twice_with_one_key_is_sent_once(
@@ -73,11 +72,10 @@ def test_a_job_enqueued_twice_with_one_key_is_sent_once(
     fleet = make_fleet()
     fleet.scheduler()
     fleet.worker()
-    d = fleet.dispatcher()
+    d = fleet.dispatcher
     key = f"order-{uuid.uuid4()}"
     ids = [d.send(job("buyer@example.org") | {"idempotency_key": key}) for _ in range(3)]
     assert len(set(ids)) == 1
     fleet.wait_final(ids[:1], 20)
     time.sleep(1)
     assert list(faulty_relay.handler.by_message_id().values()) == [1]
-    d.close()

@@ -32,7 +32,7 @@ def test_poison_is_rejected_once_logged_counted_and_the_worker_goes_on(
     fleet = make_fleet()
     fleet.scheduler()
     worker = fleet.worker()
-    d = fleet.dispatcher()
+    d = fleet.dispatcher
     exchange = Exchange("maildispatch", type="direct")
     queue = Queue("mail.msc", exchange, routing_key="mail.msc")
     with Connection(fleet.env["MAILDISPATCH_BROKER_URL"]) as conn:
@@ -80,4 +80,3 @@ def test_poison_is_rejected_once_logged_counted_and_the_worker_goes_on(
     assert "not json" not in log and "[[{{{" not in log  # a body is never logged
     assert worker.popen.poll() is None
     assert list(faulty_relay.handler.by_message_id().values()) == [1]
-    d.close()

@@ -20,8 +20,8 @@ from config import keys
 from config.settings import Settings
 from producers.client import Dispatcher, EnqueueFailed, JobIdsTaken
 from producers.enqueue import is_transient
-from tests.conftest import SECRET
 from tests.faults.conftest import MakeFleet
+from tests.support.env import SECRET
 from tests.support.faulty_relay import FaultyRelay
 from tests.support.queue import raw_messages, task_body
 from tests.support.redis_server import RedisServer
@@ -70,7 +70,7 @@ def test_a_message_accepted_while_redis_is_away_is_recorded_not_resent(
     fleet = make_fleet(appendonly=True, MAILDISPATCH_CLAIM_LEASE=lease)
     fleet.scheduler()
     worker = fleet.worker()
-    d = fleet.dispatcher()
+    d = fleet.dispatcher
     faulty_relay.handler.delay = 2.0  # every DATA answered 2 s after it arrives
     ids = d.send_many([job(i) for i in range(10)])
     # every job is claimed and in its SMTP transaction: Redis dies before the 250s come back
@@ -80,15 +80,14 @@ def test_a_message_accepted_while_redis_is_away_is_recorded_not_resent(
     time.sleep(outage)  # the worker's `sent` writes fail meanwhile, and are retried
     fleet.server.start()
     states = fleet.wait_final(list(ids), 60)
-    assert set(states.values()) == {"sent"}, fleet.logs()
+    assert set(states.values()) == {"sent"}, fleet.logs(tail=3000)
     time.sleep(3)  # a resend, were there one, would happen now (redelivery, reaper)
     counts = faulty_relay.handler.by_message_id()
-    assert sorted(counts.values()) == [1] * 10, f"{counts}\n{fleet.logs()}"
+    assert sorted(counts.values()) == [1] * 10, f"{counts}\n{fleet.logs(tail=3000)}"
     assert "state_record_retry" in worker.text()  # recorded by retrying, not by luck
     if outage > 2:  # held through the crash, recorded by the batch's retry
         assert worker.text().count('"event":"state_recorded_late"') == 10
     assert worker.popen.poll() is None
-    d.close()
 
 
 def test_a_producer_rides_through_a_redis_restart(
@@ -97,7 +96,7 @@ def test_a_producer_rides_through_a_redis_restart(
     fleet = make_fleet(appendonly=True, MAILDISPATCH_ENQUEUE_RETRY_FOR="20s")
     fleet.scheduler()
     fleet.worker()
-    d = fleet.dispatcher()
+    d = fleet.dispatcher
     d.send(job(0))  # connected
     kill9(fleet.server)
     restarted = restart_later(fleet.server, 1.5)
@@ -110,7 +109,6 @@ def test_a_producer_rides_through_a_redis_restart(
     assert set(states.values()) == {"sent"}
     counts = faulty_relay.handler.by_message_id()
     assert all(counts[f"<{i}@mail.operator.test>"] == 1 for i in [one, *many]), counts
-    d.close()
 
 
 @pytest.fixture

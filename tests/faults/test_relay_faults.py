@@ -38,7 +38,7 @@ def test_relay_down_30s_then_back_delivers_everything(
     faulty_relay.handler.delay = 0.02
     fleet.scheduler()
     fleet.worker()
-    d = fleet.dispatcher()
+    d = fleet.dispatcher
     ids = d.send_many([job(i) for i in range(300)])
     wait_for(lambda: faulty_relay.received() >= 50, 30, 0.01, "50 sent")
     faulty_relay.down()
@@ -58,7 +58,6 @@ def test_relay_down_30s_then_back_delivers_everything(
     assert len(counts) == 300
     # a message the relay stored as the connection dropped may arrive twice, no other
     assert sum(counts.values()) - len(counts) <= in_flight
-    d.close()
 
 
 def test_421_on_every_other_connection_delivers_each_once(
@@ -72,7 +71,7 @@ def test_421_on_every_other_connection_delivers_each_once(
     faulty_relay.handler.flaky = True
     fleet.scheduler()
     fleet.worker()
-    d = fleet.dispatcher()
+    d = fleet.dispatcher
     ids = d.send_many([job(i) for i in range(400)])
     states = fleet.wait_final(list(ids), 60)
     fleet.wait_drained()
@@ -80,4 +79,3 @@ def test_421_on_every_other_connection_delivers_each_once(
     assert faulty_relay.handler.refused_connections > 0
     assert set(states.values()) == {"sent"}  # a 421 is "try later", never a failure
     assert len(counts) == 400 and set(counts.values()) == {1}
-    d.close()

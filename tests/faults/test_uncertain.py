@@ -38,7 +38,7 @@ def test_a_job_caught_in_the_window_follows_the_policy(
     fleet = make_fleet(MAILDISPATCH_ON_UNCERTAIN=policy)
     fleet.scheduler()
     victim = fleet.worker(concurrency=1)
-    d = fleet.dispatcher()
+    d = fleet.dispatcher
     faulty_relay.handler.delay = 3.0  # the relay takes 3 s to answer DATA: the worker dies first
     ids = d.send_many([job(i) for i in range(5)])
     wait_for(lambda: fleet.in_state(ids, "sending") == 5, 20, 0.05, "all five sending")
@@ -65,4 +65,3 @@ def test_a_job_caught_in_the_window_follows_the_policy(
         failures = json.loads(out.stdout)["failed_sends"]
         assert [f["kind"] for f in failures] == ["expired"]
         assert "MAILDISPATCH_ON_UNCERTAIN=fail" in failures[0]["diagnostic"]
-    d.close()

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from config import keys
 from config.settings import Settings
 from producers.client import Dispatcher
-from tests.conftest import SECRET
+from tests.support.env import SECRET
 from tests.support.services import REPO
 from worker.accounts import connected as accounts
 from worker.accounts.connected import AccountError, AsyncAccounts, GmailAccount, SmtpAccount

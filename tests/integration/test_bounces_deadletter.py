@@ -25,9 +25,9 @@ import redis
 from sqlalchemy import text
 
 from config.celery import BOUNCE_TASK, QUEUE, make_celery
-from tests.conftest import make_settings, worker_env
 from tests.integration.test_bounces_ingest import DOMAIN, sent_job
 from tests.support.bounces import render
+from tests.support.env import make_settings, worker_env
 from tests.support.services import REPO, background, celery_worker_args, wait_for
 from worker.bounces.intake.enqueue import BouncePublisher, InboundMessage
 from worker.store import repo

@@ -18,8 +18,8 @@ from structlog.testing import capture_logs
 
 from config import keys
 from config.settings import Settings
-from tests.conftest import SECRET
 from tests.support.bounces import forged_return_path, render
+from tests.support.env import SECRET
 from worker.bounces.intake.enqueue import InboundMessage
 from worker.bounces.intake.ingest import Ingest
 from worker.message.returnpath import return_path

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import SECRET
 from tests.support.bounces import render
 from tests.support.dovecot import PASSWORD, Dovecot
+from tests.support.env import SECRET
 from tests.support.queue import task_body
 from tests.support.services import REPO, free_port
 from worker.bounces.intake.poll import MailboxUrl

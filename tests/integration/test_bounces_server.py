@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import SECRET
 from tests.support.auth_smtpd import Pki, make_pki
 from tests.support.bounces import deliver, forged_return_path, render
+from tests.support.env import SECRET
 from tests.support.queue import task_body
 from tests.support.redis_server import RedisServer
 from tests.support.services import background, free_port, port_open, wait_for

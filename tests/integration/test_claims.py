@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from config import keys
 from config.settings import Settings
 from producers.client import Dispatcher
-from tests.conftest import SECRET
+from tests.support.env import SECRET
 from tests.support.queue import raw_messages, task_body
 from worker.jobs.inflight import reap
 from worker.jobs.state import JobStates

@@ -16,7 +16,7 @@ from config import keys
 from config.settings import Settings
 from producers.client import Dispatcher, IdempotencyInProgress, InvalidJobs
 from producers.job import InvalidJob, Mailbox, SendJob
-from tests.conftest import SECRET
+from tests.support.env import SECRET
 from tests.support.queue import depth, raw_messages, task_body
 from tests.support.services import wait_for
 

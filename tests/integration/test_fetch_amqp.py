@@ -17,13 +17,14 @@ from structlog.testing import capture_logs
 from config.celery import make_celery
 from producers.client import Dispatcher
 from producers.publishing import SentEvents
-from tests.conftest import Fleet, clear_job_state, make_settings, running_fleet, worker_env
 from tests.integration.test_http_flower import (  # noqa: F401  (collected here, on RabbitMQ)
     test_a_single_send_is_announced_as_sent_with_ids_only,
 )
 from tests.integration.test_stream import (  # noqa: F401  (collected here, on RabbitMQ)
     test_single_sends_are_delivered_concurrently_by_one_worker,
 )
+from tests.support.env import make_settings, worker_env
+from tests.support.fleet import Fleet, running_fleet
 from tests.support.rabbit import amqp_url, private_vhost, rabbitmqctl
 from tests.support.relay import Relay
 from tests.support.services import wait_for
@@ -48,7 +49,9 @@ def rabbit_fleet(
 ) -> Iterator[Fleet]:
     """One solo MSC worker process on RabbitMQ, job state in a private Redis."""
     with running_fleet(
-        tmp_path_factory.mktemp("rabbit-fetch"), session_relay.url, broker_url=amqp_url(vhost)
+        tmp_path_factory.mktemp("rabbit-fetch"),
+        relay_url=session_relay.url,
+        broker_url=amqp_url(vhost),
     ) as fleet:
         yield fleet
 
@@ -56,7 +59,8 @@ def rabbit_fleet(
 @pytest.fixture
 def fleet(rabbit_fleet: Fleet, relay: Relay) -> Fleet:
     """The RabbitMQ fleet, with an empty relay and no job state left from other tests."""
-    return clear_job_state(rabbit_fleet)
+    rabbit_fleet.clear_job_state()
+    return rabbit_fleet
 
 
 def queue_counts(vhost: str, queue: str) -> tuple[int, int]:

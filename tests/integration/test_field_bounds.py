@@ -23,7 +23,7 @@ from sqlalchemy import inspect, text
 from producers.client import Dispatcher
 from producers.job import Channel, InvalidJob, parse_job
 from producers.schema import sendjob_schema
-from tests.conftest import running_fleet
+from tests.support.fleet import running_fleet
 from tests.support.relay import Relay
 from tests.support.services import wait_for
 from worker.store import repo
@@ -239,7 +239,7 @@ def refusing_store(store: Store, request: pytest.FixtureRequest) -> Iterator[Sto
 
 def _deliver_once(store: Store, relay: Relay, tmp_path: Path) -> None:
     relay.handler.reset()
-    with running_fleet(tmp_path, relay.url, database_url=store.url) as fleet:
+    with running_fleet(tmp_path, relay_url=relay.url, database_url=store.url) as fleet:
         d = Dispatcher(fleet.settings)
         job_id = d.send(
             longest_job(
@@ -267,8 +267,7 @@ def _deliver_once(store: Store, relay: Relay, tmp_path: Path) -> None:
         # the row the database took is there, with the 457-character identity
         assert set(rows) == {"reject-plain@example.org"}
         assert len(rows["reject-plain@example.org"].identity) == 457
-        log = (tmp_path / "worker.log").read_text(errors="replace")
-        assert "failed_send_not_recorded" in log
+        assert "failed_send_not_recorded" in fleet.logs()
         d.close()
 
 

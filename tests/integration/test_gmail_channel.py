@@ -19,10 +19,11 @@ import pytest
 
 from config.settings import Settings
 from producers.job import parse_job
-from tests.conftest import SECRET
+from tests.support.dumps import database_bytes, redis_dump
+from tests.support.env import SECRET
 from tests.support.fake_google import FakeGoogle, bad_request, rate_limited, server_error
+from tests.support.fleet import USER_CHANNELS, Fleet, running_fleet
 from tests.support.services import free_port, wait_for
-from tests.support.user_fleet import UserFleet, database_bytes, redis_dump, user_fleet
 from worker.accounts.connected import GmailAccount
 from worker.channels.base import Envelope, Receipt
 from worker.channels.gmail import GmailChannel
@@ -210,26 +211,26 @@ def test_wrong_oauth_client_is_a_config_error(fake: FakeGoogle) -> None:
 
 # -- a real worker ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def gfleet(google: FakeGoogle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserFleet]:
-    with user_fleet(
-        "mail.gmail",
-        tmp_path_factory.mktemp("gmail-fleet"),
-        MAILDISPATCH_GMAIL_API_URL=google.url,
-        MAILDISPATCH_GOOGLE_TOKEN_URI=google.token_uri,
-        MAILDISPATCH_GOOGLE_CLIENT_ID=CLIENT_ID,
-        MAILDISPATCH_GOOGLE_CLIENT_SECRET=CLIENT_SECRET,
-    ) as fleet:
+def gfleet(google: FakeGoogle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    google_env = {
+        "MAILDISPATCH_GMAIL_API_URL": google.url,
+        "MAILDISPATCH_GOOGLE_TOKEN_URI": google.token_uri,
+        "MAILDISPATCH_GOOGLE_CLIENT_ID": CLIENT_ID,
+        "MAILDISPATCH_GOOGLE_CLIENT_SECRET": CLIENT_SECRET,
+    }
+    tmp = tmp_path_factory.mktemp("gmail-fleet")
+    with running_fleet(tmp, "mail.gmail", env=USER_CHANNELS | google_env) as fleet:
         yield fleet
 
 
 @pytest.fixture
-def owner(gfleet: UserFleet, fake: FakeGoogle) -> Iterator[str]:
+def owner(gfleet: Fleet, fake: FakeGoogle) -> Iterator[str]:
     name = f"user-{uuid.uuid4().hex[:8]}"
     yield name
     gfleet.forget(name)
 
 
-def _connect(fleet: UserFleet, owner: str, refresh: str, email: str = "ann@gmail.com") -> None:
+def _connect(fleet: Fleet, owner: str, refresh: str, email: str = "ann@gmail.com") -> None:
     """Connect through the CLI, the refresh token on stdin."""
     shown = fleet.cli_json(
         "accounts", "gmail", "connect", "--owner", owner, "--email", email,
@@ -250,11 +251,11 @@ def _job_for(owner: str, **overrides: Any) -> dict[str, Any]:
 
 
 def test_job_arrives_from_the_connected_account(
-    gfleet: UserFleet, fake: FakeGoogle, owner: str
+    gfleet: Fleet, fake: FakeGoogle, owner: str
 ) -> None:
     _connect(gfleet, owner, fake.grant("ann@gmail.com", CLIENT_ID, CLIENT_SECRET))
     job_id = gfleet.dispatcher.send(_job_for(owner, bcc=["hidden@example.net"]))
-    assert gfleet.wait_final(job_id)[str(job_id)]["state"] == "sent"
+    assert gfleet.wait_final([job_id]) == {str(job_id): "sent"}
     (sent,) = fake.messages_for("ann@gmail.com")
     assert str(sent.message["From"]) == "Ann Example <ann@gmail.com>"
     assert sent.message["Message-ID"] == f"<{job_id}@gmail.com>"
@@ -267,26 +268,26 @@ def test_job_arrives_from_the_connected_account(
     assert sent.gmail_id in status["reply"]
 
 
-def test_a_batch_shares_one_refresh(gfleet: UserFleet, fake: FakeGoogle, owner: str) -> None:
+def test_a_batch_shares_one_refresh(gfleet: Fleet, fake: FakeGoogle, owner: str) -> None:
     _connect(gfleet, owner, fake.grant("ann@gmail.com", CLIENT_ID, CLIENT_SECRET))
     ids = gfleet.dispatcher.send_many(
         [_job_for(owner, to=[f"r{i}@example.org"]) for i in range(12)]
     )
-    assert {s["state"] for s in gfleet.wait_final(*ids).values()} == {"sent"}
+    assert set(gfleet.wait_final(ids).values()) == {"sent"}
     assert len(fake.messages_for("ann@gmail.com")) == 12
     assert fake.log.token_requests == ["ok"]  # 12 concurrent sends, one token refresh
 
 
 def test_expired_access_token_is_refreshed_before_sending(
-    gfleet: UserFleet, fake: FakeGoogle, owner: str
+    gfleet: Fleet, fake: FakeGoogle, owner: str
 ) -> None:
     fake.expires_in = 2  # the fake refuses each token 2 s after it was issued
     _connect(gfleet, owner, fake.grant("ann@gmail.com", CLIENT_ID, CLIENT_SECRET))
     first = gfleet.dispatcher.send(_job_for(owner))
-    gfleet.wait_final(first)
+    gfleet.wait_final([first])
     time.sleep(2.5)
     second = gfleet.dispatcher.send(_job_for(owner))
-    assert gfleet.wait_final(second)[str(second)]["state"] == "sent"
+    assert gfleet.wait_final([second]) == {str(second): "sent"}
     assert fake.log.token_requests == ["ok", "ok"]
     sends = fake.log.send_requests
     assert [s for _, s in sends] == [200, 200]  # never a 401: refreshed first
@@ -294,38 +295,38 @@ def test_expired_access_token_is_refreshed_before_sending(
 
 
 def test_401_refreshes_and_retries_in_the_same_attempt(
-    gfleet: UserFleet, fake: FakeGoogle, owner: str
+    gfleet: Fleet, fake: FakeGoogle, owner: str
 ) -> None:
     _connect(gfleet, owner, fake.grant("ann@gmail.com", CLIENT_ID, CLIENT_SECRET))
-    gfleet.wait_final(gfleet.dispatcher.send(_job_for(owner)))
+    gfleet.wait_final([gfleet.dispatcher.send(_job_for(owner))])
     fake.expire_access_tokens()
     job_id = gfleet.dispatcher.send(_job_for(owner))
-    state = gfleet.wait_final(job_id)[str(job_id)]
-    assert state["state"] == "sent" and state["attempts"] == "1"
+    assert gfleet.wait_final([job_id]) == {str(job_id): "sent"}
+    assert (gfleet.dispatcher.status(job_id) or {})["attempts"] == "1"
     assert [s for _, s in fake.log.send_requests] == [200, 401, 200]
 
 
-def test_429_is_retried_then_delivered(gfleet: UserFleet, fake: FakeGoogle, owner: str) -> None:
+def test_429_is_retried_then_delivered(gfleet: Fleet, fake: FakeGoogle, owner: str) -> None:
     _connect(gfleet, owner, fake.grant("ann@gmail.com", CLIENT_ID, CLIENT_SECRET))
     fake.script(*rate_limited(retry_after=1))
     started = time.monotonic()
     job_id = gfleet.dispatcher.send(_job_for(owner))
-    state = gfleet.wait_final(job_id)[str(job_id)]
-    assert state["state"] == "sent" and state["attempts"] == "2"
+    assert gfleet.wait_final([job_id]) == {str(job_id): "sent"}
+    assert (gfleet.dispatcher.status(job_id) or {})["attempts"] == "2"
     assert time.monotonic() - started >= 1.0  # Google's Retry-After, over the 0.3 s backoff
     assert [s for _, s in fake.log.send_requests] == [429, 200]
     assert len(fake.messages_for("ann@gmail.com")) == 1
 
 
 def test_invalid_grant_needs_reconnect_and_one_failed_send(
-    gfleet: UserFleet, fake: FakeGoogle, owner: str
+    gfleet: Fleet, fake: FakeGoogle, owner: str
 ) -> None:
     refresh = fake.grant("ann@gmail.com", CLIENT_ID, CLIENT_SECRET)
     _connect(gfleet, owner, refresh)
     fake.revoke(refresh)
     job_id = gfleet.dispatcher.send(_job_for(owner))
-    state = gfleet.wait_final(job_id)[str(job_id)]
-    assert state["state"] == "failed" and state["attempts"] == "1"  # never retried
+    assert gfleet.wait_final([job_id]) == {str(job_id): "failed"}
+    assert (gfleet.dispatcher.status(job_id) or {})["attempts"] == "1"  # never retried
     failed = gfleet.status(job_id)["failed_sends"]
     assert [(f["kind"], f["recipient"]) for f in failed] == [("auth", "bob@example.org")]
     assert "reconnect the Gmail account" in failed[0]["diagnostic"]
@@ -335,7 +336,7 @@ def test_invalid_grant_needs_reconnect_and_one_failed_send(
 
     # the next job fails at once, without asking Google again
     second = gfleet.dispatcher.send(_job_for(owner))
-    assert gfleet.wait_final(second)[str(second)]["state"] == "failed"
+    assert gfleet.wait_final([second]) == {str(second): "failed"}
     assert fake.log.token_requests == ["invalid_grant"]
     assert "reconnect" in gfleet.status(second)["failed_sends"][0]["diagnostic"]
 
@@ -343,11 +344,11 @@ def test_invalid_grant_needs_reconnect_and_one_failed_send(
     _connect(gfleet, owner, fake.grant("ann@gmail.com", CLIENT_ID, CLIENT_SECRET))
     time.sleep(2.2)  # the worker keeps an account's record for 2 s
     third = gfleet.dispatcher.send(_job_for(owner))
-    assert gfleet.wait_final(third)[str(third)]["state"] == "sent"
+    assert gfleet.wait_final([third]) == {str(third): "sent"}
 
 
 def test_job_without_channel_follows_the_preference(
-    gfleet: UserFleet, fake: FakeGoogle, owner: str
+    gfleet: Fleet, fake: FakeGoogle, owner: str
 ) -> None:
     out = gfleet.cli("accounts", "prefer", "--owner", owner, "--channel", "gmail")
     assert out.returncode == 2 and "no Gmail account" in out.stderr  # connect first
@@ -356,7 +357,7 @@ def test_job_without_channel_follows_the_preference(
     job = _job_for(owner)
     del job["channel"]
     job_id = gfleet.dispatcher.send(job)
-    assert gfleet.wait_final(job_id)[str(job_id)]["state"] == "sent"
+    assert gfleet.wait_final([job_id]) == {str(job_id): "sent"}
     assert gfleet.status(job_id)["channel"] == "gmail"
     assert len(fake.messages_for("ann@gmail.com")) == 1
     # removing the account sends the owner's jobs back to MSC
@@ -367,7 +368,7 @@ def test_job_without_channel_follows_the_preference(
 
 
 def test_no_secret_in_the_clear_in_database_redis_or_logs(
-    gfleet: UserFleet, fake: FakeGoogle, owner: str
+    gfleet: Fleet, fake: FakeGoogle, owner: str
 ) -> None:
     client_secret = f"own-client-secret-{uuid.uuid4().hex}"
     refresh = fake.grant("ann@gmail.com", "own-client", client_secret)
@@ -378,11 +379,11 @@ def test_no_secret_in_the_clear_in_database_redis_or_logs(
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     ok = gfleet.dispatcher.send(_job_for(owner))
-    gfleet.wait_final(ok)
+    gfleet.wait_final([ok])
     fake.expire_access_tokens()  # a 401, a refresh, a retry
     fake.revoke(refresh)  # then invalid_grant: a Failed Send with Google's words
     failed = gfleet.dispatcher.send(_job_for(owner))
-    assert gfleet.wait_final(failed)[str(failed)]["state"] == "failed"
+    assert gfleet.wait_final([failed]) == {str(failed): "failed"}
     listing = gfleet.cli("accounts", "list", "--owner", owner)
     status = gfleet.cli("status", str(failed), "--json")
     access_tokens = [t for t, _ in fake.log.send_requests]

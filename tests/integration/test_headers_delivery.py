@@ -13,8 +13,8 @@ import redis
 
 from producers.client import Dispatcher
 from producers.job import InvalidJob
-from tests.conftest import Fleet
 from tests.integration.test_msc_delivery import job, wait_final
+from tests.support.fleet import Fleet
 from tests.support.queue import depth
 from tests.support.relay import Relay
 

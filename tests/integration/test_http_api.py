@@ -17,8 +17,8 @@ import redis
 from config import keys
 from config.settings import Settings
 from producers.job import SendJob
-from tests.conftest import SECRET
 from tests.support.api import bearer, new_key, serve
+from tests.support.env import SECRET
 from tests.support.queue import raw_messages, task_body
 from worker.api.app import create_app
 from worker.store import Store, open_store, repo

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Fleet
 from tests.support.api import bearer, new_key, serve
+from tests.support.fleet import Fleet
 from tests.support.relay import Relay
 from tests.support.services import wait_for
 from worker.api.app import create_app

@@ -21,7 +21,8 @@ import redis
 from config.celery import make_celery
 from config.settings import Settings
 from producers.client import Dispatcher
-from tests.conftest import SECRET, Fleet, make_settings
+from tests.support.env import SECRET, make_settings
+from tests.support.fleet import Fleet
 from tests.support.relay import Relay
 from tests.support.services import (
     REPO,

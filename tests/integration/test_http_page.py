@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from config.settings import Settings
-from tests.conftest import SECRET
 from tests.support.api import bearer, new_key, serve
+from tests.support.env import SECRET
 from tests.support.queue import depth
 from worker.api.app import create_app
 from worker.store import Store, open_store, repo

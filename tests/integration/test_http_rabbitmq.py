@@ -11,8 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config.settings import Settings
 from producers.client import Dispatcher
-from tests.conftest import SECRET
 from tests.support.api import serve
+from tests.support.env import SECRET
 from tests.support.rabbit import amqp_url, private_vhost
 from worker.api.app import create_app
 

@@ -24,9 +24,9 @@ from config import keys
 from config.settings import ConfigurationError, Settings
 from producers.client import Dispatcher, JobIdsTaken, JobIdTaken
 from producers.job import InvalidJob
-from tests.conftest import SECRET
 from tests.integration.test_http_api import Api, api  # noqa: F401 (the fixture)
 from tests.support.api import bearer
+from tests.support.env import SECRET
 from tests.support.queue import depth, raw_messages, task_body
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,10 +10,11 @@ from typing import Any
 
 from config.celery import make_celery
 from producers.client import Dispatcher
-from tests.conftest import SECRET, Fleet
+from tests.support.env import SECRET
+from tests.support.fleet import Fleet
 from tests.support.queue import depth
 from tests.support.relay import Relay
-from tests.support.services import REPO, wait_for
+from tests.support.services import wait_for
 from worker.message.returnpath import token_from_address
 
 FINAL = {"sent", "failed", "suppressed", "bounced"}
@@ -44,17 +43,6 @@ def wait_final(
 
     wait_for(done, timeout, 0.1, "jobs to reach a final state")
     return states
-
-
-def cli(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "producers.cli", *args],
-        env=fleet.env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_batch_arrives_exactly_once_with_headers_and_envelope(fleet: Fleet, relay: Relay) -> None:
@@ -95,7 +83,7 @@ def test_rejected_recipient_becomes_a_failed_send(fleet: Fleet, relay: Relay) ->
     d = Dispatcher(fleet.settings)
     (job_id,) = d.send_many([job("reject-ghost@example.org")])
     assert wait_final(d, [job_id])[str(job_id)]["state"] == "failed"
-    out = cli(fleet, "failed", "list", "--owner", "acme", "--json")
+    out = fleet.cli("failed", "list", "--owner", "acme", "--json")
     assert out.returncode == 0, out.stderr
     rows = [r for r in json.loads(out.stdout)["items"] if r["job_id"] == str(job_id)]
     assert len(rows) == 1
@@ -119,7 +107,7 @@ def test_partial_rejection_delivers_the_others(fleet: Fleet, relay: Relay) -> No
     state = wait_final(d, [job_id])[str(job_id)]
     assert state["state"] == "sent"
     assert [m.rcpt_tos for m in relay.handler.messages] == [["ok@example.org"]]
-    out = json.loads(cli(fleet, "status", str(job_id), "--json").stdout)
+    out = json.loads(fleet.cli("status", str(job_id), "--json").stdout)
     assert [f["recipient"] for f in out["failed_sends"]] == ["reject-x@example.org"]
     d.close()
 
@@ -140,7 +128,7 @@ def test_retries_exhausted_become_expired(fleet: Fleet, relay: Relay) -> None:
     # give-up is 6 s in the fleet: the job expires with its last error
     state = wait_final(d, [job_id], timeout=30)[str(job_id)]
     assert state["state"] == "failed"
-    out = json.loads(cli(fleet, "status", str(job_id), "--json").stdout)
+    out = json.loads(fleet.cli("status", str(job_id), "--json").stdout)
     assert [f["kind"] for f in out["failed_sends"]] == ["expired"]
     assert out["failed_sends"][0]["reply_code"] == 451
     d.close()
@@ -192,7 +180,7 @@ def test_a_cancelled_job_is_never_sent_and_a_sent_one_cannot_be_cancelled(
     assert "later-cancel@example.org" not in relay.handler.attempts
     assert {d.status(i)["state"] for i in (scheduled, retrying)} == {"cancelled"}  # type: ignore[index]
     assert fleet.redis.zcard("md:schedule") == 0
-    assert cli(fleet, "cancel", str(now)).returncode == 3  # the CLI: too late
+    assert fleet.cli("cancel", str(now)).returncode == 3  # the CLI: too late
     d.close()
 
 
@@ -230,7 +218,7 @@ def test_mixed_recipient_results_are_merged_per_recipient(fleet: Fleet, relay: R
     delivered = [m.rcpt_tos for m in relay.handler.messages]
     assert sorted(delivered) == sorted([[ok], [slow]])  # each once, in its own transaction
     assert relay.handler.by_message_id()[f"<{job_id}@mail.operator.test>"] == 2
-    out = json.loads(cli(fleet, "status", str(job_id), "--json").stdout)
+    out = json.loads(fleet.cli("status", str(job_id), "--json").stdout)
     assert [(f["recipient"], f["kind"], f["reply_code"]) for f in out["failed_sends"]] == [
         (gone, "rejected", 550)
     ]

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +14,10 @@ import redis.asyncio as aioredis
 from config import keys
 from config.settings import Settings
 from producers.job import parse_job
-from tests.conftest import SECRET, worker_env
+from tests.support.env import SECRET
 from tests.support.faulty_relay import FaultyRelay
-from tests.support.fleet import FAST_RECOVERY, ProcFleet
-from tests.support.redis_server import RedisServer
-from tests.support.services import REPO, free_port, wait_for
+from tests.support.fleet import FAST_RECOVERY, Fleet, running_fleet
+from tests.support.services import free_port, wait_for
 from worker.jobs.pacing import Pacing
 
 JOB = {
@@ -112,32 +108,21 @@ def test_no_limit_configured_costs_no_redis_call(redis_url: str, redis_client: r
 
 
 @pytest.fixture
-def paced_fleet(tmp_path: Path) -> Iterator[tuple[ProcFleet, FaultyRelay]]:
+def paced_fleet(tmp_path: Path) -> Iterator[tuple[Fleet, FaultyRelay]]:
     relay = FaultyRelay(free_port()).up()
-    server = RedisServer(tmp_path / "redis").start()
-    env = worker_env(
-        server.url,
-        f"sqlite:///{tmp_path / 'store.db'}",
-        relay.url,
-        MAILDISPATCH_MSC_DOMAIN_LIMITS="pace.example=5/s",
-        **FAST_RECOVERY,
-    )
-    fleet = ProcFleet(tmp_path, env, redis_server=server)
+    limits = {"MAILDISPATCH_MSC_DOMAIN_LIMITS": "pace.example=5/s"}
     try:
-        fleet.worker()
-        fleet.scheduler()
-        yield fleet, relay
+        with running_fleet(tmp_path, relay_url=relay.url, env=FAST_RECOVERY | limits) as fleet:
+            yield fleet, relay
     finally:
-        fleet.close()
-        server.stop()
         relay.down()
 
 
 def test_jobs_over_a_domain_limit_are_deferred_not_failed(
-    paced_fleet: tuple[ProcFleet, FaultyRelay],
+    paced_fleet: tuple[Fleet, FaultyRelay],
 ) -> None:
     fleet, relay = paced_fleet
-    d = fleet.dispatcher()
+    d = fleet.dispatcher
     paced = d.send_many([JOB | {"to": [f"u{i}@pace.example"]} for i in range(30)])
     free = d.send_many([JOB | {"to": [f"u{i}@free.example"]} for i in range(30)])
 
@@ -154,15 +139,7 @@ def test_jobs_over_a_domain_limit_are_deferred_not_failed(
         return max(waiting)[1] if waiting else None
 
     wait_for(latest_deferred, 10, 0.05, "a deferred job")
-    out = subprocess.run(
-        [sys.executable, "-m", "producers.cli", "status", str(latest_deferred()), "--json"],
-        env=fleet.env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    seen = json.loads(out.stdout)
+    seen = fleet.status(str(latest_deferred()))
     assert seen["state"] == "deferred", seen
     assert seen["deferred_by"] == "domain:pace.example" and float(seen["next_at"]) > 0
     states = fleet.wait_final([*paced, *free], 40)
@@ -178,4 +155,3 @@ def test_jobs_over_a_domain_limit_are_deferred_not_failed(
     assert fleet.counters()["deferred"] >= 25
     attempts = [fleet.redis.hget(keys.job(str(i)), "attempts") for i in paced]
     assert set(attempts) == {b"1"}  # a deferral is not an attempt
-    d.close()

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import Fleet, clear_job_state, running_fleet
 from tests.integration.test_msc_delivery import (  # noqa: F401  (collected here, on RabbitMQ)
     test_451_twice_then_accepted_is_delivered_once,
     test_batch_arrives_exactly_once_with_headers_and_envelope,
@@ -20,6 +19,7 @@ from tests.integration.test_msc_delivery import (  # noqa: F401  (collected here
     test_rejected_recipient_becomes_a_failed_send,
     test_retries_exhausted_become_expired,
 )
+from tests.support.fleet import Fleet, running_fleet
 from tests.support.rabbit import amqp_url, private_vhost, rabbitmqctl
 from tests.support.relay import Relay
 
@@ -40,7 +40,7 @@ def rabbit_fleet(
     """An MSC worker and the scheduler on RabbitMQ, with job state in a private Redis."""
     with running_fleet(
         tmp_path_factory.mktemp("rabbit"),
-        session_relay.url,
+        relay_url=session_relay.url,
         broker_url=amqp_url(vhost),
         pool="prefork",
         concurrency=2,
@@ -51,7 +51,8 @@ def rabbit_fleet(
 @pytest.fixture
 def fleet(rabbit_fleet: Fleet, relay: Relay) -> Fleet:
     """The RabbitMQ fleet, with an empty relay and no job state left from other tests."""
-    return clear_job_state(rabbit_fleet)
+    rabbit_fleet.clear_job_state()
+    return rabbit_fleet
 
 
 def test_queues_are_durable_quorum_queues_with_nothing_else_declared(

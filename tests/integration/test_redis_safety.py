@@ -13,8 +13,8 @@ import pytest
 
 from config.settings import Settings
 from producers.redis_safety import inspect
-from tests.conftest import SECRET, worker_env
 from tests.support.api import serve
+from tests.support.env import SECRET, worker_env
 from tests.support.redis_server import RedisServer
 from tests.support.services import REPO, background, celery_worker_args, wait_for
 from worker.api.app import create_app

@@ -17,9 +17,9 @@ import pytest
 import redis
 
 from config.settings import Settings
-from tests.conftest import SECRET
 from tests.integration.test_http_page import OWNER, csrf_of, signed_in
 from tests.support.api import bearer, new_key, serve
+from tests.support.env import SECRET
 from tests.support.queue import raw_messages, task_body
 from worker.api.app import create_app
 from worker.store import Store, open_store, repo

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import func, inspect, select, text
 
-from tests.conftest import worker_env
+from tests.support.env import worker_env
 from tests.support.services import REPO, background, scheduler_args, wait_for
 from worker.store import repo
 from worker.store.db import Store, upgrade

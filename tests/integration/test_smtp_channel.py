@@ -15,8 +15,9 @@ import pytest
 
 from tests.support.auth_smtpd import AuthHandler, Pki, auth_server, make_pki
 from tests.support.banner_server import BannerServer
+from tests.support.dumps import database_bytes, redis_dump
+from tests.support.fleet import USER_CHANNELS, Fleet, running_fleet
 from tests.support.relay import Relay
-from tests.support.user_fleet import UserFleet, database_bytes, redis_dump, user_fleet
 
 PASSWORD = "correct horse battery staple"
 
@@ -45,13 +46,14 @@ def server(servers: dict[str, Relay]) -> Relay:
 
 
 @pytest.fixture(scope="module")
-def sfleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserFleet]:
-    with user_fleet("mail.smtp", tmp_path_factory.mktemp("smtp-fleet")) as fleet:
+def sfleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    tmp = tmp_path_factory.mktemp("smtp-fleet")
+    with running_fleet(tmp, "mail.smtp", env=USER_CHANNELS) as fleet:
         yield fleet
 
 
 @pytest.fixture
-def owner(sfleet: UserFleet, server: Relay) -> Iterator[str]:
+def owner(sfleet: Fleet, server: Relay) -> Iterator[str]:
     name = f"user-{uuid.uuid4().hex[:8]}"
     yield name
     sfleet.forget(name)
@@ -63,7 +65,7 @@ def _handler(server: Relay) -> AuthHandler:
 
 
 def _set(
-    fleet: UserFleet,
+    fleet: Fleet,
     owner: str,
     server: Relay,
     password: str = PASSWORD,
@@ -95,11 +97,11 @@ def _job(owner: str, **overrides: Any) -> dict[str, Any]:
 
 
 def test_delivered_over_starttls_with_auth(
-    sfleet: UserFleet, server: Relay, pki: Pki, owner: str
+    sfleet: Fleet, server: Relay, pki: Pki, owner: str
 ) -> None:
     _set(sfleet, owner, server, ca_file=pki.ca_file)
     job_id = sfleet.dispatcher.send(_job(owner, bcc=["hidden@example.net"]))
-    assert sfleet.wait_final(job_id)[str(job_id)]["state"] == "sent"
+    assert sfleet.wait_final([job_id]) == {str(job_id): "sent"}
     handler = _handler(server)
     (got,) = handler.messages
     assert got.mail_from == "ann@acme.example"  # the identity: bounces go to the user
@@ -119,24 +121,24 @@ def test_delivered_over_starttls_with_auth(
 
 
 def test_login_only_server_exchange_style(
-    sfleet: UserFleet, servers: dict[str, Relay], pki: Pki, owner: str
+    sfleet: Fleet, servers: dict[str, Relay], pki: Pki, owner: str
 ) -> None:
     login_only = servers["login-only"]
     _set(sfleet, owner, login_only, ca_file=pki.ca_file)
     job_id = sfleet.dispatcher.send(_job(owner))
-    assert sfleet.wait_final(job_id)[str(job_id)]["state"] == "sent"
+    assert sfleet.wait_final([job_id]) == {str(job_id): "sent"}
     handler = _handler(login_only)
     assert [(x.mechanism, x.success) for x in handler.logins] == [("LOGIN", True)]
     assert len(handler.messages) == 1
 
 
 def test_wrong_password_flags_the_account_and_fails_once(
-    sfleet: UserFleet, server: Relay, pki: Pki, owner: str
+    sfleet: Fleet, server: Relay, pki: Pki, owner: str
 ) -> None:
     _set(sfleet, owner, server, password="not the password", ca_file=pki.ca_file)
     job_id = sfleet.dispatcher.send(_job(owner))
-    state = sfleet.wait_final(job_id)[str(job_id)]
-    assert state["state"] == "failed" and state["attempts"] == "1"  # never retried
+    assert sfleet.wait_final([job_id]) == {str(job_id): "failed"}
+    assert (sfleet.dispatcher.status(job_id) or {})["attempts"] == "1"  # never retried
     (failed,) = sfleet.status(job_id)["failed_sends"]
     assert (failed["kind"], failed["reply_code"]) == ("auth", 535)
     account = sfleet.account(owner, "smtp")
@@ -147,7 +149,7 @@ def test_wrong_password_flags_the_account_and_fails_once(
 
     # the next job fails without another login (no lock-out of the user's mailbox)
     second = sfleet.dispatcher.send(_job(owner))
-    assert sfleet.wait_final(second)[str(second)]["state"] == "failed"
+    assert sfleet.wait_final([second]) == {str(second): "failed"}
     assert len(handler.logins) == tried
     assert "auth_failed" in sfleet.status(second)["failed_sends"][0]["diagnostic"]
 
@@ -155,16 +157,14 @@ def test_wrong_password_flags_the_account_and_fails_once(
     _set(sfleet, owner, server, ca_file=pki.ca_file)
     time.sleep(2.2)  # the worker keeps an account's record for 2 s
     third = sfleet.dispatcher.send(_job(owner))
-    assert sfleet.wait_final(third)[str(third)]["state"] == "sent"
+    assert sfleet.wait_final([third]) == {str(third): "sent"}
     assert sfleet.account(owner, "smtp")["state"] == "connected"
 
 
-def test_untrusted_certificate_is_never_sent_to(
-    sfleet: UserFleet, server: Relay, owner: str
-) -> None:
+def test_untrusted_certificate_is_never_sent_to(sfleet: Fleet, server: Relay, owner: str) -> None:
     _set(sfleet, owner, server, trust=False)  # the test CA is not among the system's
     job_id = sfleet.dispatcher.send(_job(owner))
-    assert sfleet.wait_final(job_id)[str(job_id)]["state"] == "failed"
+    assert sfleet.wait_final([job_id]) == {str(job_id): "failed"}
     (failed,) = sfleet.status(job_id)["failed_sends"]
     assert failed["kind"] == "config" and "certificate" in failed["diagnostic"]
     handler = _handler(server)
@@ -172,14 +172,16 @@ def test_untrusted_certificate_is_never_sent_to(
 
 
 def test_reply_codes_follow_the_msc_policy(
-    sfleet: UserFleet, server: Relay, pki: Pki, owner: str
+    sfleet: Fleet, server: Relay, pki: Pki, owner: str
 ) -> None:
     _set(sfleet, owner, server, ca_file=pki.ca_file)
     deferred = sfleet.dispatcher.send(_job(owner, to=["defer1-slow@example.org"]))
     rejected = sfleet.dispatcher.send(_job(owner, to=["reject-ghost@example.org"]))
-    states = sfleet.wait_final(deferred, rejected)
-    assert (states[str(deferred)]["state"], states[str(deferred)]["attempts"]) == ("sent", "2")
-    assert states[str(rejected)]["state"] == "failed"
+    assert sfleet.wait_final([deferred, rejected]) == {
+        str(deferred): "sent",
+        str(rejected): "failed",
+    }
+    assert (sfleet.dispatcher.status(deferred) or {})["attempts"] == "2"
     (failed,) = sfleet.status(rejected)["failed_sends"]
     assert (failed["kind"], failed["reply_code"], failed["enhanced_status"]) == (
         "rejected",
@@ -190,19 +192,19 @@ def test_reply_codes_follow_the_msc_policy(
 
 
 def test_connections_are_pooled_per_server_and_credentials(
-    sfleet: UserFleet, server: Relay, pki: Pki, owner: str
+    sfleet: Fleet, server: Relay, pki: Pki, owner: str
 ) -> None:
     _set(sfleet, owner, server, ca_file=pki.ca_file)
     for _ in range(2):
         ids = sfleet.dispatcher.send_many([_job(owner, to=[f"r{i}@example.org"]) for i in range(8)])
-        assert {s["state"] for s in sfleet.wait_final(*ids).values()} == {"sent"}
+        assert set(sfleet.wait_final(ids).values()) == {"sent"}
     handler = _handler(server)
     assert len(handler.messages) == 16
     assert 1 <= len(handler.logins) <= 3  # at most 3 connections, each logged in once
 
 
 def test_job_without_channel_follows_the_preference(
-    sfleet: UserFleet, server: Relay, pki: Pki, owner: str
+    sfleet: Fleet, server: Relay, pki: Pki, owner: str
 ) -> None:
     _set(sfleet, owner, server, ca_file=pki.ca_file)
     out = sfleet.cli("accounts", "prefer", "--owner", owner, "--channel", "smtp")
@@ -210,7 +212,7 @@ def test_job_without_channel_follows_the_preference(
     job = _job(owner)
     del job["channel"]
     job_id = sfleet.dispatcher.send(job)
-    assert sfleet.wait_final(job_id)[str(job_id)]["state"] == "sent"
+    assert sfleet.wait_final([job_id]) == {str(job_id): "sent"}
     assert sfleet.status(job_id)["channel"] == "smtp"
     assert len(_handler(server).messages) == 1
     [entry] = sfleet.cli_json("accounts", "list", "--owner", owner)
@@ -218,19 +220,19 @@ def test_job_without_channel_follows_the_preference(
 
 
 def test_no_password_in_the_clear_in_database_redis_or_logs(
-    sfleet: UserFleet, server: Relay, pki: Pki, owner: str
+    sfleet: Fleet, server: Relay, pki: Pki, owner: str
 ) -> None:
     secret = f"pw-{uuid.uuid4().hex}"
     # first refused (the server expects another password), then accepted
     _set(sfleet, owner, server, password=secret, ca_file=pki.ca_file)
     refused = sfleet.dispatcher.send(_job(owner))
-    assert sfleet.wait_final(refused)[str(refused)]["state"] == "failed"
+    assert sfleet.wait_final([refused]) == {str(refused): "failed"}
     _handler(server).users["ann"] = secret
     try:
         _set(sfleet, owner, server, password=secret, ca_file=pki.ca_file)
         time.sleep(2.2)  # the worker keeps an account's record for 2 s
         ok = sfleet.dispatcher.send(_job(owner))
-        assert sfleet.wait_final(ok)[str(ok)]["state"] == "sent"
+        assert sfleet.wait_final([ok]) == {str(ok): "sent"}
     finally:
         _handler(server).users["ann"] = PASSWORD
     listing = sfleet.cli("accounts", "list", "--owner", owner, "--json")
@@ -248,7 +250,7 @@ def test_no_password_in_the_clear_in_database_redis_or_logs(
     assert b"auth_failed" in haystacks["database"]  # the search itself works
 
 
-def test_plain_text_setting_is_refused(sfleet: UserFleet, server: Relay, owner: str) -> None:
+def test_plain_text_setting_is_refused(sfleet: Fleet, server: Relay, owner: str) -> None:
     out = sfleet.cli(
         "accounts", "smtp", "set", "--owner", owner, "--host", "127.0.0.1",
         "--port", str(server.port), "--security", "none", "--username", "ann",
@@ -260,7 +262,7 @@ def test_plain_text_setting_is_refused(sfleet: UserFleet, server: Relay, owner: 
     assert _handler(server).logins == []
 
 
-def _set_peer(fleet: UserFleet, owner: str, port: int) -> None:
+def _set_peer(fleet: Fleet, owner: str, port: int) -> None:
     args = [
         "accounts", "smtp", "set", "--owner", owner, "--host", "127.0.0.1",
         "--port", str(port), "--security", "starttls", "--username", "ann", "--password-stdin",
@@ -279,13 +281,13 @@ def _set_peer(fleet: UserFleet, owner: str, port: int) -> None:
     ids=["ssh", "http", "binary", "not-a-greeting"],
 )
 def test_a_peer_that_is_not_smtp_gets_a_generic_error(
-    sfleet: UserFleet, owner: str, banner: bytes
+    sfleet: Fleet, owner: str, banner: bytes
 ) -> None:
     peer = BannerServer(banner).start()
     try:
         _set_peer(sfleet, owner, peer.port)
         job_id = sfleet.dispatcher.send(_job(owner))
-        assert sfleet.wait_final(job_id)[str(job_id)]["state"] == "failed"
+        assert sfleet.wait_final([job_id]) == {str(job_id): "failed"}
     finally:
         peer.stop()
     assert peer.connections >= 1
@@ -299,13 +301,13 @@ def test_a_peer_that_is_not_smtp_gets_a_generic_error(
         assert word not in status.stdout
 
 
-def test_an_smtp_reply_is_quoted_as_bounded_printable_text(sfleet: UserFleet, owner: str) -> None:
+def test_an_smtp_reply_is_quoted_as_bounded_printable_text(sfleet: Fleet, owner: str) -> None:
     noise = "\x1b[2J\x07 tail\u202e" + "x" * 3000
     peer = BannerServer(f"554 5.7.1 go away{noise}\r\n".encode()).start()
     try:
         _set_peer(sfleet, owner, peer.port)
         job_id = sfleet.dispatcher.send(_job(owner))
-        assert sfleet.wait_final(job_id)[str(job_id)]["state"] == "failed"
+        assert sfleet.wait_final([job_id]) == {str(job_id): "failed"}
     finally:
         peer.stop()
     (failed,) = sfleet.status(job_id)["failed_sends"]

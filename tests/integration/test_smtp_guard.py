@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.banner_server import BannerServer
-from tests.support.user_fleet import UserFleet, user_fleet
+from tests.support.fleet import USER_CHANNELS, Fleet, running_fleet
 from worker.channels.netguard import BLOCKED_TEXT
 from worker.channels.smtp import PLAINTEXT_AUTH_REFUSED
 
@@ -24,16 +24,15 @@ GREETING = b"220 listener.test ESMTP\r\n"
 
 
 @pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UserFleet]:
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     # the default policy: nothing allowed beyond what the settings block
-    with user_fleet(
-        "mail.smtp", tmp_path_factory.mktemp("guarded"), MAILDISPATCH_SMTP_ALLOWED_NETWORKS=""
-    ) as fleet:
+    guarded_env = USER_CHANNELS | {"MAILDISPATCH_SMTP_ALLOWED_NETWORKS": ""}
+    with running_fleet(tmp_path_factory.mktemp("guarded"), "mail.smtp", env=guarded_env) as fleet:
         yield fleet
 
 
 @pytest.fixture
-def owner(guarded: UserFleet) -> Iterator[str]:
+def owner(guarded: Fleet) -> Iterator[str]:
     name = f"user-{uuid.uuid4().hex[:8]}"
     yield name
     guarded.forget(name)
@@ -47,21 +46,14 @@ def listener() -> Iterator[BannerServer]:
 
 
 def _set(
-    fleet: UserFleet, owner: str, host: str, port: int, security: str = "starttls", **env: str
+    fleet: Fleet, owner: str, host: str, port: int, security: str = "starttls", **env: str
 ) -> subprocess.CompletedProcess[str]:
     args = [
         "accounts", "smtp", "set", "--owner", owner, "--host", host, "--port", str(port),
         "--security", security, "--username", "ann", "--password-stdin",
     ]  # fmt: skip
-    if not env:
-        return fleet.cli(*args, stdin="pw\n")
-    saved = dict(fleet.env)
-    fleet.env.update(env)  # this one command runs as a deployment that allowed it
-    try:
-        return fleet.cli(*args, stdin="pw\n")
-    finally:
-        fleet.env.clear()
-        fleet.env.update(saved)
+    # with ``env``, this one command runs as a deployment that allowed it
+    return fleet.cli(*args, stdin="pw\n", env=env)
 
 
 def _job(owner: str) -> dict[str, object]:
@@ -79,7 +71,7 @@ def _job(owner: str) -> dict[str, object]:
 @pytest.mark.parametrize(
     "host", ["127.0.0.2", "localhost", "[::1]", "10.0.0.25", "169.254.169.254", "fd12::1"]
 )
-def test_setting_an_internal_address_is_refused(guarded: UserFleet, owner: str, host: str) -> None:
+def test_setting_an_internal_address_is_refused(guarded: Fleet, owner: str, host: str) -> None:
     out = _set(guarded, owner, host, 25)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "network" in out.stderr and "MAILDISPATCH_SMTP_BLOCKED_NETWORKS" in out.stderr
@@ -88,15 +80,15 @@ def test_setting_an_internal_address_is_refused(guarded: UserFleet, owner: str, 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
 def test_an_internal_server_is_never_connected_to(
-    guarded: UserFleet, owner: str, listener: BannerServer, host: str
+    guarded: Fleet, owner: str, listener: BannerServer, host: str
 ) -> None:
     out = _set(
         guarded, owner, host, listener.port, MAILDISPATCH_SMTP_ALLOWED_NETWORKS="127.0.0.0/8"
     )
     assert out.returncode == 0, out.stderr
     job_id = guarded.dispatcher.send(_job(owner))
-    state = guarded.wait_final(job_id)[str(job_id)]
-    assert (state["state"], state["attempts"]) == ("failed", "1")  # never retried
+    assert guarded.wait_final([job_id]) == {str(job_id): "failed"}
+    assert (guarded.dispatcher.status(job_id) or {})["attempts"] == "1"  # never retried
     (failed,) = guarded.status(job_id)["failed_sends"]
     assert failed["kind"] == "config" and failed["diagnostic"] == BLOCKED_TEXT
     assert str(listener.port) not in failed["diagnostic"]
@@ -104,7 +96,7 @@ def test_an_internal_server_is_never_connected_to(
     assert "smtp_destination_blocked" in guarded.logs()  # the operator sees where it pointed
 
 
-def test_no_login_without_tls(guarded: UserFleet, owner: str) -> None:
+def test_no_login_without_tls(guarded: Fleet, owner: str) -> None:
     # a public-looking name: the refusal comes before any lookup or connection
     out = _set(
         guarded,
@@ -116,7 +108,7 @@ def test_no_login_without_tls(guarded: UserFleet, owner: str) -> None:
     )
     assert out.returncode == 0, out.stderr
     job_id = guarded.dispatcher.send(_job(owner))
-    assert guarded.wait_final(job_id)[str(job_id)]["state"] == "failed"
+    assert guarded.wait_final([job_id]) == {str(job_id): "failed"}
     (failed,) = guarded.status(job_id)["failed_sends"]
     assert failed["kind"] == "auth" and failed["diagnostic"] == PLAINTEXT_AUTH_REFUSED
     account = guarded.account(owner, "smtp")

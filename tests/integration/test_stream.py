@@ -13,7 +13,8 @@ import redis
 import redis.asyncio as aioredis
 
 from producers.client import Dispatcher
-from tests.conftest import Fleet, make_settings, worker_env
+from tests.support.env import make_settings, worker_env
+from tests.support.fleet import Fleet
 from tests.support.redis_server import RedisServer
 from tests.support.relay import Relay
 from tests.support.services import wait_for

@@ -62,11 +62,11 @@ def wait_for(
 
 @contextmanager
 def background(
-    args: list[str], env: Mapping[str, str], log: Path
+    args: list[str], env: Mapping[str, str], log: Path, cwd: Path = REPO
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A child process with its output in ``log``; terminated, then killed, at exit."""
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, env=dict(env), stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(args, env=dict(env), stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
         try:
             yield proc
         finally:
