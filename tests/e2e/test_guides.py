@@ -1,4 +1,4 @@
-"""The two guides, followed on a copy of the tree: a toy channel and a toy bounce format.
+"""The two guides, followed on a copy of the tree: a toy channel, bounce format and provider.
 
 docs/adding-a-channel.md and docs/adding-a-bounce-format.md each promise that a new channel or
 format is one module plus one registration line. Here their code blocks are taken as written,
@@ -240,3 +240,59 @@ def test_a_bounce_format_is_one_module_and_one_line(tmp_path: Path) -> None:
     # the same report in the checkout, without the module: not read as ToyMTA
     out = run_in(REPO, {"PATH": "/usr/bin:/bin"}, "-c", read, str(report))
     assert json.loads(out.stdout)["decoder"] != "ToyMTA"
+
+
+TOY_DSN = """\
+From: Mail Delivery Subsystem <MAILER-DAEMON@mta.operator.example>
+To: bounces@operator.example
+Subject: Delivery Status Notification (Failure)
+Date: Sun, 06 Dec 2026 06:00:00 +0000
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain
+
+Your message could not be delivered.
+
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mta.operator.example
+
+Final-Recipient: rfc822; neko@toymail.example
+Action: failed
+Status: 5.0.0
+Remote-MTA: dns; mx1.mx.toymail.example
+Diagnostic-Code: smtp; 550 no such toymail user
+
+--B--
+"""
+
+
+def test_a_provider_is_one_module_and_one_line(tmp_path: Path) -> None:
+    module = code_blocks("adding-a-bounce-format.md", "python")[2]
+    assert "@provider(" in module
+    copy = copy_tree(tmp_path / "tree")
+    providers = copy / "worker/bounces/classify/providers"
+    (providers / "toymail.py").write_text(module)
+    insert_after(providers / "__init__.py", "    tencent,", "    toymail,")
+
+    added, lines = changed(copy)
+    assert added == {"worker/bounces/classify/providers/toymail.py"}
+    assert lines == {"worker/bounces/classify/providers/__init__.py": ["    toymail,"]}
+
+    report = tmp_path / "toy.eml"
+    report.write_text(TOY_DSN)
+    parse = ("-m", "producers.cli", "bounces", "parse", "--json", str(report))
+    out = run_in(copy, {"PATH": "/usr/bin:/bin"}, *parse)
+    assert out.returncode == 0, out.stderr
+    ((row,),) = [json.loads(out.stdout)["bounces"]]
+    assert (row["recipient"], row["reason"], row["hard"]) == (
+        "neko@toymail.example",
+        "userunknown",
+        True,
+    )
+    # without the module the generic rules cannot tell: the provider's words made the difference
+    out = run_in(REPO, {"PATH": "/usr/bin:/bin"}, *parse)
+    assert json.loads(out.stdout)["bounces"][0]["reason"] != "userunknown"

@@ -1,2 +1,3 @@
 """Reading a bounce: the report parsed (``parse.py``), its format's decoder (``formats/``), each
-recipient classified (``reasons.py``, ``codes.py``, ``rhosts.py``). Pure functions: no I/O."""
+recipient classified (``reasons.py``, ``codes.py``, a provider's own codes: ``providers/``).
+Pure functions: no I/O."""

@@ -8,7 +8,7 @@ and the sisimai development team):
 2. try the MTA-specific decoders the Subject: suggests, then all of them, then
    the RFC 3464 DSN reader, the ARF reader and the auto-reply reader;
 3. for each recipient, clean the diagnostic text, pick the status and reply
-   codes, classify the reason (:mod:`.reasons`, :mod:`.rhosts`) and apply the
+   codes, classify the reason (:mod:`.reasons`, :mod:`.providers`) and apply the
    hard-bounce rule.
 """
 
@@ -22,8 +22,8 @@ from .formats import DECODERS, order_for
 from .hosts import find_address, find_host, is_email_address, is_internet_host, parse_received
 from .mime import prepare_body, read_message, unfold
 from .model import Bounce, BounceReport, Message, Record, Rising
+from .providers import find_rhost_reason
 from .reasons import RETRY, Fact, find_reason, is_explicit, local_agent_reason
-from .rhosts import find_rhost_reason
 from .text import sweep
 
 __all__ = ["Bounce", "BounceReport", "parse_bounce"]

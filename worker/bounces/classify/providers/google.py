@@ -1,11 +1,17 @@
-"""Gmail and Google Workspace error table used by :mod:`worker.bounces.classify.rhosts`.
+"""Gmail (``*.l.google.com``) and Google Workspace (``googlemail.com``): their SMTP errors.
 
-Data from Sisimai's ``rhost/for-google.go`` and ``for-gsuite.go`` (go-sisimai, BSD
-2-Clause License, Copyright (C) 2014 azumakuniyuki and the sisimai development
-team), after https://support.google.com/a/answer/3726730.
+One module, as ``formats/google.py`` is for their bounce formats: the two share a source.
+
+Data from Sisimai's ``rhost/for-google.go`` and ``for-gsuite.go`` (go-sisimai, BSD 2-Clause License, Copyright (C)
+2014 azumakuniyuki and the sisimai development team), after https://support.google.com/a/answer/3726730.
 """
 
 from __future__ import annotations
+
+from ..codes import valid_reply, valid_status
+from ..reasons import Fact
+from ..text import contains_any
+from .registry import provider
 
 # (reason, reply code, status code, lower-cased text)
 GOOGLE: tuple[tuple[str, str, str, str], ...] = (
@@ -171,3 +177,33 @@ GSUITE: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
 )
+
+
+@provider("Google", hosts=("aspmx.l.google.com", "gmail-smtp-in.l.google.com"), order=80)
+def google(fo: Fact) -> str:
+    """Return the reason for Gmail's reply code, status and words together, or ''."""
+    if not fo.diagnostic or not valid_reply(fo.reply_code) or not valid_status(fo.status):
+        return ""
+    status, reply, issued = fo.status[2:], fo.reply_code[1:], fo.diagnostic.lower()
+    for reason, code, dsn, text in GOOGLE:
+        # Sisimai compares only the tail of both codes (421 and 521 look alike here)
+        if text in issued and code.find(reply) >= 1 and dsn.find(status) >= 2:
+            return reason
+    return ""
+
+
+@provider("GSuite", hosts=("googlemail.com",), order=90)
+def gsuite(fo: Fact) -> str:
+    """Return the reason Google Workspace's words give, weighed by the code's class, or ''."""
+    if not fo.diagnostic:
+        return ""
+    sc, rc = fo.status[:1], fo.reply_code[:1]
+    for reason, needles in GSUITE:
+        if not contains_any(fo.diagnostic, needles):
+            continue
+        if reason == "networkerror" and "5" in (sc, rc):
+            continue
+        if reason == "hostunknown" and (sc in ("4", "") or rc in ("4", "")):
+            continue
+        return reason
+    return ""

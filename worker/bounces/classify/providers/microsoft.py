@@ -1,11 +1,16 @@
-"""Microsoft 365 / Exchange Online / Outlook.com error table used by :mod:`worker.bounces.classify.rhosts`.
+"""Microsoft 365 / Exchange Online (``*.protection.outlook.com``...): enhanced status codes
+with their texts, and the ``RP-``, ``SC-``, ``DY-``, ``OU-`` labels of its filters.
 
-Data from Sisimai's ``rhost/for-microsoft.go`` (go-sisimai, BSD 2-Clause License,
-Copyright (C) 2014 azumakuniyuki and the sisimai development team), after
+Data from Sisimai's ``rhost/for-microsoft.go`` (go-sisimai, BSD 2-Clause License, Copyright (C)
+2014 azumakuniyuki and the sisimai development team), after
 Microsoft's "Email non-delivery reports and SMTP errors in Exchange Online".
 """
 
 from __future__ import annotations
+
+from ..codes import valid_status
+from ..reasons import Fact
+from .registry import provider
 
 # (reason, status or status prefix, range low, range high, lower-cased text)
 MICROSOFT: tuple[tuple[str, str, str, str, str], ...] = (
@@ -215,3 +220,31 @@ MICROSOFT_CODES: dict[str, tuple[str, str]] = {
     "OU-001": ("550", "blocked"),
     "OU-002": ("550", "badreputation"),
 }
+
+
+@provider(
+    "Microsoft",
+    hosts=(".prod.outlook.com", ".protection.outlook.com", ".onmicrosoft.com", ".exchangelabs.com"),
+    order=130,
+)
+def microsoft(fo: Fact) -> str:
+    """Return the reason for Microsoft's status and words, else for its filter label, or ''."""
+    if not fo.diagnostic or not valid_status(fo.status):
+        return ""
+    status, issued = fo.status, fo.diagnostic.lower()
+    third = int(status.split(".")[2])
+    for reason, code, low, high, text in MICROSOFT:
+        if low == high:
+            if status != code:
+                continue
+        else:
+            if code not in status or not low or not high:
+                continue
+            if third < int(low) or third > int(high):
+                continue
+        if text in issued:
+            return reason
+    for label, (reply, reason) in MICROSOFT_CODES.items():
+        if label in fo.diagnostic and fo.reply_code == reply:
+            return reason
+    return ""
