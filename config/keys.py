@@ -25,6 +25,8 @@ def payload(job_id: str) -> str:
     return f"{PREFIX}payload:{job_id}"
 
 
+#: stream of every job's events (config/events.py): field ``o`` the owner, ``d`` the event's JSON
+EVENTS = f"{PREFIX}events"
 #: sorted set of job ids by the time they are due to be published again
 SCHEDULE = f"{PREFIX}schedule"
 #: hash owner -> preferred channel, mirrored from the accounts store for producers

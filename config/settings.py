@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     # worker that died before it started it (started ones come back through their lease)
     visibility_timeout: float = 300.0
     job_ttl: float = 7 * 86400.0
+    # how long the event stream (config/events.py: the feed, GET /v1/events) keeps an event
+    # (~0.5 KB of Redis each); 0: no events are written
+    events_retention: float = 86400.0
     # refuse to start (worker) / report unavailable (/healthz) when Redis is configured to lose
     # data: appendonly off or an evicting maxmemory-policy (producers/redis_safety.py). Off:
     # a loud warning only
@@ -240,6 +243,7 @@ class Settings(BaseSettings):
         "gmail_give_up_after",
         "smtp_give_up_after",
         "job_ttl",
+        "events_retention",
         "idempotency_wait",
         "enqueue_retry_for",
         "claim_lease",

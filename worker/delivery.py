@@ -29,6 +29,7 @@ from worker.consume.gate import Gate
 from worker.errors import DeliveryError, PermanentError, TransientError
 from worker.failures.kinds import FailedKind
 from worker.failures.rows import failed_send_row
+from worker.jobs import events
 from worker.jobs.pacing import Pacing
 from worker.jobs.state import Claim, JobStates
 from worker.message.build import build_message
@@ -277,7 +278,9 @@ class Delivery:
         try:
             account = await self.accounts.load(self.channel.name, job.owner)
             if over := await self.pacing.over_limit(job, account, recipients):
-                await self.states.defer(str(job.id), wire, *over)  # fleet-wide limit: later
+                # over a fleet-wide limit: later
+                event = events.deferred(job, self.channel.name, recipients, *over)
+                await self.states.defer(str(job.id), wire, *over, events=[event])
                 log.info(
                     "delivery_deferred", scope=over[1], delay_s=round(over[0] - time.time(), 1)
                 )
@@ -342,18 +345,25 @@ class Delivery:
                 "identity": str(job.identity),
                 "metadata": fastjson.dumps_text(job.metadata) if job.metadata else None,
             }
+        reported = (
+            [events.sent(job, self.channel.name, taken, claim.attempt, fields)]
+            if (taken := [r for r in recipients if r not in receipt.refused])
+            else []
+        )
         if retry:
             first = next(iter(retry.values()))
             log.info(
                 "delivery_partial", accepted=accepted, deferred=len(retry), rejected=len(rejected)
             )
-            return await self._retry(job, wire, claim, tuple(retry), first, **fields)
+            return await self._retry(
+                job, wire, claim, tuple(retry), first, reported=reported, **fields
+            )
         state = JobState.SENT if accepted else JobState.FAILED
         if unrecorded:  # (a retry above writes its own last_error)
             fields["last_error"] = ("not in Failed Sends: " + "; ".join(unrecorded))[:500]
         if rejected and not accepted:
             fields["last_error"] = receipt.refused[rejected[0]].describe()[:500]
-        await self.states.finish(job_id, state, **fields)
+        await self.states.finish(job_id, state, events=reported, **fields)
         if accepted:
             metrics.accepted(self.channel.name, claim.enqueued_at, job.send_at)
         log.info(
@@ -372,6 +382,7 @@ class Delivery:
         claim: Claim,
         recipients: tuple[str, ...],
         error: TransientError,
+        reported: Sequence[events.Event] = (),
         **fields: Any,
     ) -> str:
         now = time.time()
@@ -387,8 +398,17 @@ class Delivery:
             await self._fail(job, wire, recipients, expired)
             return "failed"
         pending = recipients if set(recipients) != set(job.recipients) else None
+        event = events.retrying(
+            job, self.channel.name, recipients, claim.attempt, now + delay, error
+        )
         await self.states.schedule_retry(
-            str(job.id), wire, now + delay, pending, last_error=error.describe()[:500], **fields
+            str(job.id),
+            wire,
+            now + delay,
+            pending,
+            [*reported, event],
+            last_error=error.describe()[:500],
+            **fields,
         )
         log.info(
             "delivery_retry_scheduled",
@@ -439,7 +459,9 @@ class Delivery:
     async def _record(
         self, job: SendJob, wire: dict[str, Any], recipients: Sequence[str], error: DeliveryError
     ) -> None:
-        """Write Failed Send rows before the state changes, so a crash can only repeat a row."""
+        """Write Failed Send rows, then their event, before the state changes: a crash can only
+        repeat a row (and the event, with the same id)."""
+        reason, hard = reason_of(error), error.kind == FailedKind.SUPPRESSED or _hard(error)
         rows = [
             failed_send_row(
                 job_id=str(job.id),
@@ -449,8 +471,8 @@ class Delivery:
                 kind=error.kind,
                 reply_code=error.reply_code,
                 enhanced_status=error.enhanced_status,
-                reason=reason_of(error),
-                hard=error.kind == FailedKind.SUPPRESSED or _hard(error),
+                reason=reason,
+                hard=hard,
                 diagnostic=error.text,
                 subject=job.subject,
                 identity=str(job.identity),
@@ -465,6 +487,9 @@ class Delivery:
                 repo.record_failed_sends(session, rows)
 
         await asyncio.to_thread(write)
+        await self.states.emit(
+            [events.failed(job, self.channel.name, recipients, error, reason, hard)]
+        )
 
 
 def _hard(error: DeliveryError) -> bool:

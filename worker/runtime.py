@@ -42,7 +42,12 @@ class Runtime:
         #: one gate for every channel this process delivers (worker/consume/gate.py)
         self.gate = Gate(settings.worker_jobs)
         self.redis: aioredis.Redis = self.run(self._redis())
-        self.states = JobStates(self.redis, lease=settings.claim_lease, ttl=settings.job_ttl)
+        self.states = JobStates(
+            self.redis,
+            lease=settings.claim_lease,
+            ttl=settings.job_ttl,
+            events_retention=settings.events_retention,
+        )
 
     @property
     def store(self) -> Store:

@@ -26,6 +26,7 @@ def test_openapi_documents_every_route_and_the_job() -> None:
         "/v1/failed-sends/{failed_id}",
         "/v1/failed-sends/{failed_id}/resend",
         "/v1/suppressions",
+        "/v1/events",
         "/healthz",
         "/metrics",
     }

@@ -96,7 +96,12 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         except (ValueError, RuntimeError):  # not the main thread
             break
     client = aioredis.Redis.from_url(settings.state_redis_url)
-    states = JobStates(client, lease=settings.claim_lease, ttl=settings.job_ttl)
+    states = JobStates(
+        client,
+        lease=settings.claim_lease,
+        ttl=settings.job_ttl,
+        events_retention=settings.events_retention,
+    )
     dispatcher = Dispatcher(settings)
     log.info("scheduler_started", interval_s=settings.scheduler_interval)
     purging: asyncio.Task[bool] | None = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ import redis.exceptions
 import structlog
 
 from config import fastjson, keys
+from config.events import min_id
 from config.lua import lua_script
 from config.states import JobState
 from producers.enqueue import ttl_until_due
@@ -45,6 +46,9 @@ _FINISH = lua_script("worker.jobs", "finish")
 
 Decision = Literal["go", "uncertain", "done", "busy", "wait", "vanished"]
 
+#: events as written to the stream: (owner, the event's JSON from config/events.py ``encode``)
+Events = Sequence[tuple[str, str]]
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -61,10 +65,19 @@ class Claim:
 class JobStates:
     """Job state operations; one instance per worker process, on its event loop."""
 
-    def __init__(self, client: aioredis.Redis, *, lease: float, ttl: float) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        lease: float,
+        ttl: float,
+        events_retention: float = 86400.0,
+    ) -> None:
         self.redis = client
         self.lease = lease
         self.ttl = int(ttl)
+        #: 0: no events are written (config/events.py)
+        self.events_retention = events_retention
         self._claim = client.register_script(_CLAIM)
         self._take_due = client.register_script(_TAKE_DUE)
         self._published = client.register_script(_PUBLISHED)
@@ -73,10 +86,10 @@ class JobStates:
         self.auto = AutoPipeline(client)
         self.inflight = InFlight(client, lease=lease, ttl=ttl, auto=self.auto)
         self._leased_until: dict[str, float] = {}
-        #: outcomes Redis has not taken yet (job id -> state, fields): a `sent` whose write met
-        #: a Redis blip is held here and recorded by the next claim of the job (the batch's
-        #: retry), never sent again by this process
-        self.unrecorded: dict[str, tuple[str, bytes | str]] = {}
+        #: outcomes Redis has not taken yet (job id -> state, fields, events): a `sent` whose
+        #: write met a Redis blip is held here and recorded by the next claim of the job (the
+        #: batch's retry), never sent again by this process
+        self.unrecorded: dict[str, tuple[str, bytes | str, Events]] = {}
         #: how long a final write keeps retrying Redis' transient errors before the batch
         #: crashes (and is retried, its outcomes still held): within the batch's lease, which
         #: its holder renews meanwhile
@@ -106,8 +119,9 @@ class JobStates:
             deferred=float(deferred or 0),
         )
 
-    async def finish(self, job_id: str, state: str, **fields: Any) -> None:
-        """Record a final state (one write: this is the only uncertain window)."""
+    async def finish(self, job_id: str, state: str, events: Events = (), **fields: Any) -> None:
+        """Record a final state and the events that report it (one write: this is the only
+        uncertain window)."""
         mapping: dict[Any, Any] = {
             "state": state,
             "updated_at": time.time(),
@@ -116,19 +130,24 @@ class JobStates:
         mapping |= {k: _field(v) for k, v in fields.items() if v is not None}
         # values as redis-py would have written them: str as is, numbers by repr()
         text = {k: v if isinstance(v, str) else repr(v) for k, v in mapping.items()}
-        await self._record(job_id, state, fastjson.dumps(text))
+        await self._record(job_id, state, fastjson.dumps(text), events)
 
-    async def _record(self, job_id: str, state: str, fields: bytes | str) -> None:
+    async def _record(
+        self, job_id: str, state: str, fields: bytes | str, events: Events = ()
+    ) -> None:
         """Write a final state; a Redis blip is retried (doubling from 50 ms to 2 s) within
         ``record_retry_for``, and past it the outcome stays held in ``unrecorded``."""
         delay, deadline = 0.05, time.monotonic() + self.record_retry_for
+        args: list[Any] = [self.ttl, fields, min_id(self.events_retention)]
+        for owner, body in events if self.events_retention > 0 else ():
+            args += [owner, body]
         while True:
             try:
                 await self.auto.script(
-                    self._finish, keys=[keys.job(job_id)], args=[self.ttl, fields]
+                    self._finish, keys=[keys.job(job_id), keys.EVENTS], args=args
                 )
             except TRANSIENT as exc:
-                self.unrecorded[job_id] = (state, fields)
+                self.unrecorded[job_id] = (state, fields, events)
                 if time.monotonic() + delay > deadline:
                     log.error("state_record_failed", job_id=job_id, state=state, error=str(exc))
                     raise
@@ -139,12 +158,31 @@ class JobStates:
             self.unrecorded.pop(job_id, None)
             return
 
+    async def emit(self, events: Events) -> None:
+        """Write events that no state change carries (a Failed Send row's, written before the
+        job's state): awaited, so that they are in the stream before what follows them."""
+        if self.events_retention <= 0:
+            return
+        minimum = min_id(self.events_retention)
+        for owner, body in events:
+            await self.auto.command(
+                "XADD", keys.EVENTS, "MINID", minimum, "*", "o", owner, "d", body
+            )
+
+    def _add_events(self, pipe: Any, events: Events) -> None:
+        if self.events_retention <= 0:
+            return
+        minimum = min_id(self.events_retention)
+        for owner, body in events:
+            pipe.xadd(keys.EVENTS, {"o": owner, "d": body}, minid=minimum, approximate=False)
+
     async def schedule_retry(
         self,
         job_id: str,
         wire: dict[str, Any],
         due: float,
         pending: tuple[str, ...] | None,
+        events: Events = (),
         **fields: Any,
     ) -> None:
         """Park a job in the schedule until ``due``; the scheduler publishes it again then."""
@@ -168,6 +206,7 @@ class JobStates:
             pipe.hdel(keys.job(job_id), "holder")
             pipe.expire(keys.job(job_id), ttl)
             pipe.zadd(keys.SCHEDULE, {job_id: due})
+            self._add_events(pipe, events)
             await pipe.execute()
 
         # every command sets a value, so a transaction sent again after a lost reply is the
@@ -189,7 +228,9 @@ class JobStates:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def defer(self, job_id: str, wire: dict[str, Any], due: float, scope: str) -> None:
+    async def defer(
+        self, job_id: str, wire: dict[str, Any], due: float, scope: str, events: Events = ()
+    ) -> None:
         """Park a job over a rate limit until ``due``: no attempt used, no give-up time spent."""
         now = time.time()
         kind = scope.split(":", 1)[0]
@@ -213,6 +254,7 @@ class JobStates:
         pipe.zadd(keys.SCHEDULE, {job_id: due})
         pipe.hincrby(keys.COUNTERS, "deferred", 1)
         pipe.hincrby(keys.COUNTERS, f"deferred:{kind}", 1)
+        self._add_events(pipe, events)
         await pipe.execute()
 
     async def take_due(
