@@ -24,6 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from config import keys
 from config.celery import make_celery
 from config.channels import DEFAULT_CHANNEL
+from config.events import EventType, encode, job_data, min_id
 from config.lua import lua_script
 from config.settings import Settings, get_settings
 from config.states import JobState
@@ -407,9 +408,32 @@ class Dispatcher:
         keep what they got.
         """
         job_id = str(job_id)
-        names = (keys.job(job_id), keys.SCHEDULE, keys.payload(job_id), keys.COUNTERS)
-        state = self.redis.eval(_CANCEL, len(names), *names, time.time(), job_id)
+        names = (keys.job(job_id), keys.SCHEDULE, keys.payload(job_id), keys.COUNTERS, keys.EVENTS)
+        retention = self.settings.events_retention
+        args: list[Any] = [time.time(), job_id, min_id(retention)]
+        if retention > 0:
+            args += self._cancel_event(job_id)
+        state = self.redis.eval(_CANCEL, len(names), *names, *args)
         return as_text(state) or None
+
+    def _cancel_event(self, job_id: str) -> list[str]:
+        """(owner, JSON) of the job's ``message.cancelled`` event; none for an unknown job. The
+        recipients and metadata are known while the job waits in the schedule (a retry, a
+        ``send_at``, a deferral); a job still on the broker's queue reports neither."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(keys.job(job_id), "owner", "channel")
+        pipe.get(keys.payload(job_id))
+        (owner, channel), payload = pipe.execute()
+        if owner is None:
+            return []
+        recipients: list[str] = []
+        metadata: dict[str, Any] = {}
+        if payload:
+            with contextlib.suppress(ValueError, ValidationError):
+                job = SendJob.model_validate(json.loads(payload))
+                recipients, metadata = list(job.recipients), dict(job.metadata)
+        data = job_data(job_id, as_text(owner), as_text(channel or b""), recipients, metadata)
+        return [as_text(owner), encode(EventType.CANCELLED, data)]
 
     def status(self, job_id: uuid.UUID | str) -> dict[str, str] | None:
         """The job's state hash from Redis (None when unknown or expired)."""

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -108,6 +109,12 @@ def suppressions(store: Store, owner: str = "acme") -> dict[str, str]:
         return {x.address: x.reason for x in repo.list_suppressions(s, owner)}
 
 
+def events_of(client: redis.Redis, job_id: str) -> list[dict[str, Any]]:
+    """The job's events in the stream, in order (other tests write theirs there too)."""
+    found = [json.loads(fields[b"d"]) for _, fields in client.xrange(keys.EVENTS)]
+    return [e for e in found if e["data"]["job_id"] == job_id]
+
+
 def state(client: redis.Redis, job_id: str) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in client.hgetall(keys.job(job_id)).items()}
 
@@ -144,6 +151,23 @@ def test_hard_bounce_is_recorded_once_suppressed_and_marks_the_job(
     st = state(redis_client, job_id)
     assert st["state"] == "bounced" and st["bounced"] == "1"
     assert "userunknown" in st["last_error"]
+    # the report ingested twice: its event twice, with the same id (receivers deduplicate)
+    first, again = events_of(redis_client, job_id)
+    assert first["type"] == again["type"] == "message.bounced"
+    assert (first["id"], first["data"]) == (again["id"], again["data"])
+    assert first["data"] | {"diagnostic": ""} == {
+        "job_id": job_id,
+        "owner": "acme",
+        "channel": "msc",
+        "recipients": ["gone@example.org"],
+        "metadata": {"conversation": "c-9"},
+        "reason": "userunknown",
+        "enhanced_status": "5.1.1",
+        "reply_code": 550,
+        "hard": True,
+        "diagnostic": "",
+        "suppressed": True,
+    }
 
 
 def test_soft_bounce_is_recorded_but_not_suppressed(
@@ -162,6 +186,12 @@ def test_soft_bounce_is_recorded_but_not_suppressed(
     )
     assert suppressions(sqlite_store) == {}
     assert state(redis_client, job_id)["state"] == "bounced"
+    (event,) = events_of(redis_client, job_id)
+    assert (event["data"]["reason"], event["data"]["hard"], event["data"]["suppressed"]) == (
+        "mailboxfull",
+        False,
+        False,
+    )
 
 
 def test_delay_warning_is_a_note_and_a_final_expiry_is_a_failure(
@@ -200,6 +230,10 @@ def test_feedback_loop_report_is_a_complaint_found_by_the_quoted_return_path(
     assert suppressions(sqlite_store) == {"angry@example.com": "complaint:abuse"}
     st = state(redis_client, job_id)
     assert st["state"] == "sent" and st["complaint"] == "abuse"
+    (event,) = events_of(redis_client, job_id)
+    assert event["type"] == "message.complained"
+    assert event["data"]["recipients"] == ["angry@example.com"]
+    assert (event["data"]["feedback_type"], event["data"]["suppressed"]) == ("abuse", True)
 
 
 def test_auto_reply_is_ignored(

@@ -181,6 +181,19 @@ def test_a_cancelled_job_is_never_sent_and_a_sent_one_cannot_be_cancelled(
     assert {d.status(i)["state"] for i in (scheduled, retrying)} == {"cancelled"}  # type: ignore[index]
     assert fleet.redis.zcard("md:schedule") == 0
     assert fleet.cli("cancel", str(now)).returncode == 3  # the CLI: too late
+    assert d.cancel(scheduled) == "cancelled"  # again: nothing changes, no second event
+    stream = [json.loads(fields[b"d"]) for _, fields in fleet.redis.xrange("md:events")]
+
+    def events(job_id: uuid.UUID) -> list[dict[str, Any]]:
+        return [e for e in stream if e["data"]["job_id"] == str(job_id)]
+
+    (cancelled,) = events(scheduled)  # waiting for its send_at: its recipients are known
+    assert cancelled["type"] == "message.cancelled"
+    assert cancelled["data"]["recipients"] == ["later-cancel@example.org"]
+    assert cancelled["data"]["owner"] == jobs[0]["owner"]
+    kinds = [e["type"] for e in events(retrying)]
+    assert kinds[-1] == "message.cancelled" and set(kinds[:-1]) == {"message.retrying"}
+    assert [e["type"] for e in events(now)] == ["message.sent"]
     d.close()
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from config.events import EventType, encode, job_data, rfc3339
 from producers.job import SendJob
+from worker.bounces.classify.model import Bounce
 from worker.errors import DeliveryError
 
 Event = tuple[str, str]
@@ -112,3 +113,44 @@ def deferred(
         next_attempt_at=rfc3339(due),
         limit=scope,
     )
+
+
+def bounced(
+    job_id: str,
+    owner: str,
+    channel: str,
+    metadata: dict[str, Any],
+    recipient: str,
+    bounce: Bounce,
+    suppressed: bool,
+) -> Event:
+    """A bounce report for one recipient (``bounce``: the classifier's Bounce)."""
+    data = job_data(
+        job_id,
+        owner,
+        channel,
+        [recipient],
+        metadata,
+        reason=bounce.reason or "undefined",
+        enhanced_status=bounce.status or None,
+        reply_code=int(bounce.reply_code) if bounce.reply_code.isdigit() else None,
+        hard=bounce.hard,
+        diagnostic=(bounce.diagnostic or "")[:1000],
+        suppressed=suppressed,
+    )
+    return owner, encode(EventType.BOUNCED, data, recipient, bounce.status, bounce.reason)
+
+
+def complained(
+    job_id: str,
+    owner: str,
+    channel: str,
+    metadata: dict[str, Any],
+    recipient: str,
+    feedback_type: str,
+) -> Event:
+    """A recipient's complaint (an ARF report from a feedback loop): the address is suppressed."""
+    data = job_data(
+        job_id, owner, channel, [recipient], metadata, feedback_type=feedback_type, suppressed=True
+    )
+    return owner, encode(EventType.COMPLAINED, data, recipient, feedback_type)

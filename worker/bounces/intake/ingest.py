@@ -37,6 +37,7 @@ import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 
 from config import keys
+from config.events import min_id
 from config.settings import Settings
 from config.states import JobState
 from worker.bounces.classify.model import Bounce, BounceReport
@@ -45,6 +46,7 @@ from worker.bounces.classify.quoted import quoted_original
 from worker.bounces.intake.enqueue import InboundMessage, envelope_domains
 from worker.failures.kinds import FailedKind
 from worker.failures.rows import failed_send_row
+from worker.jobs import events
 from worker.message.returnpath import PREFIX, Token, parse_token, token_from_address
 from worker.observe.logging import log_context
 from worker.store import Store, repo
@@ -251,6 +253,13 @@ class Ingest:
         rows = [self._row(job_id, job, rcpt, b, FailedKind.BOUNCED) for rcpt, b in pairs]
         hard = sorted({(rcpt, b.reason) for rcpt, b in pairs if b.hard})
         self._write(rows, job.owner, hard, job_id)
+        suppressed = {rcpt for rcpt, _ in hard}
+        self._emit(
+            events.bounced(
+                job_id, job.owner, job.channel, job.metadata, rcpt, b, rcpt in suppressed
+            )
+            for rcpt, b in pairs
+        )
         first = pairs[0][1]
         self._mark(
             job_id,
@@ -285,6 +294,10 @@ class Ingest:
             rows.append(row)
         reasons = sorted({(rcpt, f"complaint:{feedback}") for rcpt, _ in pairs})
         self._write(rows, job.owner, reasons, job_id)
+        self._emit(
+            events.complained(job_id, job.owner, job.channel, job.metadata, rcpt, feedback)
+            for rcpt, _ in pairs
+        )
         self._mark(job_id, complained_at=time.time(), complaint=feedback)
         log.info("bounce_complaint_recorded", rows=len(rows), feedback_type=feedback)
         return Outcome("complaint", job_id, rows=len(rows), suppressed=len(reasons))
@@ -388,6 +401,17 @@ class Ingest:
             repo.record_failed_sends(session, rows)
             for rcpt, reason in suppress:
                 repo.suppress(session, owner, [rcpt], reason, job_id)
+
+    def _emit(self, reported: Iterable[events.Event]) -> None:
+        """The events of what was just written, before the job's state notes it (an ingest run
+        again writes them again, with the same ids)."""
+        if self.settings.events_retention <= 0:
+            return
+        minimum = min_id(self.settings.events_retention)
+        pipe = self.redis.pipeline(transaction=False)
+        for owner, body in reported:
+            pipe.xadd(keys.EVENTS, {"o": owner, "d": body}, minid=minimum, approximate=False)
+        pipe.execute()
 
     def _mark(self, job_id: str, **fields: Any) -> None:
         """Note on the job's state hash, if it still exists (never recreate an expired job)."""
