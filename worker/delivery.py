@@ -156,7 +156,7 @@ class Delivery:
                     await self.states.count("poison_jobs")
             parsed.append(jobs)
         every = [pair for jobs in parsed for pair in jobs]
-        suppressed = await self._suppressed(every) if self.channel.owns_return_path else {}
+        suppressed = await self._suppressed(every)
 
         async def one_batch(i: int) -> BatchSummary | BaseException:
             priority = 0 if i < len(urgent) and urgent[i] else 1
@@ -215,9 +215,11 @@ class Delivery:
             return {}
 
         def lookup() -> dict[str, dict[str, str]]:
-            # one query for the whole batch (docs/performance.md): not one per job
+            # one query for the whole batch (docs/performance.md): not one per job. A hard
+            # bounce's suppression holds where bounces are seen; the others on every channel
             with self.store.engine.connect() as connection:
-                return repo.suppressed_by_owner(connection, wanted)
+                bounces = self.channel.owns_return_path
+                return repo.suppressed_by_owner(connection, wanted, bounces=bounces)
 
         return await asyncio.to_thread(lookup)
 

@@ -363,3 +363,32 @@ def test_implicit_tls_with_login(pki: Pki) -> None:
         tls.stop()
     assert [(x.mechanism, x.success) for x in handler.logins] == [("LOGIN", True)]
     assert handler.tls_data == [True] and len(handler.messages) == 1
+
+
+def test_an_unsubscribe_follows_the_person_a_hard_bounce_stays_with_msc(
+    sfleet: Fleet, server: Relay, pki: Pki, owner: str
+) -> None:
+    from worker.store import Store, repo
+
+    _set(sfleet, owner, server, ca_file=pki.ca_file)
+    store = Store(sfleet.database_url)
+    try:
+        with store.session() as s:
+            repo.suppress(s, owner, ["left@example.org"], "unsubscribe", str(uuid.uuid4()))
+            repo.suppress(s, owner, ["angry@example.org"], "complaint:abuse", str(uuid.uuid4()))
+            repo.suppress(s, owner, ["asked@example.org"], "manual")  # the owner added it
+            # a hard bounce seen on MSC: the address may work through the owner's own server
+            repo.suppress(s, owner, ["moved@example.org"], "userunknown", str(uuid.uuid4()))
+    finally:
+        store.dispose()
+    to = ["left@example.org", "angry@example.org", "asked@example.org", "moved@example.org"]
+    job_id = sfleet.dispatcher.send(_job(owner, to=[*to, "bob@example.org"]))
+    assert sfleet.wait_final([job_id]) == {str(job_id): "sent"}
+    (got,) = _handler(server).messages
+    assert sorted(got.rcpt_tos) == ["bob@example.org", "moved@example.org"]
+    failures = sfleet.status(job_id)["failed_sends"]
+    assert sorted((f["recipient"], f["kind"]) for f in failures) == [
+        ("angry@example.org", "suppressed"),
+        ("asked@example.org", "suppressed"),
+        ("left@example.org", "suppressed"),
+    ]

@@ -30,3 +30,19 @@ def test_one_query_answers_like_one_query_per_owner(store: Store) -> None:
     # the delivery path runs it on a plain connection: the same answer
     with store.engine.connect() as connection:
         assert repo.suppressed_by_owner(connection, wanted, chunk=2) == found
+
+
+def test_without_bounces_only_what_follows_the_person(store: Store) -> None:
+    with store.session() as s:
+        repo.suppress(s, "o1", ["bounced@example.org"], "userunknown", "job-1")
+        repo.suppress(s, "o1", ["left@example.org"], "unsubscribe", "job-2")
+        repo.suppress(s, "o1", ["angry@example.org"], "complaint:abuse", "job-3")
+        repo.suppress(s, "o1", ["asked@example.org"], "manual")
+    wanted = {
+        "o1": {"bounced@example.org", "left@example.org", "angry@example.org", "asked@example.org"}
+    }
+    with store.engine.connect() as connection:
+        every = repo.suppressed_by_owner(connection, wanted)
+        elsewhere = repo.suppressed_by_owner(connection, wanted, bounces=False)
+    assert set(every["o1"]) == wanted["o1"]
+    assert set(elsewhere["o1"]) == wanted["o1"] - {"bounced@example.org"}
