@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     # worker that died before it started it (started ones come back through their lease)
     visibility_timeout: float = 300.0
     job_ttl: float = 7 * 86400.0
+    # where the HTTP API is reached from the Internet (e.g. https://mail.example.com): the base of
+    # one-click unsubscribe links; unset, messages carry the mailto form only
+    public_url: str | None = None
     # how long the event stream (config/events.py: the feed, GET /v1/events) keeps an event
     # (~0.5 KB of Redis each); 0: no events are written
     events_retention: float = 86400.0

@@ -289,6 +289,9 @@ class SendJob(BaseModel):
         default_factory=dict
     )
     send_at: datetime | None = None
+    #: List-Unsubscribe (one click, RFC 8058) for the job's one recipient: a link that puts the
+    #: recipient on the owner's suppression list (worker/message/unsubscribe.py)
+    unsubscribe: bool = False
     version: Literal[1] = 1
 
     @model_validator(mode="before")
@@ -319,6 +322,14 @@ class SendJob(BaseModel):
             raise ValueError("send_at: must carry a timezone (e.g. 2026-01-01T09:00:00Z)")
         if self.attachments and sum(a.size for a in self.attachments) > MAX_ATTACHMENTS_BYTES:
             raise ValueError(f"attachments: larger than {MAX_ATTACHMENTS_BYTES} bytes in total")
+        if self.unsubscribe:
+            if len(self.recipients) != 1:
+                raise ValueError(
+                    "unsubscribe: needs exactly one recipient (its link unsubscribes that "
+                    "person): send one job per recipient"
+                )
+            if {h.lower() for h in self.headers} & {"list-unsubscribe", "list-unsubscribe-post"}:
+                raise ValueError("unsubscribe: maildispatch writes the List-Unsubscribe headers")
         return self
 
     @property

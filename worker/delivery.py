@@ -32,6 +32,7 @@ from worker.failures.rows import failed_send_row
 from worker.jobs import events
 from worker.jobs.pacing import Pacing
 from worker.jobs.state import Claim, JobStates
+from worker.message import unsubscribe
 from worker.message.build import build_message
 from worker.observe import metrics
 from worker.observe.logging import log_context
@@ -295,6 +296,7 @@ class Delivery:
                 from_address=options.from_address,
                 date=claim.enqueued_at or None,
                 dkim_key=options.dkim_key,
+                extra_headers=unsubscribe.job_headers(job, self.settings),
             )
             envelope = options.envelope(tuple(recipients))
             receipt = await self.channel.deliver(message, envelope, account)
@@ -347,11 +349,9 @@ class Delivery:
                 "identity": str(job.identity),
                 "metadata": fastjson.dumps_text(job.metadata) if job.metadata else None,
             }
-        reported = (
-            [events.sent(job, self.channel.name, taken, claim.attempt, fields)]
-            if (taken := [r for r in recipients if r not in receipt.refused])
-            else []
-        )
+        taken = [r for r in recipients if r not in receipt.refused]
+        sent = events.sent(job, self.channel.name, taken, claim.attempt, fields)
+        reported = [sent] if taken else []
         if retry:
             first = next(iter(retry.values()))
             log.info(

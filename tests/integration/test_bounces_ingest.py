@@ -357,3 +357,30 @@ def test_feedback_report_counts_only_through_the_token_of_its_quoted_original(
     # the same report with our token in its quoted original counts
     assert ingest.handle(smtp(genuine, f"fbl@{DOMAIN}")).result == "complaint"
     assert [r["recipient"] for r in rows(sqlite_store, job_id)] == ["victim@example.com"]
+
+
+def test_a_mail_to_the_unsubscribe_address_unsubscribes_through_its_token(
+    redis_url: str, redis_client: redis.Redis, sqlite_store: Store
+) -> None:
+    from worker.message.unsubscribe import make_token
+
+    ingest = make_ingest(redis_url, redis_client, sqlite_store)
+    job_id = str(uuid.uuid4())
+    token = make_token(OLD_SECRET, job_id, "acme", "Reader@Example.org")  # an older key's link
+
+    def mail(subject: str) -> InboundMessage:
+        raw = (
+            f"From: Reader <reader@example.org>\r\nTo: u@{DOMAIN}\r\nSubject: {subject}\r\n"
+            "\r\nplease stop\r\n"
+        ).encode()
+        return smtp(raw, f"u@{DOMAIN}")
+
+    assert ingest.handle(mail(f"unsubscribe {token[:-1]}A")).result == "dropped"  # forged
+    assert ingest.handle(mail("unsubscribe")).result == "dropped"
+    assert suppressions(sqlite_store) == {}
+    outcome = ingest.handle(mail(f"unsubscribe {token}"))
+    assert (outcome.result, outcome.job_id) == ("unsubscribed", job_id)
+    assert suppressions(sqlite_store) == {"reader@example.org": "unsubscribe"}
+    (event,) = events_of(redis_client, job_id)
+    assert event["type"] == "message.unsubscribed"
+    assert event["data"]["recipients"] == ["reader@example.org"]

@@ -139,7 +139,7 @@ def test_recipients_outside_the_bounce_domain_are_refused(srv: Server) -> None:
     assert srv.queued() == []
 
 
-def test_only_genuine_return_paths_and_the_fbl_address_are_taken_at_rcpt(srv: Server) -> None:
+def test_only_genuine_return_paths_and_our_addresses_are_taken_at_rcpt(srv: Server) -> None:
     raw, rp = dsn()
     job = uuid.uuid4()
     for rcpt in (
@@ -152,11 +152,12 @@ def test_only_genuine_return_paths_and_the_fbl_address_are_taken_at_rcpt(srv: Se
         stage, code, text = deliver(srv.port, raw, rcpt)
         assert (stage, code) == ("rcpt", 550), (rcpt, text)
     assert srv.queued() == []  # refused before any data was read
-    # a genuine return path (any case), old-format (job-only) ones too, and the FBL address
+    # a genuine return path (any case), old-format (job-only) ones too, the FBL address and
+    # List-Unsubscribe's mailto address (its token is in the Subject: checked by ingest)
     legacy = return_path(job, SECRET, DOMAIN)
-    for rcpt in (rp.upper(), legacy, f"FBL@{DOMAIN}"):
+    for rcpt in (rp.upper(), legacy, f"FBL@{DOMAIN}", f"u@{DOMAIN}"):
         assert deliver(srv.port, raw, rcpt)[:2] == ("data", 250), rcpt
-    assert len(srv.queued()) == 3
+    assert len(srv.queued()) == 4
 
 
 def test_recipients_per_transaction_are_capped(srv: Server) -> None:

@@ -125,3 +125,30 @@ def test_tags_are_those_dkimpy_writes(algorithm: str) -> None:
         b" ", b""
     ).replace(b"\r\n", b"")
     assert abs(int(ours[b"t"]) - int(theirs[b"t"])) <= 2
+
+
+def test_list_unsubscribe_is_covered_by_the_signature() -> None:
+    # RFC 8058 §4: receivers honour one-click only when the DKIM signature covers both headers
+    from config.settings import Settings
+    from worker.message.unsubscribe import job_headers
+
+    private, record = _keys("ed25519")
+    settings = Settings(secret_key="u" * 40, public_url="https://mail.example.test", _env_file=None)  # type: ignore[call-arg]
+    job = SendJob.model_validate(
+        {
+            "owner": "o",
+            "identity": "Ann <ann@acme.example>",
+            "to": ["bob@example.org"],
+            "text": "Hi",
+            "unsubscribe": True,
+        }
+    )
+    key = DkimKey(domain=DOMAIN, selector=SELECTOR, private_key=private)
+    headers = job_headers(job, settings)
+    data = build_message(job, domain=DOMAIN, dkim_key=key, extra_headers=headers).data
+    assert dkim.verify(data, dnsfunc=_dns(record))
+    signature = data.split(b"\r\nFrom:", 1)[0].replace(b"\r\n ", b" ")
+    assert b"list-unsubscribe : list-unsubscribe-post" in signature
+    for name, value in headers:  # changing either breaks the signature
+        changed = data.replace(value.encode()[-12:], b"x" * 12, 1)
+        assert changed != data and not dkim.verify(changed, dnsfunc=_dns(record)), name

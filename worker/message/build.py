@@ -12,7 +12,7 @@ import base64
 import quopri
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from email.header import Header
 from email.utils import formataddr, formatdate
 
@@ -35,6 +35,9 @@ DKIM_HEADERS = [
     b"cc",
     b"mime-version",
     b"content-type",
+    # signed where present, signed as absent elsewhere (RFC 8058 §4: covered by the signature)
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
 ]
 #: where a header is folded when it can be (RFC 5322 §2.1.1's SHOULD); never past MAX_LINE
 FOLD_AT = 78
@@ -188,11 +191,13 @@ def build_message(
     from_address: str | None = None,
     date: float | None = None,
     dkim_key: DkimKey | None = None,
+    extra_headers: Sequence[tuple[str, str]] = (),
 ) -> OutgoingMessage:
     """Build the message bytes for a job.
 
     ``sender``: the Sender header (MSC: an address at the operator's domain); ``from_address``
-    replaces the identity's address (Gmail: always the connected account), keeping its name.
+    replaces the identity's address (Gmail: always the connected account), keeping its name;
+    ``extra_headers`` are maildispatch's own (List-Unsubscribe).
     """
     identity = job.identity
     if from_address and from_address != identity.address:
@@ -211,6 +216,8 @@ def build_message(
     head.append(f"Date: {formatdate(date, usegmt=True)}{CRLF}")
     head.append(f"Message-ID: {mid}{CRLF}")
     for name, value in job.headers.items():
+        head.append(_header(name, value))
+    for name, value in extra_headers:
         head.append(_header(name, value))
     head.append(f"MIME-Version: 1.0{CRLF}")
     data = ("".join(head) + _body(job)).encode("utf-8")

@@ -30,6 +30,7 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from email.parser import BytesHeaderParser
 from typing import Any
 
 import redis
@@ -46,8 +47,10 @@ from worker.bounces.classify.quoted import quoted_original
 from worker.bounces.intake.enqueue import InboundMessage, envelope_domains
 from worker.failures.kinds import FailedKind
 from worker.failures.rows import failed_send_row
+from worker.failures.unsubscribes import unsubscribe
 from worker.jobs import events
 from worker.message.returnpath import PREFIX, Token, parse_token, token_from_address
+from worker.message.unsubscribe import mailto_address, read_token, token_in_subject
 from worker.observe.logging import log_context
 from worker.store import Store, repo
 
@@ -99,7 +102,7 @@ def is_delay_warning(raw: bytes) -> bool:
 class Outcome:
     """What an ingest did, returned by the task (no addresses, no content)."""
 
-    result: str  # recorded | complaint | delay | autoreply | ignored | unrecognized | dropped
+    result: str  # recorded | complaint | unsubscribed | delay | autoreply | ignored | dropped...
     job_id: str | None = None
     rows: int = 0
     suppressed: int = 0
@@ -134,6 +137,7 @@ class Ingest:
             k.get_secret_value() for k in settings.previous_secret_keys
         ]
         self.fbl = settings.fbl_address
+        self.unsubscribe = mailto_address(settings.bounce_domain)
         self._token_in_text = re.compile(
             rb"(?i)\bb\+([a-z2-7]{30,60})@" + re.escape(self.domain.encode())
         )
@@ -141,6 +145,8 @@ class Ingest:
     # -- the steps --------------------------------------------------------------------------
     def handle(self, message: InboundMessage) -> Outcome:
         """Ingest one message; raises only when Redis or the database failed (retry then)."""
+        if any(a.strip().strip("<>").lower() == self.unsubscribe for a in message.rcpt_tos):
+            return self._unsubscribe(message)
         try:
             report = parse_bounce(message.raw)
         except SoftTimeLimitExceeded:
@@ -244,6 +250,19 @@ class Ingest:
                 if final_expiry:  # the MTA gave up: a failure, whatever Sisimai calls it
                     failed.append(dataclasses.replace(b, action="failed"))
         return failed
+
+    def _unsubscribe(self, message: InboundMessage) -> Outcome:
+        """A mail to List-Unsubscribe's mailto address: its Subject's token, verified."""
+        subject = BytesHeaderParser().parsebytes(message.raw).get("Subject", "")
+        token = token_in_subject(str(subject))
+        who = read_token(token, self.secret_keys) if token else None
+        if who is None:
+            log.warning("unsubscribe_dropped", why="no_token" if token is None else "forged")
+            self.redis.hincrby(keys.COUNTERS, "unsubscribes_dropped", 1)
+            return Outcome("dropped", why="unsubscribe_token")
+        unsubscribe(self.store, self.redis, self.settings, who)
+        log.info("unsubscribed", job_id=who.job_id, source=message.source)
+        return Outcome("unsubscribed", who.job_id, suppressed=1)
 
     # -- outcomes ----------------------------------------------------------------------------
     def _bounced(self, job_id: str, job: JobInfo, failed: Sequence[Bounce]) -> Outcome:

@@ -39,6 +39,7 @@ from config.settings import ConfigurationError, Settings
 from worker.bounces.classify.truncate import truncate
 from worker.bounces.intake.enqueue import BounceNotQueued, BouncePublisher, InboundMessage
 from worker.message.returnpath import PREFIX, token_from_address
+from worker.message.unsubscribe import mailto_address
 
 log = structlog.get_logger("maildispatch.bounces.server")
 
@@ -52,11 +53,13 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 class BounceHandler:
-    """aiosmtpd handler: genuine return paths and the FBL address only, 250 once queued."""
+    """aiosmtpd handler: genuine return paths, the FBL and unsubscribe addresses only, 250 once
+    queued."""
 
     def __init__(self, settings: Settings, publisher: BouncePublisher) -> None:
         self.domain = settings.bounce_domain.lower()
         self.fbl = settings.fbl_address
+        self.unsubscribe = mailto_address(settings.bounce_domain)  # List-Unsubscribe's mailto
         self.keys = [settings.require_secret_key()] + [
             k.get_secret_value() for k in settings.previous_secret_keys
         ]
@@ -67,7 +70,7 @@ class BounceHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        """Refuse every address but a verified return path and the FBL address."""
+        """Refuse every address but a verified return path, the FBL and unsubscribe addresses."""
         domain = address.rpartition("@")[2].lower()
         if domain != self.domain:
             log.info("bounce_rcpt_refused", why="domain", domain=domain[:100], peer=_peer(session))
@@ -76,7 +79,7 @@ class BounceHandler:
             )
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"
-        if address.strip().lower() != self.fbl:
+        if address.strip().lower() not in (self.fbl, self.unsubscribe):
             local = address.rpartition("@")[0]
             if token_from_address(address, self.keys, self.domain) is None:
                 why = "forged_token" if local.lower().startswith(PREFIX) else "no_token"

@@ -1,0 +1,77 @@
+"""``/u/{token}``: the one-click unsubscribe of List-Unsubscribe links (RFC 8058).
+
+``POST`` with ``List-Unsubscribe=One-Click`` in its body (what mail clients send, and what the
+confirmation page's button sends) puts the token's recipient on its owner's suppression list
+with reason ``unsubscribe`` (every channel then fails mail to that person as ``suppressed``) and
+writes a ``message.unsubscribed`` event; doing it again changes nothing. ``GET`` only shows a
+page with that button: mail scanners fetch links, and must not unsubscribe anyone. No API key:
+the token is the authority (worker/message/unsubscribe.py); an invalid one is a plain 404.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from starlette.concurrency import run_in_threadpool
+
+from config.settings import Settings
+from producers.client import Dispatcher
+from worker.failures.unsubscribes import unsubscribe
+from worker.message.unsubscribe import ONE_CLICK, Unsubscribe, read_token
+from worker.store import Store
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><title>{title}</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}}
+button{{font:inherit;padding:.6rem 1.2rem;width:100%}}</style></head>
+<body><h1>{title}</h1>{body}</body></html>"""
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(_PAGE.format(title=html.escape(title), body=body), status_code=status)
+
+
+def router(store: Callable[[], Store], dispatcher: Dispatcher, settings: Settings) -> APIRouter:
+    """The unsubscribe routes (no API key)."""
+    api = APIRouter(tags=["unsubscribe"])
+    secrets = [settings.require_secret_key()] + [
+        k.get_secret_value() for k in settings.previous_secret_keys
+    ]
+    missing = _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
+
+    def take(who: Unsubscribe) -> None:
+        unsubscribe(store(), dispatcher.redis, settings, who)
+
+    @api.get("/u/{token}", response_class=HTMLResponse, include_in_schema=False)
+    def confirm(token: str) -> HTMLResponse:
+        """The page of the link: a button, nothing changed yet."""
+        who = read_token(token, secrets)
+        if who is None:
+            return missing
+        name, value = ONE_CLICK.split("=")
+        form = (
+            f"<p>Stop mail from this sender to <b>{html.escape(who.recipient)}</b>?</p>"
+            f'<form method="post"><input type="hidden" name="{name}" value="{value}">'
+            "<button>Unsubscribe</button></form>"
+        )
+        return _page("Unsubscribe", form)
+
+    @api.post("/u/{token}", response_class=HTMLResponse, include_in_schema=False)
+    async def one_click(token: str, request: Request) -> HTMLResponse:
+        """RFC 8058's POST: unsubscribes at once."""
+        who = read_token(token, secrets)
+        if who is None:
+            return missing
+        if ONE_CLICK.encode() not in (await request.body())[:4096]:
+            body = "<p>A one-click unsubscribe sends List-Unsubscribe=One-Click.</p>"
+            return _page("Nothing changed", body, 400)
+        await run_in_threadpool(take, who)
+        done = f"<p><b>{html.escape(who.recipient)}</b> will get no more mail from this sender.</p>"
+        return _page("Unsubscribed", done)
+
+    return api
