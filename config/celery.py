@@ -14,9 +14,15 @@ from config.settings import Settings
 #: task name -> queue; the one routing table, read by producers and workers alike
 DELIVER_TASK = {channel: f"maildispatch.deliver.{channel}" for channel in CHANNELS}
 BOUNCE_TASK = "maildispatch.bounces.ingest"
-QUEUE = {channel: f"mail.{channel}" for channel in CHANNELS} | {"bounces": "mail.bounces"}
+#: one lane of a webhook endpoint delivered (worker/webhooks/deliver.py)
+WEBHOOK_TASK = "maildispatch.webhooks.lane"
+QUEUE = {channel: f"mail.{channel}" for channel in CHANNELS} | {
+    "bounces": "mail.bounces",
+    "events": "mail.events",
+}
 ROUTES = {DELIVER_TASK[c]: {"queue": QUEUE[c]} for c in CHANNELS} | {
-    BOUNCE_TASK: {"queue": QUEUE["bounces"]}
+    BOUNCE_TASK: {"queue": QUEUE["bounces"]},
+    WEBHOOK_TASK: {"queue": QUEUE["events"]},
 }
 
 #: kombu's Redis transport keeps each priority of a queue in a list of its own and polls

@@ -21,6 +21,7 @@ MaildispatchError                                         exit  HTTP
 ├── AccountError, ValueError (worker/accounts/connected.py)  2   400  refused account input
 ├── VaultError (worker/accounts/vault.py)                   78   500  a secret no configured key decrypts
 ├── InvalidScopes, ValueError (worker/store/apikeys.py)      2   400  an API key scope that does not exist
+├── InvalidEndpoint (worker/webhooks/endpoints.py)           2   422  a webhook URL or event type refused
 └── BounceNotQueued (worker/bounces/intake/enqueue.py)             75     -  the broker did not take a bounce (SMTP 451)
 """
 

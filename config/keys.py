@@ -27,6 +27,26 @@ def payload(job_id: str) -> str:
 
 #: stream of every job's events (config/events.py): field ``o`` the owner, ``d`` the event's JSON
 EVENTS = f"{PREFIX}events"
+#: webhooks (worker/webhooks/outbox.py): the stream's consumer group; per lane ("endpoint:n")
+#: a list of event JSON in order; the set of lanes holding events; lanes waiting for a retry,
+#: by the time it is due; a lane's consecutive failures; an endpoint's first failure time
+WEBHOOK_GROUP = "webhooks"
+WEBHOOK_LANES = f"{PREFIX}wh:lanes"
+WEBHOOK_DUE = f"{PREFIX}wh:due"
+WEBHOOK_ATTEMPTS = f"{PREFIX}wh:attempts"
+WEBHOOK_FAILING = f"{PREFIX}wh:failing"
+
+
+def webhook_lane(lane: str) -> str:
+    """The events waiting in one lane of an endpoint, oldest first."""
+    return f"{PREFIX}wh:lane:{lane}"
+
+
+def webhook_lease(lane: str) -> str:
+    """Held by the task delivering a lane: one at a time, so a lane stays in order."""
+    return f"{PREFIX}wh:lease:{lane}"
+
+
 #: sorted set of job ids by the time they are due to be published again
 SCHEDULE = f"{PREFIX}schedule"
 #: hash owner -> preferred channel, mirrored from the accounts store for producers

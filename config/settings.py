@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     # where the HTTP API is reached from the Internet (e.g. https://mail.example.com): the base of
     # one-click unsubscribe links; unset, messages carry the mailto form only
     public_url: str | None = None
+    # an endpoint failing (no 2xx) for this long is disabled, with the reason in its listing;
+    # meanwhile a lane of its events waits these delays after consecutive failures (the last
+    # one repeated)
+    webhook_disable_after: float = 86400.0
+    webhook_retry_delays: Durations = (5.0, 30.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0)
     # how long the event stream (config/events.py: the feed, GET /v1/events) keeps an event
     # (~0.5 KB of Redis each); 0: no events are written
     events_retention: float = 86400.0
@@ -239,7 +244,11 @@ class Settings(BaseSettings):
         return value
 
     _delays = field_validator(
-        "msc_retry_delays", "gmail_retry_delays", "smtp_retry_delays", mode="before"
+        "msc_retry_delays",
+        "gmail_retry_delays",
+        "smtp_retry_delays",
+        "webhook_retry_delays",
+        mode="before",
     )(_durations)
     _spans = field_validator(
         "msc_give_up_after",
@@ -247,6 +256,7 @@ class Settings(BaseSettings):
         "smtp_give_up_after",
         "job_ttl",
         "events_retention",
+        "webhook_disable_after",
         "idempotency_wait",
         "enqueue_retry_for",
         "claim_lease",

@@ -73,6 +73,8 @@ def _close(**_: Any) -> None:
 import worker.consume.poison  # noqa: E402,F401  (counts rejected and unknown task messages)
 from worker import tasks as _delivery_tasks  # noqa: E402
 from worker.bounces.intake import tasks as _bounce_tasks  # noqa: E402
+from worker.webhooks import deliver as _webhook_tasks  # noqa: E402
 
 _delivery_tasks.register(app)
 _bounce_tasks.register(app)
+_webhook_tasks.register(app)

@@ -7,6 +7,7 @@ send.py        ``send``, ``send-batch``, ``status``, ``cancel``
 failed.py      ``failed list|show|resend|purge``, ``suppressions list|add|remove``
 accounts.py    ``accounts gmail connect``, ``accounts smtp set``, ``accounts prefer|list|remove``,
                ``accounts rotate-key|sync``
+webhooks.py    ``webhooks add|list|remove|enable|replay``
 bounces.py     ``bounce-server``, ``bounce-poll``, ``bounces parse``, ``bounces dead list|retry|drop``
 api.py         ``api``, ``api-keys create|list|revoke``, ``flower``
 operate.py     ``worker``, ``scheduler``, ``db upgrade``, ``dkim record``, ``demo``
@@ -25,10 +26,10 @@ import sys
 from collections.abc import Sequence
 
 from config.settings import ConfigurationError
-from producers.cli import accounts, api, bounces, failed, operate, send
+from producers.cli import accounts, api, bounces, failed, operate, send, webhooks
 
 #: the command modules, in the order ``maildispatch --help`` lists their commands
-MODULES = (send, failed, accounts, bounces, api, operate)
+MODULES = (send, failed, accounts, webhooks, bounces, api, operate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,5 +52,11 @@ def test_queue_depth_and_health_on_rabbitmq(
         if s.name == "maildispatch_queue_messages"
     }
     # gmail batches are grouped per owner: two messages; queues nobody declared yet count 0
-    assert depth == {"mail.gmail": 2, "mail.msc": 0, "mail.smtp": 0, "mail.bounces": 0}
+    assert depth == {
+        "mail.gmail": 2,
+        "mail.msc": 0,
+        "mail.smtp": 0,
+        "mail.bounces": 0,
+        "mail.events": 0,
+    }
     assert "maildispatch_unacked_messages" not in text  # a Redis-broker figure only

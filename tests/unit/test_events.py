@@ -99,3 +99,35 @@ def test_an_event_carries_the_job_and_what_happened() -> None:
 def test_times_and_trimming() -> None:
     assert rfc3339(1.5) == "1970-01-01T00:00:01.500Z"
     assert min_id(10.0, now=100.0) == "90000"
+
+
+def test_the_checked_in_schema_describes_the_events() -> None:
+    from pathlib import Path
+
+    from worker.bounces.classify.model import Bounce
+
+    schema = json.loads((Path(__file__).parents[2] / "docs" / "events.schema.json").read_text())
+    assert schema["properties"]["type"]["enum"] == list(EVENT_TYPES)
+    declared = set(schema["properties"]["data"]["properties"])
+    j = job()
+    built = [
+        events.sent(j, "msc", ["a@example.org"], 1, {"reply": "250 ok"}),  # type: ignore[arg-type]
+        events.failed(j, "msc", ["a@example.org"], PermanentError("550 no"), "userunknown", True),  # type: ignore[arg-type]
+        events.retrying(j, "msc", ["a@example.org"], 1, 0.0, TransientError("451 later")),  # type: ignore[arg-type]
+        events.deferred(j, "msc", ["a@example.org"], 0.0, "domain:example.org"),  # type: ignore[arg-type]
+        events.bounced(
+            "j",
+            "o",
+            "msc",
+            {},
+            "a@example.org",
+            Bounce("a@example.org", "failed", "5.1.1", "550", "userunknown", True, "550 no"),
+            True,
+        ),
+        events.complained("j", "o", "msc", {}, "a@example.org", "abuse"),
+    ]
+    for _, body in built:
+        event = json.loads(body)
+        assert set(event) == set(schema["required"])
+        assert set(schema["properties"]["data"]["required"]) <= set(event["data"])
+        assert set(event["data"]) <= declared, set(event["data"]) - declared

@@ -27,6 +27,8 @@ def test_openapi_documents_every_route_and_the_job() -> None:
         "/v1/failed-sends/{failed_id}/resend",
         "/v1/suppressions",
         "/v1/events",
+        "/v1/webhooks",
+        "/v1/webhooks/{endpoint_id}",
         "/healthz",
         "/metrics",
     }

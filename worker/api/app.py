@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from config.settings import Settings, get_settings
 from producers.client import Dispatcher
-from worker.api import Extensions, events, failed, page, suppressions, unsubscribe
+from worker.api import Extensions, events, failed, page, suppressions, unsubscribe, webhooks
 from worker.api import create_app as create_intake
 from worker.api.auth import Sessions, StoredKeys
 from worker.api.collector import DeliveryCollector
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             suppressions.router(store),
             events.router(settings),
             unsubscribe.router(store, dispatcher, settings),
+            webhooks.router(store, settings),
             page.router(store, dispatcher, keys, Sessions(secret)),
         ),
         health={"database": database},

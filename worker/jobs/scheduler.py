@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -20,12 +21,14 @@ import redis.asyncio as aioredis
 import structlog
 
 from config import keys
+from config.celery import QUEUE, WEBHOOK_TASK
 from config.settings import Settings
 from producers.client import Dispatcher
 from worker.jobs.inflight import reap
 from worker.jobs.lost import record_lost
 from worker.jobs.state import JobStates
 from worker.store import Store, open_store
+from worker.webhooks.outbox import Fanout
 
 log = structlog.get_logger("maildispatch.scheduler")
 
@@ -103,6 +106,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         events_retention=settings.events_retention,
     )
     dispatcher = Dispatcher(settings)
+    webhooks = _webhooks(settings, dispatcher)
     log.info("scheduler_started", interval_s=settings.scheduler_interval)
     purging: asyncio.Task[bool] | None = None
     next_purge = time.monotonic()
@@ -117,6 +121,8 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 published = await tick(states, dispatcher)
                 # batches whose worker died (lease not renewed): their jobs go out again
                 published += await reap(client, dispatcher)
+                # events to the webhook endpoints' lanes, a task per lane with work
+                published += await webhooks.tick(client)
             except Exception:
                 log.exception("scheduler_tick_failed")
                 published = 0
@@ -131,6 +137,24 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         dispatcher.close()
         await client.aclose()
         log.info("scheduler_stopped")
+
+
+def _webhooks(settings: Settings, dispatcher: Dispatcher) -> Fanout:
+    """The webhook step of this scheduler (worker/webhooks/outbox.py)."""
+    from worker.accounts.vault import Vault
+    from worker.webhooks import endpoints
+
+    vault = Vault.from_settings(settings)
+
+    def load() -> list[endpoints.Endpoint]:
+        with open_store(settings.database_url).session() as session:
+            return endpoints.active(session, vault)
+
+    def publish(lanes: list[str]) -> None:
+        for lane in lanes:
+            dispatcher.celery.send_task(WEBHOOK_TASK, args=(lane,), queue=QUEUE["events"])
+
+    return Fanout(load, publish, f"{socket.gethostname()}-{os.getpid()}")
 
 
 def _purge_done(task: asyncio.Task[bool]) -> None:

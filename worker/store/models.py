@@ -158,3 +158,22 @@ class ChannelPreference(Base):
     owner: Mapped[str] = mapped_column(String(200), primary_key=True)
     channel: Mapped[str] = mapped_column(String(16))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookEndpoint(Base):
+    """A URL that receives an owner's events (every owner's: ``owner`` NULL), signed with its
+    own secret (Standard Webhooks), stored only encrypted."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    #: the event types it receives (JSON list); NULL: every type
+    events: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    #: Fernet token of the signing secret (``whsec_…``)
+    secret: Mapped[str] = mapped_column(Text)
+    #: enabled | disabled (failing for MAILDISPATCH_WEBHOOK_DISABLE_AFTER, or removed)
+    state: Mapped[str] = mapped_column(String(16), default="enabled")
+    disabled_reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

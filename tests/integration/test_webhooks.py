@@ -1,0 +1,232 @@
+"""Webhooks end to end: a real MSC worker and relay, the scheduler, the Procfile's ``events``
+line, and a receiver on loopback that verifies every delivery with the ``standardwebhooks``
+package, as a service would."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from tests.support.api import bearer, new_key, serve
+from tests.support.fleet import Fleet, running_fleet
+from tests.support.relay import Relay
+from tests.support.services import wait_for
+from worker.api.app import create_app
+from worker.store import open_store
+
+OWNER = "acct-hooks"
+
+
+class Receiver:
+    """Records every POST; answers ``status`` (200 unless told otherwise)."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[dict[str, str], bytes]] = []
+        self.status = 200
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.lock:
+                    status = receiver.status
+                    receiver.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self, secret: str, status: int = 200) -> list[dict[str, Any]]:
+        """Every delivery answered ``status``, verified with its signature (fails if forged)."""
+        hook = Webhook(secret)
+        with self.lock:
+            got = list(self.got)
+        out = []
+        for headers, body in got:
+            verified = hook.verify(body, headers)  # raises on a bad or missing signature
+            assert verified["id"] == headers["webhook-id"]
+            out.append(verified)
+        return out
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def hooks(tmp_path: Path, relay: Relay) -> Iterator[Fleet]:
+    env = {
+        "MAILDISPATCH_SMTP_ALLOWED_NETWORKS": "127.0.0.0/8",  # the receiver is on loopback
+        "MAILDISPATCH_WEBHOOK_RETRY_DELAYS": "0.3s,0.6s",
+        "MAILDISPATCH_WEBHOOK_DISABLE_AFTER": "4s",
+        "MAILDISPATCH_SCHEDULER_INTERVAL": "0.1s",
+    }
+    with running_fleet(tmp_path, relay_url=relay.url, env=env) as fleet:
+        fleet.worker("mail.events", concurrency=4, pool="threads")
+        yield fleet
+
+
+def add(fleet: Fleet, url: str, owner: str = OWNER, *extra: str) -> tuple[int, str]:
+    added = fleet.cli_json("webhooks", "add", "--owner", owner, "--url", url, *extra)
+    return int(added["id"]), str(added["secret"])
+
+
+def job(to: str, owner: str = OWNER) -> dict[str, Any]:
+    return {
+        "owner": owner,
+        "identity": "Ann <ann@acme.example>",
+        "to": [to],
+        "subject": "Hooks",
+        "text": "Hello",
+        "metadata": {"order": 9},
+    }
+
+
+def by_job(events: list[dict[str, Any]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for e in events:
+        out.setdefault(e["data"]["job_id"], []).append(e["type"])
+    return out
+
+
+def test_every_event_arrives_signed_in_order_per_job(hooks: Fleet, receiver: Receiver) -> None:
+    endpoint, secret = add(hooks, receiver.url)
+    d = hooks.dispatcher
+    ok = d.send(job("ok@example.org"))
+    refused = d.send(job("reject-x@example.org"))
+    retried = d.send(job("defer2-y@example.org"))
+    other = d.send(job("z@example.org", owner="acct-else"))
+    hooks.wait_final([ok, refused, retried, other], 30)
+
+    def arrived() -> bool:
+        seen = by_job(receiver.events(secret))
+        return len(seen.get(str(retried), [])) == 3 and str(ok) in seen and str(refused) in seen
+
+    wait_for(arrived, 30, 0.1, "every event at the receiver")
+    events = receiver.events(secret)
+    seen = by_job(events)
+    assert seen[str(ok)] == ["message.sent"]
+    assert seen[str(refused)] == ["message.failed"]
+    assert seen[str(retried)] == ["message.retrying", "message.retrying", "message.sent"]
+    assert str(other) not in seen  # another owner's
+    assert all(e["data"]["metadata"] == {"order": 9} for e in events)
+    assert len({e["id"] for e in events}) == len(events)
+    listed = hooks.cli_json("webhooks", "list", "--owner", OWNER)
+    assert [(e["id"], e["state"]) for e in listed] == [(endpoint, "enabled")]
+    assert "secret" not in json.dumps(listed)
+
+
+def test_a_receiver_down_for_a_while_gets_everything_after(
+    hooks: Fleet, receiver: Receiver
+) -> None:
+    _, secret = add(hooks, receiver.url, OWNER, "--events", "message.sent")
+    receiver.status = 503
+    ids = [hooks.dispatcher.send(job(f"r{i}@example.org")) for i in range(6)]
+    hooks.wait_final(ids, 30)
+    wait_for(lambda: len(receiver.got) >= 3, 20, 0.1, "deliveries refused")
+    receiver.status = 200
+
+    def delivered() -> set[str]:
+        return {
+            e["data"]["job_id"]
+            for (h, _), e in zip(receiver.got, receiver.events(secret), strict=True)
+            if e["type"] == "message.sent"
+        }
+
+    wait_for(lambda: delivered() >= {str(i) for i in ids}, 30, 0.1, "every event after the outage")
+    events = receiver.events(secret)
+    assert {e["type"] for e in events} == {"message.sent"}  # the filter
+    # an event sent again (its 503) carries the same id: receivers deduplicate on it
+    per_id: dict[str, set[str]] = {}
+    for e in events:
+        per_id.setdefault(e["id"], set()).add(e["data"]["job_id"])
+    assert all(len(jobs) == 1 for jobs in per_id.values())
+    assert len(per_id) == len(ids)
+
+
+def test_failing_for_too_long_disables_then_a_replay_catches_up(
+    hooks: Fleet, receiver: Receiver
+) -> None:
+    endpoint, secret = add(hooks, receiver.url)
+    receiver.status = 500
+    started = time.time()
+    first = hooks.dispatcher.send(job("a@example.org"))
+    hooks.wait_final([first], 30)
+
+    def disabled() -> bool:
+        (row,) = hooks.cli_json("webhooks", "list", "--owner", OWNER)
+        return bool(row["state"] == "disabled")
+
+    wait_for(disabled, 30, 0.2, "the endpoint disabled")
+    (row,) = hooks.cli_json("webhooks", "list", "--owner", OWNER)
+    assert row["disabled_reason"].startswith("failing since ") and "500" in row["disabled_reason"]
+    later = hooks.dispatcher.send(job("b@example.org"))  # while disabled: not delivered
+    hooks.wait_final([later], 30)
+    time.sleep(1)
+    tried = len(receiver.got)
+    time.sleep(1)
+    assert len(receiver.got) == tried
+
+    receiver.status = 200
+    assert hooks.cli("webhooks", "enable", str(endpoint)).returncode == 0
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started - 1))
+    replayed = hooks.cli_json("webhooks", "replay", str(endpoint), "--since", since)
+    assert replayed["replayed"] == 2
+
+    def caught_up() -> bool:
+        ok = [e for (h, _), e in zip(receiver.got, receiver.events(secret), strict=True)]
+        return {str(first), str(later)} <= {e["data"]["job_id"] for e in ok[tried:]}
+
+    wait_for(caught_up, 30, 0.1, "the replay delivered")
+
+
+def test_endpoints_over_http(hooks: Fleet, receiver: Receiver) -> None:
+    store = open_store(hooks.database_url)
+    admin = new_key(store, "admin")
+    mine = new_key(store, "svc-hooks", "send,read", owner=OWNER)
+    with serve(create_app(hooks.settings)) as url, httpx.Client(base_url=url) as c:
+        made = c.post(
+            "/v1/webhooks", json={"owner": OWNER, "url": receiver.url}, headers=bearer(mine)
+        )
+        assert made.status_code == 201 and made.json()["secret"].startswith("whsec_")
+        theirs = {"owner": "acct-else", "url": receiver.url}
+        assert c.post("/v1/webhooks", json=theirs, headers=bearer(mine)).status_code == 403
+        every = {"url": receiver.url}
+        assert c.post("/v1/webhooks", json=every, headers=bearer(mine)).status_code == 403
+        bad = c.post("/v1/webhooks", json={"owner": OWNER, "url": "ftp://x"}, headers=bearer(mine))
+        assert bad.status_code == 422
+        kinds = {"owner": OWNER, "url": receiver.url, "events": ["message.nope"]}
+        assert c.post("/v1/webhooks", json=kinds, headers=bearer(mine)).status_code == 422
+        inner = {"owner": OWNER, "url": "http://10.0.0.1/x"}  # a private network: refused
+        assert c.post("/v1/webhooks", json=inner, headers=bearer(mine)).status_code == 422
+        other = c.post("/v1/webhooks", json=theirs, headers=bearer(admin)).json()["id"]
+        listed = c.get("/v1/webhooks", headers=bearer(mine)).json()
+        assert [e["id"] for e in listed] == [made.json()["id"]]
+        assert c.delete(f"/v1/webhooks/{other}", headers=bearer(mine)).status_code == 404
+        assert (
+            c.delete(f"/v1/webhooks/{made.json()['id']}", headers=bearer(mine)).status_code == 204
+        )
+        assert c.get("/v1/webhooks", headers=bearer(mine)).json() == []

@@ -1,0 +1,187 @@
+"""The ``mail.events`` task: one lane of an endpoint delivered, in order, signed.
+
+Each event is one ``POST`` of its JSON with the Standard Webhooks headers (``webhook-id``: the
+event's id, the same at every attempt; ``webhook-timestamp``; ``webhook-signature``: ``v1,`` and
+an HMAC-SHA256 under the endpoint's secret, by the ``standardwebhooks`` package). A 2xx answer
+takes the event off the lane, and the next one goes; anything else (an error status, a timeout,
+a refused connection) leaves it at the head and the lane waits: ``MAILDISPATCH_WEBHOOK_RETRY_DELAYS``
+after its first failures (5 s, 30 s, 2 min... 2 h), until the endpoint has been failing for ``MAILDISPATCH_WEBHOOK_DISABLE_AFTER``
+(a day by default), when it is disabled with the reason, and its lanes are dropped (a replay
+sends what it missed once it is enabled again). At least once: an event whose 2xx was lost is
+sent again, with its id.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import redis
+import structlog
+from celery import Celery
+from standardwebhooks.webhooks import Webhook
+
+from config import keys
+from config.celery import WEBHOOK_TASK
+from config.settings import Settings
+from worker.accounts.vault import Vault
+from worker.channels.netguard import NetworkPolicy
+from worker.store import Store
+from worker.webhooks import endpoints
+from worker.webhooks.endpoints import Endpoint
+
+log = structlog.get_logger("maildispatch.webhooks")
+
+LANE_TASK = WEBHOOK_TASK
+#: a lane is held by one task; renewed after every event
+LEASE_MS = 60_000
+#: events one task delivers before it hands the lane back (other lanes get their turn)
+PER_RUN = 200
+TIMEOUT = 10.0
+
+# KEYS: the lane's list, the set of lanes, its lease. ARGV: lane, lease token -> the lane is
+# forgotten if it is empty, and the lease released if it is still this task's
+_DONE = """
+if redis.call('LLEN', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
+if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
+return 1
+"""
+
+
+class WebhookFailed(Exception):
+    """The endpoint did not take the event (its answer, or why there was none)."""
+
+
+def post(http: httpx.Client, endpoint: Endpoint, body: bytes, policy: NetworkPolicy) -> None:
+    """One signed POST; raises :class:`WebhookFailed` unless the endpoint answered 2xx."""
+    host = urlsplit(endpoint.url).hostname or ""
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        raise WebhookFailed(f"cannot resolve {host}: {exc}") from None
+    if not all(policy.permits(str(info[4][0])) for info in found):
+        raise WebhookFailed(f"{host} resolves to a network webhooks may not reach")
+    msg_id = orjson_id(body)
+    now = datetime.now(UTC)
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(endpoint.secret).sign(msg_id, now, body.decode()),
+        "content-type": "application/json",
+        "user-agent": "maildispatch-webhooks",
+    }
+    try:
+        answer = http.post(endpoint.url, content=body, headers=headers, timeout=TIMEOUT)
+    except httpx.HTTPError as exc:
+        raise WebhookFailed(f"{type(exc).__name__}: {exc}"[:300]) from None
+    if not 200 <= answer.status_code < 300:
+        raise WebhookFailed(f"answered {answer.status_code}")
+
+
+def orjson_id(body: bytes) -> str:
+    """The event's id (its ``webhook-id``)."""
+    return str(orjson.loads(body)["id"])
+
+
+class Deliverer:
+    """What the lane task needs, once per worker process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.redis = redis.Redis.from_url(settings.state_redis_url, socket_timeout=30)
+        self.store = Store(settings.database_url)
+        self.vault = Vault.from_settings(settings)
+        self.policy = NetworkPolicy.from_settings(settings)
+        self.http = httpx.Client(follow_redirects=False)
+
+    def endpoint(self, endpoint_id: int) -> Endpoint | None:
+        """An enabled endpoint (None once removed or disabled)."""
+        with self.store.session() as session:
+            row = endpoints.get(session, endpoint_id)
+            if row is None or row.state != endpoints.ENABLED:
+                return None
+            return endpoints.opened(row, self.vault)
+
+    def run_lane(self, lane: str) -> str:
+        """Deliver a lane's events in order until it is empty, fails, or PER_RUN went."""
+        token = uuid.uuid4().hex
+        lease = keys.webhook_lease(lane)
+        if not self.redis.set(lease, token, nx=True, px=LEASE_MS):
+            return "busy"  # another task has it
+        try:
+            endpoint = self.endpoint(int(lane.split(":", 1)[0]))
+            if endpoint is None:
+                self._drop(lane)
+                return "dropped"
+            for _ in range(PER_RUN):
+                body: Any = self.redis.lindex(keys.webhook_lane(lane), 0)
+                if body is None:
+                    return "empty"
+                try:
+                    post(self.http, endpoint, body, self.policy)
+                except WebhookFailed as exc:
+                    return self._failed(lane, endpoint, str(exc))
+                pipe = self.redis.pipeline(transaction=True)
+                pipe.lpop(keys.webhook_lane(lane))
+                pipe.hdel(keys.WEBHOOK_ATTEMPTS, lane)
+                pipe.hdel(keys.WEBHOOK_FAILING, str(endpoint.id))
+                pipe.pexpire(lease, LEASE_MS)
+                pipe.execute()
+            self.redis.zadd(keys.WEBHOOK_DUE, {lane: 0})  # more: the next tick hands it out
+            return "more"
+        finally:
+            self.redis.eval(
+                _DONE, 3, keys.webhook_lane(lane), keys.WEBHOOK_LANES, lease, lane, token
+            )
+
+    def _failed(self, lane: str, endpoint: Endpoint, error: str) -> str:
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hincrby(keys.WEBHOOK_ATTEMPTS, lane, 1)
+        pipe.hsetnx(keys.WEBHOOK_FAILING, str(endpoint.id), repr(now))
+        pipe.hget(keys.WEBHOOK_FAILING, str(endpoint.id))
+        failures, _, since = pipe.execute()
+        first = float(since or now)
+        if now - first >= self.settings.webhook_disable_after:
+            stamp = datetime.fromtimestamp(first, UTC).isoformat(timespec="seconds")
+            reason = f"failing since {stamp}: {error}"
+            with self.store.session() as session:
+                endpoints.disable(session, endpoint.id, reason)
+            log.warning("webhook_disabled", endpoint=endpoint.id, reason=reason)
+            self._drop(lane)
+            return "disabled"
+        delays = self.settings.webhook_retry_delays or (60.0,)
+        delay = delays[min(int(failures), len(delays)) - 1]
+        self.redis.zadd(keys.WEBHOOK_DUE, {lane: now + delay})
+        log.info("webhook_failed", endpoint=endpoint.id, error=error, retry_in_s=delay)
+        return "retrying"
+
+    def _drop(self, lane: str) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(keys.webhook_lane(lane))
+        pipe.srem(keys.WEBHOOK_LANES, lane)
+        pipe.zrem(keys.WEBHOOK_DUE, lane)
+        pipe.hdel(keys.WEBHOOK_ATTEMPTS, lane)
+        pipe.execute()
+
+
+_deliverer: list[Deliverer] = []
+
+
+def register(app: Celery) -> Any:
+    """The lane task on ``app`` (worker/app.py calls this)."""
+
+    def lane(lane: str) -> str:
+        if not _deliverer:
+            from config.settings import get_settings
+
+            _deliverer.append(Deliverer(get_settings()))
+        return _deliverer[0].run_lane(lane)
+
+    return app.task(name=LANE_TASK, ignore_result=True)(lane)

@@ -1,0 +1,196 @@
+"""The webhook outbox: events fanned out from the stream into ordered lanes, and their schedule.
+
+The event stream (config/events.py) is the durable log. The scheduler (every scheduler of the
+fleet: they share the stream's consumer group ``webhooks``) reads new entries with
+``XREADGROUP`` and, in one transaction with their ``XACK``, appends each event to a *lane* of
+every endpoint that wants it: a Redis list, ``endpoint:n`` with ``n`` a hash of the job id, so
+that one job's events stay in order while an endpoint receives up to ``LANES`` at once. An entry
+read by a scheduler that died before its transaction is claimed by another after ``IDLE_MS``.
+Then it publishes a ``maildispatch.webhooks.lane`` task for each lane it filled (queue
+``mail.events``, worker/webhooks/deliver.py), for each lane whose retry time came (``md:wh:due``),
+and, every ``SWEEP_EVERY`` seconds, for lanes holding events that nothing is delivering (a task
+lost with its worker). A lane is delivered by one task at a time (a lease), so duplicates of a
+task are harmless.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+
+from config import keys
+from worker.webhooks.endpoints import Endpoint
+
+#: lanes per endpoint: events of different jobs delivered at once, one job's in order
+LANES = 16
+#: an entry read but not fanned out for this long (its scheduler died) is taken by another
+IDLE_MS = 60_000
+#: stream entries fanned out per call
+BATCH = 500
+#: how often lanes left without a task are looked for (seconds)
+SWEEP_EVERY = 10.0
+
+
+def lane_of(endpoint_id: int, job_id: str) -> str:
+    """The lane of a job's events for an endpoint."""
+    return f"{endpoint_id}:{zlib.crc32(job_id.encode()) % LANES}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _targets(endpoints: Sequence[Endpoint], owner: str, body: bytes) -> list[str]:
+    event = orjson.loads(body)
+    at = datetime.fromisoformat(event["timestamp"]).timestamp()
+    job_id = str(event["data"]["job_id"])
+    return [lane_of(e.id, job_id) for e in endpoints if e.wants(owner, event["type"], at)]
+
+
+async def fan_out(
+    client: aioredis.Redis, endpoints: Sequence[Endpoint], consumer: str
+) -> tuple[int, set[str]]:
+    """Append new events to their endpoints' lanes; returns how many entries were read and the
+    lanes that got events."""
+    if not endpoints:
+        return 0, set()  # nothing to read for (the group is made when the first endpoint is)
+    oldest = min(e.created_at for e in endpoints)
+    entries = await _read(client, consumer, f"{int((oldest - 5) * 1000)}-0")
+    if not entries:
+        return 0, set()
+    filled: set[str] = set()
+    pipe = client.pipeline(transaction=True)
+    for _, fields in entries:
+        body = fields[b"d"]
+        for lane in _targets(endpoints, _text(fields[b"o"]), body):
+            pipe.rpush(keys.webhook_lane(lane), body)
+            pipe.sadd(keys.WEBHOOK_LANES, lane)
+            filled.add(lane)
+    pipe.xack(keys.EVENTS, keys.WEBHOOK_GROUP, *[entry_id for entry_id, _ in entries])
+    await pipe.execute()
+    return len(entries), filled
+
+
+async def _read(
+    client: aioredis.Redis, consumer: str, start: str
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """New entries, and entries another consumer read and left (its scheduler died); the
+    group, when there is none yet, starts at ``start`` (just before the oldest endpoint)."""
+    for _ in range(2):
+        try:
+            claimed = await client.xautoclaim(
+                keys.EVENTS, keys.WEBHOOK_GROUP, consumer, IDLE_MS, "0-0", count=BATCH
+            )
+            entries: list[Any] = [e for e in claimed[1] if e[1]]  # trimmed ones come back empty
+            if len(entries) < BATCH:
+                reply: Any = await client.xreadgroup(
+                    keys.WEBHOOK_GROUP, consumer, {keys.EVENTS: ">"}, count=BATCH - len(entries)
+                )
+                entries += [e for _, stream in reply or () for e in stream]
+            return entries
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # an endpoint takes only events written after it was added (Endpoint.wants)
+            try:
+                await client.xgroup_create(keys.EVENTS, keys.WEBHOOK_GROUP, id=start, mkstream=True)
+            except redis.ResponseError as again:
+                if "BUSYGROUP" not in str(again):
+                    raise
+    return []
+
+
+async def due_lanes(client: aioredis.Redis) -> list[str]:
+    """Lanes whose retry time came (taken off the schedule: a task is published for each)."""
+    now = time.time()
+    lanes: list[Any] = await client.zrangebyscore(keys.WEBHOOK_DUE, "-inf", now)
+    if not lanes:
+        return []
+    await client.zrem(keys.WEBHOOK_DUE, *lanes)
+    return [_text(lane) for lane in lanes]
+
+
+async def stranded_lanes(client: aioredis.Redis) -> list[str]:
+    """Lanes holding events with no retry scheduled and no task delivering them."""
+    lanes = [_text(lane) for lane in await client.smembers(keys.WEBHOOK_LANES)]
+    if not lanes:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for lane in lanes:
+        pipe.zscore(keys.WEBHOOK_DUE, lane)
+        pipe.exists(keys.webhook_lease(lane))
+    found = await pipe.execute()
+    return [
+        lane
+        for lane, due, leased in zip(lanes, found[::2], found[1::2], strict=True)
+        if due is None and not leased
+    ]
+
+
+def replay(
+    client: redis.Redis, endpoint: Endpoint, since: float, until: float | None = None
+) -> int:
+    """Append every event of the stream since ``since`` that ``endpoint`` takes to its lanes
+    again (each keeps its id: receivers deduplicate); returns how many."""
+    start = f"{int(since * 1000)}-0"
+    end = f"{int(until * 1000)}-0" if until is not None else "+"
+    count = 0
+    while True:
+        entries: Any = client.xrange(keys.EVENTS, min=start, max=end, count=BATCH)
+        if not entries:
+            return count
+        pipe = client.pipeline(transaction=True)
+        for _, fields in entries:
+            body = fields[b"d"]
+            event = orjson.loads(body)
+            if endpoint.wants(_text(fields[b"o"]), event["type"], float("inf")):
+                lane = lane_of(endpoint.id, str(event["data"]["job_id"]))
+                pipe.rpush(keys.webhook_lane(lane), body)
+                pipe.sadd(keys.WEBHOOK_LANES, lane)
+                pipe.zadd(keys.WEBHOOK_DUE, {lane: 0})
+                count += 1
+        pipe.execute()
+        start = "(" + _text(entries[-1][0])
+
+
+class Fanout:
+    """The scheduler's webhook step: fan out, then a task per lane with work (see the module)."""
+
+    #: seconds between two reads of the enabled endpoints from the store
+    REFRESH = 2.0
+
+    def __init__(self, load: Any, publish: Any, consumer: str) -> None:
+        self.load = load  # () -> list[Endpoint] (a thread: it reads the store)
+        self.publish = publish  # (lanes) -> None (a thread: it publishes tasks)
+        self.consumer = consumer
+        self.endpoints: list[Endpoint] = []
+        self._loaded_at = 0.0
+        self._swept_at = 0.0
+
+    async def tick(self, client: aioredis.Redis) -> int:
+        """One round; returns how many lanes got a task (0: nothing to do)."""
+        import asyncio
+
+        now = time.monotonic()
+        if now - self._loaded_at >= self.REFRESH:
+            self.endpoints = await asyncio.to_thread(self.load)
+            self._loaded_at = now
+        lanes = set(await due_lanes(client))
+        for _ in range(10):  # a backlog: several batches a tick, a bounded time
+            read, filled = await fan_out(client, self.endpoints, self.consumer)
+            lanes |= filled
+            if read < BATCH:
+                break
+        if now - self._swept_at >= SWEEP_EVERY:
+            self._swept_at = now
+            lanes |= set(await stranded_lanes(client))
+        if lanes:
+            await asyncio.to_thread(self.publish, sorted(lanes))
+        return len(lanes)
