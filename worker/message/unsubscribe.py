@@ -66,6 +66,8 @@ def read_token(token: str, keys: list[str]) -> Unsubscribe | None:
         payload, given = _unb64(body), _unb64(mac)
     except ValueError:
         return None
+    if _b64(payload) != body or _b64(given) != mac:
+        return None  # one spelling per token: base64's unused low bits must be zero
     if not any(hmac.compare_digest(_mac(k, payload), given) for k in keys):
         return None
     parts = payload.decode("utf-8", "replace").split(_SEP)
