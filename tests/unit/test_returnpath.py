@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from worker.message.returnpath import job_from_address, make_token, return_path
+from worker.message.returnpath import job_from_address, make_token, parse_token, return_path
 
 
 def test_round_trip_and_case_insensitive() -> None:
@@ -54,3 +54,12 @@ def test_tokens_issued_before_recipients_were_bound_name_the_job_only() -> None:
     old = parse_token(make_token(job_id, "k1"), ["k1"])
     assert old is not None and old.job_id == job_id and old.recipient_tag is None
     assert not old.names("anyone@example.org")
+
+
+def test_a_token_has_one_spelling_whatever_its_case() -> None:
+    for recipient in ("bob@example.org", None):  # both token lengths
+        token = make_token(uuid.uuid4(), "k1", recipient)
+        alphabet = "abcdefghijklmnopqrstuvwxyz234567"  # base32 (RFC 4648), any case
+        others = {token[:-1] + c for c in alphabet} - {token}
+        assert parse_token(token, ["k1"]) and parse_token(token.upper(), ["k1"])
+        assert [t for t in others if parse_token(t, ["k1"]) is not None] == []

@@ -66,11 +66,12 @@ def parse_token(token: str, keys: Iterable[str]) -> Token | None:
     text = token.strip().upper()
     if len(text) > 64:  # a local part is at most 64 octets (RFC 5321 4.5.3.1.1)
         return None
-    text += "=" * (-len(text) % 8)
     try:
-        data = base64.b32decode(text)
+        data = base64.b32decode(text + "=" * (-len(text) % 8))
     except (binascii.Error, ValueError):
         return None
+    if base64.b32encode(data).decode().rstrip("=") != text:
+        return None  # one spelling per token (any case): base32's unused low bits must be zero
     if len(data) not in (16 + MAC_BYTES, 16 + TAG_BYTES + MAC_BYTES):
         return None
     raw, mac = data[:-MAC_BYTES], data[-MAC_BYTES:]
