@@ -323,6 +323,14 @@ class Settings(BaseSettings):
             )
         return key
 
+    def verifying_keys(self) -> list[str]:
+        """The secret key, then the previous ones: what a token or a sealed secret made under
+        any of them is checked with (a key rotation does not break what was issued before)."""
+        return [
+            self.require_secret_key(),
+            *(k.get_secret_value() for k in self.previous_secret_keys),
+        ]
+
 
 @functools.cache
 def get_settings() -> Settings:

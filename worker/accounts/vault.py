@@ -52,8 +52,8 @@ class Vault:
     @classmethod
     def from_settings(cls, settings: Settings) -> Vault:
         """The vault of this deployment's keys."""
-        previous = [k.get_secret_value() for k in settings.previous_secret_keys]
-        return cls(settings.require_secret_key(), previous)
+        current, *previous = settings.verifying_keys()
+        return cls(current, previous)
 
     def seal(self, owner: str, channel: str, secrets: Mapping[str, str]) -> str:
         """A token holding ``secrets``, bound to (owner, channel)."""

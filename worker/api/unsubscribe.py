@@ -39,9 +39,7 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 def router(store: Callable[[], Store], dispatcher: Dispatcher, settings: Settings) -> APIRouter:
     """The unsubscribe routes (no API key)."""
     api = APIRouter(tags=["unsubscribe"])
-    secrets = [settings.require_secret_key()] + [
-        k.get_secret_value() for k in settings.previous_secret_keys
-    ]
+    secrets = settings.verifying_keys()
     missing = _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
 
     def take(who: Unsubscribe) -> None:

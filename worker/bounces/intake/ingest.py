@@ -133,9 +133,7 @@ class Ingest:
         self.redis = client
         self.store = store
         self.domain = settings.bounce_domain.lower()
-        self.secret_keys = [settings.require_secret_key()] + [
-            k.get_secret_value() for k in settings.previous_secret_keys
-        ]
+        self.secret_keys = settings.verifying_keys()
         self.fbl = settings.fbl_address
         self.unsubscribe = mailto_address(settings.bounce_domain)
         self._token_in_text = re.compile(

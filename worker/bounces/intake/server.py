@@ -60,9 +60,7 @@ class BounceHandler:
         self.domain = settings.bounce_domain.lower()
         self.fbl = settings.fbl_address
         self.unsubscribe = mailto_address(settings.bounce_domain)  # List-Unsubscribe's mailto
-        self.keys = [settings.require_secret_key()] + [
-            k.get_secret_value() for k in settings.previous_secret_keys
-        ]
+        self.keys = settings.verifying_keys()
         self.max_recipients = settings.bounce_max_recipients
         self.max_bytes = settings.bounce_max_bytes
         self.publisher = publisher
