@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from config import fastjson
+from config.keys import EVENTS as EVENTS_KEY
 
 
 class EventType(StrEnum):
@@ -87,6 +88,16 @@ def encode(kind: EventType, data: dict[str, Any], *parts: object, at: float | No
             "data": data,
         }
     )
+
+
+def add_events(pipe: Any, events: Iterable[tuple[str, str]], retention: float) -> None:
+    """Queue the write of each event (owner, JSON) on a redis-py pipeline, sync or async, with
+    the stream trimmed past ``retention``; nothing when ``retention`` is 0 (events off)."""
+    if retention <= 0:
+        return
+    minimum = min_id(retention)
+    for owner, body in events:
+        pipe.xadd(EVENTS_KEY, {"o": owner, "d": body}, minid=minimum, approximate=False)
 
 
 def min_id(retention: float, now: float | None = None) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import redis
 
 from config import keys
-from config.events import EventType, encode, job_data, min_id
+from config.events import EventType, add_events, encode, job_data
 from config.settings import Settings
 from worker.message.unsubscribe import Unsubscribe
 from worker.store import Store, repo
@@ -26,9 +26,7 @@ def unsubscribe(store: Store, client: redis.Redis, settings: Settings, who: Unsu
     channel = client.hget(keys.job(who.job_id), "channel")  # gone after its TTL: unknown then
     name = channel.decode() if isinstance(channel, bytes) else ""
     data = job_data(who.job_id, who.owner, name, [who.recipient], None)
-    client.xadd(
-        keys.EVENTS,
-        {"o": who.owner, "d": encode(EventType.UNSUBSCRIBED, data, who.recipient)},
-        minid=min_id(settings.events_retention),
-        approximate=False,
-    )
+    pipe = client.pipeline(transaction=False)
+    event = (who.owner, encode(EventType.UNSUBSCRIBED, data, who.recipient))
+    add_events(pipe, [event], settings.events_retention)
+    pipe.execute()

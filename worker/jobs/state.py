@@ -23,7 +23,7 @@ import redis.exceptions
 import structlog
 
 from config import fastjson, keys
-from config.events import min_id
+from config.events import add_events, min_id
 from config.lua import lua_script
 from config.states import JobState
 from producers.enqueue import ttl_until_due
@@ -169,13 +169,6 @@ class JobStates:
                 "XADD", keys.EVENTS, "MINID", minimum, "*", "o", owner, "d", body
             )
 
-    def _add_events(self, pipe: Any, events: Events) -> None:
-        if self.events_retention <= 0:
-            return
-        minimum = min_id(self.events_retention)
-        for owner, body in events:
-            pipe.xadd(keys.EVENTS, {"o": owner, "d": body}, minid=minimum, approximate=False)
-
     async def schedule_retry(
         self,
         job_id: str,
@@ -206,7 +199,7 @@ class JobStates:
             pipe.hdel(keys.job(job_id), "holder")
             pipe.expire(keys.job(job_id), ttl)
             pipe.zadd(keys.SCHEDULE, {job_id: due})
-            self._add_events(pipe, events)
+            add_events(pipe, events, self.events_retention)
             await pipe.execute()
 
         # every command sets a value, so a transaction sent again after a lost reply is the
@@ -254,7 +247,7 @@ class JobStates:
         pipe.zadd(keys.SCHEDULE, {job_id: due})
         pipe.hincrby(keys.COUNTERS, "deferred", 1)
         pipe.hincrby(keys.COUNTERS, f"deferred:{kind}", 1)
-        self._add_events(pipe, events)
+        add_events(pipe, events, self.events_retention)
         await pipe.execute()
 
     async def take_due(

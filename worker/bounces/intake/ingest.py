@@ -38,7 +38,7 @@ import structlog
 from celery.exceptions import SoftTimeLimitExceeded
 
 from config import keys
-from config.events import min_id
+from config.events import add_events
 from config.settings import Settings
 from config.states import JobState
 from worker.bounces.classify.model import Bounce, BounceReport
@@ -422,12 +422,8 @@ class Ingest:
     def _emit(self, reported: Iterable[events.Event]) -> None:
         """The events of what was just written, before the job's state notes it (an ingest run
         again writes them again, with the same ids)."""
-        if self.settings.events_retention <= 0:
-            return
-        minimum = min_id(self.settings.events_retention)
         pipe = self.redis.pipeline(transaction=False)
-        for owner, body in reported:
-            pipe.xadd(keys.EVENTS, {"o": owner, "d": body}, minid=minimum, approximate=False)
+        add_events(pipe, reported, self.settings.events_retention)
         pipe.execute()
 
     def _mark(self, job_id: str, **fields: Any) -> None:
