@@ -55,7 +55,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     from worker.webhooks import endpoints
 
     settings, store, vault = _context()
-    owner = None if args.owner.strip() == "*" else args.owner.strip()
+    owner = args.owner.strip()
     events = [e.strip() for e in args.events.split(",") if e.strip()] if args.events else None
     try:
         with store.session() as session:
@@ -117,7 +117,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from worker.webhooks import endpoints
     from worker.webhooks.outbox import replay
 
-    settings, store, vault = _context()
+    settings, store, _ = _context()
     try:
         since = datetime.fromisoformat(args.since)
     except ValueError:
@@ -126,7 +126,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         since = since.replace(tzinfo=UTC)
     with store.session() as session:
         row = endpoints.get(session, args.id)
-        endpoint = endpoints.opened(row, vault) if row is not None else None
+        endpoint = endpoints.endpoint_of(row) if row is not None else None
     if endpoint is None:
         print(f"no endpoint {args.id}", file=sys.stderr)
         return 1

@@ -216,6 +216,13 @@ def test_endpoints_over_http(hooks: Fleet, receiver: Receiver) -> None:
         assert c.post("/v1/webhooks", json=theirs, headers=bearer(mine)).status_code == 403
         every = {"url": receiver.url}
         assert c.post("/v1/webhooks", json=every, headers=bearer(mine)).status_code == 403
+        star = {"owner": "*", "url": receiver.url}  # every owner's too, as in the CLI
+        assert c.post("/v1/webhooks", json=star, headers=bearer(mine)).status_code == 403
+        operator = c.post("/v1/webhooks", json=star, headers=bearer(admin)).json()["id"]
+        (row,) = [
+            e for e in c.get("/v1/webhooks", headers=bearer(admin)).json() if e["id"] == operator
+        ]
+        assert row["owner"] is None
         bad = c.post("/v1/webhooks", json={"owner": OWNER, "url": "ftp://x"}, headers=bearer(mine))
         assert bad.status_code == 422
         kinds = {"owner": OWNER, "url": receiver.url, "events": ["message.nope"]}

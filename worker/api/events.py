@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from config import fastjson, keys
 from config.settings import Settings
+from producers.enqueue import as_text
 from worker.api import ERRORS, Caller, ErrorItem, Invalid, read_owner, require
 
 #: stream entries read per round trip while looking for a caller's events
@@ -48,10 +49,6 @@ def _cursor(value: str | None) -> str | None:
         message = "not a cursor this feed returned"
         raise Invalid("invalid request", [ErrorItem(field="cursor", message=message)])
     return value
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def router(settings: Settings) -> APIRouter:
@@ -96,8 +93,8 @@ async def _read(
             keys.EVENTS, min=f"({last}" if last else "-", max="+", count=SCAN
         )  # type: ignore[assignment]  # redis-py's stubs allow None entries; Redis sends none
         for entry_id, fields in entries:
-            last = _text(entry_id)
-            if owner is None or _text(fields[b"o"]) == owner:
+            last = as_text(entry_id)
+            if owner is None or as_text(fields[b"o"]) == owner:
                 found.append(EventOut(**fastjson.loads(fields[b"d"])))
                 if len(found) >= limit:
                     break

@@ -27,7 +27,9 @@ class EndpointIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    owner: str | None = Field(None, max_length=200, description="left out: every owner's events")
+    owner: str | None = Field(
+        None, max_length=200, description="left out (or *): every owner's events"
+    )
     url: str = Field(max_length=2000, description="where events are POSTed")
     events: list[str] | None = Field(None, description="the types it receives; left out: all")
 
@@ -64,10 +66,9 @@ def router(store: Callable[[], Store], settings: Settings) -> APIRouter:
     def add_endpoint(
         wanted: EndpointIn, caller: Annotated[Caller, Depends(require("send"))]
     ) -> EndpointAdded:
-        """Add an endpoint for an owner's events."""
-        if wanted.owner is None and caller.owner is not None:
-            check_owners(caller, ["*"])  # every owner's events: not for a key of one owner
-        check_owners(caller, [wanted.owner] if wanted.owner is not None else [])
+        """Add an endpoint for an owner's events (every owner's: ``owner`` left out or ``*``,
+        with a key for every owner)."""
+        check_owners(caller, [wanted.owner or "*"])
         try:
             with store().session() as session:
                 row, secret = endpoints.add(

@@ -141,14 +141,11 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
 def _webhooks(settings: Settings, dispatcher: Dispatcher) -> Fanout:
     """The webhook step of this scheduler (worker/webhooks/outbox.py)."""
-    from worker.accounts.vault import Vault
     from worker.webhooks import endpoints
-
-    vault = Vault.from_settings(settings)
 
     def load() -> list[endpoints.Endpoint]:
         with open_store(settings.database_url).session() as session:
-            return endpoints.active(session, vault)
+            return endpoints.active(session)
 
     def publish(lanes: list[str]) -> None:
         for lane in lanes:

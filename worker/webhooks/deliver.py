@@ -58,7 +58,9 @@ class WebhookFailed(Exception):
     """The endpoint did not take the event (its answer, or why there was none)."""
 
 
-def post(http: httpx.Client, endpoint: Endpoint, body: bytes, policy: NetworkPolicy) -> None:
+def post(
+    http: httpx.Client, endpoint: Endpoint, secret: str, body: bytes, policy: NetworkPolicy
+) -> None:
     """One signed POST; raises :class:`WebhookFailed` unless the endpoint answered 2xx."""
     host = urlsplit(endpoint.url).hostname or ""
     try:
@@ -67,12 +69,12 @@ def post(http: httpx.Client, endpoint: Endpoint, body: bytes, policy: NetworkPol
         raise WebhookFailed(f"cannot resolve {host}: {exc}") from None
     if not all(policy.permits(str(info[4][0])) for info in found):
         raise WebhookFailed(f"{host} resolves to a network webhooks may not reach")
-    msg_id = orjson_id(body)
+    msg_id = str(orjson.loads(body)["id"])
     now = datetime.now(UTC)
     headers = {
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(endpoint.secret).sign(msg_id, now, body.decode()),
+        "webhook-signature": Webhook(secret).sign(msg_id, now, body.decode()),
         "content-type": "application/json",
         "user-agent": "maildispatch-webhooks",
     }
@@ -82,11 +84,6 @@ def post(http: httpx.Client, endpoint: Endpoint, body: bytes, policy: NetworkPol
         raise WebhookFailed(f"{type(exc).__name__}: {exc}"[:300]) from None
     if not 200 <= answer.status_code < 300:
         raise WebhookFailed(f"answered {answer.status_code}")
-
-
-def orjson_id(body: bytes) -> str:
-    """The event's id (its ``webhook-id``)."""
-    return str(orjson.loads(body)["id"])
 
 
 class Deliverer:
@@ -100,13 +97,13 @@ class Deliverer:
         self.policy = NetworkPolicy.from_settings(settings)
         self.http = httpx.Client(follow_redirects=False)
 
-    def endpoint(self, endpoint_id: int) -> Endpoint | None:
-        """An enabled endpoint (None once removed or disabled)."""
+    def endpoint(self, endpoint_id: int) -> tuple[Endpoint, str] | None:
+        """An enabled endpoint and its secret (None once removed or disabled)."""
         with self.store.session() as session:
             row = endpoints.get(session, endpoint_id)
             if row is None or row.state != endpoints.ENABLED:
                 return None
-            return endpoints.opened(row, self.vault)
+            return endpoints.endpoint_of(row), endpoints.secret_of(row, self.vault)
 
     def run_lane(self, lane: str) -> str:
         """Deliver a lane's events in order until it is empty, fails, or PER_RUN went."""
@@ -115,16 +112,17 @@ class Deliverer:
         if not self.redis.set(lease, token, nx=True, px=LEASE_MS):
             return "busy"  # another task has it
         try:
-            endpoint = self.endpoint(int(lane.split(":", 1)[0]))
-            if endpoint is None:
+            found = self.endpoint(int(lane.split(":", 1)[0]))
+            if found is None:
                 self._drop(lane)
                 return "dropped"
+            endpoint, secret = found
             for _ in range(PER_RUN):
                 body: Any = self.redis.lindex(keys.webhook_lane(lane), 0)
                 if body is None:
                     return "empty"
                 try:
-                    post(self.http, endpoint, body, self.policy)
+                    post(self.http, endpoint, secret, body, self.policy)
                 except WebhookFailed as exc:
                     return self._failed(lane, endpoint, str(exc))
                 pipe = self.redis.pipeline(transaction=True)

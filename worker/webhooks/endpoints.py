@@ -42,13 +42,13 @@ class InvalidEndpoint(MaildispatchError):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """An endpoint as the deliverer uses it (its secret decrypted)."""
+    """An endpoint as the scheduler and the deliverer use it (its secret stays sealed: see
+    :func:`secret_of`)."""
 
     id: int
     owner: str | None
     url: str
     events: tuple[str, ...] | None
-    secret: str
     state: str
     created_at: float
 
@@ -93,8 +93,10 @@ def add(
     url: str,
     events: Sequence[str] | None = None,
 ) -> tuple[WebhookEndpoint, str]:
-    """Add an endpoint; returns its row and its secret (shown once)."""
+    """Add an endpoint (``owner`` None or ``*``: every owner's events); returns its row and its
+    secret (shown once)."""
     url = check(url, events, policy)
+    owner = None if owner in (None, "*") else owner
     secret = new_secret()
     row = WebhookEndpoint(
         owner=owner,
@@ -160,22 +162,25 @@ def enable(session: Session, endpoint_id: int) -> bool:
     return True
 
 
-def active(session: Session, vault: Vault) -> list[Endpoint]:
-    """Every enabled endpoint, its secret decrypted (for the deliverer)."""
+def active(session: Session) -> list[Endpoint]:
+    """Every enabled endpoint (what the scheduler fans events out to)."""
     rows = session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.state == ENABLED))
-    return [opened(row, vault) for row in rows]
+    return [endpoint_of(row) for row in rows]
 
 
-def opened(row: WebhookEndpoint, vault: Vault) -> Endpoint:
-    """An endpoint row with its secret decrypted."""
-    secret = vault.open(row.owner or "*", _SEALED_AS, row.secret)["secret"]
+def endpoint_of(row: WebhookEndpoint) -> Endpoint:
+    """An endpoint row as the scheduler and the deliverer use it."""
     created: datetime = stored_utc(row.created_at)
     return Endpoint(
         id=row.id,
         owner=row.owner,
         url=row.url,
         events=tuple(row.events) if row.events else None,
-        secret=secret,
         state=row.state,
         created_at=created.timestamp(),
     )
+
+
+def secret_of(row: WebhookEndpoint, vault: Vault) -> str:
+    """An endpoint's signing secret, decrypted (for the deliverer only)."""
+    return vault.open(row.owner or "*", _SEALED_AS, row.secret)["secret"]

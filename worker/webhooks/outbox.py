@@ -15,6 +15,7 @@ task are harmless.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import zlib
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ import redis
 import redis.asyncio as aioredis
 
 from config import keys
+from producers.enqueue import as_text
 from worker.webhooks.endpoints import Endpoint
 
 #: lanes per endpoint: events of different jobs delivered at once, one job's in order
@@ -41,10 +43,6 @@ SWEEP_EVERY = 10.0
 def lane_of(endpoint_id: int, job_id: str) -> str:
     """The lane of a job's events for an endpoint."""
     return f"{endpoint_id}:{zlib.crc32(job_id.encode()) % LANES}"
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _targets(endpoints: Sequence[Endpoint], owner: str, body: bytes) -> list[str]:
@@ -69,7 +67,7 @@ async def fan_out(
     pipe = client.pipeline(transaction=True)
     for _, fields in entries:
         body = fields[b"d"]
-        for lane in _targets(endpoints, _text(fields[b"o"]), body):
+        for lane in _targets(endpoints, as_text(fields[b"o"]), body):
             pipe.rpush(keys.webhook_lane(lane), body)
             pipe.sadd(keys.WEBHOOK_LANES, lane)
             filled.add(lane)
@@ -114,12 +112,12 @@ async def due_lanes(client: aioredis.Redis) -> list[str]:
     if not lanes:
         return []
     await client.zrem(keys.WEBHOOK_DUE, *lanes)
-    return [_text(lane) for lane in lanes]
+    return [as_text(lane) for lane in lanes]
 
 
 async def stranded_lanes(client: aioredis.Redis) -> list[str]:
     """Lanes holding events with no retry scheduled and no task delivering them."""
-    lanes = [_text(lane) for lane in await client.smembers(keys.WEBHOOK_LANES)]
+    lanes = [as_text(lane) for lane in await client.smembers(keys.WEBHOOK_LANES)]
     if not lanes:
         return []
     pipe = client.pipeline(transaction=False)
@@ -150,14 +148,14 @@ def replay(
         for _, fields in entries:
             body = fields[b"d"]
             event = orjson.loads(body)
-            if endpoint.wants(_text(fields[b"o"]), event["type"], float("inf")):
+            if endpoint.wants(as_text(fields[b"o"]), event["type"], float("inf")):
                 lane = lane_of(endpoint.id, str(event["data"]["job_id"]))
                 pipe.rpush(keys.webhook_lane(lane), body)
                 pipe.sadd(keys.WEBHOOK_LANES, lane)
                 pipe.zadd(keys.WEBHOOK_DUE, {lane: 0})
                 count += 1
         pipe.execute()
-        start = "(" + _text(entries[-1][0])
+        start = "(" + as_text(entries[-1][0])
 
 
 class Fanout:
@@ -176,8 +174,6 @@ class Fanout:
 
     async def tick(self, client: aioredis.Redis) -> int:
         """One round; returns how many lanes got a task (0: nothing to do)."""
-        import asyncio
-
         now = time.monotonic()
         if now - self._loaded_at >= self.REFRESH:
             self.endpoints = await asyncio.to_thread(self.load)
