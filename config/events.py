@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import redis
+
 from config import fastjson
 from config.keys import EVENTS as EVENTS_KEY
 
@@ -104,3 +106,35 @@ def min_id(retention: float, now: float | None = None) -> str:
     """The stream id below which entries are past retention (``XADD ... MINID``, exact: each
     write drops what has fallen out)."""
     return str(int(((time.time() if now is None else now) - retention) * 1000))
+
+
+async def read_group(
+    client: Any, group: str, consumer: str, *, start: str, count: int, idle_ms: int
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Up to ``count`` entries for a consumer group of the stream (a redis.asyncio client):
+    entries another consumer read and left for ``idle_ms`` (it died, or put them back) first,
+    then new ones. The group, when there is none yet, starts after ``start``.
+
+    The readers of the stream (webhooks' fan-out, the message history) each have their group:
+    each sees every event, and several processes share one group's work."""
+    for _ in range(2):
+        try:
+            claimed = await client.xautoclaim(
+                EVENTS_KEY, group, consumer, idle_ms, "0-0", count=count
+            )
+            entries: list[Any] = [e for e in claimed[1] if e[1]]  # trimmed ones come back empty
+            if len(entries) < count:
+                reply: Any = await client.xreadgroup(
+                    group, consumer, {EVENTS_KEY: ">"}, count=count - len(entries)
+                )
+                entries += [e for _, stream in reply or () for e in stream]
+            return entries
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            try:
+                await client.xgroup_create(EVENTS_KEY, group, id=start, mkstream=True)
+            except redis.ResponseError as again:
+                if "BUSYGROUP" not in str(again):
+                    raise
+    return []

@@ -31,6 +31,8 @@ EVENTS = f"{PREFIX}events"
 #: a list of event JSON in order; the set of lanes holding events; lanes waiting for a retry,
 #: by the time it is due; a lane's consecutive failures; an endpoint's first failure time
 WEBHOOK_GROUP = "webhooks"
+#: the message history's consumer group of the stream (worker/history/record.py)
+HISTORY_GROUP = "history"
 WEBHOOK_LANES = f"{PREFIX}wh:lanes"
 WEBHOOK_DUE = f"{PREFIX}wh:due"
 WEBHOOK_ATTEMPTS = f"{PREFIX}wh:attempts"

@@ -151,6 +151,9 @@ class Settings(BaseSettings):
     # ever); purged by the scheduler every purge_interval and by `maildispatch failed purge`
     failed_send_retention_days: int = Field(90, ge=0)
     job_content_retention_days: int = Field(30, ge=0)
+    # the message history (worker/history/): every job's outcome, written from the event
+    # stream by the scheduler in batches, kept this many days (0: no history is written)
+    history_days: int = Field(30, ge=0)
     purge_interval: float = 3600.0
 
     # Limits on what producers may enqueue

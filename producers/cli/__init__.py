@@ -4,6 +4,7 @@
 module         commands
 =============  ===========================================================================
 send.py        ``send``, ``send-batch``, ``status``, ``cancel``
+messages.py    ``messages list``
 failed.py      ``failed list|show|resend|purge``, ``suppressions list|add|remove``
 accounts.py    ``accounts gmail connect``, ``accounts smtp set``, ``accounts prefer|list|remove``,
                ``accounts rotate-key|sync``
@@ -26,10 +27,10 @@ import sys
 from collections.abc import Sequence
 
 from config.settings import ConfigurationError
-from producers.cli import accounts, api, bounces, failed, operate, send, webhooks
+from producers.cli import accounts, api, bounces, failed, messages, operate, send, webhooks
 
 #: the command modules, in the order ``maildispatch --help`` lists their commands
-MODULES = (send, failed, accounts, webhooks, bounces, api, operate)
+MODULES = (send, messages, failed, accounts, webhooks, bounces, api, operate)
 
 
 def build_parser() -> argparse.ArgumentParser:

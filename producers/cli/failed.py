@@ -62,9 +62,10 @@ def cmd_failed(args: argparse.Namespace) -> int:
         content_days = (
             settings.job_content_retention_days if args.content_days is None else args.content_days
         )
-        purged = purge(store, failed_days, content_days).as_dict()
+        purged = purge(store, failed_days, content_days, settings.history_days).as_dict()
         print_json(purged) if args.json else print(
-            f"purged {purged['failed_sends']} Failed Sends, {purged['job_contents']} job contents"
+            f"purged {purged['failed_sends']} Failed Sends, {purged['job_contents']} job "
+            f"contents, {purged['messages']} messages of the history"
         )
         return 0
     if args.action == "list":

@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_send_batch)
 
-    p = sub.add_parser("status", help="a job's state and its Failed Sends")
+    p = sub.add_parser("status", help="a job's state and its Failed Sends (then its history)")
     p.add_argument("job", help="the job's id")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_status)
@@ -203,10 +203,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     dispatcher.close()
     failures: list[dict[str, Any]] = []
     try:
+        from worker.history import query
         from worker.store import open_store, repo
 
         with open_store(get_settings().database_url).session() as session:
             failures = [failed_dict(f) for f in repo.failed_sends_for_job(session, args.job)]
+            if state is None:  # expired from Redis: the history's copy, if it has one
+                kept = query.get_message(session, args.job)
+                if kept is not None:
+                    state = {**kept.status, "owner": kept.owner, "channel": kept.channel}
     except ImportError:  # a producer-only install has no store
         pass
     if state is None and not failures:

@@ -114,7 +114,7 @@ def test_purge_keeps_what_is_within_retention(store: Store) -> None:
     _age(store, "old", 100)  # past both retentions
     _age(store, "middle", 40)  # rows kept (90 days), content past its 30 days
     purged = purge(store, failed_days=90, content_days=30)
-    assert purged.as_dict() == {"failed_sends": 2, "job_contents": 2}
+    assert purged.as_dict() == {"failed_sends": 2, "job_contents": 2, "messages": 0}
     with store.session() as s:
         left = sorted(set(s.scalars(select(FailedSend.job_id))))
         assert left == ["middle", "new"]
@@ -123,12 +123,14 @@ def test_purge_keeps_what_is_within_retention(store: Store) -> None:
     assert purge(store, failed_days=90, content_days=30).as_dict() == {
         "failed_sends": 0,
         "job_contents": 0,
+        "messages": 0,
     }
     # 0 days: kept for ever, whatever their age
     _age(store, "new", 10_000)
     assert purge(store, failed_days=0, content_days=0).as_dict() == {
         "failed_sends": 0,
         "job_contents": 0,
+        "messages": 0,
     }
 
 
@@ -144,6 +146,7 @@ def test_purge_deletes_in_chunks(store: Store, monkeypatch: Any) -> None:
     assert purge(store, failed_days=30, content_days=0).as_dict() == {
         "failed_sends": 25,
         "job_contents": 5,
+        "messages": 0,
     }
 
 
@@ -214,7 +217,7 @@ def test_failed_purge_command(store: Store) -> None:
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"failed_sends": 3, "job_contents": 1}
+    assert json.loads(done.stdout) == {"failed_sends": 3, "job_contents": 1, "messages": 0}
     with store.session() as s:
         assert set(s.scalars(select(FailedSend.job_id))) == {"new"}
 

@@ -4,7 +4,8 @@
   (and ``:batch``), ``GET /v1/messages/{id}``, cancel, health and ``/metrics``, around a
   :class:`~producers.client.Dispatcher`, with API keys' scopes and owners;
 - the store-backed parts (``auth.py``: keys from the store and the page's session;
-  ``failed.py``: Failed Sends; ``suppressions.py``; ``page.py``: the Failed Sends page;
+  ``failed.py``: Failed Sends; ``history.py``: the message history; ``suppressions.py``;
+  ``events.py``, ``webhooks.py``, ``unsubscribe.py``; ``page.py``: the Failed Sends page;
   ``collector.py``: delivery metrics), plugged into the intake through :class:`Extensions` by
   ``app.py``, which assembles the full API; ``cli.py``: the ``api`` and ``api-keys`` commands.
 

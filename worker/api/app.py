@@ -14,7 +14,16 @@ from sqlalchemy import text
 
 from config.settings import Settings, get_settings
 from producers.client import Dispatcher
-from worker.api import Extensions, events, failed, page, suppressions, unsubscribe, webhooks
+from worker.api import (
+    Extensions,
+    events,
+    failed,
+    history,
+    page,
+    suppressions,
+    unsubscribe,
+    webhooks,
+)
 from worker.api import create_app as create_intake
 from worker.api.auth import Sessions, StoredKeys
 from worker.api.collector import DeliveryCollector
@@ -43,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys=keys,
         routers=(
             failed.router(store, dispatcher),
+            history.router(store),
             suppressions.router(store),
             events.router(settings),
             unsubscribe.router(store, dispatcher, settings),
@@ -52,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health={"database": database},
         collectors=(DeliveryCollector(settings, store),),
         job_failures=failed.job_failures(store),
+        job_history=history.job_history(store),
     )
     return create_intake(settings, extensions, dispatcher)
 

@@ -190,8 +190,11 @@ def create_app(
     def get_message(
         job_id: uuid.UUID, caller: Annotated[Caller, Depends(require("read"))]
     ) -> MessageStatus:
-        """A job's state, channel, attempts and last error, and its Failed Sends."""
-        return message_status(dispatcher, extensions.job_failures, str(job_id), caller)
+        """A job's state, channel, attempts, last error and answer, and its Failed Sends; from
+        the message history once its Redis state has expired."""
+        return message_status(
+            dispatcher, extensions.job_failures, str(job_id), caller, extensions.job_history
+        )
 
     @app.post(
         "/v1/messages/{job_id}/cancel",

@@ -117,12 +117,14 @@ def message_status(
     failures: Callable[[str], list[dict[str, Any]]] | None,
     job_id: str,
     caller: Caller,
+    history: Callable[[str], dict[str, str] | None] | None = None,
 ) -> MessageStatus:
-    """The job's state from Redis, with its Failed Sends when the store is plugged in.
+    """The job's state from Redis, else from the message history, with its Failed Sends when
+    the store is plugged in.
 
     A job of an owner the caller's key is not for is unknown to it (404, as if it did not exist).
     """
-    state = dispatcher.status(job_id) or {}
+    state = dispatcher.status(job_id) or (history(job_id) if history else None) or {}
     failed = failures(job_id) if failures else []
     owner = state.get("owner") or (failed[0]["owner"] if failed else None)
     failed = [f for f in failed if f["owner"] == owner]  # only ever the job's own owner's rows
@@ -143,8 +145,14 @@ def message_status(
         enqueued_at=number("enqueued_at"),
         updated_at=number("updated_at"),
         next_attempt_at=number("next_at")
-        if state.get("state") in (JobState.RETRYING, JobState.SCHEDULED)
+        if state.get("state") in (JobState.RETRYING, JobState.SCHEDULED, JobState.DEFERRED)
         else None,
+        subject=state.get("subject"),
+        provider_id=state.get("provider_id"),
+        from_address=state.get("from_address"),
+        from_replaced=state["from_replaced"] == "yes" if "from_replaced" in state else None,
+        deferred_by=state.get("deferred_by"),
+        delay_note=state.get("delay_note"),
         failed_sends=failed,
     )
 

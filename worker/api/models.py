@@ -64,7 +64,8 @@ class Cancelled(BaseModel):
 
 
 class MessageStatus(BaseModel):
-    """A job's delivery state (job state expires after ``MAILDISPATCH_JOB_TTL``)."""
+    """A job's delivery state: from Redis while it lives (``MAILDISPATCH_JOB_TTL``), then from
+    the message history (``MAILDISPATCH_HISTORY_DAYS``) once the job reached an outcome."""
 
     id: uuid.UUID
     state: str
@@ -76,6 +77,17 @@ class MessageStatus(BaseModel):
     enqueued_at: float | None = None
     updated_at: float | None = None
     next_attempt_at: float | None = None
+    subject: str | None = None
+    #: the relay's queue id or Gmail's message id
+    provider_id: str | None = None
+    #: the From the message went out with, and whether the channel replaced the identity's
+    #: (Gmail sends as the connected account)
+    from_address: str | None = None
+    from_replaced: bool | None = None
+    #: the fleet-wide limit that deferred it last, if one did
+    deferred_by: str | None = None
+    #: what a delay notice (a DSN that is not a failure) said
+    delay_note: str | None = None
     failed_sends: list[dict[str, Any]] = []
 
 

@@ -51,6 +51,8 @@ class Extensions:
     collectors: Sequence[Collector] = ()
     #: the Failed Send rows of a job, shown by ``GET /v1/messages/{id}``
     job_failures: Callable[[str], list[dict[str, Any]]] | None = None
+    #: a job's state hash from the message history, once Redis' has expired
+    job_history: Callable[[str], dict[str, str] | None] | None = None
 
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")

@@ -18,6 +18,7 @@ import structlog
 
 from config import keys
 from config.channels import DEFAULT_CHANNEL
+from config.events import EventType, add_events, encode, job_data
 from config.states import JobState
 from worker.failures.kinds import FailedKind
 from worker.failures.rows import failed_send_row
@@ -29,9 +30,14 @@ LOST = "the job's payload expired or was lost while it waited in the schedule; n
 
 
 async def record_lost(
-    client: aioredis.Redis, store: Callable[[], Store], job_ids: Sequence[str], ttl: float
+    client: aioredis.Redis,
+    store: Callable[[], Store],
+    job_ids: Sequence[str],
+    ttl: float,
+    events_retention: float = 0.0,
 ) -> None:
-    """A Failed Send (kind ``expired``) and the state ``failed`` for each job, row first."""
+    """A Failed Send (kind ``expired``) and the state ``failed`` for each job, row first; the
+    state with its ``message.failed`` event (recipients unknown: the payload is gone)."""
     pipe = client.pipeline(transaction=False)
     for i in job_ids:
         pipe.hmget(keys.job(i), "owner", "channel", "subject", "identity")
@@ -71,6 +77,21 @@ async def record_lost(
         pipe.hset(name, mapping=state)
         pipe.hdel(name, "next_at")
         pipe.expire(name, int(ttl))
+        data = job_data(
+            str(row["job_id"]),
+            str(row["owner"]),
+            str(row["channel"]),
+            [],
+            {},
+            kind=str(FailedKind.EXPIRED),
+            reason=row["reason"],
+            hard=False,
+            reply_code=None,
+            enhanced_status=None,
+            diagnostic=LOST,
+        )
+        event = encode(EventType.FAILED, data, FailedKind.EXPIRED)
+        add_events(pipe, [(str(row["owner"]), event)], events_retention)
     await pipe.execute()
     log.error("scheduled_payload_missing", count=len(rows), job_ids=list(job_ids)[:10])
 

@@ -3,7 +3,9 @@
 Waiting jobs live in a Redis sorted set, not in Celery countdowns: Redis' visibility timeout
 would redeliver a long countdown early and repeatedly (celery#2599). Several schedulers may run;
 each takes due jobs under a short lease, so a crashed one's share comes back after it.
-The same loop reaps in-flight batches whose worker died (worker/jobs/inflight.py).
+The same loop reaps in-flight batches whose worker died (worker/jobs/inflight.py), fans events
+out to webhook endpoints (worker/webhooks/outbox.py) and writes the message history
+(worker/history/record.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from config import keys
 from config.celery import QUEUE, WEBHOOK_TASK
 from config.settings import Settings
 from producers.client import Dispatcher
+from worker.history.record import HistoryWriter
 from worker.jobs.inflight import reap
 from worker.jobs.lost import record_lost
 from worker.jobs.state import JobStates
@@ -54,7 +57,7 @@ async def tick(
             # opened on first use (open_store keeps one per URL): rare, and a scheduler starts
             # without its database
             opener = store or (lambda: open_store(dispatcher.settings.database_url))
-            await record_lost(states.redis, opener, lost, states.ttl)
+            await record_lost(states.redis, opener, lost, states.ttl, states.events_retention)
     if wires:
         await asyncio.to_thread(dispatcher.publish, wires)
     await states.published([i for i, _ in due])
@@ -75,8 +78,12 @@ async def purge_if_due(client: aioredis.Redis, settings: Settings) -> bool:
         # prefork pool, whose children must not inherit open database connections
         store = Store(settings.database_url)
         try:
-            days = (settings.failed_send_retention_days, settings.job_content_retention_days)
-            return purge(store, *days).as_dict()
+            return purge(
+                store,
+                settings.failed_send_retention_days,
+                settings.job_content_retention_days,
+                settings.history_days,
+            ).as_dict()
         finally:
             store.dispose()
 
@@ -107,6 +114,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     )
     dispatcher = Dispatcher(settings)
     webhooks = _webhooks(settings, dispatcher)
+    history = _history(settings)
     log.info("scheduler_started", interval_s=settings.scheduler_interval)
     purging: asyncio.Task[bool] | None = None
     next_purge = time.monotonic()
@@ -126,6 +134,11 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
             except Exception:
                 log.exception("scheduler_tick_failed")
                 published = 0
+            if history is not None:
+                try:  # apart: a store away stops the history only
+                    published += await history.tick(client)
+                except Exception:
+                    log.exception("history_tick_failed")
             if not published:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.scheduler_interval)
@@ -152,6 +165,20 @@ def _webhooks(settings: Settings, dispatcher: Dispatcher) -> Fanout:
             dispatcher.celery.send_task(WEBHOOK_TASK, args=(lane,), queue=QUEUE["events"])
 
     return Fanout(load, publish, f"{socket.gethostname()}-{os.getpid()}")
+
+
+def _history(settings: Settings) -> HistoryWriter | None:
+    """The history step of this scheduler; None when there is no history to write
+    (``MAILDISPATCH_HISTORY_DAYS=0``, or no events to write it from)."""
+    if settings.history_days <= 0:
+        return None
+    if settings.events_retention <= 0:
+        log.warning(
+            "history_off", why="MAILDISPATCH_EVENTS_RETENTION=0: no events to write it from"
+        )
+        return None
+    consumer = f"{socket.gethostname()}-{os.getpid()}"
+    return HistoryWriter(lambda: open_store(settings.database_url), consumer)
 
 
 def _purge_done(task: asyncio.Task[bool]) -> None:

@@ -177,3 +177,40 @@ class WebhookEndpoint(Base):
     state: Mapped[str] = mapped_column(String(16), default="enabled")
     disabled_reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MessageRecord(Base):
+    """A job's outcome, kept for ``MAILDISPATCH_HISTORY_DAYS`` after Redis' copy has expired
+    (worker/history/): its state hash as ``maildispatch status`` shows it, and what to find it by.
+    """
+
+    __tablename__ = "message_history"
+    __table_args__ = (Index("ix_message_history_owner_id", "owner", "id"),)
+
+    #: the listing's order and cursor: rows in the order their outcome was first recorded
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(36), unique=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    job_metadata: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: the job's state hash (strings, as in Redis), for GET /v1/messages/{id} and `status`
+    status: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    #: when the outcome was first recorded (``since`` filters on it; the purge too)
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    #: the state hash's ``updated_at``: an older snapshot never overwrites a newer one
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MessageRecipient(Base):
+    """One recipient of a job of the history (every one any of its events named)."""
+
+    __tablename__ = "message_history_recipients"
+    __table_args__ = (
+        Index("ix_message_history_recipients_owner_address", "owner", func.lower(text("address"))),
+    )
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    #: as the job spelled it; found whatever its case
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))

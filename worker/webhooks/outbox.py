@@ -27,6 +27,7 @@ import redis
 import redis.asyncio as aioredis
 
 from config import keys
+from config.events import read_group
 from producers.enqueue import as_text
 from worker.webhooks.endpoints import Endpoint
 
@@ -60,7 +61,15 @@ async def fan_out(
     if not endpoints:
         return 0, set()  # nothing to read for (the group is made when the first endpoint is)
     oldest = min(e.created_at for e in endpoints)
-    entries = await _read(client, consumer, f"{int((oldest - 5) * 1000)}-0")
+    # an endpoint takes only events written after it was added (Endpoint.wants)
+    entries = await read_group(
+        client,
+        keys.WEBHOOK_GROUP,
+        consumer,
+        start=f"{int((oldest - 5) * 1000)}-0",
+        count=BATCH,
+        idle_ms=IDLE_MS,
+    )
     if not entries:
         return 0, set()
     filled: set[str] = set()
@@ -74,35 +83,6 @@ async def fan_out(
     pipe.xack(keys.EVENTS, keys.WEBHOOK_GROUP, *[entry_id for entry_id, _ in entries])
     await pipe.execute()
     return len(entries), filled
-
-
-async def _read(
-    client: aioredis.Redis, consumer: str, start: str
-) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """New entries, and entries another consumer read and left (its scheduler died); the
-    group, when there is none yet, starts at ``start`` (just before the oldest endpoint)."""
-    for _ in range(2):
-        try:
-            claimed = await client.xautoclaim(
-                keys.EVENTS, keys.WEBHOOK_GROUP, consumer, IDLE_MS, "0-0", count=BATCH
-            )
-            entries: list[Any] = [e for e in claimed[1] if e[1]]  # trimmed ones come back empty
-            if len(entries) < BATCH:
-                reply: Any = await client.xreadgroup(
-                    keys.WEBHOOK_GROUP, consumer, {keys.EVENTS: ">"}, count=BATCH - len(entries)
-                )
-                entries += [e for _, stream in reply or () for e in stream]
-            return entries
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            # an endpoint takes only events written after it was added (Endpoint.wants)
-            try:
-                await client.xgroup_create(keys.EVENTS, keys.WEBHOOK_GROUP, id=start, mkstream=True)
-            except redis.ResponseError as again:
-                if "BUSYGROUP" not in str(again):
-                    raise
-    return []
 
 
 async def due_lanes(client: aioredis.Redis) -> list[str]:

@@ -1,0 +1,205 @@
+"""Outcomes from the event stream into the message history, in batches (a scheduler step).
+
+The event stream (config/events.py) is the durable log. Every scheduler of the fleet reads it
+through the consumer group ``history``: up to ``BATCH`` entries a call; for each job that an
+outcome event names, its state hash is read from Redis (what ``maildispatch status`` shows) and
+the job's row is written with it, all of a batch in one transaction, then acknowledged. A row is
+keyed by its job: an event read twice (a scheduler that died before its acknowledgement, whose
+entries another takes after ``SETTLE_MS``) writes the same row again, and an older snapshot of
+a job's state never overwrites a newer one.
+
+A ``message.failed`` event is written before the state it reports (the Failed Send row and its
+event come first, worker/delivery.py): an entry whose job is not final yet is left unacknowledged
+and read again after ``SETTLE_MS``; one older than ``GIVE_UP_S`` (its worker died in between:
+the job is tried again, and a later event tells) is written as the event says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+import structlog
+from sqlalchemy import Connection
+from sqlalchemy.dialects import postgresql, sqlite
+
+from config import keys
+from config.events import EventType, read_group
+from config.states import FINAL
+from producers.enqueue import as_text
+from worker.store import Store
+from worker.store.models import MessageRecipient, MessageRecord
+
+log = structlog.get_logger("maildispatch.history")
+
+#: stream entries read per call (one transaction of the store)
+BATCH = 500
+#: an entry read and not acknowledged for this long is read again (by any scheduler)
+SETTLE_MS = 2_000
+#: an outcome whose job is still not final this long after the event is written as it says
+GIVE_UP_S = 300.0
+
+#: the state an event stands for when the job's hash is gone; None: the event changes no state
+#: (a complaint or an unsubscribe after a ``sent``), written only over a hash that exists
+EVENT_STATE: dict[str, str | None] = {
+    EventType.SENT: "sent",
+    EventType.FAILED: "failed",
+    EventType.BOUNCED: "bounced",
+    EventType.CANCELLED: "cancelled",
+    EventType.COMPLAINED: None,
+    EventType.UNSUBSCRIBED: None,
+}
+#: fields of the state hash that are the claim's bookkeeping, not the job's status
+INTERNAL = frozenset({"enq", "lease_until", "holder", "pending", "vanished", "slot"})
+
+
+@dataclass
+class Outcome:
+    """One job's row, as a batch gathers it (the last event of the job in the batch wins)."""
+
+    job_id: str
+    owner: str
+    channel: str
+    recipients: list[str]
+    metadata: dict[str, Any]
+    event_type: str
+    at: float  # the event's time
+
+
+def _outcome(fields: dict[bytes, bytes]) -> Outcome | None:
+    event = orjson.loads(fields[b"d"])
+    if event.get("type") not in EVENT_STATE:
+        return None  # retrying, deferred: not an outcome
+    data = event["data"]
+    at = datetime.fromisoformat(event["timestamp"]).timestamp()
+    return Outcome(
+        job_id=str(data["job_id"]),
+        owner=str(data.get("owner") or ""),
+        channel=str(data.get("channel") or ""),
+        recipients=[str(r) for r in data.get("recipients") or ()],
+        metadata=dict(data.get("metadata") or {}),
+        event_type=event["type"],
+        at=at,
+    )
+
+
+def _row(outcome: Outcome, state: dict[str, str], now: float) -> dict[str, Any] | None:
+    """The job's row, from its state hash when it has one, else from the event; None when
+    the event says nothing to record."""
+    if state:
+        status = {k: v for k, v in state.items() if k not in INTERNAL}
+    else:
+        fallback = EVENT_STATE[outcome.event_type]
+        if fallback is None:
+            return None
+        status = {"state": fallback, "updated_at": repr(outcome.at)}
+    status.setdefault("owner", outcome.owner)
+    status.setdefault("channel", outcome.channel)
+    updated = float(status.get("updated_at") or outcome.at)
+    return {
+        "job_id": outcome.job_id,
+        "owner": status["owner"],
+        "channel": status["channel"],
+        "state": status.get("state", "failed"),
+        "recipients": outcome.recipients,  # to message_history_recipients
+        "job_metadata": outcome.metadata,
+        "status": status,
+        "finished_at": datetime.fromtimestamp(now, UTC),
+        "updated_at": datetime.fromtimestamp(updated, UTC),
+    }
+
+
+def write_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Upsert the rows (a newer snapshot wins; ``finished_at`` and the id stay the first) and
+    add their recipients, in the caller's transaction. A job's events name different
+    recipients (a ``message.sent`` the accepted ones, a ``message.failed`` the refused ones, a
+    ``message.bounced`` one): its recipients are all those any of its events named."""
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = make(MessageRecord)
+    changed = {name: stmt.excluded[name] for name in ("state", "status", "updated_at")}
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["job_id"],
+            set_=changed,
+            where=stmt.excluded.updated_at >= MessageRecord.updated_at,
+        ),
+        [{k: v for k, v in row.items() if k != "recipients"} for row in rows],
+    )
+    addresses = {
+        (row["job_id"], address): row["owner"] for row in rows for address in row["recipients"]
+    }
+    if addresses:
+        targets = make(MessageRecipient).on_conflict_do_nothing()
+        conn.execute(
+            targets,
+            [{"job_id": j, "address": a, "owner": o} for (j, a), o in addresses.items()],
+        )
+
+
+class HistoryWriter:
+    """The scheduler's history step (see the module)."""
+
+    def __init__(self, store: Callable[[], Store], consumer: str) -> None:
+        self.store = store
+        self.consumer = consumer
+
+    async def tick(self, client: aioredis.Redis) -> int:
+        """One batch; returns how many entries were acknowledged (0: nothing new)."""
+        entries = await read_group(
+            client,
+            keys.HISTORY_GROUP,
+            self.consumer,
+            start="0-0",  # a new history takes what the stream still holds
+            count=BATCH,
+            idle_ms=SETTLE_MS,
+        )
+        if not entries:
+            return 0
+        outcomes: dict[str, Outcome] = {}
+        done: list[bytes] = []
+        waiting: dict[str, list[bytes]] = {}
+        for entry_id, fields in entries:
+            outcome = _outcome(fields)
+            if outcome is not None:
+                earlier = outcomes.get(outcome.job_id)
+                if earlier is not None:  # the latest event's type, every event's recipients
+                    outcome.recipients = [*earlier.recipients, *outcome.recipients]
+                outcomes[outcome.job_id] = outcome
+                waiting.setdefault(outcome.job_id, []).append(entry_id)
+            else:
+                done.append(entry_id)
+        rows: list[dict[str, Any]] = []
+        if outcomes:
+            pipe = client.pipeline(transaction=False)
+            for job_id in outcomes:
+                pipe.hgetall(keys.job(job_id))
+            found = await pipe.execute()
+            now = time.time()
+            for outcome, raw in zip(outcomes.values(), found, strict=True):
+                state = {as_text(k): as_text(v) for k, v in raw.items()}
+                if state and state.get("state") not in FINAL and now - outcome.at < GIVE_UP_S:
+                    continue  # its state is not written yet: read again after SETTLE_MS
+                if state and state.get("state") not in FINAL:
+                    state = {}  # given up waiting: as the event says
+                row = _row(outcome, state, now)
+                if row is not None:
+                    rows.append(row)
+                done += waiting[outcome.job_id]
+        if rows:
+            await asyncio.to_thread(self._write, rows)
+        if done:
+            await client.xack(keys.EVENTS, keys.HISTORY_GROUP, *done)
+        return len(done)
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        with self.store().engine.begin() as conn:
+            write_rows(conn, rows)
