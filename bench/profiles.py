@@ -32,6 +32,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "latency": 300,
         "scaling": (1_000, 10_000, 100_000),
         "rsa": True,
+        "history": 50_000,
     },
     "quick": {
         "reps": 2,
@@ -54,6 +55,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "latency": 60,
         "scaling": (1_000, 5_000),
         "rsa": False,
+        "history": 10_000,
     },
     "smoke": {
         "reps": 1,
@@ -76,6 +78,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "latency": 5,
         "scaling": (100, 300),
         "rsa": False,
+        "history": 500,
     },
 }
 #: the paced stream: emails per second from all producers together

@@ -150,6 +150,7 @@ def _rows_of(tag: str) -> list[tuple[str, str, str]]:
         (f"stream-{tag}", "send() x4 producers, all out", f"msc-{tag}"),
         (f"drain-single-{tag}", "drain: send() per job", f"drain-batch-{tag}"),
         (f"drain-batch-{tag}", "drain: one send_many", ""),
+        (f"drain-batch-nohist-{tag}", "drain: send_many, history off", f"drain-batch-{tag}"),
         (f"msc-amqp-{tag}", "maildispatch, RabbitMQ broker", ""),
         (f"stream-amqp-{tag}", "RabbitMQ: send() x4 producers", f"msc-amqp-{tag}"),
         (f"drain-single-amqp-{tag}", "RabbitMQ drain: send() per job", f"drain-batch-amqp-{tag}"),
@@ -291,6 +292,10 @@ def others(fig: dict[str, Any], failed: list[str]) -> list[str]:
                 else "no Relay(pipelining=False) yet: the off run is skipped"
             )
         )
+    if fig.get("history"):
+        from bench.history import line
+
+        out.append(line(fig["history"]))
     if fig.get("dkim_us"):
         d = fig["dkim_us"]
         out.append(
@@ -336,6 +341,7 @@ def figure_line(rows: dict[str, list[Result]], fig: dict[str, Any]) -> str:
     parts.append(
         f"single/batch fast={r('drain-single-fast', 'drain-batch-fast')}"
         f" slow={r('drain-single-slow', 'drain-batch-slow')}"
+        f" history-off/on={r('drain-batch-nohist-fast', 'drain-batch-fast')}"
     )
     parts.append(
         f"stream/batch fast={r('stream-fast', 'msc-fast')} slow={r('stream-slow', 'msc-slow')}"

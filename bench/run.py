@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import intake, msc, report, singles
+from bench import history, intake, msc, report, singles
 from bench import scenarios as sc
 from bench.common import RedisServer, Relay, machine
 from bench.profiles import PACED_RATE, PROFILES, SLOW, timebox
@@ -133,14 +133,22 @@ class Bench:
             assert nopipe is not None
             self.batch_only(nopipe, f"msc-{tag}-nopipe", n, rep)
 
-        def drain(single: bool) -> Callable[[int], None]:
-            kind = "single" if single else "batch"
+        def drain(single: bool, history: bool = True) -> Callable[[int], None]:
+            kind = ("single" if single else "batch") + ("" if history else "-nohist")
+            off = {} if history else {"MAILDISPATCH_HISTORY_DAYS": "0"}
 
             def run(rep: int) -> None:
                 label = f"drain-{kind}-{tag}-{rep}"
                 try:
                     row = singles.drain(
-                        self.redis, relay, self.tmp, label, drain_n, single, timebox(tag, drain_n)
+                        self.redis,
+                        relay,
+                        self.tmp,
+                        label,
+                        drain_n,
+                        single,
+                        timebox(tag, drain_n),
+                        settings=off,
                     )
                 finally:
                     sc.clean(self.redis)
@@ -160,6 +168,8 @@ class Bench:
         if nopipe is not None:
             designs.append(("maildispatch, relay without PIPELINING", no_pipelining))
         designs += [("drain: send() per job", drain(True)), ("drain: send_many", drain(False))]
+        if tag == "fast":  # what the message history costs the delivery path
+            designs.append(("drain: send_many, history off", drain(False, history=False)))
         if tag in self.size["peer_relays"]:
             designs += self.peer_designs(relay, tag)
         self.interleaved(f"{tag} relay", designs)
@@ -347,6 +357,12 @@ class Bench:
         """Microseconds to build and sign one message."""
         self.figures["dkim_us"] = sc.dkim_costs()
 
+    def history(self) -> None:
+        """bench/history.py: the history writer alone, on SQLite and PostgreSQL."""
+        self.figures["history"] = history.costs(
+            self.tmp / "history", self.size["history"], history.POSTGRES
+        )
+
     def bounces(self) -> None:
         """bench/bench_bounces.py (written alongside the bounce parser)."""
         self.figures["bounces"] = sc.bounces(self.profile != "full")
@@ -419,6 +435,7 @@ def run(profile: str, keep: bool, broker: str) -> tuple[Bench, int]:
             if nopipe is not None:
                 nopipe.stop()
         bench.part("DKIM cost", bench.dkim_cost)
+        bench.part("message history writer", bench.history)
         bench.part("bounce parsing", bench.bounces)
     finally:
         if bench.api is not None:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -261,13 +262,14 @@ def drain(
     single: bool,
     timeout: float,
     broker_url: str | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> Result:
     """``count`` jobs enqueued with the ``msc`` line stopped (one ``send`` each, or one
     ``send_many``), then the line started once: emails per second from the relay's first 250
-    to its last."""
+    to its last. ``settings``: ``MAILDISPATCH_*`` variables that differ from the defaults."""
     from producers.client import Dispatcher
 
-    env = msc.worker_env(redis.url, relay.url, tmp, broker_url=broker_url)
+    env = msc.worker_env(redis.url, relay.url, tmp, broker_url=broker_url) | dict(settings or {})
     dispatcher = Dispatcher(msc.settings_from(env))
     fleet: msc.Fleet | None = None
     try:

@@ -2,8 +2,9 @@
 
 The event stream (config/events.py) is the durable log. Every scheduler of the fleet reads it
 through the consumer group ``history``: up to ``BATCH`` entries a call; for each job that an
-outcome event names, its state hash is read from Redis (what ``maildispatch status`` shows) and
-the job's row is written with it, all of a batch in one transaction, then acknowledged. A row is
+outcome event names, its state hash is read from Redis (what ``maildispatch status`` shows; a
+batch's in one script call) and the job's row is written with it, all of a batch in one
+transaction, then acknowledged. A row is
 keyed by its job: an event read twice (a scheduler that died before its acknowledgement, whose
 entries another takes after ``SETTLE_MS``) writes the same row again, and an older snapshot of
 a job's state never overwrites a newer one.
@@ -31,12 +32,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from config import keys
 from config.events import EventType, read_group
+from config.lua import lua_script
 from config.states import FINAL
-from producers.enqueue import as_text
 from worker.store import Store
 from worker.store.models import MessageRecipient, MessageRecord
 
 log = structlog.get_logger("maildispatch.history")
+
+_SNAPSHOT = lua_script("worker.history", "snapshot")
 
 #: stream entries read per call (one transaction of the store)
 BATCH = 500
@@ -179,13 +182,11 @@ class HistoryWriter:
                 done.append(entry_id)
         rows: list[dict[str, Any]] = []
         if outcomes:
-            pipe = client.pipeline(transaction=False)
-            for job_id in outcomes:
-                pipe.hgetall(keys.job(job_id))
-            found = await pipe.execute()
+            snapshot = client.register_script(_SNAPSHOT)
+            found = orjson.loads(await snapshot(keys=[keys.job(j) for j in outcomes]))
             now = time.time()
-            for outcome, raw in zip(outcomes.values(), found, strict=True):
-                state = {as_text(k): as_text(v) for k, v in raw.items()}
+            for outcome, flat in zip(outcomes.values(), found, strict=True):
+                state = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
                 if state and state.get("state") not in FINAL and now - outcome.at < GIVE_UP_S:
                     continue  # its state is not written yet: read again after SETTLE_MS
                 if state and state.get("state") not in FINAL:
