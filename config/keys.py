@@ -33,6 +33,8 @@ EVENTS = f"{PREFIX}events"
 WEBHOOK_GROUP = "webhooks"
 #: the message history's consumer group of the stream (worker/history/record.py)
 HISTORY_GROUP = "history"
+#: the lease of the one process of the fleet that writes the history
+HISTORY_WRITER = f"{PREFIX}history:writer"
 WEBHOOK_LANES = f"{PREFIX}wh:lanes"
 WEBHOOK_DUE = f"{PREFIX}wh:due"
 WEBHOOK_ATTEMPTS = f"{PREFIX}wh:attempts"

@@ -269,3 +269,42 @@ def test_a_job_lost_from_the_schedule_is_reported_and_kept(
     written = [json.loads(entry[b"d"]) for _, entry in fleet.redis.xrange(keys.EVENTS)]
     events = [e for e in written if e["data"]["job_id"] == job_id]
     assert [(e["type"], e["data"]["kind"]) for e in events] == [("message.failed", "expired")]
+
+
+def test_one_writer_at_a_time_a_standalone_scheduler_first(
+    redis_client: redis.Redis, store: Store
+) -> None:
+    """A delivery worker's embedded scheduler writes only while no standalone one does."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    url = redis_client.connection_pool.connection_kwargs
+    embedded = HistoryWriter(lambda: store, "worker-1", embedded=True)
+    standalone = HistoryWriter(lambda: store, "scheduler-1")
+    other = HistoryWriter(lambda: store, "worker-2", embedded=True)
+
+    def add(n: int) -> None:
+        for _ in range(n):
+            job_id = str(uuid.uuid4())
+            redis_client.hset(keys.job(job_id), mapping={"state": "sent", "owner": OWNER})
+            redis_client.xadd(keys.EVENTS, outcome_event(EventType.SENT, job_id, ["a@x.org"]))
+
+    async def tick(writer: HistoryWriter) -> int:
+        client = aioredis.Redis(host=url["host"], port=url["port"], db=url["db"])
+        try:
+            return await writer.tick(client)
+        finally:
+            await client.aclose()
+
+    add(3)
+    assert asyncio.run(tick(embedded)) == 3  # no standalone scheduler: the embedded one writes
+    add(2)
+    assert asyncio.run(tick(other)) == 0  # another embedded one waits for the lease
+    assert asyncio.run(tick(standalone)) == 2  # a standalone scheduler takes it over
+    add(1)
+    embedded._rest_until = 0.0  # its rest after writing is not what this test is about
+    assert asyncio.run(tick(embedded)) == 0
+    assert asyncio.run(tick(standalone)) == 1
+    with store.session() as s:
+        assert len(list_messages(s).items) == 6

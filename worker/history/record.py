@@ -9,6 +9,12 @@ keyed by its job: an event read twice (a scheduler that died before its acknowle
 entries another takes after ``SETTLE_MS``) writes the same row again, and an older snapshot of
 a job's state never overwrites a newer one.
 
+One process of the fleet writes at a time (a lease in Redis, ``LEASE_MS``): a standalone
+``maildispatch scheduler`` when one runs, else the scheduler embedded in a delivery worker. The
+embedded one works at most ``EMBEDDED_DUTY`` of the time, so that the delivery loop sharing its
+process (and its interpreter lock) keeps most of it: during a burst the history lags, and
+catches up after.
+
 A ``message.failed`` event is written before the state it reports (the Failed Send row and its
 event come first, worker/delivery.py): an entry whose job is not final yet is left unacknowledged
 and read again after ``SETTLE_MS``; one older than ``GIVE_UP_S`` (its worker died in between:
@@ -40,6 +46,12 @@ from worker.store.models import MessageRecipient, MessageRecord
 log = structlog.get_logger("maildispatch.history")
 
 _SNAPSHOT = lua_script("worker.history", "snapshot")
+_LEASE = lua_script("worker.history", "writer")
+
+#: how long the writer's lease lasts unless renewed (every tick renews it)
+LEASE_MS = 10_000
+#: the share of the time an embedded scheduler's writer may spend writing
+EMBEDDED_DUTY = 0.25
 
 #: stream entries read per call (one transaction of the store)
 BATCH = 500
@@ -151,12 +163,36 @@ def write_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
 class HistoryWriter:
     """The scheduler's history step (see the module)."""
 
-    def __init__(self, store: Callable[[], Store], consumer: str) -> None:
+    def __init__(self, store: Callable[[], Store], consumer: str, embedded: bool = False) -> None:
         self.store = store
         self.consumer = consumer
+        self.holder = f"{'embedded' if embedded else 'standalone'}:{consumer}"
+        self.duty = EMBEDDED_DUTY if embedded else 1.0
+        self._rest_until = 0.0
+        self._backlog = False  # the last batch was full: more is waiting
 
     async def tick(self, client: aioredis.Redis) -> int:
-        """One batch; returns how many entries were acknowledged (0: nothing new)."""
+        """One batch, if this process is the fleet's writer and not resting; returns how many
+        entries were acknowledged (0: nothing new, or not this process' turn)."""
+        if time.monotonic() < self._rest_until:
+            return 0
+        lease = client.register_script(_LEASE)
+        if not await lease(keys=[keys.HISTORY_WRITER], args=[self.holder, LEASE_MS]):
+            return 0
+        started = time.monotonic()
+        done = await self._batch(client)
+        self._backlog = done >= BATCH
+        busy = time.monotonic() - started
+        self._rest_until = time.monotonic() + busy * (1 / self.duty - 1)
+        return done
+
+    def wait_hint(self) -> float:
+        """Seconds until this writer wants its next tick (inf: whenever the scheduler likes)."""
+        if not self._backlog:
+            return float("inf")
+        return max(self._rest_until - time.monotonic(), 0.0)
+
+    async def _batch(self, client: aioredis.Redis) -> int:
         entries = await read_group(
             client,
             keys.HISTORY_GROUP,

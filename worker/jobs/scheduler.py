@@ -96,8 +96,11 @@ async def purge_if_due(client: aioredis.Redis, settings: Settings) -> bool:
     return True
 
 
-async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Loop until ``stop`` is set (or SIGTERM/SIGINT)."""
+async def run(
+    settings: Settings, stop: asyncio.Event | None = None, embedded: bool = False
+) -> None:
+    """Loop until ``stop`` is set (or SIGTERM/SIGINT); ``embedded``: in a delivery worker's
+    process (worker/history/record.py lets a standalone scheduler write the history)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -114,7 +117,7 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     )
     dispatcher = Dispatcher(settings)
     webhooks = _webhooks(settings, dispatcher)
-    history = _history(settings)
+    history = _history(settings, embedded)
     log.info("scheduler_started", interval_s=settings.scheduler_interval)
     purging: asyncio.Task[bool] | None = None
     next_purge = time.monotonic()
@@ -140,8 +143,11 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
                 except Exception:
                     log.exception("history_tick_failed")
             if not published:
+                wait = settings.scheduler_interval
+                if history is not None:  # a backlog of history: back after its rest
+                    wait = min(wait, history.wait_hint())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), settings.scheduler_interval)
+                    await asyncio.wait_for(stop.wait(), wait)
     finally:
         if purging is not None and not purging.done():
             purging.cancel()
@@ -167,7 +173,7 @@ def _webhooks(settings: Settings, dispatcher: Dispatcher) -> Fanout:
     return Fanout(load, publish, f"{socket.gethostname()}-{os.getpid()}")
 
 
-def _history(settings: Settings) -> HistoryWriter | None:
+def _history(settings: Settings, embedded: bool) -> HistoryWriter | None:
     """The history step of this scheduler; None when there is no history to write
     (``MAILDISPATCH_HISTORY_DAYS=0``, or no events to write it from)."""
     if settings.history_days <= 0:
@@ -178,7 +184,7 @@ def _history(settings: Settings) -> HistoryWriter | None:
         )
         return None
     consumer = f"{socket.gethostname()}-{os.getpid()}"
-    return HistoryWriter(lambda: open_store(settings.database_url), consumer)
+    return HistoryWriter(lambda: open_store(settings.database_url), consumer, embedded)
 
 
 def _purge_done(task: asyncio.Task[bool]) -> None:
@@ -213,7 +219,7 @@ class EmbeddedScheduler:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             self._started.set()
-            await run(self.settings, self._stop)
+            await run(self.settings, self._stop, embedded=True)
 
         asyncio.run(main())
 
