@@ -20,6 +20,7 @@ from config.settings import Settings
 from tests.support.api import bearer, new_key, serve
 from tests.support.env import SECRET
 from tests.support.queue import depth
+from tests.support.services import wait_for
 from worker.api.app import create_app
 from worker.store import Store, open_store, repo
 
@@ -207,8 +208,13 @@ def test_resend_needs_the_session_csrf_token_and_the_send_scope(site: dict[str, 
     assert depth(site["redis"], "mail.msc") == 1
     with site["store"].session() as session:
         new_job = repo.get_failed_send(session, row.id).resend_job_id  # type: ignore[union-attr]
-    assert new_job and f"new job <code>{new_job}</code>" in after
-    assert "Resend</button>" not in after and ">Resent<" in after
+    link = f'<a href="/messages/{new_job}">'
+    assert new_job and f"new job {link}<code>{new_job}</code></a>" in after
+    assert "Resend</button>" not in after and f"{link}Resent: see the new job</a>" in after
+    with signed_in(site["url"], new_key(site["store"], "desk")) as desk:
+        job_page = desk.get(f"/messages/{new_job}")
+    assert job_page.status_code == 200 and new_job in job_page.text
+    assert '<td id="job-state">queued</td>' in job_page.text
 
 
 def test_a_bearer_key_works_on_the_page_and_older_pages_follow_a_cursor(
@@ -224,3 +230,114 @@ def test_a_bearer_key_works_on_the_page_and_older_pages_follow_a_cursor(
     assert older, "no link to older failed sends"
     second = httpx.get(site["url"] + older.group(1).replace("&amp;", "&"), headers=bearer(key)).text
     assert second.count('<tr id="failed-') == 5 and "Older failed sends" not in second
+
+
+def history(store: Store, owner: str = OWNER) -> list[str]:
+    """Four outcomes of ``owner`` in the message history; their job ids, oldest first."""
+    from worker.history.record import write_rows
+
+    now = datetime.now(UTC)
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    outcomes = [
+        ("sent", "250 2.0.0 Ok: queued as 4F1", "ann@example.org"),
+        ("failed", "550 5.1.1 <bob@example.org>: no such user", "bob@example.org"),
+        ("sent", "250 ok <script>", "carol@example.org"),
+        ("cancelled", "", "dan@example.org"),
+    ]
+    rows = []
+    for n, (job_id, (state, said, to)) in enumerate(zip(ids, outcomes, strict=True)):
+        at = now - timedelta(minutes=10 - n)
+        status = {"state": state, "subject": f"Order {n} <b>shipped</b>", "attempts": "1"}
+        status |= {"reply": said} if state == "sent" else {"last_error": said} if said else {}
+        rows.append(
+            {
+                "job_id": job_id,
+                "owner": owner,
+                "channel": "msc",
+                "state": state,
+                "recipients": [to],
+                "job_metadata": {},
+                "status": status | {"updated_at": repr(at.timestamp())},
+                "finished_at": at,
+                "updated_at": at,
+            }
+        )
+    with store.engine.begin() as conn:
+        write_rows(conn, rows)
+    return ids
+
+
+def test_the_sent_history_page_lists_filters_and_shows_one_job(site: dict[str, Any]) -> None:
+    ids = history(site["store"])
+    history(site["store"], owner="someone-else")
+    with signed_in(site["url"], new_key(site["store"], "desk")) as client:
+        page = client.get("/messages", params={"owner": OWNER})
+        assert page.status_code == 200
+        html = page.text
+        assert html.count('<tr id="job-') == 4 and "someone-else" not in html
+        assert html.index(ids[3]) < html.index(ids[0])  # newest first
+        assert "<b>" not in html and "Order 2 &lt;b&gt;shipped&lt;/b&gt;" in html
+        assert "250 ok &lt;script&gt;" in html and "no such user" in html
+        assert 'aria-current="page">Sent<' in html  # the section it is in
+        failed_only = client.get("/messages", params={"owner": OWNER, "state": "failed"}).text
+        assert failed_only.count('<tr id="job-') == 1 and ids[1] in failed_only
+        one = client.get("/messages", params={"owner": OWNER, "recipient": "CAROL@example.org"})
+        assert one.text.count('<tr id="job-') == 1 and ids[2] in one.text
+        # one job, from the history (Redis knows nothing of it)
+        job = client.get(f"/messages/{ids[1]}")
+        assert job.status_code == 200 and '<td id="job-state">failed</td>' in job.text
+        assert "550 5.1.1" in job.text
+        assert client.get(f"/messages/{uuid.uuid4()}").status_code == 404
+    owned = new_key(site["store"], "theirs", "read", owner="someone-else")
+    mine = httpx.get(f"{site['url']}/messages", params={"owner": OWNER}, headers=bearer(owned))
+    assert mine.status_code == 200 and ids[0] not in mine.text  # its own owner's only
+    assert mine.text.count('<tr id="job-') == 4
+    other = httpx.get(f"{site['url']}/messages/{ids[0]}", headers=bearer(owned))
+    assert other.status_code == 404
+    assert httpx.get(f"{site['url']}/messages?owner={OWNER}").status_code == 303  # sign in
+
+
+def test_the_request_log_names_the_pages_signed_in_caller(
+    site: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with signed_in(site["url"], new_key(site["store"], "support-desk")) as client:
+        capsys.readouterr()
+        assert client.get("/failed-sends", params={"owner": OWNER}).status_code == 200
+    logged = [line for line in capsys.readouterr().out.splitlines() if "http_request" in line]
+    assert logged and "support-desk" in logged[-1] and "caller=None" not in logged[-1]
+
+
+def test_the_page_reads_well_in_a_browser_wide_and_on_a_phone(site: dict[str, Any]) -> None:
+    """Addresses break only when they must; on a phone, Resend spans the card."""
+    from selenium.webdriver.common.by import By
+
+    from tests.support.api import chromium
+
+    failed(site["store"], 1)
+    key = new_key(site["store"], "desk")
+    with chromium() as browser:
+        browser.get(f"{site['url']}/login?next=/failed-sends%3Fowner%3D{OWNER}")
+        browser.find_element(By.NAME, "api_key").send_keys(key)
+        browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        wait_for(lambda: "/failed-sends" in browser.current_url, 20, what="the page")
+        cell = browser.find_element(By.CSS_SELECTOR, "#failed-sends td.recipient")
+        line = float(
+            browser.execute_script(
+                "return parseFloat(getComputedStyle(arguments[0]).lineHeight)", cell
+            )
+        )
+        inner = browser.execute_script(
+            "const r = document.createRange(); r.selectNodeContents(arguments[0]);"
+            "return r.getClientRects().length",
+            cell,
+        )
+        assert inner == 1, f"the address wraps on a wide screen ({inner} lines, line {line}px)"
+        heads = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#failed-sends th")]
+        assert "Kind" in heads and "Hard or soft" in heads
+        browser.set_window_size(390, 844)
+        browser.get(f"{site['url']}/failed-sends?owner={OWNER}")
+        row = browser.find_element(By.CSS_SELECTOR, "#failed-sends tbody tr")
+        button = row.find_element(By.CSS_SELECTOR, "td.action button")
+        cell = row.find_element(By.CSS_SELECTOR, "td.action")
+        assert button.size["width"] >= cell.size["width"] - 2, "Resend is not full width"
+        assert abs(button.location["x"] - cell.location["x"]) <= 2, "Resend is indented"

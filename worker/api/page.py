@@ -1,4 +1,5 @@
-"""The Failed Sends page: ``GET /failed-sends?owner=U``, server-rendered, no JavaScript.
+"""The pages: Failed Sends (``GET /failed-sends?owner=U``) and the sent history
+(``GET /messages?owner=U``, one job at ``/messages/{id}``), server-rendered, no JavaScript.
 
 Signing in: ``/login`` takes an API key (with the ``read`` scope; ``send`` too for Resend) and
 sets a signed session cookie (``worker/api/auth.py``); a request with ``Authorization: Bearer``
@@ -7,8 +8,9 @@ works as well. Every form that changes something carries a CSRF token bound to t
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -20,12 +22,18 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from config.channels import TITLES
+from config.states import FINAL
 from producers.client import Dispatcher
 from worker.api import Caller, read_body
 from worker.api.auth import SESSION_COOKIE, SESSION_TTL, Sessions, StoredKeys
-from worker.api.failed import resend_row
+from worker.api.failed import job_failures, resend_row
+from worker.api.history import check_state, job_history
+from worker.api.intake import message_status
+from worker.api.models import Invalid
 from worker.api.suppressions import lift
 from worker.failures.send_reasons import plain_words
+from worker.history import query
+from worker.history.query import Message
 from worker.store import Store, repo
 from worker.store.models import FAILED_KINDS, FailedSend, stored_utc
 
@@ -75,6 +83,27 @@ def row_view(row: FailedSend, suppressed: bool = False, kept: bool = True) -> di
     }
 
 
+def _when(at: float | None) -> str:
+    if not at:
+        return ""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def message_view(message: Message) -> dict[str, Any]:
+    """What the sent history shows of one job."""
+    shown = message.as_dict()
+    return {
+        "id": message.job_id,
+        "recipients": message.recipients,
+        "subject": shown["subject"],
+        "channel": TITLES.get(message.channel, message.channel),
+        "state": message.state,
+        "when": message.finished_at.strftime("%Y-%m-%d %H:%M UTC"),
+        "when_iso": message.finished_at.isoformat(),
+        "detail": shown["reply"] if message.state == "sent" else shown["last_error"],
+    }
+
+
 def _safe_next(target: str | None) -> str:
     # only a path on this site: never an open redirect
     if target and target.startswith("/") and not target.startswith(("//", "/\\")):
@@ -92,12 +121,15 @@ def router(
         """The caller and its session cookie (None for a bearer key)."""
         header = request.headers.get("authorization", "")
         if header.lower().startswith("bearer "):
-            return keys.check(header[7:].strip()), None
-        cookie = request.cookies.get(SESSION_COOKIE)
-        key_id = sessions.key_id(cookie)
-        if key_id is None:
-            return None, None
-        return keys.by_id(key_id), cookie
+            caller, cookie = keys.check(header[7:].strip()), None
+        else:
+            cookie = request.cookies.get(SESSION_COOKIE)
+            key_id = sessions.key_id(cookie)
+            caller = keys.by_id(key_id) if key_id is not None else None
+            if caller is None:
+                cookie = None
+        request.state.caller = caller  # the request log names who it was
+        return caller, cookie
 
     async def form(request: Request) -> dict[str, str]:
         body = await read_body(request, FORM_LIMIT)
@@ -115,6 +147,20 @@ def router(
         if "send" not in caller.scopes:
             return render("message.html", 403, title="Not allowed", text="This key cannot send.")
         return fields, caller
+
+    def signed_in(request: Request) -> tuple[Caller, str | None] | Response:
+        """The caller with the ``read`` scope and its session cookie (None for a bearer key),
+        or the answer that sends it to sign in first."""
+        caller, cookie = who(request)
+        if caller is None:
+            return RedirectResponse(
+                "/login?" + urlencode({"next": str(request.url.path) + "?" + request.url.query}),
+                status_code=303,
+                headers=HEADERS,
+            )
+        if "read" not in caller.scopes:
+            return render("message.html", 403, title="Not allowed", text="This key cannot read.")
+        return caller, cookie
 
     @page.get("/login")
     def login_form(next: str | None = None) -> HTMLResponse:
@@ -157,15 +203,10 @@ def router(
         resent: int | None = None,
         allowed: str | None = None,
     ) -> Response:
-        caller, cookie = who(request)
-        if caller is None:
-            return RedirectResponse(
-                "/login?" + urlencode({"next": str(request.url.path) + "?" + request.url.query}),
-                status_code=303,
-                headers=HEADERS,
-            )
-        if "read" not in caller.scopes:
-            return render("message.html", 403, title="Not allowed", text="This key cannot read.")
+        checked = signed_in(request)
+        if isinstance(checked, Response):
+            return checked
+        caller, cookie = checked
         # a key for one owner shows that owner's only, whatever the address asks for
         owner = caller.owner or (owner or "").strip() or None
         context: dict[str, Any] = {
@@ -243,5 +284,70 @@ def router(
         return RedirectResponse(
             "/failed-sends?" + urlencode(query), status_code=303, headers=HEADERS
         )
+
+    @page.get("/messages")
+    def messages(
+        request: Request,
+        owner: str | None = None,
+        state: str | None = None,
+        recipient: str | None = None,
+        cursor: int | None = None,
+    ) -> Response:
+        """An owner's sent history: every job's outcome, newest first."""
+        checked = signed_in(request)
+        if isinstance(checked, Response):
+            return checked
+        caller, _ = checked
+        owner = caller.owner or (owner or "").strip() or None
+        try:
+            state = check_state(state)
+        except Invalid:
+            state = None
+        context: dict[str, Any] = {
+            "section": "messages",
+            "owner": owner,
+            "owner_fixed": caller.owner is not None,
+            "state": state or "",
+            "states": sorted(FINAL),
+            "recipient": (recipient or "").strip(),
+            "caller": caller,
+            "rows": [],
+            "next_cursor": None,
+        }
+        if owner is not None:
+            with store().session() as session:
+                found = query.list_messages(
+                    session,
+                    owner,
+                    recipient=context["recipient"] or None,
+                    state=state,
+                    cursor=cursor,
+                    limit=PAGE_SIZE,
+                )
+            context["rows"] = [message_view(m) for m in found.items]
+            if found.next_cursor:
+                more = {"owner": owner, "cursor": found.next_cursor}
+                more |= {k: v for k, v in (("state", state), ("recipient", recipient)) if v}
+                context["next_cursor"] = "/messages?" + urlencode(more)
+        return render("messages.html", **context)
+
+    @page.get("/messages/{job_id}")
+    def message(request: Request, job_id: uuid.UUID) -> Response:
+        """One job: its state now (or its outcome from the history), and its Failed Sends."""
+        checked = signed_in(request)
+        if isinstance(checked, Response):
+            return checked
+        caller, _ = checked
+        try:
+            status = message_status(
+                dispatcher, job_failures(store), str(job_id), caller, job_history(store)
+            )
+        except HTTPException:
+            return render("message.html", 404, title="Unknown job", text=f"No job {job_id}.")
+        shown = status.model_dump()
+        for name in ("enqueued_at", "updated_at", "next_attempt_at"):
+            shown[name] = _when(shown[name])
+        shown["channel"] = TITLES.get(status.channel or "", status.channel)
+        return render("job.html", section="messages", caller=caller, job=shown)
 
     return page
