@@ -33,6 +33,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "scaling": (1_000, 10_000, 100_000),
         "rsa": True,
         "history": 50_000,
+        "webhooks": 20_000,
     },
     "quick": {
         "reps": 2,
@@ -56,6 +57,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "scaling": (1_000, 5_000),
         "rsa": False,
         "history": 10_000,
+        "webhooks": 5_000,
     },
     "smoke": {
         "reps": 1,
@@ -79,6 +81,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "scaling": (100, 300),
         "rsa": False,
         "history": 500,
+        "webhooks": 300,
     },
 }
 #: the paced stream: emails per second from all producers together

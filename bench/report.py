@@ -296,6 +296,10 @@ def others(fig: dict[str, Any], failed: list[str]) -> list[str]:
         from bench.history import line
 
         out.append(line(fig["history"]))
+    if fig.get("webhooks"):
+        from bench.webhooks import line as webhook_line
+
+        out.append(webhook_line(fig["webhooks"]))
     if fig.get("dkim_us"):
         d = fig["dkim_us"]
         out.append(

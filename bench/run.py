@@ -16,8 +16,9 @@ with a relay that answers at once and one that waits 20 ms before every reply. E
 several times, interleaved (A B C A B C ...); the table shows the median and the spread. Then
 the producer (send_many, HTTP batch intake), single-send latency on an idle fleet and behind a
 bulk backlog, Redis bytes per queued job, memory across the longest run, 1k/10k/100k scaling,
-bounce parsing and DKIM cost. Every figure is printed with its ratio to the baselines measured
-in this same run, so a busy machine slows all designs alike. Timing never fails the bench: it
+bounce parsing, DKIM cost, the message history writer (bench/history.py) and webhook
+delivery by the events line (bench/webhooks.py). Every figure is printed with its ratio to the
+baselines measured in this same run, so a busy machine slows all designs alike. Timing never fails the bench: it
 exits non-zero only when a part could not run at all. It starts its own redis-server (AOF on,
 fsync every second) and relays on free ports and stops them.
 """
@@ -41,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import history, intake, msc, report, singles
+from bench import history, intake, msc, report, singles, webhooks
 from bench import scenarios as sc
 from bench.common import RedisServer, Relay, machine
 from bench.profiles import PACED_RATE, PROFILES, SLOW, timebox
@@ -363,6 +364,10 @@ class Bench:
             self.tmp / "history", self.size["history"], history.POSTGRES
         )
 
+    def webhooks(self) -> None:
+        """bench/webhooks.py: the events line delivering one endpoint's events."""
+        self.figures["webhooks"] = webhooks.run(self.tmp / "webhooks", self.size["webhooks"])
+
     def bounces(self) -> None:
         """bench/bench_bounces.py (written alongside the bounce parser)."""
         self.figures["bounces"] = sc.bounces(self.profile != "full")
@@ -436,6 +441,7 @@ def run(profile: str, keep: bool, broker: str) -> tuple[Bench, int]:
                 nopipe.stop()
         bench.part("DKIM cost", bench.dkim_cost)
         bench.part("message history writer", bench.history)
+        bench.part("webhooks: the events line", bench.webhooks)
         bench.part("bounce parsing", bench.bounces)
     finally:
         if bench.api is not None:

@@ -237,3 +237,39 @@ def test_endpoints_over_http(hooks: Fleet, receiver: Receiver) -> None:
             c.delete(f"/v1/webhooks/{made.json()['id']}", headers=bearer(mine)).status_code == 204
         )
         assert c.get("/v1/webhooks", headers=bearer(mine)).json() == []
+
+
+def test_a_post_goes_to_the_address_it_checked_and_names_the_host(receiver: Receiver) -> None:
+    """The policy judges the host's addresses before anything is sent, and the POST made to
+    the checked address (no second lookup for DNS rebinding to answer differently) still names
+    the host, so virtual hosts and signatures work. (A resolver that changes its answer between
+    two lookups is not simulated here: the system's resolver is the one used.)"""
+    import socket
+
+    from worker.channels.netguard import NetworkPolicy
+    from worker.webhooks.deliver import Pools, WebhookFailed, post, resolve
+    from worker.webhooks.endpoints import ENABLED, Endpoint
+
+    found = {info[4][0] for info in socket.getaddrinfo("localhost", None)}
+    if found != {"127.0.0.1"}:
+        pytest.skip(f"localhost resolves to {sorted(found)} here, not 127.0.0.1 alone")
+    port = receiver.server.server_address[1]
+    url = f"http://localhost:{port}/hooks"
+    endpoint = Endpoint(1, OWNER, url, None, ENABLED, 0.0)
+    secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    body = b'{"id": "evt_1", "type": "message.sent"}'
+    loopback = NetworkPolicy.of(("127.0.0.0/8",), ())
+    pools = Pools()
+    with pytest.raises(WebhookFailed, match="may not reach"):
+        resolve(pools, endpoint, secret, loopback)  # loopback blocked: nothing sent
+    assert receiver.got == []
+    target = resolve(pools, endpoint, secret, NetworkPolicy.of((), ()))
+    post(target, body)
+    receiver.status = 500
+    with pytest.raises(WebhookFailed, match="answered 500"):
+        post(target, body)
+    pools.close()
+    receiver.got = receiver.got[:1]
+    ((headers, got),) = receiver.got
+    assert got == body and headers["host"] == f"localhost:{port}"
+    assert Webhook(secret).verify(got, headers)["id"] == "evt_1"

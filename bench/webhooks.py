@@ -1,0 +1,181 @@
+"""How fast the Procfile's ``events`` line delivers webhooks, and what each event costs.
+
+Usage: python -m bench.webhooks [--count N]
+
+One endpoint (a local HTTP receiver that answers 200 at once, keep-alive), ``count``
+``message.sent`` events of realistic size written to the event stream, then the Procfile's
+``scheduler`` line (fan-out into the endpoint's 16 lanes) and ``events`` line (the lane tasks,
+signed POSTs) started as a user would. Printed: events received per second from the
+scheduler's start to the last, CPU per event of each line (the history is off here: its writer
+is bench/history.py's), duplicates and events missing. The figure to compare is the delivery
+rate of docs/performance.md: events keep up when they go out at least as fast as email.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import msc
+from bench.common import REPO, Proc, RedisServer, tree_cpu
+from config import keys
+from config.events import EventType, encode, job_data
+
+OWNER = "acct-hooks"
+_READY = re.compile(r"@\S+ ready\.")
+
+
+class Receiver:
+    """Counts POSTs by ``webhook-id``; answers 200."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.last = 0.0
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: the deliverer reuses its connections
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    outer.ids.append(self.headers["webhook-id"])
+                    outer.last = time.time()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _events(redis: RedisServer, count: int) -> None:
+    pipe = redis.client.pipeline(transaction=False)
+    for n in range(count):
+        job_id, to = str(uuid.uuid4()), f"user{n}@example.org"
+        data = job_data(
+            job_id,
+            OWNER,
+            "msc",
+            [to],
+            {"order_id": 100000 + n, "template": "shipped"},
+            attempt=1,
+            provider_id=f"{n:012X}",
+            reply=f"250 2.0.0 Ok: queued as {n:012X}",
+            from_address="orders@acme.example",
+            from_replaced=False,
+        )
+        pipe.xadd(keys.EVENTS, {"o": OWNER, "d": encode(EventType.SENT, data, to)})
+        if n % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+
+
+def _wait_ready(proc: Proc, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _READY.search(proc.log.read_text(errors="replace")):
+            return
+        time.sleep(0.1)
+    raise RuntimeError("the events line did not start:\n" + proc.tail())
+
+
+def run(tmp: Path, count: int, timeout: float = 300.0) -> dict[str, Any]:
+    """One run: the figures."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    redis = RedisServer(tmp)
+    receiver = Receiver()
+    procs: list[Proc] = []
+    try:
+        env = msc.worker_env(redis.url, "smtp://127.0.0.1:9", tmp) | {
+            "MAILDISPATCH_SMTP_ALLOWED_NETWORKS": "127.0.0.0/8",  # the receiver is on loopback
+            "MAILDISPATCH_HISTORY_DAYS": "0",
+        }
+        command = ["webhooks", "add", "--owner", OWNER, "--url", receiver.url, "--json"]
+        added = subprocess.run(
+            [sys.executable, "-m", "producers.cli", *command],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        json.loads(added.stdout)
+        time.sleep(0.01)  # events written after the endpoint was added are its
+        _events(redis, count)
+        events = Proc(msc.procfile_command("events"), tmp / "events.log", env)
+        procs.append(events)
+        _wait_ready(events)
+        events_cpu, own_cpu = tree_cpu(events.pid), time.process_time()
+        start = time.time()
+        scheduler = Proc(msc.procfile_command("scheduler"), tmp / "scheduler.log", env)
+        procs.append(scheduler)
+        deadline = time.monotonic() + timeout
+        while len(set(receiver.ids)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got = len(set(receiver.ids))
+        seconds = max(receiver.last - start, 1e-9)
+        return {
+            "count": count,
+            "received": got,
+            "duplicates": len(receiver.ids) - got,
+            "per_s": got / seconds,
+            "cpu_us": {
+                "events": (tree_cpu(events.pid) - events_cpu) / max(got, 1) * 1e6,
+                "scheduler": tree_cpu(scheduler.pid) / max(got, 1) * 1e6,
+                "receiver": (time.process_time() - own_cpu) / max(got, 1) * 1e6,
+            },
+        }
+    finally:
+        for proc in reversed(procs):
+            proc.stop(timeout=20.0)
+        receiver.close()
+        redis.stop()
+
+
+def line(f: dict[str, Any]) -> str:
+    """One report line."""
+    missing = f["count"] - f["received"]
+    return (
+        f"webhooks, the events line started once ({f['count']:,} events, one endpoint): "
+        f"{f['per_s']:,.0f} events/s; CPU per event: events line {f['cpu_us']['events']:,.0f} µs, "
+        f"scheduler {f['cpu_us']['scheduler']:,.0f} µs, the receiver {f['cpu_us']['receiver']:,.0f} µs"
+        + (f"; !! {missing} missing" if missing else "")
+        + (f"; {f['duplicates']} duplicates" if f["duplicates"] else "")
+    )
+
+
+def main() -> int:
+    """Run it alone."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--count", type=int, default=20_000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="maildispatch-webhooks-") as tmp:
+        print(line(run(Path(tmp), args.count)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
