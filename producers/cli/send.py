@@ -211,7 +211,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             if state is None:  # expired from Redis: the history's copy, if it has one
                 kept = query.get_message(session, args.job)
                 if kept is not None:
-                    state = {**kept.status, "owner": kept.owner, "channel": kept.channel}
+                    state = kept.state_hash()
     except ImportError:  # a producer-only install has no store
         pass
     if state is None and not failures:

@@ -105,6 +105,6 @@ def job_history(store: Callable[[], Store]) -> Callable[[str], dict[str, str] | 
             message = query.get_message(session, job_id)
         if message is None:
             return None
-        return {**message.status, "owner": message.owner, "channel": message.channel}
+        return message.state_hash()
 
     return status

@@ -116,6 +116,7 @@ def router(
 ) -> APIRouter:
     """The page's routes."""
     page = APIRouter(include_in_schema=False)
+    failures, kept_status = job_failures(store), job_history(store)  # as GET /v1/messages/{id}
 
     def who(request: Request) -> tuple[Caller | None, str | None]:
         """The caller and its session cookie (None for a bearer key)."""
@@ -339,9 +340,7 @@ def router(
             return checked
         caller, _ = checked
         try:
-            status = message_status(
-                dispatcher, job_failures(store), str(job_id), caller, job_history(store)
-            )
+            status = message_status(dispatcher, failures, str(job_id), caller, kept_status)
         except HTTPException:
             return render("message.html", 404, title="Unknown job", text=f"No job {job_id}.")
         shown = status.model_dump()

@@ -25,6 +25,10 @@ class Message:
     status: dict[str, str]
     finished_at: datetime
 
+    def state_hash(self) -> dict[str, str]:
+        """Its state as Redis held it (what ``status`` and ``GET /v1/messages/{id}`` read)."""
+        return {**self.status, "owner": self.owner, "channel": self.channel}
+
     def as_dict(self) -> dict[str, Any]:
         """The JSON of a listing's item (times as epoch seconds, as the status shows them)."""
         status = self.status

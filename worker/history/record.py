@@ -223,9 +223,9 @@ class HistoryWriter:
             now = time.time()
             for outcome, flat in zip(outcomes.values(), found, strict=True):
                 state = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
-                if state and state.get("state") not in FINAL and now - outcome.at < GIVE_UP_S:
-                    continue  # its state is not written yet: read again after SETTLE_MS
-                if state and state.get("state") not in FINAL:
+                if state and state.get("state") not in FINAL:  # its state is not written yet
+                    if now - outcome.at < GIVE_UP_S:
+                        continue  # read again after SETTLE_MS
                     state = {}  # given up waiting: as the event says
                 row = _row(outcome, state, now)
                 if row is not None:

@@ -62,19 +62,51 @@ def failed(
     hard: bool,
 ) -> Event:
     """``recipients`` will not get the message (a Failed Send row each)."""
-    return _event(
-        EventType.FAILED,
-        job,
+    return failure(
+        str(job.id),
+        job.owner,
         channel,
         recipients,
-        [error.kind, *sorted(recipients)],
+        job.metadata,
         kind=str(error.kind),
         reason=reason,
         hard=hard,
         reply_code=error.reply_code,
         enhanced_status=error.enhanced_status,
-        diagnostic=error.text[:1000],
+        diagnostic=error.text,
     )
+
+
+def failure(
+    job_id: str,
+    owner: str,
+    channel: str,
+    recipients: Sequence[str],
+    metadata: dict[str, Any],
+    *,
+    kind: str,
+    reason: str,
+    hard: bool,
+    reply_code: int | None,
+    enhanced_status: str | None,
+    diagnostic: str,
+) -> Event:
+    """A ``message.failed`` from what is known of the job (also without the job itself: one
+    lost from the schedule has only its state's owner and channel)."""
+    data = job_data(
+        job_id,
+        owner,
+        channel,
+        recipients,
+        metadata,
+        kind=kind,
+        reason=reason,
+        hard=hard,
+        reply_code=reply_code,
+        enhanced_status=enhanced_status,
+        diagnostic=diagnostic[:1000],
+    )
+    return owner, encode(EventType.FAILED, data, kind, *sorted(recipients))
 
 
 def retrying(

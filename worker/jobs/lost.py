@@ -18,10 +18,11 @@ import structlog
 
 from config import keys
 from config.channels import DEFAULT_CHANNEL
-from config.events import EventType, add_events, encode, job_data
+from config.events import add_events
 from config.states import JobState
 from worker.failures.kinds import FailedKind
 from worker.failures.rows import failed_send_row
+from worker.jobs import events
 from worker.store import Store, repo
 
 log = structlog.get_logger("maildispatch.scheduler")
@@ -77,7 +78,7 @@ async def record_lost(
         pipe.hset(name, mapping=state)
         pipe.hdel(name, "next_at")
         pipe.expire(name, int(ttl))
-        data = job_data(
+        event = events.failure(
             str(row["job_id"]),
             str(row["owner"]),
             str(row["channel"]),
@@ -90,8 +91,7 @@ async def record_lost(
             enhanced_status=None,
             diagnostic=LOST,
         )
-        event = encode(EventType.FAILED, data, FailedKind.EXPIRED)
-        add_events(pipe, [(str(row["owner"]), event)], events_retention)
+        add_events(pipe, [event], events_retention)
     await pipe.execute()
     log.error("scheduled_payload_missing", count=len(rows), job_ids=list(job_ids)[:10])
 
