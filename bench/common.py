@@ -308,3 +308,24 @@ def job(i: int, run: str = "r") -> dict[str, Any]:
         "text": BODY,
         "metadata": {"bench": run, "n": i},
     }
+
+
+def sent_event(n: int, job_id: str, owner: str) -> dict[str, str]:
+    """The ``n``-th realistic ``message.sent`` event of a run, as an entry of the event stream
+    (``o``: owner, ``d``: the event's JSON; config/events.py)."""
+    from config.events import EventType, encode, job_data
+
+    to = f"user{n}@example.org"
+    data = job_data(
+        job_id,
+        owner,
+        "msc",
+        [to],
+        {"order_id": 100000 + n, "template": "shipped"},
+        attempt=1,
+        provider_id=f"{n:012X}",
+        reply=f"250 2.0.0 Ok: queued as {n:012X}",
+        from_address="orders@acme.example",
+        from_replaced=False,
+    )
+    return {"o": owner, "d": encode(EventType.SENT, data, to)}

@@ -25,9 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import RedisServer
+from bench.common import RedisServer, sent_event
 from config import keys
-from config.events import EventType, encode, job_data
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -38,7 +37,6 @@ def _fill(redis: RedisServer, count: int) -> None:
     for n in range(count):
         job_id = str(uuid.uuid4())
         owner = f"acct-{n % 50}"
-        recipient = f"user{n}@example.org"
         pipe.hset(
             keys.job(job_id),
             mapping={
@@ -57,19 +55,7 @@ def _fill(redis: RedisServer, count: int) -> None:
                 "from_replaced": "no",
             },
         )
-        data = job_data(
-            job_id,
-            owner,
-            "msc",
-            [recipient],
-            {"order_id": 100000 + n, "template": "shipped"},
-            attempt=1,
-            provider_id=f"{n:012X}",
-            reply=f"250 2.0.0 Ok: queued as {n:012X}",
-            from_address="orders@acme.example",
-            from_replaced=False,
-        )
-        pipe.xadd(keys.EVENTS, {"o": owner, "d": encode(EventType.SENT, data, recipient)})
+        pipe.xadd(keys.EVENTS, sent_event(n, job_id, owner))
         if n % 1000 == 999:
             pipe.execute()
     pipe.execute()

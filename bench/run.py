@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import inspect
 import json
 import os
@@ -42,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import history, intake, msc, report, singles, webhooks
+from bench import history, intake, msc, peer_cells, report, singles, webhooks
 from bench import scenarios as sc
 from bench.common import RedisServer, Relay, machine
 from bench.profiles import PACED_RATE, PROFILES, SLOW, timebox
@@ -139,21 +138,7 @@ class Bench:
             off = {} if history else {"MAILDISPATCH_HISTORY_DAYS": "0"}
 
             def run(rep: int) -> None:
-                label = f"drain-{kind}-{tag}-{rep}"
-                try:
-                    row = singles.drain(
-                        self.redis,
-                        relay,
-                        self.tmp,
-                        label,
-                        drain_n,
-                        single,
-                        timebox(tag, drain_n),
-                        settings=off,
-                    )
-                finally:
-                    sc.clean(self.redis)
-                self.add(f"drain-{kind}-{tag}", row)
+                self.drain(relay, tag, f"drain-{kind}-{tag}", rep, drain_n, single, settings=off)
 
             return run
 
@@ -174,6 +159,34 @@ class Bench:
         if tag in self.size["peer_relays"]:
             designs += self.peer_designs(relay, tag)
         self.interleaved(f"{tag} relay", designs)
+
+    def drain(
+        self,
+        relay: Relay,
+        tag: str,
+        key: str,
+        rep: int,
+        count: int,
+        single: bool,
+        broker_url: str | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """One drain (bench/singles.py) kept under ``key``; the private Redis cleaned after."""
+        try:
+            row = singles.drain(
+                self.redis,
+                relay,
+                self.tmp,
+                f"{key}-{rep}",
+                count,
+                single,
+                timebox(tag, count),
+                broker_url=broker_url,
+                settings=settings,
+            )
+        finally:
+            sc.clean(self.redis)
+        self.add(key, row)
 
     def fleet_slot(self, relay: Relay, tag: str, rep: int, n: int, once: bool) -> None:
         """The msc line started once: send_many, then single sends from four producers (all out,
@@ -298,21 +311,8 @@ class Bench:
 
             def run(rep: int) -> None:
                 with sc.rabbit_vhost(f"drain-{kind}-{tag}-{rep}") as url:
-                    label = f"drain-{kind}-amqp-{tag}-{rep}"
-                    try:
-                        row = singles.drain(
-                            self.redis,
-                            relay,
-                            self.tmp,
-                            label,
-                            drain_n,
-                            single,
-                            timebox(tag, drain_n),
-                            broker_url=url,
-                        )
-                    finally:
-                        sc.clean(self.redis)
-                    self.add(f"drain-{kind}-amqp-{tag}", row)
+                    key = f"drain-{kind}-amqp-{tag}"
+                    self.drain(relay, tag, key, rep, drain_n, single, broker_url=url)
 
             return run
 
@@ -325,33 +325,11 @@ class Bench:
             ],
         )
 
-    # -- peers hook ---------------------------------------------------------------------------------
-    # bench/peers.py (django-celery-email, django-post_office; written alongside) is called here
-    # when it exists and Django is installed: one design per (peer, shape), interleaved with ours.
-    # Its run_peer's parameters are matched by name, so either of its signatures works.
+    # -- peers (bench/peer_cells.py) ------------------------------------------------------------
     def peer_designs(self, relay: Relay, tag: str) -> list[tuple[str, Callable[[int], None]]]:
         """(title, run) of every peer cell, or none without bench/peers.py or Django."""
-        if importlib.util.find_spec("django") is None:
-            return []
-        try:
-            from bench import peers
-        except ImportError:
-            return []
         count = self.size["peers"] if tag == "fast" else self.size["peers_slow"]
-        designs: list[tuple[str, Callable[[int], None]]] = []
-        for design in getattr(peers, "DESIGNS", {}):
-            for shape in getattr(peers, "SHAPES", ("single", "batch")):
-
-                def run(rep: int, design: str = design, shape: str = shape) -> None:
-                    relay.reset()
-                    try:
-                        row = _run_peer(peers, design, shape, relay, self.redis, count, self.tmp)
-                    finally:
-                        sc.clean(self.redis)
-                    self.add(f"peer-{design}-{shape}-{tag}", row)
-
-                designs.append((f"peer {design} ({shape})", run))
-        return designs
+        return peer_cells.designs(relay, tag, count, self.redis, self.tmp, self.add)
 
     # -- once ---------------------------------------------------------------------------------------
     def dkim_cost(self) -> None:
@@ -371,35 +349,6 @@ class Bench:
     def bounces(self) -> None:
         """bench/bench_bounces.py (written alongside the bounce parser)."""
         self.figures["bounces"] = sc.bounces(self.profile != "full")
-
-
-def _run_peer(
-    peers: Any, design: str, shape: str, relay: Relay, redis: RedisServer, count: int, tmp: Path
-) -> Result:
-    """One peer cell through bench/peers.py's ``run_peer``, as one of our rows."""
-    given = {
-        "design": design,
-        "shape": shape,
-        "relay": relay,
-        "relay_host": "127.0.0.1",
-        "relay_port": relay.port,
-        "broker_url": f"redis://127.0.0.1:{redis.port}/3",
-        "redis": redis,
-        "count": count,
-        "tmp": tmp,
-        "wait": relay.wait,
-    }
-    wanted = inspect.signature(peers.run_peer).parameters
-    out = peers.run_peer(**{k: v for k, v in given.items() if k in wanted})
-    return Result(
-        name=str(getattr(out, "name", f"{design} ({shape})")),
-        count=out.count,
-        delivered=out.delivered,
-        seconds=out.seconds,
-        duplicates=out.duplicates,
-        cpu_us=dict(out.cpu_us),
-        note=out.note,
-    )
 
 
 def _nopipe_relay(tmp: Path) -> Relay | None:

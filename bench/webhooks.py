@@ -29,9 +29,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import msc
-from bench.common import REPO, Proc, RedisServer, tree_cpu
+from bench.common import REPO, Proc, RedisServer, sent_event, tree_cpu
 from config import keys
-from config.events import EventType, encode, job_data
 
 OWNER = "acct-hooks"
 _READY = re.compile(r"@\S+ ready\.")
@@ -73,20 +72,7 @@ class Receiver:
 def _events(redis: RedisServer, count: int) -> None:
     pipe = redis.client.pipeline(transaction=False)
     for n in range(count):
-        job_id, to = str(uuid.uuid4()), f"user{n}@example.org"
-        data = job_data(
-            job_id,
-            OWNER,
-            "msc",
-            [to],
-            {"order_id": 100000 + n, "template": "shipped"},
-            attempt=1,
-            provider_id=f"{n:012X}",
-            reply=f"250 2.0.0 Ok: queued as {n:012X}",
-            from_address="orders@acme.example",
-            from_replaced=False,
-        )
-        pipe.xadd(keys.EVENTS, {"o": OWNER, "d": encode(EventType.SENT, data, to)})
+        pipe.xadd(keys.EVENTS, sent_event(n, str(uuid.uuid4()), OWNER))
         if n % 1000 == 999:
             pipe.execute()
     pipe.execute()
