@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "md:"
 
 
@@ -98,3 +100,9 @@ PURGE_LOCK = f"{PREFIX}purge-lock"
 #: IMAP messages whose fetch broke the connection: hash "<mailbox>|<uidvalidity>|<uid>" -> count
 #: (and "...#size" -> the message's RFC822.SIZE, when it was read)
 BOUNCE_POLL_FAILURES = f"{PREFIX}bounces:poll:failures"
+
+
+def oauth_state(state: str) -> str:
+    """An account connection in progress (worker/accounts/connect.py), by a digest of its
+    ``state``: the owner, where to return, the PKCE verifier; kept 10 minutes, taken once."""
+    return f"{PREFIX}oauth:state:{hashlib.sha256(state.encode()).hexdigest()}"

@@ -199,6 +199,17 @@ class Settings(BaseSettings):
     google_token_uri: str = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
     google_client_id: str | None = None
     google_client_secret: SecretStr | None = None
+    google_authorize_uri: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    # Microsoft 365 (custom SMTP with XOAUTH2): the v2.0 endpoints of the "common" authority
+    # take work and school accounts of any tenant; a single-tenant app names its tenant here
+    microsoft_token_uri: str = "https://login.microsoftonline.com/common/oauth2/v2.0/token"  # noqa: S105
+    microsoft_authorize_uri: str = "https://login.microsoftonline.com/common/oauth2/v2.0/authorize"
+    microsoft_client_id: str | None = None
+    microsoft_client_secret: SecretStr | None = None
+    # where an OAuth SMTP account of a provider sends when set without --host (host:port,
+    # STARTTLS); national clouds differ (GCC High: smtp.office365.us:587)
+    microsoft_smtp_server: str = Field("smtp.office365.com:587", pattern=r"^[^\s:]+:\d{1,5}$")
+    google_smtp_server: str = Field("smtp.gmail.com:587", pattern=r"^[^\s:]+:\d{1,5}$")
     gmail_retry_delays: Durations = (30.0, 120.0, 600.0, 1800.0, 3600.0)
     gmail_give_up_after: float = 86400.0
     smtp_retry_delays: Durations = (30.0, 120.0, 600.0, 1800.0, 3600.0)

@@ -41,13 +41,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     smtp = acts.add_parser("smtp", help="the owner's custom SMTP server")
     s = smtp.add_subparsers(dest="smtp_action", required=True)
-    q = s.add_parser("set", help="set (or replace) the owner's SMTP server; password from stdin")
+    q = s.add_parser(
+        "set",
+        help="set (or replace) the owner's SMTP server; password or OAuth grant from stdin",
+        description="--auth password (default): the password is read from stdin. --auth "
+        "xoauth2 --provider microsoft|google: log in with an OAuth grant (AUTH XOAUTH2; "
+        "Microsoft 365 after Basic authentication ends); the refresh token is the first line "
+        "of stdin and, with --client-secret-stdin, the client secret the next; the server "
+        "defaults to the provider's (smtp.office365.com or smtp.gmail.com, port 587, "
+        "starttls); without --client-id the deployment's MAILDISPATCH_<PROVIDER>_CLIENT_ID "
+        "and _SECRET are used.",
+    )
     q.add_argument("--owner", required=True)
-    q.add_argument("--host", required=True)
-    q.add_argument("--port", type=int, required=True)
-    q.add_argument("--security", choices=["starttls", "tls", "none"], required=True)
-    q.add_argument("--username", required=True)
-    q.add_argument("--password-stdin", action="store_true", required=True)
+    q.add_argument("--host", help="required with --auth password")
+    q.add_argument("--port", type=int, help="required with --auth password")
+    q.add_argument(
+        "--security", choices=["starttls", "tls", "none"], help="required with --auth password"
+    )
+    q.add_argument("--username", required=True, help="with xoauth2: the mailbox's address")
+    q.add_argument("--auth", choices=["password", "xoauth2"], default="password")
+    q.add_argument("--provider", choices=["microsoft", "google"], help="with --auth xoauth2")
+    q.add_argument("--password-stdin", action="store_true")
+    q.add_argument("--refresh-token-stdin", action="store_true")
+    q.add_argument("--client-id", help="with --auth xoauth2: the OAuth client of this account")
+    q.add_argument("--client-secret-stdin", action="store_true")
     q.add_argument("--ca-file", help="PEM file of the CA to trust for this server (only it)")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(handler=cmd_smtp_set)
@@ -102,20 +119,10 @@ def _redis(settings: Any) -> Any:
     return redis.Redis.from_url(settings.state_redis_url, socket_timeout=10)
 
 
-def _summary(session: Any, owner: str, channel: str) -> dict[str, Any]:
-    from worker.accounts.connected import summaries
-
-    for entry in summaries(session, owner):
-        for account in entry["accounts"]:
-            if account["channel"] == channel:
-                return {"owner": owner, **account}
-    return {"owner": owner, "channel": channel}
-
-
 # -- handlers ----------------------------------------------------------------------------------
 def cmd_gmail_connect(args: argparse.Namespace) -> int:
     """Connect the owner's Gmail account with a refresh token read from stdin."""
-    from worker.accounts.connected import AccountError, connect_gmail
+    from worker.accounts.manage import AccountError, connect_gmail, summary
 
     settings, store, vault = _context()
     if args.client_secret_stdin and not args.client_id:
@@ -142,17 +149,38 @@ def cmd_gmail_connect(args: argparse.Namespace) -> int:
                 client_id=args.client_id,
                 client_secret=client_secret,
             )
-            shown = _summary(session, args.owner.strip(), "gmail")
+            shown = summary(session, args.owner.strip(), "gmail")
     except AccountError as exc:
         return refused(exc)
     _done(shown, args.json, f"Gmail account {shown.get('email')} connected for {args.owner}")
     return 0
 
 
-def cmd_smtp_set(args: argparse.Namespace) -> int:
-    """Set the owner's custom SMTP server with a password read from stdin."""
-    from worker.accounts.connected import AccountError, set_smtp
+def _smtp_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options of ``accounts smtp set``, if anything."""
+    if args.auth == "password":
+        if args.provider or args.refresh_token_stdin or args.client_id or args.client_secret_stdin:
+            return "--provider, --refresh-token-stdin and --client-id go with --auth xoauth2"
+        if not (args.host and args.port and args.security):
+            return "--host, --port and --security are required with --auth password"
+        if not args.password_stdin:
+            return "--password-stdin is required with --auth password"
+        return None
+    if args.password_stdin:
+        return "--auth xoauth2 takes no password: give --refresh-token-stdin"
+    if not args.provider or not args.refresh_token_stdin:
+        return "--auth xoauth2 needs --provider and --refresh-token-stdin"
+    if bool(args.client_id) != bool(args.client_secret_stdin):
+        return "--client-id and --client-secret-stdin go together"
+    return None
 
+
+def cmd_smtp_set(args: argparse.Namespace) -> int:
+    """Set the owner's custom SMTP server: a password, or an OAuth grant, read from stdin."""
+    from worker.accounts.manage import AccountError, OAuthLogin, set_smtp, summary
+
+    if (problem := _smtp_usage(args)) is not None:
+        return refused(ValueError(problem))
     settings, store, vault = _context()
     ca_pem = None
     if args.ca_file:
@@ -160,10 +188,16 @@ def cmd_smtp_set(args: argparse.Namespace) -> int:
             ca_pem = Path(args.ca_file).read_text(encoding="ascii")
         except (OSError, UnicodeDecodeError) as exc:
             return refused(ValueError(f"cannot read --ca-file: {exc}"))
-    password = _read_secret("password")
+    password = oauth = None
+    if args.auth == "password":
+        password = _read_secret("password")
+    else:
+        refresh_token = _read_secret("refresh token")
+        client_secret = _read_secret("client secret") if args.client_secret_stdin else None
+        oauth = OAuthLogin(args.provider, refresh_token, args.client_id, client_secret)
     try:
         with store.session() as session:
-            set_smtp(
+            row = set_smtp(
                 session,
                 vault,
                 settings=settings,
@@ -173,9 +207,11 @@ def cmd_smtp_set(args: argparse.Namespace) -> int:
                 security=args.security,
                 username=args.username,
                 password=password,
+                oauth=oauth,
                 ca_pem=ca_pem,
             )
-            shown = _summary(session, args.owner.strip(), "smtp")
+            where = f"{row.host}:{row.port}"
+            shown = summary(session, args.owner.strip(), "smtp")
     except AccountError as exc:
         return refused(exc)
     if args.security == "none":  # only where MAILDISPATCH_SMTP_ALLOW_PLAINTEXT_AUTH is set
@@ -183,7 +219,7 @@ def cmd_smtp_set(args: argparse.Namespace) -> int:
             "warning: --security none sends the password and every message unencrypted",
             file=sys.stderr,
         )
-    _done(shown, args.json, f"SMTP server {args.host}:{args.port} set for {args.owner}")
+    _done(shown, args.json, f"SMTP server {where} set for {args.owner}")
     return 0
 
 
@@ -193,7 +229,7 @@ def _done(shown: dict[str, Any], as_json: bool, line: str) -> None:
 
 def cmd_prefer(args: argparse.Namespace) -> int:
     """Set the owner's preferred channel, and publish it to the producers."""
-    from worker.accounts.connected import AccountError, mirror_preference, set_preference
+    from worker.accounts.manage import AccountError, mirror_preference, set_preference
 
     settings, store, _ = _context()
     try:
@@ -225,7 +261,7 @@ def _publish(settings: Any, owner: str, channel: str, mirror: Any) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Owners with their preferred channel and accounts."""
-    from worker.accounts.connected import summaries
+    from worker.accounts.manage import summaries
 
     _, store, _ = _context()
     with store.session() as session:
@@ -244,7 +280,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_remove(args: argparse.Namespace) -> int:
     """Forget an owner's account; a preference for it falls back to msc."""
-    from worker.accounts.connected import AccountError, mirror_preference, remove
+    from worker.accounts.manage import AccountError, mirror_preference, remove
 
     settings, store, _ = _context()
     try:
@@ -263,7 +299,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_rotate_key(args: argparse.Namespace) -> int:
     """Re-encrypt every stored secret under the current key."""
-    from worker.accounts.connected import rotate_key
+    from worker.accounts.manage import rotate_key
 
     _, store, vault = _context()
     with store.session() as session:
@@ -283,7 +319,7 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Rewrite the Redis copy of every preference from the store."""
-    from worker.accounts.connected import mirror_all
+    from worker.accounts.manage import mirror_all
 
     settings, store, _ = _context()
     client = _redis(settings)

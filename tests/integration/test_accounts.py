@@ -18,8 +18,9 @@ from config.settings import Settings
 from producers.client import Dispatcher
 from tests.support.env import SECRET
 from tests.support.services import REPO
-from worker.accounts import connected as accounts
-from worker.accounts.connected import AccountError, AsyncAccounts, GmailAccount, SmtpAccount
+from worker.accounts import connected, manage
+from worker.accounts.connected import AsyncAccounts, GmailAccount, SmtpAccount
+from worker.accounts.manage import AccountError, OAuthLogin
 from worker.accounts.vault import Vault
 from worker.errors import PermanentError
 from worker.store.db import Store
@@ -33,12 +34,12 @@ SETTINGS = Settings(
 
 def _gmail(store: Store, owner: str = "acme", email: str = "ann@gmail.com", **kw: str) -> None:
     with store.session() as s:
-        accounts.connect_gmail(s, VAULT, owner=owner, email=email, refresh_token="1//rt", **kw)
+        manage.connect_gmail(s, VAULT, owner=owner, email=email, refresh_token="1//rt", **kw)
 
 
 def _smtp(store: Store, owner: str = "acme", password: str = "pw") -> None:  # noqa: S107
     with store.session() as s:
-        accounts.set_smtp(
+        manage.set_smtp(
             s,
             VAULT,
             settings=SETTINGS,
@@ -62,7 +63,7 @@ def test_one_gmail_account_per_owner_the_second_replaces_the_first(store: Store)
             2,
             "connected",
         )
-        loaded = accounts.load(s, VAULT, SETTINGS, "gmail", "acme")
+        loaded = connected.load(s, VAULT, SETTINGS, "gmail", "acme")
     assert loaded == GmailAccount("acme", "second@gmail.com", "own", "own-secret", "1//rt", 2)
     assert "own-secret" not in repr(loaded) and "1//rt" not in repr(loaded)
 
@@ -70,11 +71,11 @@ def test_one_gmail_account_per_owner_the_second_replaces_the_first(store: Store)
 def test_gmail_without_own_client_uses_the_deployments(store: Store) -> None:
     _gmail(store)
     with store.session() as s:
-        loaded = accounts.load(s, VAULT, SETTINGS, "gmail", "acme")
+        loaded = connected.load(s, VAULT, SETTINGS, "gmail", "acme")
     assert isinstance(loaded, GmailAccount)
     assert (loaded.client_id, loaded.client_secret) == ("deploy-client", "deploy-secret")
     with store.session() as s, pytest.raises(PermanentError, match="OAuth client") as info:
-        accounts.load(s, VAULT, Settings(secret_key=SECRET), "gmail", "acme")
+        connected.load(s, VAULT, Settings(secret_key=SECRET), "gmail", "acme")
     assert info.value.kind == "config"
 
 
@@ -82,7 +83,7 @@ def test_smtp_account_and_its_server(store: Store) -> None:
     _smtp(store, password="first")
     _smtp(store, password="second")
     with store.session() as s:
-        loaded = accounts.load(s, VAULT, SETTINGS, "smtp", "acme")
+        loaded = connected.load(s, VAULT, SETTINGS, "smtp", "acme")
     assert isinstance(loaded, SmtpAccount) and loaded.password == "second"
     server = loaded.server(5.0)
     assert (server.host, server.port, server.security, server.username) == (
@@ -132,53 +133,162 @@ def test_smtp_input_is_checked(store: Store, kwargs: dict[str, object], words: s
         "password": "pw",
     } | kwargs
     with store.session() as s, pytest.raises(AccountError, match=words):
-        accounts.set_smtp(s, VAULT, settings=SETTINGS, **args)  # type: ignore[arg-type]
+        manage.set_smtp(s, VAULT, settings=SETTINGS, **args)  # type: ignore[arg-type]
+
+
+def _oauth(store: Store, settings: Settings = SETTINGS, **kw: object) -> Account:
+    login = OAuthLogin("microsoft", "M.rt-1", "app-id", "app-secret")
+    args: dict[str, object] = {"owner": "acme", "username": "ann@contoso.example"} | kw
+    with store.session() as s:
+        row = manage.set_smtp(s, VAULT, settings=settings, oauth=login, **args)  # type: ignore[arg-type]
+        s.expunge(row)
+    return row
+
+
+def test_xoauth2_defaults_to_the_providers_server_and_loads_a_grant(store: Store) -> None:
+    row = _oauth(store)
+    assert (row.host, row.port, row.security, row.auth, row.provider) == (
+        "smtp.office365.com",
+        587,
+        "starttls",
+        "xoauth2",
+        "microsoft",
+    )
+    settings = Settings(secret_key=SECRET, microsoft_token_uri="https://login.test/t")
+    with store.session() as s:
+        loaded = connected.load(s, VAULT, settings, "smtp", "acme")
+        (shown,) = manage.summaries(s, "acme")[0]["accounts"]
+    assert isinstance(loaded, SmtpAccount) and loaded.password is None
+    assert loaded.oauth is not None
+    assert (loaded.oauth.token_uri, loaded.oauth.client_id, loaded.oauth.refresh_token) == (
+        "https://login.test/t",
+        "app-id",
+        "M.rt-1",
+    )
+    assert loaded.oauth.scopes == ("https://outlook.office.com/SMTP.Send", "offline_access")
+    assert "M.rt-1" not in repr(loaded) and "app-secret" not in repr(loaded)
+    assert (shown["auth"], shown["provider"], shown["oauth_client"]) == (
+        "xoauth2",
+        "microsoft",
+        "app-id",
+    )
+    assert "M.rt-1" not in json.dumps(shown) and "app-secret" not in json.dumps(shown)
+    # a refused grant asks for a reconnection, not a new password
+    with store.session() as s:
+        assert connected.mark_failed(s, "smtp", "acme", None, "invalid_grant") == (
+            "needs_reconnect"
+        )
+    with store.session() as s, pytest.raises(PermanentError, match="reconnect") as info:
+        connected.load(s, VAULT, settings, "smtp", "acme")
+    assert info.value.kind == "auth"
+
+
+def test_a_password_after_xoauth2_forgets_the_grant(store: Store) -> None:
+    _oauth(store)
+    _smtp(store, password="pw2")
+    with store.session() as s:
+        loaded = connected.load(s, VAULT, SETTINGS, "smtp", "acme")
+        (row,) = s.scalars(select(Account).where(Account.owner == "acme")).all()
+    assert isinstance(loaded, SmtpAccount) and loaded.oauth is None and loaded.password == "pw2"
+    assert (row.auth, row.provider, row.client_id) == ("password", None, None)
+
+
+def test_keep_refresh_token_only_over_the_same_credentials(store: Store) -> None:
+    _oauth(store)
+    with store.session() as s:
+        assert connected.keep_refresh_token(s, VAULT, "smtp", "acme", 1, "M.rt-2")
+        assert not connected.keep_refresh_token(s, VAULT, "smtp", "acme", 7, "M.rt-old")
+        loaded = connected.load(s, VAULT, SETTINGS, "smtp", "acme")
+    assert isinstance(loaded, SmtpAccount) and loaded.oauth is not None
+    assert loaded.oauth.refresh_token == "M.rt-2"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"username": "ann"}, "mailbox's address"),
+        ({"settings": Settings(secret_key=SECRET)}, "MAILDISPATCH_MICROSOFT_CLIENT_ID"),
+        ({"password": "pw"}, "either a password or an OAuth grant"),
+        ({"host": "10.1.2.3"}, "network"),
+    ],
+)
+def test_xoauth2_input_is_checked(store: Store, kwargs: dict[str, object], words: str) -> None:
+    login = OAuthLogin("microsoft", "M.rt-1")  # the deployment's client
+    kwargs = dict(kwargs)  # the parameters are shared by both stores' runs
+    settings = kwargs.pop("settings", None) or Settings(
+        secret_key=SECRET, microsoft_client_id="deploy", microsoft_client_secret="deploy-secret"
+    )
+    args: dict[str, object] = {"owner": "acme", "username": "ann@contoso.example"} | kwargs
+    with store.session() as s, pytest.raises(AccountError, match=words):
+        manage.set_smtp(s, VAULT, settings=settings, oauth=login, **args)  # type: ignore[arg-type]
+
+
+def test_xoauth2_without_its_own_client_uses_the_deployments(store: Store) -> None:
+    settings = Settings(
+        secret_key=SECRET, microsoft_client_id="deploy", microsoft_client_secret="deploy-secret"
+    )
+    with store.session() as s:
+        manage.set_smtp(
+            s,
+            VAULT,
+            settings=settings,
+            owner="acme",
+            username="ann@contoso.example",
+            oauth=OAuthLogin("microsoft", "M.rt-1"),
+        )
+        loaded = connected.load(s, VAULT, settings, "smtp", "acme")
+        assert isinstance(loaded, SmtpAccount) and loaded.oauth is not None
+        assert (loaded.oauth.client_id, loaded.oauth.client_secret) == ("deploy", "deploy-secret")
+        # the deployment's client removed later: a clear configuration failure when sending
+        with pytest.raises(PermanentError, match="MICROSOFT_CLIENT_ID") as info:
+            connected.load(s, VAULT, Settings(secret_key=SECRET), "smtp", "acme")
+    assert info.value.kind == "config"
 
 
 def test_missing_account_is_a_config_failure(store: Store) -> None:
     with store.session() as s, pytest.raises(PermanentError, match="no Gmail account") as info:
-        accounts.load(s, VAULT, SETTINGS, "gmail", "nobody")
+        connected.load(s, VAULT, SETTINGS, "gmail", "nobody")
     assert info.value.kind == "config" and "accounts gmail connect" in info.value.text
 
 
 def test_flagged_account_fails_fast_until_set_again(store: Store) -> None:
     _smtp(store)
     with store.session() as s:
-        assert accounts.mark_failed(s, "smtp", "acme", 1, "535 5.7.8 bad credentials") == (
+        assert connected.mark_failed(s, "smtp", "acme", 1, "535 5.7.8 bad credentials") == (
             "auth_failed"
         )
-        assert accounts.mark_failed(s, "smtp", "acme", 1, "again") is None  # already flagged
+        assert connected.mark_failed(s, "smtp", "acme", 1, "again") is None  # already flagged
     with store.session() as s, pytest.raises(PermanentError, match="auth_failed") as info:
-        accounts.load(s, VAULT, SETTINGS, "smtp", "acme")
+        connected.load(s, VAULT, SETTINGS, "smtp", "acme")
     assert info.value.kind == "auth" and "535 5.7.8" in info.value.text
     _smtp(store)  # new credentials: connected again
     with store.session() as s:
-        assert isinstance(accounts.load(s, VAULT, SETTINGS, "smtp", "acme"), SmtpAccount)
+        assert isinstance(connected.load(s, VAULT, SETTINGS, "smtp", "acme"), SmtpAccount)
         # a failure of the old credentials (revision 1) does not flag the new ones (2)
-        assert accounts.mark_failed(s, "smtp", "acme", 1, "late failure") is None
-        assert accounts.summaries(s, "acme")[0]["accounts"][0]["state"] == "connected"
+        assert connected.mark_failed(s, "smtp", "acme", 1, "late failure") is None
+        assert manage.summaries(s, "acme")[0]["accounts"][0]["state"] == "connected"
 
 
 def test_preferences_need_an_account_and_fall_back_on_remove(store: Store) -> None:
     with store.session() as s:
-        assert accounts.preferred_channel(s, "acme") == "msc"
+        assert manage.preferred_channel(s, "acme") == "msc"
         with pytest.raises(AccountError, match="connect one first"):
-            accounts.set_preference(s, "acme", "gmail")
+            manage.set_preference(s, "acme", "gmail")
     _gmail(store)
     with store.session() as s:
-        accounts.set_preference(s, "acme", "gmail")
-        assert accounts.preferred_channel(s, "acme") == "gmail"
-        assert accounts.remove(s, "acme", "smtp") == (False, False)
-        assert accounts.remove(s, "acme", "gmail") == (True, True)
-        assert accounts.preferred_channel(s, "acme") == "msc"
+        manage.set_preference(s, "acme", "gmail")
+        assert manage.preferred_channel(s, "acme") == "gmail"
+        assert manage.remove(s, "acme", "smtp") == (False, False)
+        assert manage.remove(s, "acme", "gmail") == (True, True)
+        assert manage.preferred_channel(s, "acme") == "msc"
 
 
 def test_summaries_never_show_a_secret(store: Store) -> None:
     _gmail(store, client_id="own", client_secret="client-secret-xyz")
     _smtp(store, password="password-xyz")
     with store.session() as s:
-        accounts.set_preference(s, "acme", "smtp")
-        shown = accounts.summaries(s)
+        manage.set_preference(s, "acme", "smtp")
+        shown = manage.summaries(s)
     dumped = json.dumps(shown, default=str)
     assert "xyz" not in dumped and "1//rt" not in dumped
     assert shown[0]["preferred_channel"] == "smtp"
@@ -188,8 +298,8 @@ def test_summaries_never_show_a_secret(store: Store) -> None:
 def test_rotate_key_re_encrypts_every_row(store: Store) -> None:
     old = Vault("old-key-0123456789abcdef0123456789")
     with store.session() as s:
-        accounts.connect_gmail(s, old, owner="a", email="a@gmail.com", refresh_token="1//a")
-        accounts.set_smtp(
+        manage.connect_gmail(s, old, owner="a", email="a@gmail.com", refresh_token="1//a")
+        manage.set_smtp(
             s,
             old,
             settings=SETTINGS,
@@ -202,12 +312,12 @@ def test_rotate_key_re_encrypts_every_row(store: Store) -> None:
         )
     new = Vault("new-key-fedcba9876543210fedcba9876", ["old-key-0123456789abcdef0123456789"])
     with store.session() as s:
-        result = accounts.rotate_key(s, new)
+        result = manage.rotate_key(s, new)
     assert (result.rotated, result.already_current, result.unreadable) == (2, 0, [])
     only_new = Vault("new-key-fedcba9876543210fedcba9876")
     with store.session() as s:
-        assert accounts.load(s, only_new, SETTINGS, "smtp", "b").password == "p"  # type: ignore[union-attr]
-        assert accounts.rotate_key(s, new).already_current == 2
+        assert connected.load(s, only_new, SETTINGS, "smtp", "b").password == "p"  # type: ignore[union-attr]
+        assert manage.rotate_key(s, new).already_current == 2
 
 
 def test_preferences_are_mirrored_for_producers(
@@ -216,10 +326,10 @@ def test_preferences_are_mirrored_for_producers(
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     _smtp(store)
     with store.session() as s:
-        accounts.set_preference(s, "acme", "smtp")
+        manage.set_preference(s, "acme", "smtp")
     redis_client.hset(keys.PREFERRED_CHANNEL, "stale-owner", "gmail")
     with store.session() as s:
-        assert accounts.mirror_all(redis_client, s) == 1
+        assert manage.mirror_all(redis_client, s) == 1
     assert redis_client.hgetall(keys.PREFERRED_CHANNEL) == {b"acme": b"smtp"}
     d = Dispatcher(Settings(secret_key=SECRET, broker_url=redis_url))
     job = {"identity": "a@x.example", "to": ["b@y.example"], "text": "t", "subject": "s"}
@@ -281,7 +391,7 @@ def test_rotate_key_through_the_cli(tmp_path: Path) -> None:
     assert json.loads(out.stdout) == {"rotated": 1, "already_current": 0, "unreadable": []}
     store = Store(database_url)
     with store.session() as s:
-        loaded = accounts.load(s, Vault(new), SETTINGS, "smtp", "acme")
+        loaded = connected.load(s, Vault(new), SETTINGS, "smtp", "acme")
     assert isinstance(loaded, SmtpAccount) and loaded.password == "s3cret-pw"
     store.dispose()
     out = cli("accounts", "list", "--json")  # no key, no vault: refused plainly

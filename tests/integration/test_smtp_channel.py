@@ -13,18 +13,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.auth_smtpd import AuthHandler, Pki, auth_server, make_pki
+from tests.support.auth_smtpd import AuthHandler, Pki, auth_server
 from tests.support.banner_server import BannerServer
 from tests.support.dumps import database_bytes, redis_dump
 from tests.support.fleet import USER_CHANNELS, Fleet, running_fleet
 from tests.support.relay import Relay
 
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")

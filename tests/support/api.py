@@ -32,9 +32,10 @@ CHROMIUM_FLAGS = (
 
 
 @contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on a free loopback port (in a thread); yields its URL."""
-    port = free_port()
+def serve(app: Any, port: int | None = None) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on ``port`` or a free loopback port (in a thread); yields
+    its URL."""
+    port = port or free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
     )

@@ -4,14 +4,22 @@ Its certificate is issued by a throwaway CA made here with ``cryptography``; an 
 it only through ``--ca-file``. AUTH is required, and offered only inside TLS; a server made with
 ``mechanisms=("LOGIN",)`` offers LOGIN alone, as Exchange-style servers do. Recipients are
 scripted as by the MSC test relay (``reject-``, ``defer<N>-`` ...).
+
+:func:`xoauth2_server` is Exchange Online after Basic authentication: ``AUTH XOAUTH2`` only,
+the bearer token checked by a callable (the fake token endpoint's ``holder``), and the session
+closed by the server after each message, so that every message needs a fresh login.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import datetime
 import ipaddress
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,8 +169,11 @@ class AuthHandler(RecordingHandler):
 def auth_server(
     pki: Pki, users: dict[str, str], mechanisms: tuple[str, ...] = ALL_MECHANISMS
 ) -> Relay:
-    """A started STARTTLS + AUTH server (not started: call ``.start()``)."""
-    handler = AuthHandler(users)
+    """A STARTTLS + AUTH server (not started: call ``.start()``)."""
+    return _server(pki, AuthHandler(users), [m for m in ALL_MECHANISMS if m not in mechanisms])
+
+
+def _server(pki: Pki, handler: AuthHandler, excluded: list[str]) -> Relay:
     return Relay(
         free_port(),
         handler,
@@ -171,5 +182,44 @@ def auth_server(
         authenticator=handler.authenticate,
         auth_required=True,
         auth_require_tls=True,
-        auth_exclude_mechanism=[m for m in ALL_MECHANISMS if m not in mechanisms],
+        auth_exclude_mechanism=excluded,
     )
+
+
+class XOAuth2Handler(AuthHandler):
+    """Accepts ``AUTH XOAUTH2`` when ``holder(token)`` names the user; closes after each DATA."""
+
+    def __init__(self, holder: Callable[[str], str | None]) -> None:
+        super().__init__({})
+        self.holder = holder
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        """RFC-less but universal: base64 of ``user=U^Aauth=Bearer T^A^A``."""
+        user = token = ""
+        try:
+            text = base64.b64decode(args[1], validate=True).decode() if len(args) > 1 else ""
+            fields = dict(part.split("=", 1) for part in text.split("\x01") if "=" in part)
+            user, token = fields.get("user", ""), fields.get("auth", "").removeprefix("Bearer ")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            pass
+        ok = bool(user) and self.holder(token) == user
+        with self.auth_lock:
+            self.logins.append(Login("XOAUTH2", user, ok))
+        if ok:
+            return AuthResult(success=True, handled=False)
+        return AuthResult(
+            success=False, handled=False, message="535 5.7.3 Authentication unsuccessful"
+        )
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        """Keep the message, then end the session (the reply goes out first)."""
+        answer = await super().handle_DATA(server, session, envelope)
+        transport = server.transport
+        if transport is not None:
+            asyncio.get_running_loop().call_later(0.05, transport.close)
+        return answer
+
+
+def xoauth2_server(pki: Pki, holder: Callable[[str], str | None]) -> Relay:
+    """A STARTTLS server that takes ``AUTH XOAUTH2`` only (not started: call ``.start()``)."""
+    return _server(pki, XOAuth2Handler(holder), list(ALL_MECHANISMS))

@@ -3,6 +3,10 @@
 It is the one service the tests cannot run for real. The worker reaches it only through
 ``MAILDISPATCH_GOOGLE_TOKEN_URI`` (``{url}/token``) and ``MAILDISPATCH_GMAIL_API_URL`` (``{url}``).
 
+- ``GET /o/oauth2/v2/auth``: the consent page of the deployment's app (``APP_ID``): the user
+  in ``codes.user`` agrees at once and is sent back with a code (tests/support/oauth_codes.py);
+  ``POST /token`` with ``grant_type=authorization_code`` redeems it for a refresh token, an
+  access token and an ID token with the ``email``.
 - ``POST /token`` (``grant_type=refresh_token``): a known refresh token with the right client
   gets a new access token valid ``expires_in`` seconds; a revoked or unknown one gets
   ``400 {"error": "invalid_grant"}``, a wrong client ``401 {"error": "invalid_client"}``.
@@ -25,11 +29,17 @@ import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import getaddresses
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
+
+from tests.support.httpfake import HttpFake
+from tests.support.oauth_codes import CodeIssuer, id_token
 
 SEND_PATH = "/gmail/v1/users/me/messages/send"
+AUTHORIZE_PATH = "/o/oauth2/v2/auth"
+SEND_SCOPE = "https://www.googleapis.com/auth/gmail.send"
+APP_ID, APP_SECRET = "deploy-app.apps.googleusercontent.com", "GOCSPX-deploy-secret"
 
 
 @dataclass
@@ -71,7 +81,7 @@ class Log:
     send_requests: list[tuple[str, int]] = field(default_factory=list)  # (access token, status)
 
 
-class FakeGoogle:
+class FakeGoogle(HttpFake):
     """The server; thread-safe; :meth:`reset` between tests."""
 
     def __init__(self, expires_in: int = 3600) -> None:
@@ -83,30 +93,19 @@ class FakeGoogle:
         self._script: collections.deque[tuple[int, dict[str, Any], dict[str, str]]] = (
             collections.deque()
         )
+        self.codes = CodeIssuer(APP_ID, (SEND_SCOPE,))
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:port``: the Gmail API base; the token URI is ``{url}/token``."""
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._serve(_handler(self))
 
     @property
     def token_uri(self) -> str:
         """The token endpoint."""
         return f"{self.url}/token"
 
-    def start(self) -> FakeGoogle:
-        """Serve in a thread."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving."""
-        self.server.shutdown()
-        self.server.server_close()
+    @property
+    def authorize_uri(self) -> str:
+        """The consent page (``MAILDISPATCH_GOOGLE_AUTHORIZE_URI``)."""
+        return f"{self.url}{AUTHORIZE_PATH}"
 
     def reset(self) -> None:
         """Forget everything (grants, tokens, messages, script, log)."""
@@ -117,6 +116,7 @@ class FakeGoogle:
             self._script.clear()
             self.log = Log()
             self.expires_in = 3600
+            self.codes = CodeIssuer(APP_ID, (SEND_SCOPE,))
 
     def grant(self, email_address: str, client_id: str, client_secret: str) -> str:
         """A new refresh token for an account (what the OAuth consent flow would return)."""
@@ -153,6 +153,17 @@ class FakeGoogle:
 
     # -- request handling (server threads) --------------------------------------------------------
     def _token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        if form.get("grant_type") == "authorization_code":
+            user = self.codes.redeem(form, APP_SECRET)
+            if user is None:
+                self.log.token_requests.append("invalid_grant")
+                return 400, {"error": "invalid_grant", "error_description": "Bad Request"}
+            refresh = self.grant(user, APP_ID, APP_SECRET)
+            status, body = self._token(
+                {**form, "grant_type": "refresh_token", "refresh_token": refresh}
+            )
+            claims = {"email": user, "email_verified": True, "aud": APP_ID}
+            return status, body | {"refresh_token": refresh, "id_token": id_token(claims)}
         with self.lock:
             if form.get("grant_type") != "refresh_token":
                 self.log.token_requests.append("unsupported_grant_type")
@@ -247,6 +258,20 @@ def _handler(fake: FakeGoogle) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            if parts.path != AUTHORIZE_PATH:
+                self._answer(404, _error(404, "notFound", "Not Found"), {})
+                return
+            status, where = fake.codes.consent({k: v[0] for k, v in parse_qs(parts.query).items()})
+            if status == 302:
+                self.send_response(302)
+                self.send_header("Location", where)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                self._answer(status, {"error": where}, {})
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

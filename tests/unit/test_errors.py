@@ -8,7 +8,7 @@ import re
 import config.errors
 import producers.errors
 import producers.publishing
-import worker.accounts.connected
+import worker.accounts.manage
 import worker.accounts.vault
 import worker.bounces.intake.enqueue
 import worker.errors
@@ -20,7 +20,7 @@ from producers.job import InvalidJob
 MODULES = (
     producers.errors,
     producers.publishing,
-    worker.accounts.connected,
+    worker.accounts.manage,
     worker.accounts.vault,
     worker.bounces.intake.enqueue,
     worker.errors,

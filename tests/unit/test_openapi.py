@@ -29,6 +29,12 @@ def test_openapi_documents_every_route_and_the_job() -> None:
         "/v1/events",
         "/v1/webhooks",
         "/v1/webhooks/{endpoint_id}",
+        "/v1/accounts",
+        "/v1/accounts/{kind}/authorize",
+        "/v1/accounts/{owner}/smtp",
+        "/v1/accounts/{owner}/preferred",
+        "/v1/accounts/{owner}/{channel}",
+        "/v1/oauth/callback",
         "/healthz",
         "/metrics",
     }

@@ -16,6 +16,7 @@ from config.settings import Settings, get_settings
 from producers.client import Dispatcher
 from worker.api import (
     Extensions,
+    accounts,
     events,
     failed,
     history,
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             events.router(settings),
             unsubscribe.router(store, dispatcher, settings),
             webhooks.router(store, settings),
+            accounts.router(store, dispatcher, settings),
             page.router(store, dispatcher, keys, Sessions(secret)),
         ),
         health={"database": database},

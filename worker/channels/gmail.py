@@ -5,10 +5,9 @@ account it is authorised for, so the recipient sees that account whatever identi
 (the job records ``from_replaced``). Bounces return to the user's inbox, so this channel has no
 return path of ours, no suppression list and no bounce ingest.
 
-OAuth2 access tokens come from google-auth user credentials (the refresh token kept encrypted
-in the accounts store), fetched from ``MAILDISPATCH_GOOGLE_TOKEN_URI`` and cached per account in
-this worker process; one caller refreshes at a time and the others wait for its token. Each
-worker process keeps its own cache (Google lets several access tokens live side by side).
+OAuth2 access tokens come from the refresh token kept encrypted in the accounts store, through
+``MAILDISPATCH_GOOGLE_TOKEN_URI``, cached per account in this worker process
+(worker/accounts/oauth.py; Google lets several access tokens live side by side).
 
 Google's answers are translated to our errors in :func:`translate` only:
 
@@ -24,11 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import re
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from email.parser import BytesHeaderParser
@@ -38,17 +33,14 @@ from typing import Any, ClassVar
 
 import google.auth.exceptions
 import httpx
-import requests
 import structlog
-from google.auth.credentials import TokenState
-from google.auth.transport.requests import Request
-from google.oauth2.credentials import Credentials
 
 from config.limits import parse_rates
 from config.retry import RetryPolicy, settings_policy
 from config.settings import Settings
 from producers.job import SendJob
-from worker.accounts.connected import GmailAccount
+from worker.accounts.connected import GmailAccount, refresh_token_keeper
+from worker.accounts.oauth import AccessTokens, Grant, refresh_error
 from worker.channels.base import (
     Envelope,
     MessageOptions,
@@ -76,67 +68,9 @@ RATE_REASONS = frozenset(
 )
 #: the grant lacks the send permission: the user must connect again and allow it
 SCOPE_REASONS = frozenset({"insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT"})
-#: a token fetched this recently is used even inside google-auth's early-refresh margin
-JUST_REFRESHED = 30.0
-MAX_CACHED_ACCOUNTS = 1024
 #: concurrent sends per account: Gmail answers 429 past a small per-user concurrency
 SENDS_PER_ACCOUNT = 4
 _RETRY_AT = re.compile(r"retry after (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)", re.I)
-
-
-class _Token:
-    """One account's OAuth credentials in this process; refreshed by one caller at a time."""
-
-    def __init__(self, account: GmailAccount, token_uri: str) -> None:
-        self.credentials = Credentials(  # type: ignore[no-untyped-call]
-            token=None,
-            refresh_token=account.refresh_token,
-            token_uri=token_uri,
-            client_id=account.client_id,
-            client_secret=account.client_secret,
-        )
-        self._session = requests.Session()
-        self._request = Request(self._session)
-        self._refreshing = asyncio.Lock()  # coroutines of this loop
-        self._thread_lock = threading.Lock()  # the refresh itself runs in a thread
-        self._fetched_at = 0.0
-        self.sending = asyncio.Semaphore(SENDS_PER_ACCOUNT)
-
-    def _usable(self, rejected: str | None) -> bool:
-        c = self.credentials
-        if not c.token or c.token == rejected:
-            return False
-        if c.token_state == TokenState.FRESH:
-            return True
-        recent = time.monotonic() - self._fetched_at < JUST_REFRESHED
-        return recent and c.token_state != TokenState.INVALID
-
-    async def get(self, rejected: str | None = None) -> str:
-        """A valid access token; refreshed first when expired (or when ``rejected`` by Google)."""
-        async with self._refreshing:
-            if not self._usable(rejected):
-                why = "rejected" if rejected else ("expired" if self.credentials.token else "first")
-                await asyncio.to_thread(self._refresh)
-                expiry = self.credentials.expiry
-                log.info(
-                    "gmail_token_refreshed",
-                    why=why,
-                    expires_in_s=round(
-                        (expiry.replace(tzinfo=UTC) - datetime.now(UTC)).total_seconds()
-                    )
-                    if expiry
-                    else None,
-                )
-            return str(self.credentials.token)
-
-    def _refresh(self) -> None:
-        with self._thread_lock:
-            self.credentials.refresh(self._request)  # type: ignore[no-untyped-call]
-            self._fetched_at = time.monotonic()
-
-    def close(self) -> None:
-        """Close the token endpoint's connections."""
-        self._session.close()
 
 
 class GmailChannel:
@@ -168,7 +102,8 @@ class GmailChannel:
         self.token_uri = settings.google_token_uri
         # the same bound as one SMTP conversation: a send must not hold a job for longer
         self.http = httpx.AsyncClient(timeout=settings.smtp_timeout)
-        self._tokens: OrderedDict[tuple[str, int, str], _Token] = OrderedDict()
+        self.tokens = AccessTokens("Gmail account", refresh_token_keeper(settings, self.name))
+        self._sending: dict[tuple[str, int], asyncio.Semaphore] = {}
 
     def message_options(self, job: SendJob, account: Any) -> MessageOptions:
         """From (and the envelope) is the connected address; Message-ID at its domain."""
@@ -177,10 +112,16 @@ class GmailChannel:
 
     async def deliver(self, message: OutgoingMessage, envelope: Envelope, account: Any) -> Receipt:
         """``users.messages.send`` with the raw message; the Gmail message id is the receipt."""
-        token = self._token(_gmail(account))
+        gmail = _gmail(account)
+        token = self.tokens.get(gmail.owner, gmail.revision, self._grant(gmail))
         body = {"raw": base64.urlsafe_b64encode(with_bcc(message.data, envelope)).decode()}
+        sending = self._sending.setdefault(
+            (gmail.owner, gmail.revision), asyncio.Semaphore(SENDS_PER_ACCOUNT)
+        )
+        if len(self._sending) > 10_000:
+            self._sending.clear()
         try:
-            async with token.sending:
+            async with sending:
                 access = await token.get()
                 response = await self._post(body, access)
                 if response.status_code == 401:  # revoked or expired early: refresh, retry once
@@ -207,25 +148,19 @@ class GmailChannel:
             self.send_url, json=body, headers={"Authorization": f"Bearer {access}"}
         )
 
-    def _token(self, account: GmailAccount) -> _Token:
-        fingerprint = hashlib.sha256(
-            f"{account.client_id}\0{account.client_secret}\0{account.refresh_token}".encode()
-        ).hexdigest()
-        key = (account.owner, account.revision, fingerprint)
-        token = self._tokens.get(key)
-        if token is None:
-            token = self._tokens[key] = _Token(account, self.token_uri)
-            while len(self._tokens) > MAX_CACHED_ACCOUNTS:
-                self._tokens.popitem(last=False)[1].close()
-        self._tokens.move_to_end(key)
-        return token
+    def _grant(self, account: GmailAccount) -> Grant:
+        return Grant(
+            "google",
+            self.token_uri,
+            account.client_id,
+            account.client_secret,
+            account.refresh_token,
+        )
 
     async def close(self) -> None:
         """Close the HTTP clients."""
         await self.http.aclose()
-        for token in self._tokens.values():
-            token.close()
-        self._tokens.clear()
+        self.tokens.close()
 
 
 def _gmail(account: Any) -> GmailAccount:
@@ -255,8 +190,10 @@ def with_bcc(data: bytes, envelope: Envelope) -> bytes:
 
 def translate(failure: httpx.Response | BaseException) -> DeliveryError:
     """Google's answer (or a transport failure) as TransientError or PermanentError."""
+    if isinstance(failure, DeliveryError):  # the token holder's, already ours
+        return failure
     if isinstance(failure, google.auth.exceptions.RefreshError):
-        return _refresh_error(failure)
+        return refresh_error(failure, "Gmail account", "Google")
     if isinstance(failure, google.auth.exceptions.TransportError):
         return TransientError(f"cannot reach Google's token endpoint: {failure}")
     if isinstance(failure, httpx.TransportError):
@@ -283,29 +220,6 @@ def translate(failure: httpx.Response | BaseException) -> DeliveryError:
             kind=FailedKind.AUTH,
         )
     return PermanentError(text, kind=FailedKind.REJECTED)
-
-
-def _refresh_error(exc: google.auth.exceptions.RefreshError) -> DeliveryError:
-    data = next((a for a in exc.args if isinstance(a, dict)), {})
-    first = str(exc.args[0]) if exc.args else ""
-    error = str(data.get("error") or first.split(":", 1)[0]).strip()[:100]
-    description = str(data.get("error_description") or "").strip()[:300]
-    detail = f"{error}: {description}" if description else error
-    if error == "invalid_grant":
-        return PermanentError(
-            f"reconnect the Gmail account: Google no longer accepts its authorization ({detail})",
-            kind=FailedKind.AUTH,
-        )
-    if error in ("invalid_client", "unauthorized_client"):
-        return PermanentError(
-            f"Google refused the OAuth client ({detail}); check the client id and secret",
-            kind=FailedKind.CONFIG,
-        )
-    if getattr(exc, "retryable", False):
-        return TransientError(f"Google's token endpoint failed: {detail}")
-    return PermanentError(
-        f"Google's token endpoint refused the refresh: {detail}", kind=FailedKind.AUTH
-    )
 
 
 def _google_error(response: httpx.Response) -> tuple[str, str]:

@@ -6,6 +6,12 @@ always verified, against the account's CA when it has one. A refused login (535)
 PermanentError of kind ``auth``: the account is flagged ``auth_failed`` and nothing retries it
 with the same password. Connections are pooled per server and credentials (``smtppool``).
 
+An account may log in with an OAuth grant instead (``AUTH XOAUTH2``: Microsoft 365, whose Basic
+authentication for SMTP ends, and Google): every new connection gets a current access token
+(worker/accounts/oauth.py, refreshed before it expires); a token the server refuses is replaced
+once within the same attempt, and a grant the provider refuses (``invalid_grant``) makes the
+account ``needs_reconnect`` and the job an ``auth`` Failed Send.
+
 The server is the user's input, so every new connection goes to an address checked against the
 operator's blocked networks (``netguard``), the login is never sent without TLS unless the
 operator allows it (``MAILDISPATCH_SMTP_ALLOW_PLAINTEXT_AUTH``), and what the server says reaches
@@ -22,7 +28,8 @@ from config.limits import parse_keyed_rates, parse_rates
 from config.retry import RetryPolicy, settings_policy
 from config.settings import Settings
 from producers.job import SendJob
-from worker.accounts.connected import SmtpAccount
+from worker.accounts.connected import SmtpAccount, refresh_token_keeper
+from worker.accounts.oauth import AccessToken, AccessTokens
 from worker.channels.base import (
     Envelope,
     MessageOptions,
@@ -80,6 +87,7 @@ class SmtpChannel:
         self.policy = NetworkPolicy.from_settings(settings)
         self.allow_plaintext_auth = settings.smtp_allow_plaintext_auth
         self._pools: OrderedDict[SmtpServer, SmtpPool] = OrderedDict()
+        self.tokens = AccessTokens(rotated=refresh_token_keeper(settings, self.name))
 
     def message_options(self, job: SendJob, account: Any) -> MessageOptions:
         """The identity in From and as the envelope sender; Message-ID at its domain."""
@@ -92,8 +100,19 @@ class SmtpChannel:
             raise PermanentError("no custom SMTP server for this owner", kind=FailedKind.CONFIG)
         if account.security == "none" and not self.allow_plaintext_auth:
             raise PermanentError(PLAINTEXT_AUTH_REFUSED, kind=FailedKind.AUTH)
-        pool = await self._pool(account.server(self.timeout))
-        return await pool.send(envelope, message.data)
+        token: AccessToken | None = None
+        if account.oauth is not None:
+            token = self.tokens.get(account.owner, account.revision, account.oauth)
+        pool = await self._pool(account.server(self.timeout, token.get if token else None))
+        try:
+            return await pool.send(envelope, message.data)
+        except PermanentError as exc:
+            if token is None or exc.kind != FailedKind.AUTH or exc.reply_code is None:
+                raise
+            # the server refused the access token (revoked or expired early): fetch another
+            # and log in once more; a second refusal stands
+            token.reject(token.last_given)
+            return await pool.send(envelope, message.data)
 
     async def _pool(self, server: SmtpServer) -> SmtpPool:
         pool = self._pools.get(server)
@@ -112,3 +131,4 @@ class SmtpChannel:
         pools, self._pools = list(self._pools.values()), OrderedDict()
         for pool in pools:
             await pool.close()
+        self.tokens.close()

@@ -88,6 +88,13 @@ def translate(exc: BaseException) -> DeliveryError:
         return PermanentError(
             f"server does not support what is needed: {printable(str(exc))}", kind=FailedKind.CONFIG
         )
+    if isinstance(exc, aiosmtplib.SMTPException) and "does not support XOAUTH2" in str(exc):
+        # an OAuth grant for a server that takes passwords only: the server setting is wrong
+        return PermanentError(
+            "cannot log in: the server does not offer AUTH XOAUTH2 (OAuth); check the host, "
+            "or set the account with a password",
+            kind=FailedKind.CONFIG,
+        )
     if isinstance(exc, aiosmtplib.SMTPException) and _NO_AUTH.search(str(exc)):
         # no AUTH offered (e.g. before TLS) or no common mechanism: the account's settings
         return PermanentError(f"cannot log in: {printable(str(exc))}", kind=FailedKind.AUTH)

@@ -12,7 +12,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
@@ -76,6 +76,10 @@ class SmtpServer:
     ca_file: str | None = None
     ca_data: str | None = None  # PEM text of trusted CAs (a user's account keeps it in the store)
     timeout: float = 60.0
+    #: XOAUTH2 instead of a password: a digest of the OAuth grant (part of the pool key) and
+    #: what gives each new connection a current access token
+    grant: str | None = None
+    token: Callable[[], Awaitable[str]] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_url(cls, url: str, timeout: float = 60.0) -> SmtpServer:
@@ -351,6 +355,7 @@ class SmtpPool:
             tls_context=s.tls_context() if s.security != "none" else None,
             username=s.username,
             password=s.password,
+            oauth_token_generator=s.token,
             timeout=s.timeout,
             local_hostname=self.local_hostname,
         )

@@ -141,6 +141,10 @@ class Account(Base):
     security: Mapped[str | None] = mapped_column(String(16), nullable=True)
     username: Mapped[str | None] = mapped_column(String(320), nullable=True)
     ca_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: SMTP: how it logs in, ``password`` (NULL: rows from before 0010) or ``xoauth2``
+    auth: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: SMTP with XOAUTH2: whose OAuth grant (``microsoft`` | ``google``)
+    provider: Mapped[str | None] = mapped_column(String(16), nullable=True)
     #: Fernet token of the JSON secrets (refresh token, client secret, password)
     secret: Mapped[str] = mapped_column(Text)
     #: bumped whenever the credentials change, so a stale failure cannot flag new credentials
