@@ -20,6 +20,7 @@ MaildispatchError                                         exit  HTTP
 │   └── PermanentError                                                 never retry: a Failed Send
 ├── AccountError, ValueError (worker/accounts/manage.py)     2   422  refused account input
 ├── ConnectError, ValueError (worker/accounts/connect.py)    2   422  an OAuth connection that cannot start or finish
+├── DomainError, ValueError (worker/domains/manage.py)       2   422  a sending domain refused
 ├── VaultError (worker/accounts/vault.py)                   78   500  a secret no configured key decrypts
 ├── InvalidScopes, ValueError (worker/store/apikeys.py)      2   400  an API key scope that does not exist
 ├── InvalidEndpoint (worker/webhooks/endpoints.py)           2   422  a webhook URL or event type refused

@@ -204,6 +204,13 @@ class Settings(BaseSettings):
     # take work and school accounts of any tenant; a single-tenant app names its tenant here
     microsoft_token_uri: str = "https://login.microsoftonline.com/common/oauth2/v2.0/token"  # noqa: S105
     microsoft_authorize_uri: str = "https://login.microsoftonline.com/common/oauth2/v2.0/authorize"
+    # Verified sending domains (worker/domains/): the resolver's servers ("ip:port", else the
+    # system's), how often verified domains are checked again, the label of their return path
+    dns_nameservers: CommaList = ()
+    domain_recheck_interval: float = 86400.0
+    # how soon an MSC worker signs as a domain just verified (or stops, once it failed)
+    domain_refresh_interval: float = 30.0
+    return_path_label: str = Field("bounces", pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
     microsoft_client_id: str | None = None
     microsoft_client_secret: SecretStr | None = None
     # where an OAuth SMTP account of a provider sends when set without --host (host:port,
@@ -242,6 +249,7 @@ class Settings(BaseSettings):
         "smtp_limits",
         "smtp_server_limits",
         "msc_domain_limits",
+        "dns_nameservers",
         mode="before",
     )(_split_list)
 
@@ -281,6 +289,8 @@ class Settings(BaseSettings):
         "bounce_ingest_soft_time_limit",
         "bounce_ingest_time_limit",
         "purge_interval",
+        "domain_recheck_interval",
+        "domain_refresh_interval",
         mode="before",
     )(_duration)
 

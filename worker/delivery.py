@@ -295,7 +295,7 @@ class Delivery:
                 sender=options.sender,
                 from_address=options.from_address,
                 date=claim.enqueued_at or None,
-                dkim_key=options.dkim_key,
+                dkim_keys=options.dkim_keys,
                 extra_headers=unsubscribe.job_headers(job, self.settings),
             )
             envelope = options.envelope(tuple(recipients))

@@ -27,10 +27,20 @@ import sys
 from collections.abc import Sequence
 
 from config.settings import ConfigurationError
-from producers.cli import accounts, api, bounces, failed, messages, operate, send, webhooks
+from producers.cli import (
+    accounts,
+    api,
+    bounces,
+    domains,
+    failed,
+    messages,
+    operate,
+    send,
+    webhooks,
+)
 
 #: the command modules, in the order ``maildispatch --help`` lists their commands
-MODULES = (send, messages, failed, accounts, webhooks, bounces, api, operate)
+MODULES = (send, messages, failed, accounts, domains, webhooks, bounces, api, operate)
 
 
 def build_parser() -> argparse.ArgumentParser:

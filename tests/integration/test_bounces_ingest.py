@@ -281,6 +281,27 @@ def test_previous_key_still_verifies_and_mailbox_reports_use_their_headers(
     assert (outcome.result, outcome.job_id) == ("recorded", job_id)
 
 
+def test_a_bounce_through_a_verified_domains_return_path_is_recorded(
+    redis_url: str, redis_client: redis.Redis, sqlite_store: Store
+) -> None:
+    # MSC mail from a verified sending domain has its return path at bounces.<domain>, a CNAME
+    # to the bounce domain (worker/domains/): the report reaches us there, or names it inside
+    ingest = make_ingest(redis_url, redis_client, sqlite_store)
+    job_id, _ = sent_job(redis_client, ["gone@example.org"])
+    rp = return_path(uuid.UUID(job_id), SECRET, "bounces.shop.example", "gone@example.org")
+    raw = render("postfix-userunknown", RETURN_PATH=rp, RECIPIENT="gone@example.org")
+    outcome = ingest.handle(smtp(raw, rp))
+    assert (outcome.result, outcome.job_id, outcome.rows) == ("recorded", job_id, 1)
+    second, _ = sent_job(redis_client, ["gone@example.org"])
+    rp2 = return_path(uuid.UUID(second), SECRET, "bounces.shop.example", "gone@example.org")
+    raw2 = render("postfix-userunknown", RETURN_PATH=rp2, RECIPIENT="gone@example.org")
+    found = ingest.handle(InboundMessage(raw=raw2, source="imap"))  # no envelope: the headers
+    assert (found.result, found.job_id) == ("recorded", second)
+    forged = rp.replace(rp[2:8], "aaaaaa")
+    raw3 = render("postfix-userunknown", RETURN_PATH=forged, RECIPIENT="gone@example.org")
+    assert ingest.handle(smtp(raw3, forged)).result == "dropped"
+
+
 def test_reported_recipients_must_belong_to_the_job(
     redis_url: str, redis_client: redis.Redis, sqlite_store: Store
 ) -> None:

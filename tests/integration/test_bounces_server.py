@@ -160,6 +160,24 @@ def test_only_genuine_return_paths_and_our_addresses_are_taken_at_rcpt(srv: Serv
     assert len(srv.queued()) == 4
 
 
+def test_a_verified_domains_return_path_is_taken_when_genuine(srv: Server) -> None:
+    # MSC mail from a verified sending domain bounces to b+<token>@bounces.<domain>, a CNAME
+    # to the bounce domain (worker/domains/): the token's MAC decides, as at the bounce domain
+    raw, _ = dsn()
+    job = uuid.uuid4()
+    theirs = "bounces.customer.example"
+    genuine = return_path(job, SECRET, theirs, "x@example.org")
+    assert deliver(srv.port, raw, genuine)[:2] == ("data", 250)
+    for rcpt in (
+        forged_return_path(theirs),
+        return_path(job, SECRET, "mail.customer.example", "x@example.org"),  # not the label
+        f"postmaster@{theirs}",
+    ):
+        stage, code, text = deliver(srv.port, raw, rcpt)
+        assert (stage, code) == ("rcpt", 550), (rcpt, text)
+    assert len(srv.queued()) == 1
+
+
 def test_recipients_per_transaction_are_capped(srv: Server) -> None:
     raw, _ = dsn()
     rcpts = [return_path(uuid.uuid4(), SECRET, DOMAIN, f"r{i}@example.org") for i in range(3)]

@@ -28,7 +28,7 @@ from tests.support.queue import depth
 from tests.support.redis_server import RedisServer
 from tests.support.services import REPO, celery_worker_args, scheduler_args, wait_for
 from worker.store.db import Store
-from worker.store.models import Account, ChannelPreference, FailedSend
+from worker.store.models import Account, ChannelPreference, FailedSend, SendingDomain
 
 FINAL = {"sent", "failed", "suppressed", "bounced"}
 
@@ -249,7 +249,7 @@ class Fleet:
         store = Store(self.database_url)
         try:
             with store.session() as s:
-                for model in (Account, ChannelPreference, FailedSend):
+                for model in (Account, ChannelPreference, FailedSend, SendingDomain):
                     s.execute(delete(model).where(model.owner == owner))
         finally:
             store.dispose()

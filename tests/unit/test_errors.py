@@ -8,9 +8,11 @@ import re
 import config.errors
 import producers.errors
 import producers.publishing
+import worker.accounts.connect
 import worker.accounts.manage
 import worker.accounts.vault
 import worker.bounces.intake.enqueue
+import worker.domains.manage
 import worker.errors
 import worker.store.apikeys
 from config.errors import MaildispatchError
@@ -20,9 +22,11 @@ from producers.job import InvalidJob
 MODULES = (
     producers.errors,
     producers.publishing,
+    worker.accounts.connect,
     worker.accounts.manage,
     worker.accounts.vault,
     worker.bounces.intake.enqueue,
+    worker.domains.manage,
     worker.errors,
     worker.store.apikeys,
 )

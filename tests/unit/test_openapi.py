@@ -35,6 +35,9 @@ def test_openapi_documents_every_route_and_the_job() -> None:
         "/v1/accounts/{owner}/preferred",
         "/v1/accounts/{owner}/{channel}",
         "/v1/oauth/callback",
+        "/v1/domains",
+        "/v1/domains/{domain}",
+        "/v1/domains/{domain}/verify",
         "/healthz",
         "/metrics",
     }

@@ -17,6 +17,7 @@ from producers.client import Dispatcher
 from worker.api import (
     Extensions,
     accounts,
+    domains,
     events,
     failed,
     history,
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             unsubscribe.router(store, dispatcher, settings),
             webhooks.router(store, settings),
             accounts.router(store, dispatcher, settings),
+            domains.router(store, settings),
             page.router(store, dispatcher, keys, Sessions(secret)),
         ),
         health={"database": database},

@@ -78,7 +78,9 @@ class MessageOptions:
     domain: str
     sender: str | None = None
     from_address: str | None = None
-    dkim_key: DkimKey | None = None  # worker.message.dkim.DkimKey
+    #: the keys that sign it (worker.message.dkim.DkimKey): the operator's, or a verified
+    #: sending domain's two (RSA and Ed25519)
+    dkim_keys: tuple[DkimKey, ...] = ()
     #: a return path per recipient (VERP): set by channels whose bounces must be bound to the
     #: recipient they were issued for (see docs/decisions.md)
     return_path_for: Callable[[str], str] | None = None

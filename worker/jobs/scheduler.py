@@ -70,6 +70,7 @@ async def purge_if_due(client: aioredis.Redis, settings: Settings) -> bool:
     lease = max(int(settings.purge_interval), 1)
     if not await client.set(keys.PURGE_LOCK, os.getpid(), nx=True, ex=lease):
         return False
+    from worker.domains.manage import recheck
     from worker.store.db import Store
     from worker.store.retention import purge
 
@@ -78,12 +79,15 @@ async def purge_if_due(client: aioredis.Redis, settings: Settings) -> bool:
         # prefork pool, whose children must not inherit open database connections
         store = Store(settings.database_url)
         try:
-            return purge(
+            done = purge(
                 store,
                 settings.failed_send_retention_days,
                 settings.job_content_retention_days,
                 settings.history_days,
             ).as_dict()
+            with store.session() as session:  # sending domains' DNS records, when due
+                done["domains_checked"] = recheck(session, settings)
+            return done
         finally:
             store.dispose()
 

@@ -192,12 +192,14 @@ def build_message(
     date: float | None = None,
     dkim_key: DkimKey | None = None,
     extra_headers: Sequence[tuple[str, str]] = (),
+    dkim_keys: Sequence[DkimKey] = (),
 ) -> OutgoingMessage:
     """Build the message bytes for a job.
 
     ``sender``: the Sender header (MSC: an address at the operator's domain); ``from_address``
     replaces the identity's address (Gmail: always the connected account), keeping its name;
-    ``extra_headers`` are maildispatch's own (List-Unsubscribe).
+    ``extra_headers`` are maildispatch's own (List-Unsubscribe); ``dkim_key`` and each of
+    ``dkim_keys`` sign the message (each signature over the message without the others).
     """
     identity = job.identity
     if from_address and from_address != identity.address:
@@ -221,8 +223,9 @@ def build_message(
         head.append(_header(name, value))
     head.append(f"MIME-Version: 1.0{CRLF}")
     data = ("".join(head) + _body(job)).encode("utf-8")
-    if dkim_key is not None:
-        data = sign(data, dkim_key) + data
+    keys = (*dkim_keys, dkim_key) if dkim_key is not None else tuple(dkim_keys)
+    if keys:
+        data = b"".join(sign(data, key) for key in keys) + data
     return OutgoingMessage(data=data, from_address=identity.address, message_id=mid)
 
 

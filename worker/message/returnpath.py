@@ -86,10 +86,22 @@ def verify_token(token: str, keys: Iterable[str]) -> uuid.UUID | None:
     return parsed.job_id if parsed else None
 
 
-def token_from_address(address: str, keys: Iterable[str], bounce_domain: str) -> Token | None:
-    """The token of a return-path address at the bounce domain, if genuine."""
+def is_return_domain(domain: str, bounce_domain: str, label: str | None = None) -> bool:
+    """Is this a domain our return paths use: the bounce domain, or (given the label) a
+    verified sending domain's ``<label>.<domain>``, a CNAME to it (worker/domains/)?"""
+    domain = domain.lower().rstrip(".")
+    if domain == bounce_domain.lower():
+        return True
+    return label is not None and domain.startswith(f"{label}.") and domain.count(".") >= 2
+
+
+def token_from_address(
+    address: str, keys: Iterable[str], bounce_domain: str, label: str | None = None
+) -> Token | None:
+    """The token of a return-path address at a return domain (:func:`is_return_domain`), if
+    genuine: its HMAC is what proves it ours, whichever of our domains it is at."""
     local, _, domain = address.strip().strip("<>").rpartition("@")
-    if domain.lower() != bounce_domain.lower() or not local.lower().startswith(PREFIX):
+    if not is_return_domain(domain, bounce_domain, label) or not local.lower().startswith(PREFIX):
         return None
     return parse_token(local[len(PREFIX) :], keys)
 

@@ -154,6 +154,29 @@ class Account(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class SendingDomain(Base):
+    """An owner's sending domain: its DKIM keys (private halves only encrypted), the DNS records
+    to publish and whether they were found (worker/domains/)."""
+
+    __tablename__ = "sending_domains"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    domain: Mapped[str] = mapped_column(String(253), unique=True)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    #: pending (never verified), verified, failed (verified once, a record is gone since)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    selector: Mapped[str] = mapped_column(String(63))
+    ed25519_public: Mapped[str] = mapped_column(Text)
+    rsa_public: Mapped[str] = mapped_column(Text)
+    #: Fernet token of the JSON private keys
+    secret: Mapped[str] = mapped_column(Text)
+    #: JSON {record name: state} of the last check
+    checks: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class ChannelPreference(Base):
     """The channel an owner's jobs take when they name none (``msc`` when there is no row)."""
 

@@ -49,7 +49,13 @@ from worker.failures.kinds import FailedKind
 from worker.failures.rows import failed_send_row
 from worker.failures.unsubscribes import unsubscribe
 from worker.jobs import events
-from worker.message.returnpath import PREFIX, Token, parse_token, token_from_address
+from worker.message.returnpath import (
+    PREFIX,
+    Token,
+    is_return_domain,
+    parse_token,
+    token_from_address,
+)
 from worker.message.unsubscribe import mailto_address, read_token, token_in_subject
 from worker.observe.logging import log_context
 from worker.store import Store, repo
@@ -136,8 +142,13 @@ class Ingest:
         self.secret_keys = settings.verifying_keys()
         self.fbl = settings.fbl_address
         self.unsubscribe = mailto_address(settings.bounce_domain)
+        self.label = settings.return_path_label  # verified domains' bounces.<domain>
         self._token_in_text = re.compile(
-            rb"(?i)\bb\+([a-z2-7]{30,60})@" + re.escape(self.domain.encode())
+            rb"(?i)\bb\+([a-z2-7]{30,60})@(?:"
+            + re.escape(self.domain.encode())
+            + rb"|"
+            + re.escape(self.label.encode())
+            + rb"\.[a-z0-9-]+(?:\.[a-z0-9-]+)+)"
         )
 
     # -- the steps --------------------------------------------------------------------------
@@ -176,7 +187,7 @@ class Ingest:
         for where, addresses in places:
             tokens = [a for a in addresses if self._is_token_address(a)]
             for address in tokens:
-                token = token_from_address(address, self.secret_keys, self.domain)
+                token = token_from_address(address, self.secret_keys, self.domain, self.label)
                 if token is not None:
                     return token, where
             if tokens:
@@ -200,7 +211,9 @@ class Ingest:
 
     def _is_token_address(self, address: str) -> bool:
         local, _, domain = address.strip().strip("<>").rpartition("@")
-        return domain.lower() == self.domain and local.lower().startswith(PREFIX)
+        return is_return_domain(domain, self.domain, self.label) and local.lower().startswith(
+            PREFIX
+        )
 
     def _for_job(self, token: Token, message: InboundMessage, report: BounceReport) -> Outcome:
         job_id = str(token.job_id)

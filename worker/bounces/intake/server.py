@@ -38,7 +38,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from config.settings import ConfigurationError, Settings
 from worker.bounces.classify.truncate import truncate
 from worker.bounces.intake.enqueue import BounceNotQueued, BouncePublisher, InboundMessage
-from worker.message.returnpath import PREFIX, token_from_address
+from worker.message.returnpath import PREFIX, is_return_domain, token_from_address
 from worker.message.unsubscribe import mailto_address
 
 log = structlog.get_logger("maildispatch.bounces.server")
@@ -58,6 +58,7 @@ class BounceHandler:
 
     def __init__(self, settings: Settings, publisher: BouncePublisher) -> None:
         self.domain = settings.bounce_domain.lower()
+        self.label = settings.return_path_label  # verified domains' bounces.<domain>
         self.fbl = settings.fbl_address
         self.unsubscribe = mailto_address(settings.bounce_domain)  # List-Unsubscribe's mailto
         self.keys = settings.verifying_keys()
@@ -70,7 +71,7 @@ class BounceHandler:
     ) -> str:
         """Refuse every address but a verified return path, the FBL and unsubscribe addresses."""
         domain = address.rpartition("@")[2].lower()
-        if domain != self.domain:
+        if not is_return_domain(domain, self.domain, self.label):
             log.info("bounce_rcpt_refused", why="domain", domain=domain[:100], peer=_peer(session))
             return (
                 "550 5.7.1 Relay access denied: this server only accepts mail for its bounce domain"
@@ -79,7 +80,7 @@ class BounceHandler:
             return "452 4.5.3 Too many recipients"
         if address.strip().lower() not in (self.fbl, self.unsubscribe):
             local = address.rpartition("@")[0]
-            if token_from_address(address, self.keys, self.domain) is None:
+            if token_from_address(address, self.keys, self.domain, self.label) is None:
                 why = "forged_token" if local.lower().startswith(PREFIX) else "no_token"
                 log.info("bounce_rcpt_refused", why=why, peer=_peer(session))
                 return "550 5.1.1 No such return path here"
