@@ -106,3 +106,14 @@ def oauth_state(state: str) -> str:
     """An account connection in progress (worker/accounts/connect.py), by a digest of its
     ``state``: the owner, where to return, the PKCE verifier; kept 10 minutes, taken once."""
     return f"{PREFIX}oauth:state:{hashlib.sha256(state.encode()).hexdigest()}"
+
+
+#: who may send as what on MSC when MAILDISPATCH_REQUIRE_VERIFIED_IDENTITIES is on: a set of
+#: :func:`sender` members, rewritten from the store by the scheduler (worker/domains/)
+SENDERS = f"{PREFIX}senders"
+
+
+def sender(owner: str, what: str) -> str:
+    """A member of :data:`SENDERS`: ``what`` is ``@domain`` (a verified domain) or an address
+    (a confirmed one), lowercase; the owner length-prefixed, as in :func:`idempotency`."""
+    return f"{len(owner)}:{owner}:{what.lower()}"

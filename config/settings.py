@@ -207,6 +207,9 @@ class Settings(BaseSettings):
     # Verified sending domains (worker/domains/): the resolver's servers ("ip:port", else the
     # system's), how often verified domains are checked again, the label of their return path
     dns_nameservers: CommaList = ()
+    # MSC refuses (at enqueue) an identity its owner has not verified: a domain (worker/domains/)
+    # or an address confirmed through a mailed link; the operator's own domain always passes
+    require_verified_identities: bool = False
     domain_recheck_interval: float = 86400.0
     # how soon an MSC worker signs as a domain just verified (or stops, once it failed)
     domain_refresh_interval: float = 30.0

@@ -45,6 +45,7 @@ from producers.errors import (
     JobIdTaken,
 )
 from producers.idempotency import IdempotencyKeys
+from producers.identities import unverified
 from producers.job import Channel, FieldError, InvalidJob, SendJob, limits, parse_job
 from producers.publishing import NotPublished, Publisher
 from producers.wire import Entry, batch_key, job_wire
@@ -235,6 +236,10 @@ class Dispatcher:
                 if errors:
                     continue
                 jobs = self._resolve_channels(jobs, backoff)
+                if self.settings.require_verified_identities and self._unverified(
+                    jobs, start, errors, backoff
+                ):
+                    continue
                 chunk_ids, fresh = self.idempotency.claim(jobs, claimed, backoff)
                 ids += chunk_ids
                 new = []
@@ -372,6 +377,17 @@ class Dispatcher:
             for o, p in zip(owners, prefs, strict=True)
         }
         return [j if j.channel else j.model_copy(update={"channel": chosen[j.owner]}) for j in jobs]
+
+    def _unverified(
+        self, jobs: list[SendJob], start: int, errors: list[InvalidJob], backoff: Backoff
+    ) -> bool:
+        """Note every MSC job whose identity its owner has not verified; any?"""
+        domain = self.settings.msc_domain
+        refused = retrying(lambda: unverified(self.redis, jobs, domain), backoff)
+        for i in refused:
+            message = f"{jobs[i].owner} has not verified this identity's domain or address"
+            errors.append(InvalidJob([FieldError(field="identity", message=message)], start + i))
+        return bool(refused)
 
     def _schedule(self, jobs: list[SendJob], now: float) -> None:
         """Park jobs with a future ``send_at``: payload and state live until due plus the TTL."""

@@ -1,7 +1,11 @@
-"""``domains add|list|show|verify``: an owner's sending domains on MSC (worker/domains/).
+"""``domains add|list|show|verify|sync`` and ``identities add|list``: what an owner sends as on
+MSC (worker/domains/).
 
-``add`` answers the DNS records to publish; ``verify`` looks them up (the system's resolver, or
-``MAILDISPATCH_DNS_NAMESERVERS``); MSC signs an identity's mail as its domain once verified.
+``domains add`` answers the DNS records to publish; ``verify`` looks them up (the system's
+resolver, or ``MAILDISPATCH_DNS_NAMESERVERS``); MSC signs an identity's mail as its domain once
+verified. ``identities add`` mails a confirmation link to a single address; with
+``MAILDISPATCH_REQUIRE_VERIFIED_IDENTITIES`` MSC takes only identities verified one way or the
+other.
 """
 
 from __future__ import annotations
@@ -34,6 +38,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("domain")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(handler=cmd_verify)
+    q = acts.add_parser("sync", help="rewrite the producers' Redis copy of who may send as what")
+    q.set_defaults(handler=cmd_sync)
+
+    p = sub.add_parser("identities", help="single addresses an owner sends as: confirm by mail")
+    acts = p.add_subparsers(dest="identities_action", required=True)
+    q = acts.add_parser("add", help="mail a confirmation link to an address (valid 7 days)")
+    q.add_argument("--owner", required=True)
+    q.add_argument("--address", required=True)
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(handler=cmd_identity_add)
+    q = acts.add_parser("list", help="addresses and whether they are confirmed")
+    q.add_argument("--owner", help="one owner's")
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(handler=cmd_identity_list)
 
 
 def _context() -> tuple[Any, Any, Any]:
@@ -100,6 +118,72 @@ def _one(args: argparse.Namespace, verify: bool) -> int:
         row = manage.get(session, args.domain)
         if row is None:
             return refused(LookupError(f"no domain {args.domain}"), 1)
-        shown = manage.shown(manage.verify(row, settings) if verify else row, settings)
+        if verify:
+            from worker.domains.senders import mirror_domain
+
+            mirror_domain(_redis(settings), manage.verify(row, settings))
+        shown = manage.shown(row, settings)
     _print(shown, args.json)
     return 0 if not verify or shown["state"] == manage.VERIFIED else 1
+
+
+def _redis(settings: Any) -> Any:
+    import redis
+
+    return redis.Redis.from_url(settings.state_redis_url, socket_timeout=10)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Rewrite the Redis set producers check identities against."""
+    from worker.domains.senders import mirror_all
+
+    settings, store, _ = _context()
+    with store.session() as session:
+        count = mirror_all(_redis(settings), session)
+    print(f"{count} verified domain(s) and confirmed address(es) published")
+    return 0
+
+
+def cmd_identity_add(args: argparse.Namespace) -> int:
+    """Record an address and mail its confirmation link."""
+    from producers.cli.common import make_dispatcher
+    from worker.domains import senders
+    from worker.domains.manage import DomainError
+
+    settings, store, _ = _context()
+    try:
+        senders.confirm_url(settings, args.owner, "check@example.org")  # a public URL is set
+        with store.session() as session:
+            row = senders.request(session, args.owner, args.address)
+            shown = senders.shown(row)
+    except DomainError as exc:
+        return refused(exc)
+    dispatcher = make_dispatcher()
+    try:
+        shown["confirmation_job"] = senders.mail_link(
+            dispatcher, settings, str(shown["owner"]), str(shown["address"])
+        )
+    except DomainError as exc:
+        return refused(exc)
+    finally:
+        dispatcher.close()
+    if args.json:
+        print_json(shown)
+    else:
+        print(f"confirmation link mailed to {shown['address']} (job {shown['confirmation_job']})")
+    return 0
+
+
+def cmd_identity_list(args: argparse.Namespace) -> int:
+    """Addresses and their state."""
+    from worker.domains import senders
+
+    _, store, _ = _context()
+    with store.session() as session:
+        rows = [senders.shown(r) for r in senders.listed(session, args.owner)]
+    if args.json:
+        print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['owner']}  {r['address']}  {r['state']}")
+    return 0

@@ -28,7 +28,13 @@ from tests.support.queue import depth
 from tests.support.redis_server import RedisServer
 from tests.support.services import REPO, celery_worker_args, scheduler_args, wait_for
 from worker.store.db import Store
-from worker.store.models import Account, ChannelPreference, FailedSend, SendingDomain
+from worker.store.models import (
+    Account,
+    ChannelPreference,
+    FailedSend,
+    SenderAddress,
+    SendingDomain,
+)
 
 FINAL = {"sent", "failed", "suppressed", "bounced"}
 
@@ -249,7 +255,7 @@ class Fleet:
         store = Store(self.database_url)
         try:
             with store.session() as s:
-                for model in (Account, ChannelPreference, FailedSend, SendingDomain):
+                for model in (Account, ChannelPreference, FailedSend, SendingDomain, SenderAddress):
                     s.execute(delete(model).where(model.owner == owner))
         finally:
             store.dispose()

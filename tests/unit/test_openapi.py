@@ -38,6 +38,7 @@ def test_openapi_documents_every_route_and_the_job() -> None:
         "/v1/domains",
         "/v1/domains/{domain}",
         "/v1/domains/{domain}/verify",
+        "/v1/identities",
         "/healthz",
         "/metrics",
     }

@@ -25,6 +25,7 @@ from worker.accounts import connect, manage
 from worker.accounts.vault import Vault
 from worker.api import ERRORS, Caller, ErrorBody, ErrorItem, Invalid, check_owners, require
 from worker.api import read_owner as owner_read
+from worker.api.pages import text_page
 from worker.store import Store
 
 log = structlog.get_logger("maildispatch.http")
@@ -119,7 +120,7 @@ def router(store: Callable[[], Store], dispatcher: Dispatcher, settings: Setting
         try:
             kept = connect.take_state(dispatcher.redis, state)
         except connect.ConnectError as exc:
-            return _page(400, "This connection link is not valid", str(exc))
+            return text_page("This connection link is not valid", str(exc), 400)
         back = kept.get("return_to")
         try:
             if error or not code:
@@ -130,11 +131,11 @@ def router(store: Callable[[], Store], dispatcher: Dispatcher, settings: Setting
             log.warning("account_connect_failed", kind=kept["kind"], owner=kept["owner"])
             if back:
                 return RedirectResponse(_with(back, error=error or "not_connected"), 303)
-            return _page(400, "The account was not connected", str(exc))
+            return text_page("The account was not connected", str(exc), 400)
         log.info("account_connected", kind=done.kind, owner=done.owner, channel=done.channel)
         if done.return_to:
             return RedirectResponse(_with(done.return_to, connected=done.kind), 303)
-        return _page(200, "Account connected", f"{done.address} can now send for {done.owner}.")
+        return text_page("Account connected", f"{done.address} can now send for {done.owner}.", 200)
 
     @api.put("/v1/accounts/{owner}/smtp", response_model=dict[str, Any], responses=errors)
     def set_smtp(
@@ -210,13 +211,3 @@ def _with(url: str, **params: str) -> str:
     parts = urlsplit(url)
     query = urlencode([*parse_qsl(parts.query, keep_blank_values=True), *params.items()])
     return urlunsplit(parts._replace(query=query))
-
-
-def _page(status: int, title: str, text: str) -> HTMLResponse:
-    from html import escape
-
-    body = (
-        f"<!doctype html><html lang=en><meta charset=utf-8><title>{escape(title)}</title>"
-        f"<h1>{escape(title)}</h1><p>{escape(text)}</p></html>"
-    )
-    return HTMLResponse(body, status_code=status)

@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             unsubscribe.router(store, dispatcher, settings),
             webhooks.router(store, settings),
             accounts.router(store, dispatcher, settings),
-            domains.router(store, settings),
+            domains.router(store, dispatcher, settings),
             page.router(store, dispatcher, keys, Sessions(secret)),
         ),
         health={"database": database},

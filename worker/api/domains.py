@@ -1,5 +1,9 @@
-"""``/v1/domains``: an owner's sending domains on MSC (worker/domains/): added (the answer lists
-the DNS records to publish), looked at, verified. A key for one owner sees that owner's only."""
+"""``/v1/domains`` and ``/v1/identities``: what an owner sends as on MSC (worker/domains/).
+
+Domains are added (the answer lists the DNS records to publish), looked at, verified; single
+addresses get a confirmation link by mail, whose page (``/v1/identities/confirm/{token}``, no
+API key: the token is the authority) confirms on its button's POST only. A key for one owner
+sees that owner's only."""
 
 from __future__ import annotations
 
@@ -7,13 +11,16 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from config.settings import Settings
+from producers.client import Dispatcher
 from worker.accounts.vault import Vault
 from worker.api import ERRORS, Caller, ErrorBody, ErrorItem, Invalid, check_owners, require
 from worker.api import read_owner as owner_read
-from worker.domains import manage
+from worker.api.pages import text_page
+from worker.domains import manage, senders
 from worker.store import Store
 from worker.store.models import SendingDomain
 
@@ -48,9 +55,28 @@ class DomainOut(BaseModel):
     verified_at: str | None
 
 
-def router(store: Callable[[], Store], settings: Settings) -> APIRouter:
-    """The domain routes over the store."""
-    api = APIRouter(prefix="/v1/domains", tags=["domains"])
+class AddressIn(BaseModel):
+    """A single address to send as, confirmed by the link mailed to it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    owner: str = Field(min_length=1, max_length=200)
+    address: str = Field(min_length=3, max_length=320)
+
+
+class AddressOut(BaseModel):
+    """An address and whether its mailbox confirmed it."""
+
+    owner: str
+    address: str
+    state: str = Field(description="pending or confirmed")
+    requested_at: str
+    confirmed_at: str | None
+
+
+def router(store: Callable[[], Store], dispatcher: Dispatcher, settings: Settings) -> APIRouter:
+    """The domain and identity routes over the store."""
+    api = APIRouter(tags=["domains"])
     vault = Vault.from_settings(settings)
     errors: dict[int | str, dict[str, Any]] = {
         k: v for k, v in ERRORS.items() if k in (401, 403, 422)
@@ -63,7 +89,7 @@ def router(store: Callable[[], Store], settings: Settings) -> APIRouter:
             raise HTTPException(404, f"no domain {domain}")
         return row
 
-    @api.post("", status_code=201, response_model=DomainOut, responses=errors)
+    @api.post("/v1/domains", status_code=201, response_model=DomainOut, responses=errors)
     def add_domain(
         wanted: DomainIn, caller: Annotated[Caller, Depends(require("send"))]
     ) -> dict[str, Any]:
@@ -79,7 +105,7 @@ def router(store: Callable[[], Store], settings: Settings) -> APIRouter:
                 "invalid request", [ErrorItem(field="domain", message=str(exc))]
             ) from None
 
-    @api.get("", response_model=list[DomainOut], responses=errors)
+    @api.get("/v1/domains", response_model=list[DomainOut], responses=errors)
     def list_domains(
         caller: Annotated[Caller, Depends(require("read"))], owner: str | None = None
     ) -> list[dict[str, Any]]:
@@ -88,7 +114,7 @@ def router(store: Callable[[], Store], settings: Settings) -> APIRouter:
         with store().session() as session:
             return [manage.shown(r, settings) for r in manage.listed(session, owner)]
 
-    @api.get("/{domain}", response_model=DomainOut, responses=errors | missing)
+    @api.get("/v1/domains/{domain}", response_model=DomainOut, responses=errors | missing)
     def get_domain(
         domain: str, caller: Annotated[Caller, Depends(require("read"))]
     ) -> dict[str, Any]:
@@ -96,12 +122,72 @@ def router(store: Callable[[], Store], settings: Settings) -> APIRouter:
         with store().session() as session:
             return manage.shown(mine(caller, session, domain), settings)
 
-    @api.post("/{domain}/verify", response_model=DomainOut, responses=errors | missing)
+    @api.post("/v1/domains/{domain}/verify", response_model=DomainOut, responses=errors | missing)
     def verify_domain(
         domain: str, caller: Annotated[Caller, Depends(require("send"))]
     ) -> dict[str, Any]:
         """Look the records up in DNS now (MSC signs as the domain once it is verified)."""
         with store().session() as session:
-            return manage.shown(manage.verify(mine(caller, session, domain), settings), settings)
+            row = manage.verify(mine(caller, session, domain), settings)
+            senders.mirror_domain(dispatcher.redis, row)
+            return manage.shown(row, settings)
+
+    @api.post("/v1/identities", status_code=202, response_model=AddressOut, responses=errors)
+    def add_address(
+        wanted: AddressIn, caller: Annotated[Caller, Depends(require("send"))]
+    ) -> dict[str, Any]:
+        """Mail a confirmation link (valid 7 days) to an address the owner wants to send as."""
+        check_owners(caller, [wanted.owner])
+        try:
+            senders.confirm_url(settings, wanted.owner, "check@example.org")  # a public URL
+            with store().session() as session:
+                shown = senders.shown(senders.request(session, wanted.owner, wanted.address))
+            senders.mail_link(dispatcher, settings, str(shown["owner"]), str(shown["address"]))
+        except manage.DomainError as exc:
+            raise Invalid(
+                "invalid request", [ErrorItem(field="address", message=str(exc))]
+            ) from None
+        return shown
+
+    @api.get("/v1/identities", response_model=list[AddressOut], responses=errors)
+    def list_addresses(
+        caller: Annotated[Caller, Depends(require("read"))], owner: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Addresses and whether they are confirmed."""
+        owner = owner_read(caller, owner)
+        with store().session() as session:
+            return [senders.shown(r) for r in senders.listed(session, owner)]
+
+    @api.get("/v1/identities/confirm/{token}", response_class=HTMLResponse, include_in_schema=False)
+    def confirm_page(token: str) -> HTMLResponse:
+        """The mailed link's page: a button; nothing confirmed yet (scanners fetch links)."""
+        who = senders.read(settings, token)
+        if who is None:
+            return text_page(
+                "Link not valid", "This confirmation link is not valid or has expired.", 404
+            )
+        button = '<form method="post"><button type="submit">Confirm</button></form>'
+        text = f"Confirm that {who.owner} may send mail as {who.address}."
+        return text_page("Confirm this address", text, 200, button)
+
+    @api.post(
+        "/v1/identities/confirm/{token}", response_class=HTMLResponse, include_in_schema=False
+    )
+    def confirm(token: str) -> HTMLResponse:
+        """Confirm the address the link names."""
+        who = senders.read(settings, token)
+        if who is None:
+            return text_page(
+                "Link not valid", "This confirmation link is not valid or has expired.", 404
+            )
+        with store().session() as session:
+            row = senders.confirm(session, dispatcher.redis, who)
+        if row is None:
+            return text_page(
+                "Link not valid", "This address is no longer waiting to be confirmed.", 404
+            )
+        return text_page(
+            "Address confirmed", f"{who.owner} may now send mail as {who.address}.", 200
+        )
 
     return api

@@ -19,21 +19,10 @@ from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings
 from producers.client import Dispatcher
+from worker.api.pages import page as _page
 from worker.failures.unsubscribes import unsubscribe
 from worker.message.unsubscribe import ONE_CLICK, Unsubscribe, read_token
 from worker.store import Store
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex"><title>{title}</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}}
-button{{font:inherit;padding:.6rem 1.2rem;width:100%}}</style></head>
-<body><h1>{title}</h1>{body}</body></html>"""
-
-
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(_PAGE.format(title=html.escape(title), body=body), status_code=status)
 
 
 def router(store: Callable[[], Store], dispatcher: Dispatcher, settings: Settings) -> APIRouter:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import redis
 import redis.asyncio as aioredis
 import structlog
 
@@ -71,6 +72,7 @@ async def purge_if_due(client: aioredis.Redis, settings: Settings) -> bool:
     if not await client.set(keys.PURGE_LOCK, os.getpid(), nx=True, ex=lease):
         return False
     from worker.domains.manage import recheck
+    from worker.domains.senders import mirror_all
     from worker.store.db import Store
     from worker.store.retention import purge
 
@@ -85,8 +87,13 @@ async def purge_if_due(client: aioredis.Redis, settings: Settings) -> bool:
                 settings.job_content_retention_days,
                 settings.history_days,
             ).as_dict()
-            with store.session() as session:  # sending domains' DNS records, when due
-                done["domains_checked"] = recheck(session, settings)
+            client = redis.Redis.from_url(settings.state_redis_url)
+            try:
+                with store.session() as session:  # sending domains' DNS records, when due
+                    done["domains_checked"] = recheck(session, settings)
+                    done["senders"] = mirror_all(client, session)
+            finally:
+                client.close()
             return done
         finally:
             store.dispose()

@@ -15,18 +15,15 @@ only, and no List-Unsubscribe-Post (RFC 8058 one-click needs an HTTPS URI).
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from config.settings import Settings
 from producers.job import SendJob
+from worker.message import tokens
 
 #: what the MAC is over, before the token's payload: a MAC for nothing else
 _CONTEXT = b"maildispatch-unsubscribe\x00"
-_SEP = "\x1f"
 #: the address of the mailto form (at the bounce domain; the bounce server takes it)
 MAILTO_LOCAL = "u"
 ONE_CLICK = "List-Unsubscribe=One-Click"
@@ -41,39 +38,15 @@ class Unsubscribe:
     recipient: str
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _mac(key: str, payload: bytes) -> bytes:
-    return hmac.new(key.encode(), _CONTEXT + payload, hashlib.sha256).digest()[:16]
-
-
 def make_token(key: str, job_id: str, owner: str, recipient: str) -> str:
     """The token of one recipient of one job."""
-    payload = _SEP.join((job_id, owner, recipient.lower())).encode()
-    return f"{_b64(payload)}.{_b64(_mac(key, payload))}"
+    return tokens.make(key, _CONTEXT, job_id, owner, recipient.lower())
 
 
 def read_token(token: str, keys: list[str]) -> Unsubscribe | None:
     """What a genuine token says; None for anything else (never an exception)."""
-    body, _, mac = token.strip().partition(".")
-    try:
-        payload, given = _unb64(body), _unb64(mac)
-    except ValueError:
-        return None
-    if _b64(payload) != body or _b64(given) != mac:
-        return None  # one spelling per token: base64's unused low bits must be zero
-    if not any(hmac.compare_digest(_mac(k, payload), given) for k in keys):
-        return None
-    parts = payload.decode("utf-8", "replace").split(_SEP)
-    if len(parts) != 3:
-        return None
-    return Unsubscribe(*parts)
+    parts = tokens.read(token, keys, _CONTEXT, 3)
+    return Unsubscribe(*parts) if parts else None
 
 
 def headers(token: str, public_url: str | None, bounce_domain: str) -> list[tuple[str, str]]:

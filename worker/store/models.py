@@ -177,6 +177,19 @@ class SendingDomain(Base):
     verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class SenderAddress(Base):
+    """A single address an owner sends as on MSC, confirmed through a link mailed to it."""
+
+    __tablename__ = "sender_addresses"
+    __table_args__ = (UniqueConstraint("owner", "address", name="uq_sender_owner_address"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(200), index=True)
+    address: Mapped[str] = mapped_column(String(320))
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class ChannelPreference(Base):
     """The channel an owner's jobs take when they name none (``msc`` when there is no row)."""
 
