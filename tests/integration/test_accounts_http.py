@@ -243,3 +243,20 @@ def test_a_key_for_one_owner_manages_that_owner_only(
     assert api.get("/v1/accounts", params={"owner": other}).status_code == 403
     assert api.delete(f"/v1/accounts/{other}/smtp").status_code == 403
     assert httpx.get(f"{site[1]}/v1/accounts").status_code == 401  # no key at all
+
+
+def test_without_an_id_token_the_mailbox_comes_from_the_hint_or_gmail(
+    site: tuple[Fleet, str], api: httpx.Client, microsoft: FakeMicrosoft, google: FakeGoogle,
+    owner: str,
+) -> None:  # fmt: skip
+    microsoft.id_tokens = google.id_tokens = False
+    consent = _authorize(api, "microsoft", owner, email=MAILBOX)
+    assert _query(consent)["login_hint"] == MAILBOX
+    microsoft.codes.user = MAILBOX
+    assert _browser(_browser(consent).headers["location"]).status_code == 200
+    google.codes.user = "no.id.token@gmail.com"
+    done = _browser(_browser(_authorize(api, "gmail", owner)).headers["location"])
+    assert done.status_code == 200 and "no.id.token@gmail.com" in done.text  # users.getProfile
+    (entry,) = api.get("/v1/accounts", params={"owner": owner}).json()
+    addresses = {a["channel"]: a.get("email") or a.get("username") for a in entry["accounts"]}
+    assert addresses == {"smtp": MAILBOX, "gmail": "no.id.token@gmail.com"}

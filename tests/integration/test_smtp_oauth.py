@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.auth_smtpd import Pki, XOAuth2Handler
 from tests.support.dumps import database_bytes, redis_dump
+from tests.support.fake_google import FakeGoogle
 from tests.support.fake_microsoft import SMTP_SCOPE, FakeMicrosoft
 from tests.support.fleet import USER_CHANNELS, Fleet, running_fleet
 from tests.support.relay import Relay
@@ -28,8 +29,21 @@ MAILBOX = "ann@contoso.example"
 
 
 @pytest.fixture(scope="module")
-def ofleet(tmp_path_factory: pytest.TempPathFactory, microsoft: FakeMicrosoft) -> Iterator[Fleet]:
-    env = {**USER_CHANNELS, "MAILDISPATCH_MICROSOFT_TOKEN_URI": microsoft.token_uri}
+def google() -> Iterator[FakeGoogle]:
+    fake = FakeGoogle().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def ofleet(
+    tmp_path_factory: pytest.TempPathFactory, microsoft: FakeMicrosoft, google: FakeGoogle
+) -> Iterator[Fleet]:
+    env = {
+        **USER_CHANNELS,
+        "MAILDISPATCH_MICROSOFT_TOKEN_URI": microsoft.token_uri,
+        "MAILDISPATCH_GOOGLE_TOKEN_URI": google.token_uri,
+    }
     with running_fleet(tmp_path_factory.mktemp("oauth-fleet"), "mail.smtp", env=env) as fleet:
         yield fleet
 
@@ -214,3 +228,37 @@ def test_a_server_without_xoauth2_is_a_configuration_failure(
         assert ofleet.account(owner, "smtp")["state"] == "connected"  # the grant is fine
     finally:
         plain.stop()
+
+
+def test_google_smtp_with_xoauth2(ofleet: Fleet, pki: Pki, google: FakeGoogle, owner: str) -> None:
+    from tests.support.auth_smtpd import xoauth2_server
+
+    gmail_smtp = xoauth2_server(pki, google.holder).start()  # smtp.gmail.com's part
+    try:
+        refresh = google.grant("ann@gmail.com", CLIENT_ID, CLIENT_SECRET)
+        shown = ofleet.cli_json(
+            "accounts", "smtp", "set", "--owner", owner, "--auth", "xoauth2",
+            "--provider", "google", "--host", "127.0.0.1", "--port", str(gmail_smtp.port),
+            "--security", "starttls", "--username", "ann@gmail.com", "--refresh-token-stdin",
+            "--client-id", CLIENT_ID, "--client-secret-stdin", "--ca-file", str(pki.ca_file),
+            stdin=f"{refresh}\n{CLIENT_SECRET}\n",
+        )  # fmt: skip
+        assert (shown["auth"], shown["provider"]) == ("xoauth2", "google")
+        job_id = ofleet.dispatcher.send(_job(owner, identity="Ann <ann@gmail.com>"))
+        assert ofleet.wait_final([job_id]) == {str(job_id): "sent"}
+        assert _logins(gmail_smtp) == [("XOAUTH2", "ann@gmail.com", True)]
+        google.revoke(refresh)
+        ofleet.forget(owner)  # a fresh account record, then the revoked grant
+        ofleet.cli_json(
+            "accounts", "smtp", "set", "--owner", owner, "--auth", "xoauth2",
+            "--provider", "google", "--host", "127.0.0.1", "--port", str(gmail_smtp.port),
+            "--username", "ann@gmail.com", "--refresh-token-stdin", "--client-id", CLIENT_ID,
+            "--client-secret-stdin", "--ca-file", str(pki.ca_file),
+            stdin=f"{refresh}\n{CLIENT_SECRET}\n",
+        )  # fmt: skip
+        time.sleep(2.2)  # the worker keeps an account's record for 2 s
+        failed = ofleet.dispatcher.send(_job(owner, identity="Ann <ann@gmail.com>"))
+        assert ofleet.wait_final([failed]) == {str(failed): "failed"}
+        assert ofleet.account(owner, "smtp")["state"] == "needs_reconnect"
+    finally:
+        gmail_smtp.stop()

@@ -38,6 +38,7 @@ from tests.support.oauth_codes import CodeIssuer, id_token
 
 SEND_PATH = "/gmail/v1/users/me/messages/send"
 AUTHORIZE_PATH = "/o/oauth2/v2/auth"
+PROFILE_PATH = "/gmail/v1/users/me/profile"
 SEND_SCOPE = "https://www.googleapis.com/auth/gmail.send"
 APP_ID, APP_SECRET = "deploy-app.apps.googleusercontent.com", "GOCSPX-deploy-secret"
 
@@ -94,6 +95,7 @@ class FakeGoogle(HttpFake):
             collections.deque()
         )
         self.codes = CodeIssuer(APP_ID, (SEND_SCOPE,))
+        self.id_tokens = True  # False: the code exchange answers no ID token (no openid scope)
         self.lock = threading.Lock()
         self._serve(_handler(self))
 
@@ -117,6 +119,7 @@ class FakeGoogle(HttpFake):
             self.log = Log()
             self.expires_in = 3600
             self.codes = CodeIssuer(APP_ID, (SEND_SCOPE,))
+            self.id_tokens = True
 
     def grant(self, email_address: str, client_id: str, client_secret: str) -> str:
         """A new refresh token for an account (what the OAuth consent flow would return)."""
@@ -133,6 +136,12 @@ class FakeGoogle(HttpFake):
             for access, (owner, _) in list(self.tokens.items()):
                 if owner == email_address:
                     del self.tokens[access]
+
+    def holder(self, access_token: str) -> str | None:
+        """Whose valid access token this is (Gmail's SMTP server checking XOAUTH2)."""
+        with self.lock:
+            owner, expires = self.tokens.get(access_token, ("", 0.0))
+        return owner if owner and expires >= time.time() else None
 
     def expire_access_tokens(self) -> None:
         """Every access token issued so far is now rejected with 401 (revoked early)."""
@@ -163,7 +172,8 @@ class FakeGoogle(HttpFake):
                 {**form, "grant_type": "refresh_token", "refresh_token": refresh}
             )
             claims = {"email": user, "email_verified": True, "aud": APP_ID}
-            return status, body | {"refresh_token": refresh, "id_token": id_token(claims)}
+            extra = {"id_token": id_token(claims)} if self.id_tokens else {}
+            return status, body | {"refresh_token": refresh} | extra
         with self.lock:
             if form.get("grant_type") != "refresh_token":
                 self.log.token_requests.append("unsupported_grant_type")
@@ -261,6 +271,15 @@ def _handler(fake: FakeGoogle) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
+            if parts.path == PROFILE_PATH:  # users.getProfile
+                access = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+                with fake.lock:
+                    owner, expires = fake.tokens.get(access, ("", 0.0))
+                if not owner or expires < time.time():
+                    self._answer(401, _error(401, "authError", "Invalid Credentials"), {})
+                else:
+                    self._answer(200, {"emailAddress": owner, "messagesTotal": 0}, {})
+                return
             if parts.path != AUTHORIZE_PATH:
                 self._answer(404, _error(404, "notFound", "Not Found"), {})
                 return

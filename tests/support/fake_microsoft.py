@@ -72,6 +72,7 @@ class FakeMicrosoft(HttpFake):
     grants: list[MsGrant] = field(default_factory=list)
     tokens: dict[str, tuple[MsGrant, float]] = field(default_factory=dict)  # access -> grant
     requests: list[TokenRequest] = field(default_factory=list)
+    id_tokens: bool = True  # False: the code exchange answers no ID token (no openid scope)
 
     def __post_init__(self) -> None:
         self.codes = CodeIssuer(APP_ID, (SMTP_SCOPE, "offline_access"))
@@ -95,6 +96,7 @@ class FakeMicrosoft(HttpFake):
             self.tokens.clear()
             self.requests.clear()
             self.expires_in = 3600
+            self.id_tokens = True
             self.codes = CodeIssuer(APP_ID, (SMTP_SCOPE, "offline_access"))
 
     def grant(self, email_address: str, client_id: str, client_secret: str) -> str:
@@ -153,6 +155,8 @@ class FakeMicrosoft(HttpFake):
             grant = MsGrant(user, APP_ID, APP_SECRET, _refresh_token())
             self.grants.append(grant)
             status, body = self._tokens(grant)
+            if not self.id_tokens:
+                return status, body
             return status, body | {"id_token": id_token({"preferred_username": user})}
         if form.get("grant_type") != "refresh_token":
             return _error(400, "unsupported_grant_type", "AADSTS70003: unsupported grant type")

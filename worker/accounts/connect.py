@@ -123,9 +123,18 @@ def check_return_to(url: str | None) -> str | None:
 
 
 def start(
-    client: redis.Redis, settings: Settings, kind: str, owner: str, return_to: str | None
+    client: redis.Redis,
+    settings: Settings,
+    kind: str,
+    owner: str,
+    return_to: str | None,
+    email: str | None = None,
 ) -> str:
-    """The provider's authorization URL for an owner's new connection (state kept 10 min)."""
+    """The provider's authorization URL for an owner's new connection (state kept 10 min).
+
+    ``email``, when the product knows the mailbox, is the provider's ``login_hint``, and the
+    address used if the token endpoint answers no ID token.
+    """
     flow = FLOWS.get(kind)
     if flow is None:
         raise ConnectError(f"kind must be one of {', '.join(FLOWS)}")
@@ -142,6 +151,7 @@ def start(
         "return_to": check_return_to(return_to),
         "verifier": verifier,
         "redirect_uri": redirect_uri,
+        "email": email.strip() if email else None,
     }
     client.set(keys.oauth_state(state), json.dumps(kept), ex=STATE_TTL)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
@@ -155,6 +165,8 @@ def start(
         "code_challenge_method": "S256",
         **dict(flow.extra),
     }
+    if kept["email"]:
+        query["login_hint"] = kept["email"]
     return f"{provider.authorize_uri(settings)}?{urlencode(query)}"
 
 
@@ -197,7 +209,12 @@ def finish(
     refresh_token, id_token = body.get("refresh_token"), body.get("id_token")
     if not refresh_token:
         raise ConnectError(f"{provider.label} gave no refresh token (offline access refused)")
-    address = _address(id_token)
+    address = _address(id_token) if id_token else None
+    if address is None and flow.channel == GMAIL:
+        address = _gmail_profile(settings, str(body.get("access_token") or ""))
+    address = address or kept.get("email")
+    if not address:
+        raise ConnectError("the provider did not say which mailbox was connected (no ID token)")
     owner = kept["owner"]
     if flow.channel == GMAIL:
         connect_gmail(session, vault, owner=owner, email=address, refresh_token=refresh_token)
@@ -213,13 +230,28 @@ def finish(
     return Connected(owner, flow.kind, flow.channel, address, kept.get("return_to"))
 
 
-def _address(id_token: Any) -> str:
+def _address(id_token: Any) -> str | None:
     """The mailbox's address from the ID token's claims (``email``, else Microsoft's UPN)."""
     try:
         claims = jwt.decode(str(id_token), verify=False)  # type: ignore[no-untyped-call]
     except (ValueError, TypeError):
         raise ConnectError("the provider's answer has no usable ID token") from None
     address = claims.get("email") or claims.get("preferred_username")
-    if not isinstance(address, str) or "@" not in address:
-        raise ConnectError("the provider did not say which mailbox was connected (no email)")
-    return address
+    return address if isinstance(address, str) and "@" in address else None
+
+
+def _gmail_profile(settings: Settings, access_token: str) -> str | None:
+    """The connected address from the Gmail API (``users.getProfile``), when the token
+    endpoint gave no ID token."""
+    if not access_token:
+        return None
+    try:
+        answer = requests.get(
+            settings.gmail_api_url.rstrip("/") + "/gmail/v1/users/me/profile",
+            headers={"Authorization": f"Bearer {access_token}"},
+            timeout=30,
+        )
+        address = answer.json().get("emailAddress") if answer.status_code == 200 else None
+    except (requests.RequestException, ValueError, AttributeError):
+        return None
+    return address if isinstance(address, str) and "@" in address else None

@@ -37,6 +37,12 @@ class AuthorizeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     owner: str = Field(min_length=1, max_length=200)
+    email: str | None = Field(
+        None,
+        max_length=320,
+        description="the mailbox, when known: the provider's login_hint (and the address used "
+        "if the provider answers no ID token)",
+    )
     return_to: str | None = Field(
         None,
         max_length=2000,
@@ -102,7 +108,9 @@ def router(store: Callable[[], Store], dispatcher: Dispatcher, settings: Setting
         URL (OAuth 2.0 authorization code with ``state`` and PKCE, valid 10 minutes)."""
         check_owners(caller, [wanted.owner])
         try:
-            url = connect.start(dispatcher.redis, settings, kind, wanted.owner, wanted.return_to)
+            url = connect.start(
+                dispatcher.redis, settings, kind, wanted.owner, wanted.return_to, wanted.email
+            )
         except connect.ConnectError as exc:
             raise refused("return_to" if "return_to" in str(exc) else "kind", exc) from None
         log.info("account_connect_started", kind=kind, owner=wanted.owner)
