@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     # worker that died before it started it (started ones come back through their lease)
     visibility_timeout: float = 300.0
     job_ttl: float = 7 * 86400.0
+    # how long a job's state stays in Redis once it is final (sent, failed, bounced ...): its
+    # status, history and bounce attribution then come from the message history (SQL)
+    job_hot_ttl: float = 86400.0
     # where the HTTP API is reached from the Internet (e.g. https://mail.example.com): the base of
     # one-click unsubscribe links; unset, messages carry the mailto form only
     public_url: str | None = None
@@ -114,6 +117,9 @@ class Settings(BaseSettings):
     # one repeated)
     webhook_disable_after: float = 86400.0
     webhook_retry_delays: Durations = (5.0, 30.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0)
+    # HTTPS endpoints' certificates are checked against certifi's CA bundle, or this PEM file
+    # of CAs instead (an internal CA for receivers inside the company)
+    webhook_ca_file: str | None = None
     # how long the event stream (config/events.py: the feed, GET /v1/events) keeps an event
     # (~0.5 KB of Redis each); 0: no events are written
     events_retention: float = 86400.0
@@ -280,6 +286,7 @@ class Settings(BaseSettings):
         "gmail_give_up_after",
         "smtp_give_up_after",
         "job_ttl",
+        "job_hot_ttl",
         "events_retention",
         "webhook_disable_after",
         "idempotency_wait",

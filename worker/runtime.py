@@ -47,6 +47,7 @@ class Runtime:
             lease=settings.claim_lease,
             ttl=settings.job_ttl,
             events_retention=settings.events_retention,
+            hot_ttl=settings.job_hot_ttl,
         )
 
     @property

@@ -308,3 +308,52 @@ def test_one_writer_at_a_time_a_standalone_scheduler_first(
     assert asyncio.run(tick(standalone)) == 1
     with store.session() as s:
         assert len(list_messages(s).items) == 6
+
+
+def test_a_final_job_leaves_redis_after_the_hot_window_yet_a_late_bounce_is_attributed(
+    tmp_path: Any, relay: Relay
+) -> None:
+    """MAILDISPATCH_JOB_HOT_TTL (here 2 s, a day by default) moves the clock: once a final job
+    has left Redis, its status comes from the history, and a bounce arriving after that is
+    still attributed to its owner, subject and metadata."""
+    from tests.support.bounces import render
+    from tests.support.fleet import running_fleet
+    from worker.bounces.intake.ingest import InboundMessage, Ingest
+    from worker.store import repo
+
+    owner = f"acct-late-{uuid.uuid4().hex[:6]}"
+    with running_fleet(
+        tmp_path, relay_url=relay.url, env={"MAILDISPATCH_JOB_HOT_TTL": "2s"}
+    ) as fleet:
+        job_id = fleet.dispatcher.send(job("late@example.org", owner=owner))
+        assert fleet.wait_final([job_id]) == {str(job_id): "sent"}
+        assert 0 < fleet.redis.ttl(keys.job(str(job_id))) <= 2
+        store = open_store(fleet.database_url)
+
+        def remembered_and_gone() -> bool:
+            with store.session() as s:
+                kept = get_message(s, str(job_id))
+            return kept is not None and not fleet.redis.exists(keys.job(str(job_id)))
+
+        wait_for(remembered_and_gone, 20, 0.2, "the history has it and Redis forgot it")
+        assert not fleet.redis.keys(f"*{job_id}*")  # nothing of the job is left in Redis
+        assert fleet.status(job_id)["state"] == "sent"  # answered by the history
+
+        (sent,) = [m for m in relay.handler.messages if str(job_id) in str(m.message["Message-ID"])]
+        report = render(
+            "postfix-userunknown", RETURN_PATH=sent.mail_from, RECIPIENT="late@example.org"
+        )
+        ingest = Ingest(fleet.settings, fleet.redis, store)
+        outcome = ingest.handle(
+            InboundMessage(raw=report, source="smtp", rcpt_tos=(sent.mail_from,), mail_from="")
+        )
+        assert (outcome.result, outcome.rows) == ("recorded", 1)
+        with store.session() as s:
+            (row,) = repo.failed_sends_for_job(s, str(job_id))
+            assert (row.owner, row.recipient, row.kind, row.subject) == (
+                owner,
+                "late@example.org",
+                "bounced",
+                "History",
+            )
+            assert row.job_metadata == {"order": 9}

@@ -5,6 +5,7 @@ package, as a service would."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from tests.support.api import bearer, new_key, serve
+from tests.support.auth_smtpd import Pki
 from tests.support.fleet import Fleet, running_fleet
 from tests.support.relay import Relay
 from tests.support.services import wait_for
@@ -29,8 +31,9 @@ OWNER = "acct-hooks"
 class Receiver:
     """Records every POST; answers ``status`` (200 unless told otherwise)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.got: list[tuple[dict[str, str], bytes]] = []
+        self.server_names: list[str | None] = []  # TLS: the SNI of each handshake
         self.status = 200
         self.lock = threading.Lock()
         receiver = self
@@ -50,6 +53,14 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        if tls is not None:
+
+            def sni(sock: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
+                self.server_names.append(name)
+
+            tls.sni_callback = sni  # type: ignore[assignment]
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://localhost:{self.server.server_address[1]}/hooks"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def events(self, secret: str, status: int = 200) -> list[dict[str, Any]]:
@@ -273,3 +284,51 @@ def test_a_post_goes_to_the_address_it_checked_and_names_the_host(receiver: Rece
     ((headers, got),) = receiver.got
     assert got == body and headers["host"] == f"localhost:{port}"
     assert Webhook(secret).verify(got, headers)["id"] == "evt_1"
+
+
+def test_https_endpoints_are_checked_against_the_configured_ca(
+    tmp_path: Path, relay: Relay, pki: Pki
+) -> None:
+    """An HTTPS receiver whose certificate an internal CA issued: delivered once that CA is
+    ``MAILDISPATCH_WEBHOOK_CA_FILE``, with SNI and the certificate naming the URL's host (the
+    connection goes to the address checked); refused against certifi's bundle."""
+    import socket
+
+    from worker.channels.netguard import NetworkPolicy
+    from worker.webhooks.deliver import Pools, WebhookFailed, post, resolve
+    from worker.webhooks.endpoints import ENABLED, Endpoint
+
+    if {info[4][0] for info in socket.getaddrinfo("localhost", None)} != {"127.0.0.1"}:
+        pytest.skip("localhost does not resolve to 127.0.0.1 alone here")
+    receiver = Receiver(tls=pki.server_context())
+    try:
+        endpoint = Endpoint(1, OWNER, receiver.url, None, ENABLED, 0.0)
+        secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        body = b'{"id": "evt_tls", "type": "message.sent"}'
+        anywhere = NetworkPolicy.of((), ())
+        public = Pools()  # certifi's CAs: the internal CA is not among them
+        with pytest.raises(WebhookFailed, match=r"SSL|certificate"):
+            post(resolve(public, endpoint, secret, anywhere), body)
+        public.close()
+        assert receiver.got == []
+
+        env = {
+            "MAILDISPATCH_SMTP_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "MAILDISPATCH_WEBHOOK_CA_FILE": str(pki.ca_file),
+            "MAILDISPATCH_SCHEDULER_INTERVAL": "0.1s",
+        }
+        with running_fleet(tmp_path, relay_url=relay.url, env=env) as fleet:
+            fleet.worker("mail.events", concurrency=2, pool="threads")
+            _, hook_secret = add(fleet, receiver.url, OWNER, "--events", "message.sent")
+            job_id = fleet.dispatcher.send(job("tls@example.org"))
+
+            def arrived() -> bool:
+                return len(receiver.events(hook_secret)) >= 1
+
+            wait_for(arrived, 30, 0.1, "the event over HTTPS")
+        (event,) = receiver.events(hook_secret)
+        assert event["data"]["job_id"] == str(job_id)
+        assert receiver.server_names and set(receiver.server_names) == {"localhost"}
+        assert receiver.got[0][0]["host"] == receiver.url.split("/")[2]
+    finally:
+        receiver.close()

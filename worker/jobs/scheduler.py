@@ -58,7 +58,7 @@ async def tick(
             # opened on first use (open_store keeps one per URL): rare, and a scheduler starts
             # without its database
             opener = store or (lambda: open_store(dispatcher.settings.database_url))
-            await record_lost(states.redis, opener, lost, states.ttl, states.events_retention)
+            await record_lost(states.redis, opener, lost, states.hot_ttl, states.events_retention)
     if wires:
         await asyncio.to_thread(dispatcher.publish, wires)
     await states.published([i for i, _ in due])
@@ -125,6 +125,7 @@ async def run(
         lease=settings.claim_lease,
         ttl=settings.job_ttl,
         events_retention=settings.events_retention,
+        hot_ttl=settings.job_hot_ttl,
     )
     dispatcher = Dispatcher(settings)
     webhooks = _webhooks(settings, dispatcher)

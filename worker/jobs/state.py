@@ -72,10 +72,13 @@ class JobStates:
         lease: float,
         ttl: float,
         events_retention: float = 86400.0,
+        hot_ttl: float | None = None,
     ) -> None:
         self.redis = client
         self.lease = lease
         self.ttl = int(ttl)
+        #: how long a final state stays (MAILDISPATCH_JOB_HOT_TTL; the history keeps it after)
+        self.hot_ttl = int(hot_ttl if hot_ttl is not None else ttl)
         #: 0: no events are written (config/events.py)
         self.events_retention = events_retention
         self._claim = client.register_script(_CLAIM)
@@ -138,7 +141,7 @@ class JobStates:
         """Write a final state; a Redis blip is retried (doubling from 50 ms to 2 s) within
         ``record_retry_for``, and past it the outcome stays held in ``unrecorded``."""
         delay, deadline = 0.05, time.monotonic() + self.record_retry_for
-        args: list[Any] = [self.ttl, fields, min_id(self.events_retention)]
+        args: list[Any] = [self.hot_ttl, fields, min_id(self.events_retention)]
         for owner, body in events if self.events_retention > 0 else ():
             args += [owner, body]
         while True:

@@ -67,8 +67,9 @@ class Pools:
     """Kept-alive connections per endpoint address (urllib3: ~2.5 times less CPU per POST than
     httpx here, which the ``events`` line spends most of its time in; docs/performance.md)."""
 
-    def __init__(self, size: int = 16) -> None:
+    def __init__(self, size: int = 16, ca_file: str | None = None) -> None:
         self.size = size
+        self.ca_file = ca_file or certifi.where()
         self._pools: dict[tuple[str, str, int, str], urllib3.HTTPConnectionPool] = {}
         self._lock = threading.Lock()
 
@@ -87,7 +88,7 @@ class Pools:
                         server_hostname=host,
                         assert_hostname=host,
                         cert_reqs="CERT_REQUIRED",
-                        ca_certs=certifi.where(),
+                        ca_certs=self.ca_file,
                     )
                 else:
                     found = urllib3.HTTPConnectionPool(
@@ -183,7 +184,7 @@ class Deliverer:
         self.store = Store(settings.database_url)
         self.vault = Vault.from_settings(settings)
         self.policy = NetworkPolicy.from_settings(settings)
-        self.pools = Pools()
+        self.pools = Pools(ca_file=settings.webhook_ca_file)
 
     def endpoint(self, endpoint_id: int) -> tuple[Endpoint, str] | None:
         """An enabled endpoint and its secret (None once removed or disabled)."""

@@ -36,6 +36,7 @@ from typing import Any
 import redis
 import structlog
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import select
 
 from config import keys
 from config.events import add_events
@@ -59,6 +60,7 @@ from worker.message.returnpath import (
 from worker.message.unsubscribe import mailto_address, read_token, token_in_subject
 from worker.observe.logging import log_context
 from worker.store import Store, repo
+from worker.store.models import MessageRecord
 
 log = structlog.get_logger("maildispatch.bounces.ingest")
 
@@ -354,11 +356,11 @@ class Ingest:
 
     # -- helpers -----------------------------------------------------------------------------
     def load_job(self, job_id: str) -> JobInfo | None:
-        """The job's facts from its state hash (None when unknown or expired)."""
+        """The job's facts from its state hash, or from the message history once Redis' copy
+        has expired (``MAILDISPATCH_JOB_HOT_TTL``): a report weeks late is still attributed.
+        None when neither knows it."""
         raw = self.redis.hgetall(keys.job(job_id))
-        if not raw:
-            return None
-        state = {_text(k): _text(v) for k, v in raw.items()}
+        state = {_text(k): _text(v) for k, v in raw.items()} if raw else self._remembered(job_id)
         if not state.get("owner"):
             return None
         return JobInfo(
@@ -369,6 +371,13 @@ class Ingest:
             recipients=tuple(_json_list(state.get("rcpts"))),
             metadata=_json_dict(state.get("metadata")),
         )
+
+    def _remembered(self, job_id: str) -> dict[str, str]:
+        with self.store.session() as session:
+            row = session.scalar(select(MessageRecord).where(MessageRecord.job_id == job_id))
+            if row is None:
+                return {}
+            return {**row.status, "owner": row.owner, "channel": row.channel}
 
     def _attribute(self, job: JobInfo, bounces: Iterable[Bounce]) -> list[tuple[str, Bounce]]:
         """Pair each reported recipient with the job's recipient it stands for.
@@ -445,7 +454,7 @@ class Ingest:
             k: v if isinstance(v, str | int | float) else json.dumps(v) for k, v in fields.items()
         }
         mapping["updated_at"] = time.time()
-        args: list[Any] = [int(self.settings.job_ttl)]
+        args: list[Any] = [int(self.settings.job_hot_ttl)]
         for k, v in mapping.items():
             args += [k, v]
         self.redis.eval(_MARK, 1, keys.job(job_id), *args)
