@@ -117,3 +117,8 @@ def sender(owner: str, what: str) -> str:
     """A member of :data:`SENDERS`: ``what`` is ``@domain`` (a verified domain) or an address
     (a confirmed one), lowercase; the owner length-prefixed, as in :func:`idempotency`."""
     return f"{len(owner)}:{owner}:{what.lower()}"
+
+
+#: the hosts of the fleet: host -> when a worker or scheduler there was last seen (worker/store/
+#: hosts.py: a SQLite store refuses a second host)
+FLEET_HOSTS = f"{PREFIX}hosts"

@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     # worker that died before it started it (started ones come back through their lease)
     visibility_timeout: float = 300.0
     job_ttl: float = 7 * 86400.0
+    # this machine's name in the fleet (default: its host name): a SQLite store refuses a second
+    # host (worker/store/hosts.py)
+    host_id: str | None = None
     # how long a job's state stays in Redis once it is final (sent, failed, bounced ...): its
     # status, history and bounce attribution then come from the message history (SQL)
     job_hot_ttl: float = 86400.0

@@ -38,9 +38,13 @@ def _check_redis(**_: Any) -> None:
     from producers.redis_safety import RedisUnsafe, startup_check
 
     configure_logging(get_settings())  # worker_init comes before Celery sets logging up
+    from config.settings import ConfigurationError
+    from worker.store.hosts import check_and_note
+
     try:
         startup_check(get_settings())
-    except RedisUnsafe as exc:
+        check_and_note(get_settings())  # a SQLite store serves one host
+    except (RedisUnsafe, ConfigurationError) as exc:
         raise SystemExit(f"configuration error: refusing to start: {exc}") from None
 
 

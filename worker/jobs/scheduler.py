@@ -31,7 +31,7 @@ from worker.history.record import HistoryWriter
 from worker.jobs.inflight import reap
 from worker.jobs.lost import record_lost
 from worker.jobs.state import JobStates
-from worker.store import Store, open_store
+from worker.store import Store, hosts, open_store
 from worker.webhooks.outbox import Fanout
 
 log = structlog.get_logger("maildispatch.scheduler")
@@ -119,6 +119,8 @@ async def run(
             loop.add_signal_handler(sig, stop.set)
         except (ValueError, RuntimeError):  # not the main thread
             break
+    if not embedded:  # a worker's embedded scheduler: its worker checked at start
+        await asyncio.to_thread(hosts.check_and_note, settings)
     client = aioredis.Redis.from_url(settings.state_redis_url)
     states = JobStates(
         client,
@@ -132,9 +134,13 @@ async def run(
     history = _history(settings, embedded)
     log.info("scheduler_started", interval_s=settings.scheduler_interval)
     purging: asyncio.Task[bool] | None = None
-    next_purge = time.monotonic()
+    next_purge = next_beat = time.monotonic()
     try:
         while not stop.is_set():
+            if time.monotonic() >= next_beat:  # this host is still in the fleet
+                next_beat = time.monotonic() + hosts.BEAT_EVERY
+                with contextlib.suppress(Exception):
+                    await client.hset(keys.FLEET_HOSTS, hosts.host_id(settings), repr(time.time()))
             # the retention purge runs beside the ticks: a long one does not delay due jobs
             if (purging is None or purging.done()) and time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + settings.purge_interval
