@@ -27,6 +27,7 @@ from worker.channels.base import DeliveryChannel, Receipt
 from worker.channels.registry import policy_for
 from worker.consume.gate import Gate
 from worker.errors import DeliveryError, PermanentError, TransientError
+from worker.failures.batched import RowWriter
 from worker.failures.kinds import FailedKind
 from worker.failures.rows import failed_send_row
 from worker.jobs import events
@@ -115,6 +116,7 @@ class Delivery:
         self.channel = channel
         self.states = states
         self.store = store
+        self.rows = RowWriter(lambda: self.store)
         self.accounts = accounts or NoAccounts()
         self.policy = policy_for(settings, channel.name)
         self.pacing = Pacing(settings, channel.name, states.redis)
@@ -483,12 +485,7 @@ class Delivery:
             )
             for rcpt in recipients
         ]
-
-        def write() -> None:
-            with self.store.session() as session:
-                repo.record_failed_sends(session, rows)
-
-        await asyncio.to_thread(write)
+        await self.rows.write(rows)  # with concurrent jobs' rows, in one transaction
         await self.states.emit(
             [events.failed(job, self.channel.name, recipients, error, reason, hard)]
         )
