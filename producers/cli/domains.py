@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("domain")
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(handler=cmd_verify)
+    q = acts.add_parser("remove", help="forget a domain and its keys (the operator signs again)")
+    q.add_argument("domain")
+    q.set_defaults(handler=cmd_remove)
     q = acts.add_parser("sync", help="rewrite the producers' Redis copy of who may send as what")
     q.set_defaults(handler=cmd_sync)
 
@@ -186,4 +189,20 @@ def cmd_identity_list(args: argparse.Namespace) -> int:
     else:
         for r in rows:
             print(f"{r['owner']}  {r['address']}  {r['state']}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    """Forget a domain."""
+    from worker.domains import manage
+    from worker.domains.senders import mirror_domain
+
+    settings, store, _ = _context()
+    with store.session() as session:
+        row = manage.get(session, args.domain)
+        if row is None:
+            return refused(LookupError(f"no domain {args.domain}"), 1)
+        mirror_domain(_redis(settings), row, removed=True)
+        manage.remove(session, row)
+    print(f"{args.domain} removed")
     return 0

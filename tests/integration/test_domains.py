@@ -224,6 +224,12 @@ def test_domains_over_http_with_owner_bound_keys(
             "pending"
         ]
         assert c.get("/v1/identities", headers=bearer(theirs)).json() == []
+        member = f"{len(owner)}:{owner}:@{domain}"
+        assert dfleet.redis.sismember("md:senders", member)  # verified: producers know it
+        assert c.delete(f"/v1/domains/{domain}", headers=bearer(theirs)).status_code == 404
+        assert c.delete(f"/v1/domains/{domain}", headers=bearer(mine)).status_code == 204
+        assert c.get(f"/v1/domains/{domain}", headers=bearer(mine)).status_code == 404
+        assert not dfleet.redis.sismember("md:senders", member)
 
 
 def test_the_scheduler_rechecks_domains_when_due(dfleet: Fleet, dns_server: DnsServer) -> None:

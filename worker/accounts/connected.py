@@ -96,7 +96,13 @@ class SmtpAccount:
             password=self.password,
             ca_data=self.ca_pem,
             timeout=timeout,
-            grant=self.oauth.fingerprint() if self.oauth else None,
+            # the account, not its current refresh token: one that the provider replaced
+            # (worker/accounts/oauth.py) keeps the same pool and its connections
+            grant=(
+                f"{self.owner}\0{self.revision}\0{self.oauth.provider}\0{self.oauth.client_id}"
+                if self.oauth
+                else None
+            ),
             token=token,
         )
 

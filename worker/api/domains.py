@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -131,6 +131,15 @@ def router(store: Callable[[], Store], dispatcher: Dispatcher, settings: Setting
             row = manage.verify(mine(caller, session, domain), settings)
             senders.mirror_domain(dispatcher.redis, row)
             return manage.shown(row, settings)
+
+    @api.delete("/v1/domains/{domain}", status_code=204, responses=errors | missing)
+    def remove_domain(domain: str, caller: Annotated[Caller, Depends(require("send"))]) -> Response:
+        """Forget a domain and its keys: its mail is signed by the operator again."""
+        with store().session() as session:
+            row = mine(caller, session, domain)
+            senders.mirror_domain(dispatcher.redis, row, removed=True)
+            manage.remove(session, row)
+        return Response(status_code=204)
 
     @api.post("/v1/identities", status_code=202, response_model=AddressOut, responses=errors)
     def add_address(

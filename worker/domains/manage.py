@@ -157,6 +157,12 @@ def get(session: Session, domain: str) -> SendingDomain | None:
     return session.scalar(select(SendingDomain).where(SendingDomain.domain == name))
 
 
+def remove(session: Session, row: SendingDomain) -> None:
+    """Forget a domain and its keys (its mail is signed by the operator again)."""
+    session.delete(row)
+    session.flush()
+
+
 def listed(session: Session, owner: str | None = None) -> list[SendingDomain]:
     """Registered domains (an owner's only, given one), by name."""
     query = select(SendingDomain).order_by(SendingDomain.domain)

@@ -116,10 +116,10 @@ def shown(row: SenderAddress) -> dict[str, object]:
     }
 
 
-def mirror_domain(client: redis.Redis, row: SendingDomain) -> None:
+def mirror_domain(client: redis.Redis, row: SendingDomain, removed: bool = False) -> None:
     """Publish one domain's state to the producers' set."""
     member = keys.sender(row.owner, "@" + row.domain)
-    if row.state == VERIFIED:
+    if row.state == VERIFIED and not removed:
         client.sadd(keys.SENDERS, member)
     else:
         client.srem(keys.SENDERS, member)
