@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = bs.add_parser("parse", help="classify saved bounce messages")
     q.add_argument("files", nargs="+", metavar="FILE")
     q.add_argument("--json", action="store_true", help="one JSON object per file")
+    q.add_argument(
+        "--explain",
+        action="store_true",
+        help="also the decoder that read each file, and why each reason and status were chosen",
+    )
     d = bs.add_parser("dead", help="reports that could not be ingested (dead letters)")
     ds = d.add_subparsers(dest="dead_action", required=True)
     x = ds.add_parser("list", help="list the dead letters, oldest first")
@@ -116,7 +121,7 @@ def cmd_bounces(args: argparse.Namespace) -> int:
     """``bounces parse``: print each file's classification; ``bounces dead ...``."""
     if args.action == "dead":
         return dead_command(args)
-    return parse_files(list(args.files), args.json)
+    return parse_files(list(args.files), args.json, args.explain)
 
 
 def dead_command(args: argparse.Namespace) -> int:
@@ -186,8 +191,9 @@ def _retry(dead: Any, ids: list[str], settings: Any) -> int:
     return status
 
 
-def parse_files(paths: list[str], as_json: bool) -> int:
-    """Parse each file and print one line per file; return 1 if any file was unreadable."""
+def parse_files(paths: list[str], as_json: bool, explain: bool = False) -> int:
+    """Parse each file and print one line per file (with ``explain``, the decoder and why each
+    reason was chosen too); return 1 if any file was unreadable."""
     from worker.bounces.classify.parse import parse_bounce
 
     status = 0
@@ -207,8 +213,22 @@ def parse_files(paths: list[str], as_json: bool) -> int:
             out.write(json.dumps({"file": path, "error": f"parser failed: {exc!r}"}) + "\n")
             continue
         if as_json:
-            row = {"file": path, "bounces": [b.as_json() for b in report.bounces]}
+            row: dict[str, Any] = {"file": path, "bounces": [b.as_json() for b in report.bounces]}
+            if explain:
+                row |= {"kind": report.kind, "decoder": report.decoder or None}
+                for shown, b in zip(row["bounces"], report.bounces, strict=True):
+                    shown["why"] = b.why
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        elif explain:
+            read_by = f"read by the {report.decoder} decoder" if report.decoder else "no decoder"
+            out.write(f"{path}: {report.kind}, {read_by}\n")
+            for b in report.bounces:
+                out.write(
+                    f"  {b.recipient}\n    action {b.action or '-'}, status {b.status or '-'}, "
+                    f"reply {b.reply_code or '-'}, reason {b.reason} "
+                    f"({'hard' if b.hard else 'soft'})\n"
+                    f"    diagnostic: {b.diagnostic[:300] or '-'}\n    why: {b.why or '-'}\n"
+                )
         else:
             out.write(f"{path}: {report.kind}\n")
             for b in report.bounces:

@@ -21,6 +21,8 @@ class Bounce:
     reason: str
     hard: bool
     diagnostic: str
+    #: how the reason and the status were found (``bounces parse --explain``)
+    why: str = field(default="", compare=False)
 
     def as_json(self) -> dict[str, Any]:
         """Return the JSON form printed by ``maildispatch bounces parse --json``."""

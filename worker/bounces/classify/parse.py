@@ -160,6 +160,7 @@ def _build(rec: Record, message: Message, received: tuple[str, str]) -> Bounce |
         return None
     diag, status, reply = _diagnostic(rec)
     reason = rec.reason
+    why: list[str] = []
     dtype = rec.spec
     if not dtype and reason not in ("feedback", "vacation"):
         dtype = "SMTP"
@@ -188,13 +189,23 @@ def _build(rec: Record, message: Message, received: tuple[str, str]) -> Bounce |
             lhost=lhost,
         )
         fallback = reason or "undefined"
-        for finder in (local_agent_reason, find_rhost_reason, find_reason):
+        for finder, source in (
+            (local_agent_reason, "a local delivery agent's error"),
+            (find_rhost_reason, f"the rules of the receiving provider ({rhost or 'unknown'})"),
+        ):
             found = finder(fact)
             if is_explicit(found):
-                reason = found
+                reason, why = found, [source]
                 break
         else:
-            reason = "onhold" if diag else fallback
+            found = find_reason(fact, why)
+            if is_explicit(found):
+                reason = found
+            else:
+                reason = "onhold" if diag else fallback
+                why.append("no rule decided" + (": held for a person" if diag else ""))
+    else:
+        why.append("the decoder named it")
     hard = False
     if reason in ("delivered", "feedback", "vacation"):
         if reason != "delivered":
@@ -211,6 +222,7 @@ def _build(rec: Record, message: Message, received: tuple[str, str]) -> Bounce |
             else False
         )
         status = codes.pseudo_status(reason, temporary)
+        why.append(f"no status in the report: {status} stands for the reason")
     klass = status[:1]
     if klass != reply[:1]:
         found = codes.find_reply(diag, klass)
@@ -236,6 +248,7 @@ def _build(rec: Record, message: Message, received: tuple[str, str]) -> Bounce |
         reason=reason,
         hard=hard,
         diagnostic=diag,
+        why="; ".join(why),
     )
 
 

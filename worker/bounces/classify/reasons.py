@@ -290,61 +290,70 @@ _ORDER_TEXT = (
 )  # fmt: skip
 
 
-def _another(fo: Fact) -> str:
+def _another(fo: Fact, why: list[str]) -> str:
     if is_explicit(fo.reason):
-        return fo.reason
+        return _said(why, fo.reason, "the decoder named it")
     issued = _lower(fo)
     reason = reason_of_status(fo.status)
     if not reason or reason in RETRY or fo.dtype != "SMTP":
         for name in _ORDER_TEXT:
             if INCLUDED[name](issued):
-                return name
+                return _said(why, name, f"the message matches {name}'s phrases")
         if reason:
-            return reason
+            return _said(why, reason, f"status {fo.status} means {reason}")
         if len(fo.status) > 3:
             head = fo.status[:3]
             if head in ("5.6", "4.6"):
-                return "contenterror"
+                return _said(why, "contenterror", f"status class {head}.x (content)")
             if head in ("5.7", "4.7"):
-                return "securityerror"
+                return _said(why, "securityerror", f"status class {head}.x (security or policy)")
         if fo.dtype.startswith("X-UNIX"):
-            return "mailererror"
+            return _said(why, "mailererror", "a local mailer (X-Unix) failed")
         if _probe_syntaxerror(fo):
-            return "syntaxerror"
+            return _said(why, "syntaxerror", "the reply is a syntax error")
         if fo.action in ("delayed", "expired"):
-            return "expired"
+            return _said(why, "expired", f"the action is {fo.action}")
         if fo.command in ("EHLO", "HELO"):
-            return "blocked"
+            return _said(why, "blocked", f"refused at {fo.command}")
+    if reason:
+        return _said(why, reason, f"status {fo.status} means {reason}")
     return reason
 
 
-def find_reason(fo: Fact) -> str:
-    """Return the reason for a recipient from its status, reply code and message."""
+def _said(why: list[str], reason: str, because: str) -> str:
+    why.append(because)
+    return reason
+
+
+def find_reason(fo: Fact, why: list[str] | None = None) -> str:
+    """Return the reason for a recipient from its status, reply code and message; ``why``, when
+    given, hears the rule that decided (``bounces parse --explain``)."""
+    why = [] if why is None else why
     if fo.reason and fo.reason not in RETRY:
-        return fo.reason
+        return _said(why, fo.reason, "the decoder named it")
     if fo.status.startswith("2."):
-        return "delivered"
+        return _said(why, "delivered", f"status {fo.status} is a success")
     found = ""
     if fo.dtype in ("SMTP", ""):
         for name in _ORDER_PROBE:
             if PROBES[name](fo):
-                found = name
+                found = _said(why, name, f"the SMTP reply matches {name}'s rules")
                 break
     if found in ("", "undefined"):
-        found = _another(fo)
+        found = _another(fo, why)
         if found == "undefined":
             found = ""
         if not found and fo.action == "delayed":
-            found = "expired"
+            found = _said(why, "expired", "the action is delayed")
         if found:
             return found
         issued = _lower(fo)
         if INCLUDED["vacation"](issued):
-            found = "vacation"
+            found = _said(why, "vacation", "the message matches an auto-reply's phrases")
         if not found and issued:
-            found = "onhold"
+            found = _said(why, "onhold", "no rule matched the message: held for a person")
         if not found:
-            found = "undefined"
+            found = _said(why, "undefined", "no status and no message")
     return found
 
 
