@@ -278,7 +278,7 @@ def others(fig: dict[str, Any], failed: list[str]) -> list[str]:
             f"scaling {point['count']:>7,}: {point['rate']:>6,.0f}/s, msc line RSS "
             f"{point['rss_start_mb']:.0f} → {point['rss_end_mb']:.0f} MB "
             f"({point['rss_drift']:+.1%}), Redis keeps {point['redis_bytes_per_job_kept']:,.0f} "
-            f"bytes/job until the job TTL; md:* keys without TTL: {point['keys_without_ttl']}"
+            f"bytes/job for the hot window (MAILDISPATCH_JOB_HOT_TTL, 1 day), then none; md:* keys without TTL: {point['keys_without_ttl']}"
             + (f" {point['examples_without_ttl']}" if point["keys_without_ttl"] else "")
             + (f"; {point['not_sent']}" if point.get("not_sent") else "")
         )
