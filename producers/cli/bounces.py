@@ -213,9 +213,14 @@ def parse_files(paths: list[str], as_json: bool, explain: bool = False) -> int:
             out.write(json.dumps({"file": path, "error": f"parser failed: {exc!r}"}) + "\n")
             continue
         if as_json:
-            row: dict[str, Any] = {"file": path, "bounces": [b.as_json() for b in report.bounces]}
+            decoder = report.decoder or None  # "fallback": read from the text, no decoder knew it
+            row: dict[str, Any] = {
+                "file": path,
+                "decoder": decoder,
+                "bounces": [b.as_json() | {"decoder": decoder} for b in report.bounces],
+            }
             if explain:
-                row |= {"kind": report.kind, "decoder": report.decoder or None}
+                row["kind"] = report.kind
                 for shown, b in zip(row["bounces"], report.bounces, strict=True):
                     shown["why"] = b.why
             out.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -192,3 +192,28 @@ def test_run_killed_by_the_hard_limit_is_swept_into_the_store(
         wait_for(lambda: rows(pg_store, job_id), 15, 0.2, "the Failed Send row")
         assert rows(pg_store, job_id) == [("killed@example.org", "userunknown")]
         assert child not in pool_children(worker)
+
+
+def test_a_report_with_no_failed_recipient_found_is_kept_for_a_person(
+    redis_url: str, redis_client: redis.Redis, pg_store: Store, tmp_path: Path
+) -> None:
+    """A failure report for one of our jobs whose text names no recipient the parser can find
+    is kept in the dead letters (why ``unrecognized``) and counted, not silently dropped."""
+    env = bounces_env(redis_url, pg_store)
+    job_id, rp = sent_job(redis_client, ["who@example.org"])
+    raw = (
+        b"From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\nTo: " + rp.encode()
+        + b"\r\nSubject: Undeliverable message\r\n\r\n"
+        + b"Your message could not be delivered. Please contact your administrator.\r\n"
+    )  # fmt: skip
+    with bounces_worker(env, tmp_path / "worker.log"):
+        publisher = BouncePublisher(make_settings(env))
+        try:
+            publisher.publish(InboundMessage(raw=raw, source="smtp", rcpt_tos=(rp,)))
+        finally:
+            publisher.close()
+        wait_for(lambda: redis_client.zcard(DEAD), 15, 0.1, "the report in the dead letters")
+    [entry] = dead_list(env)
+    assert entry["why"] == "unrecognized"
+    assert int(redis_client.hget("md:counters", "bounces_unrecognized") or 0) >= 1
+    assert rows(pg_store, job_id) == []

@@ -34,9 +34,9 @@ def test_explain_names_the_decoder_and_the_deciding_rule(
     assert "no status in the report: 5.0.911 stands for the reason" in other["why"]
 
     plain = _rows(capsys, [postfix], True)
-    assert set(plain[0]) == {"file", "bounces"}
+    assert set(plain[0]) == {"file", "decoder", "bounces"}
     assert set(plain[0]["bounces"][0]) == {  # type: ignore[index]
-        "recipient", "action", "status", "reply_code", "reason", "hard", "diagnostic"
+        "recipient", "action", "status", "reply_code", "reason", "hard", "diagnostic", "decoder"
     }  # fmt: skip
 
 

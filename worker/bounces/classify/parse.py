@@ -6,7 +6,8 @@ and the sisimai development team):
 
 1. read the headers and flatten/decode the body (:mod:`.mime`);
 2. try the MTA-specific decoders the Subject: suggests, then all of them, then
-   the RFC 3464 DSN reader, the ARF reader and the auto-reply reader;
+   the RFC 3464 DSN reader, the ARF reader, the auto-reply reader and, last, the
+   fallback that reads failed recipients from the text (:mod:`.fallback`);
 3. for each recipient, clean the diagnostic text, pick the status and reply
    codes, classify the reason (:mod:`.reasons`, :mod:`.providers`) and apply the
    hard-bounce rule.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from . import arf, autoreply, codes, dsn
+from . import arf, autoreply, codes, dsn, fallback
 from .formats import DECODERS, order_for
 from .hosts import find_address, find_host, is_email_address, is_internet_host, parse_received
 from .mime import prepare_body, read_message, unfold
@@ -66,6 +67,7 @@ def _sift(message: Message) -> tuple[Rising, str] | None:
         ("RFC3464", dsn.inquire),
         ("ARF", arf.inquire),
         ("RFC3834", autoreply.inquire),
+        ("fallback", fallback.inquire),  # nothing knew it: the text's failed recipients
     ):
         rising = _attempt(decoder, message)
         if rising is not None and rising.records:

@@ -245,7 +245,9 @@ class Ingest:
         if report.kind == "delay" or any(b.action == "delayed" for b in report.bounces):
             return self._delayed(job_id, report)
         log.info("bounce_unrecognized", kind=report.kind, recipients=len(report.bounces))
-        return Outcome("unrecognized", job_id)
+        if report.kind in ("unknown", "bounce"):  # no failed recipient found: kept, counted
+            self.redis.hincrby(keys.COUNTERS, "bounces_unrecognized", 1)
+        return Outcome("unrecognized", job_id, why=report.kind)
 
     @staticmethod
     def failures(report: BounceReport, raw: bytes) -> list[Bounce]:

@@ -150,5 +150,9 @@ def ingest(self: Task, wire: Any) -> dict[str, Any]:
     result = outcome.as_dict()
     if outcome.why == "parse_error":  # a parser bug: kept, to re-ingest once it is fixed
         result |= {"result": "dead", "dead_letter": dead.add(wire, "parse_error")}
+    elif outcome.result == "unrecognized" and outcome.why in ("unknown", "bounce"):
+        # a report for one of our jobs in which no failed recipient was found: kept for a
+        # person to look at (`bounces dead list`), never silently dropped
+        result |= {"dead_letter": dead.add(wire, "unrecognized")}
     dead.end(task_id)
     return result

@@ -1,0 +1,54 @@
+"""The text fallback: a failure report no decoder reads still gives its failed recipients,
+classified from the text around them and marked ``fallback``; challenge/response mails,
+out-of-office notes and a person's mail give none (tests/data/bounces-fallback/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.bounces.classify.parse import parse_bounce
+
+SAMPLES = Path(__file__).resolve().parents[2] / "data" / "bounces-fallback"
+
+
+@pytest.mark.parametrize(
+    ("sample", "recipient", "status", "reason", "hard"),
+    [
+        # Sendmail's transcript without a DSN part: the RCPT refusal in the session
+        ("sendmail-transcript.eml", "jdoe@example.edu", "5.0.911", "userunknown", True),
+        # an Exim listing with the address alone in angle brackets
+        ("exim-brackets.eml", "nobody@example.net", "5.1.1", "userunknown", True),
+        # a DSN whose Final-Recipient is folded onto a second line
+        ("folded-fr.eml", "kijitora@example.com", "5.1.1", "userunknown", True),
+    ],
+)
+def test_a_report_no_decoder_reads_still_names_its_failed_recipient(
+    sample: str, recipient: str, status: str, reason: str, hard: bool
+) -> None:
+    report = parse_bounce((SAMPLES / sample).read_bytes())
+    assert report.decoder == "fallback" and report.kind == "bounce"
+    (bounce,) = report.bounces
+    assert (bounce.recipient, bounce.action, bounce.status, bounce.reason, bounce.hard) == (
+        recipient,
+        "failed",
+        status,
+        reason,
+        hard,
+    )
+    assert recipient in bounce.diagnostic  # the text it was found in
+
+
+@pytest.mark.parametrize(
+    "sample",
+    [
+        "challenge-response.eml",
+        "challenge-undeliverable.eml",  # says "undeliverable" and "rejected": still a challenge
+        "out-of-office.eml",
+        "personal-mail.eml",
+    ],
+)
+def test_what_is_no_failure_gives_no_failed_recipient(sample: str) -> None:
+    report = parse_bounce((SAMPLES / sample).read_bytes())
+    assert not [b for b in report.bounces if b.action == "failed"], report
