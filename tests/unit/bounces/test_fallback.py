@@ -1,6 +1,7 @@
 """The text fallback: a failure report no decoder reads still gives its failed recipients,
 classified from the text around them and marked ``fallback``; challenge/response mails,
-out-of-office notes and a person's mail give none (tests/data/bounces-fallback/)."""
+out-of-office notes and a person's mail give none (tests/data/bounces-fallback/); and the last
+rule before ``onhold``: a reply that names spam and nothing more is ``spamdetected``."""
 
 from __future__ import annotations
 
@@ -52,3 +53,23 @@ def test_a_report_no_decoder_reads_still_names_its_failed_recipient(
 def test_what_is_no_failure_gives_no_failed_recipient(sample: str) -> None:
     report = parse_bounce((SAMPLES / sample).read_bytes())
     assert not [b for b in report.bounces if b.action == "failed"], report
+
+
+@pytest.mark.parametrize(
+    "diagnostic",
+    [
+        "550 5.9.8 Spam",
+        "550 Rejected by header based Anti-Spoofing policy: Spam Signature detected",
+    ],
+)
+def test_a_reply_that_only_names_spam_is_spamdetected(diagnostic: str) -> None:
+    raw = (
+        "From: MAILER-DAEMON@mx.example.org\r\nTo: sender@example.org\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n"
+        "\r\nFinal-Recipient: rfc822; kitty@example.com\r\nAction: failed\r\nStatus: 5.0.0\r\n"
+        f"Diagnostic-Code: smtp; {diagnostic}\r\n\r\n--B--\r\n"
+    )
+    (bounce,) = parse_bounce(raw.encode()).bounces
+    assert bounce.reason == "spamdetected", bounce.why

@@ -205,7 +205,8 @@ def _build(rec: Record, message: Message, received: tuple[str, str]) -> Bounce |
                 reason = found
             else:
                 reason = "onhold" if diag else fallback
-                why.append("no rule decided" + (": held for a person" if diag else ""))
+                if not why:
+                    why.append("no rule decided" + (": held for a person" if diag else ""))
     else:
         why.append("the decoder named it")
     hard = False

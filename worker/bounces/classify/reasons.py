@@ -9,6 +9,7 @@ a permanent ``notaccept`` (see :func:`worker.bounces.classify.codes.is_hard_boun
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -320,6 +321,9 @@ def _another(fo: Fact, why: list[str]) -> str:
     return reason
 
 
+_SPAM_WORD = re.compile(r"\bspam\b")
+
+
 def _said(why: list[str], reason: str, because: str) -> str:
     why.append(because)
     return reason
@@ -350,6 +354,8 @@ def find_reason(fo: Fact, why: list[str] | None = None) -> str:
         issued = _lower(fo)
         if INCLUDED["vacation"](issued):
             found = _said(why, "vacation", "the message matches an auto-reply's phrases")
+        elif _SPAM_WORD.search(issued):  # "5.9.8 Spam", "Spam Signature detected"
+            found = _said(why, "spamdetected", "the message names spam, and no rule said more")
         if not found and issued:
             found = _said(why, "onhold", "no rule matched the message: held for a person")
         if not found:
