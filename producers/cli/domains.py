@@ -155,9 +155,8 @@ def cmd_identity_add(args: argparse.Namespace) -> int:
 
     settings, store, _ = _context()
     try:
-        senders.confirm_url(settings, args.owner, "check@example.org")  # a public URL is set
         with store.session() as session:
-            row = senders.request(session, args.owner, args.address)
+            row = senders.request(session, settings, args.owner, args.address)
             shown = senders.shown(row)
     except DomainError as exc:
         return refused(exc)

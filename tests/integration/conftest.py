@@ -1,5 +1,5 @@
-"""Fixtures of the user-account tests: a throwaway PKI, Microsoft's token endpoint (a local
-fake) and an Exchange Online stand-in that takes ``AUTH XOAUTH2`` only."""
+"""Fixtures of the user-account tests: a throwaway PKI, Google's and Microsoft's endpoints (local
+fakes) and an Exchange Online stand-in that takes ``AUTH XOAUTH2`` only."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.auth_smtpd import Pki, make_pki, xoauth2_server
+from tests.support.fake_google import FakeGoogle
 from tests.support.fake_microsoft import FakeMicrosoft
 from tests.support.relay import Relay
 
@@ -16,6 +17,14 @@ from tests.support.relay import Relay
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A CA and a certificate for 127.0.0.1 it issued."""
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def google() -> Iterator[FakeGoogle]:
+    """Google's token endpoint, consent page and Gmail API, local."""
+    fake = FakeGoogle().start()
+    yield fake
+    fake.stop()
 
 
 @pytest.fixture(scope="module")

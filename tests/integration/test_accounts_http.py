@@ -30,13 +30,6 @@ MAILBOX = "ann@contoso.example"
 
 
 @pytest.fixture(scope="module")
-def google() -> Iterator[FakeGoogle]:
-    fake = FakeGoogle().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
 def site(
     tmp_path_factory: pytest.TempPathFactory,
     pki: Pki,

@@ -33,13 +33,6 @@ from worker.message.build import build_message
 CLIENT_ID, CLIENT_SECRET = "test-client.apps.example", "deployment-client-secret-0xC0FFEE"
 
 
-@pytest.fixture(scope="module")
-def google() -> Iterator[FakeGoogle]:
-    fake = FakeGoogle().start()
-    yield fake
-    fake.stop()
-
-
 @pytest.fixture
 def fake(google: FakeGoogle) -> FakeGoogle:
     google.reset()

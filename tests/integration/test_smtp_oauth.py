@@ -29,13 +29,6 @@ MAILBOX = "ann@contoso.example"
 
 
 @pytest.fixture(scope="module")
-def google() -> Iterator[FakeGoogle]:
-    fake = FakeGoogle().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
 def ofleet(
     tmp_path_factory: pytest.TempPathFactory, microsoft: FakeMicrosoft, google: FakeGoogle
 ) -> Iterator[Fleet]:

@@ -101,15 +101,11 @@ def callback_url(settings: Settings) -> str:
 
 
 def _client(settings: Settings, provider: str) -> tuple[str, str]:
-    client_id = getattr(settings, f"{provider}_client_id")
-    secret = getattr(settings, f"{provider}_client_secret")
-    if not client_id or not secret:
-        name = provider.upper()
-        raise ConnectError(
-            f"no OAuth client for {PROVIDERS[provider].label}: set MAILDISPATCH_{name}_CLIENT_ID "
-            f"and MAILDISPATCH_{name}_CLIENT_SECRET"
-        )
-    return str(client_id), str(secret.get_secret_value())
+    found = PROVIDERS[provider].deployment_client(settings)
+    if found is None:
+        known = PROVIDERS[provider]
+        raise ConnectError(f"no OAuth client for {known.label}: set {known.client_settings()}")
+    return found
 
 
 def check_return_to(url: str | None) -> str | None:

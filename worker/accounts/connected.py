@@ -116,16 +116,13 @@ def oauth_client(
     settings: Settings, provider: str, client_id: str | None, client_secret: str | None
 ) -> tuple[str, str]:
     """The account's own OAuth client, else the deployment's (``MAILDISPATCH_<P>_CLIENT_ID``)."""
+    known = PROVIDERS[provider]
     if client_id is None:
-        client_id = getattr(settings, f"{provider}_client_id")
-        default = getattr(settings, f"{provider}_client_secret")
-        client_secret = default.get_secret_value() if default else None
+        client_id, client_secret = known.deployment_client(settings) or (None, None)
     if not client_id or not client_secret:
-        name = provider.upper()
         raise PermanentError(
-            f"no {PROVIDERS[provider].label} OAuth client is configured: set "
-            f"MAILDISPATCH_{name}_CLIENT_ID and MAILDISPATCH_{name}_CLIENT_SECRET, or connect "
-            "with --client-id",
+            f"no {known.label} OAuth client is configured: set {known.client_settings()}, or "
+            "connect with --client-id",
             kind=FailedKind.CONFIG,
         )
     return client_id, client_secret

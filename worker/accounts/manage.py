@@ -214,14 +214,10 @@ def _oauth_secrets(settings: Settings, provider: str, oauth: OAuthLogin) -> dict
     if oauth.client_id is not None and oauth.client_secret is not None:
         _check_secret("client id", oauth.client_id)
         secrets["client_secret"] = _check_secret("client secret", oauth.client_secret.strip())
-    elif not (
-        getattr(settings, f"{provider}_client_id")
-        and getattr(settings, f"{provider}_client_secret")
-    ):
-        name = provider.upper()
+    elif PROVIDERS[provider].deployment_client(settings) is None:
         raise AccountError(
-            f"no OAuth client: give the client id and secret, or set MAILDISPATCH_{name}_CLIENT_ID "
-            f"and MAILDISPATCH_{name}_CLIENT_SECRET"
+            "no OAuth client: give the client id and secret, or set "
+            + PROVIDERS[provider].client_settings()
         )
     return secrets
 

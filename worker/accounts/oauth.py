@@ -15,6 +15,7 @@ stores it encrypted, so that an account in steady use never expires.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import threading
 import time
@@ -61,6 +62,19 @@ class Provider:
     def authorize_uri(self, settings: Settings) -> str:
         """``MAILDISPATCH_<NAME>_AUTHORIZE_URI``."""
         return str(getattr(settings, f"{self.name}_authorize_uri"))
+
+    def deployment_client(self, settings: Settings) -> tuple[str, str] | None:
+        """The deployment's OAuth client (``MAILDISPATCH_<NAME>_CLIENT_ID`` / ``_SECRET``)."""
+        client_id = getattr(settings, f"{self.name}_client_id")
+        secret = getattr(settings, f"{self.name}_client_secret")
+        if not client_id or not secret:
+            return None
+        return str(client_id), str(secret.get_secret_value())
+
+    def client_settings(self) -> str:
+        """The settings that name the deployment's client, for error texts."""
+        name = self.name.upper()
+        return f"MAILDISPATCH_{name}_CLIENT_ID and MAILDISPATCH_{name}_CLIENT_SECRET"
 
 
 PROVIDERS = {
@@ -121,24 +135,31 @@ class AccessToken:
         self.last_given: str | None = None
         self.on_new_refresh_token: Callable[[str], None] | None = None
 
-    def _usable(self, rejected: str | None) -> bool:
+    def _usable(self) -> bool:
         c = self.credentials
-        if not c.token or c.token in (rejected, self._rejected):
+        if not c.token or c.token == self._rejected:
             return False
         if c.token_state == TokenState.FRESH:
             return True
         recent = time.monotonic() - self._fetched_at < JUST_REFRESHED
         return recent and c.token_state != TokenState.INVALID
 
-    async def get(self, rejected: str | None = None) -> str:
-        """A valid access token, refreshed first when it expires soon or was ``rejected``.
+    async def get(self) -> str:
+        """A valid access token, refreshed first when it expires soon or was :meth:`reject`-ed.
 
         A refresh the provider refuses raises PermanentError (``auth``: the user must connect
         again; ``config``: the OAuth client is wrong); an unreachable endpoint TransientError.
         """
         async with self._refreshing:
-            if not self._usable(rejected):
-                why = "rejected" if rejected else ("expired" if self.credentials.token else "first")
+            if not self._usable():
+                token = self.credentials.token
+                why = (
+                    "rejected"
+                    if token and token == self._rejected
+                    else "expired"
+                    if token
+                    else "first"
+                )
                 try:
                     await asyncio.to_thread(self._refresh)
                 except google.auth.exceptions.RefreshError as exc:
@@ -204,7 +225,11 @@ class AccessTokens:
 
             def also_known_as(refresh_token: str, token: AccessToken = token) -> None:
                 # the stored account will carry the new refresh token: the same holder serves it
-                alias = (owner, revision, _with_refresh_token(grant, refresh_token).fingerprint())
+                alias = (
+                    owner,
+                    revision,
+                    dataclasses.replace(grant, refresh_token=refresh_token).fingerprint(),
+                )
                 self._tokens[alias] = token
 
             token.on_new_refresh_token = also_known_as
@@ -218,17 +243,6 @@ class AccessTokens:
         for token in self._tokens.values():
             token.close()
         self._tokens.clear()
-
-
-def _with_refresh_token(grant: Grant, refresh_token: str) -> Grant:
-    return Grant(
-        grant.provider,
-        grant.token_uri,
-        grant.client_id,
-        grant.client_secret,
-        refresh_token,
-        grant.scopes,
-    )
 
 
 def refresh_error(

@@ -148,9 +148,9 @@ def router(store: Callable[[], Store], dispatcher: Dispatcher, settings: Setting
         """Mail a confirmation link (valid 7 days) to an address the owner wants to send as."""
         check_owners(caller, [wanted.owner])
         try:
-            senders.confirm_url(settings, wanted.owner, "check@example.org")  # a public URL
             with store().session() as session:
-                shown = senders.shown(senders.request(session, wanted.owner, wanted.address))
+                row = senders.request(session, settings, wanted.owner, wanted.address)
+                shown = senders.shown(row)
             senders.mail_link(dispatcher, settings, str(shown["owner"]), str(shown["address"]))
         except manage.DomainError as exc:
             raise Invalid(

@@ -126,7 +126,8 @@ class GmailChannel:
                 response = await self._post(body, access)
                 if response.status_code == 401:  # revoked or expired early: refresh, retry once
                     log.info("gmail_token_rejected")
-                    response = await self._post(body, await token.get(rejected=access))
+                    token.reject(access)
+                    response = await self._post(body, await token.get())
         except Exception as exc:
             raise translate(exc) from exc
         if not response.is_success:

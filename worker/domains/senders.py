@@ -48,11 +48,16 @@ def check_address(address: str) -> str:
 
 def confirm_url(settings: Settings, owner: str, address: str, now: float | None = None) -> str:
     """The link mailed to the address."""
-    if not settings.public_url:
-        raise DomainError("set MAILDISPATCH_PUBLIC_URL: the confirmation link points there")
+    base = _check_public_url(settings)
     expires = str(int((now or time.time()) + CONFIRM_FOR))
     token = tokens.make(settings.require_secret_key(), _CONTEXT, owner, address, expires)
-    return f"{settings.public_url.rstrip('/')}/v1/identities/confirm/{token}"
+    return f"{base.rstrip('/')}/v1/identities/confirm/{token}"
+
+
+def _check_public_url(settings: Settings) -> str:
+    if not settings.public_url:
+        raise DomainError("set MAILDISPATCH_PUBLIC_URL: the confirmation link points there")
+    return settings.public_url
 
 
 def read(settings: Settings, token: str, now: float | None = None) -> Confirmation | None:
@@ -63,8 +68,10 @@ def read(settings: Settings, token: str, now: float | None = None) -> Confirmati
     return Confirmation(parts[0], parts[1])
 
 
-def request(session: Session, owner: str, address: str) -> SenderAddress:
-    """Record an address to confirm (again: a new link, the row kept)."""
+def request(session: Session, settings: Settings, owner: str, address: str) -> SenderAddress:
+    """Record an address to confirm (again: a new link, the row kept); refused without a public
+    URL, which the link needs."""
+    _check_public_url(settings)
     owner = owner.strip()
     if not owner or len(owner) > 200:
         raise DomainError("owner must be 1 to 200 characters")
