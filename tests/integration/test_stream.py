@@ -4,6 +4,7 @@ urgent lane is taken first, and the messages' unacked copies are kombu's."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -12,9 +13,10 @@ from pathlib import Path
 import redis
 import redis.asyncio as aioredis
 
+from config import keys
 from producers.client import Dispatcher
 from tests.support.env import make_settings, worker_env
-from tests.support.fleet import Fleet
+from tests.support.fleet import Fleet, running_fleet
 from tests.support.redis_server import RedisServer
 from tests.support.relay import Relay
 from tests.support.services import wait_for
@@ -130,3 +132,32 @@ async def _until(ok: Callable[[], bool], timeout: float = 5.0) -> None:
     while not ok():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.01)
+
+
+def test_sends_arriving_while_busy_are_gathered_into_one_group(
+    tmp_path: Path, relay: Relay
+) -> None:
+    # A wide gathering window, so that what it does can be seen: a send reaching an idle worker
+    # starts at once; sends arriving while it delivers wait for the window and start together,
+    # one in-flight registration (one group) for all of them, each still delivered once.
+    relay.handler.delay = 2.0
+    env = {"MAILDISPATCH_WORKER_GATHER": "1.0"}
+    try:
+        with running_fleet(tmp_path, relay_url=relay.url, env=env) as fleet:
+            d = fleet.dispatcher
+            sent_at = time.monotonic()
+            first = d.send(job(f"first-{uuid.uuid4().hex[:6]}@example.org"))
+            wait_for(lambda: fleet.in_state([first], "sending") == 1, 10, 0.02, "first claimed")
+            assert time.monotonic() - sent_at < 0.8, "an idle worker waited for the window"
+            later = [d.send(job(f"later{i}-{uuid.uuid4().hex[:6]}@example.org")) for i in range(3)]
+            wait_for(lambda: fleet.in_state(later, "sending") == 3, 10, 0.02, "later claimed")
+            groups = [
+                json.loads(fleet.redis.get(keys.batch(b.decode())) or b"[]")
+                for b in fleet.redis.zrange(keys.INFLIGHT, 0, -1)
+            ]
+            assert sorted(len(g) for g in groups) == [1, 3], groups
+            assert fleet.wait_final([first, *later]) == {str(i): "sent" for i in [first, *later]}
+            counts = relay.handler.by_message_id()
+            assert all(counts[f"<{i}@mail.operator.test>"] == 1 for i in [first, *later])
+    finally:
+        relay.handler.delay = 0.0

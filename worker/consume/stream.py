@@ -46,6 +46,9 @@ from worker.delivery import BatchSummary
 
 log = structlog.get_logger("maildispatch.stream")
 
+#: messages that start as a group at once, even inside a gathering window
+GATHER_MOST = 64
+
 #: delivery task name -> channel; delivery queue -> channel
 TASK_CHANNEL = {name: channel for channel, name in DELIVER_TASK.items()}
 QUEUE_CHANNEL = {QUEUE[channel]: channel for channel in DELIVER_TASK}
@@ -80,6 +83,8 @@ class Stream:
         # task events for Flower, sent from the loop in lists (worker/consume/taskevents.py)
         self._events = TaskEvents.for_consumer(consumer)
         self._incoming: list[Ticket] = []  # loop thread only
+        self._gather = self.rt.settings.worker_gather
+        self._gathering: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._crashes = 0  # consecutive crashed groups (loop thread): the backoff
         self._crashed_at = 0.0
@@ -227,10 +232,18 @@ class Stream:
         self.event("task-started", uuid=ticket.task_id)
         self._incoming.append(ticket)
         if len(self._incoming) == 1:
-            # every message handed over before the loop's next iteration joins this group
+            if self._tasks and self._gather:  # busy: gather what arrives meanwhile (a window)
+                self._gathering = self.loop.call_later(self._gather, self._start)
+            else:  # idle: every message handed over before the next iteration joins this group
+                self.loop.call_soon(self._start)
+        elif self._gathering is not None and len(self._incoming) >= GATHER_MOST:
+            self._gathering.cancel()
             self.loop.call_soon(self._start)
 
     def _start(self) -> None:
+        self._gathering = None
+        if not self._incoming:  # a gathering window closed early: started already
+            return
         tickets, self._incoming = self._incoming, []
         by_channel: dict[str, list[Ticket]] = {}
         for ticket in tickets:
