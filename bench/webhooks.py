@@ -14,6 +14,7 @@ rate of docs/performance.md: events keep up when they go out at least as fast as
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import subprocess
@@ -22,7 +23,6 @@ import tempfile
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,36 +37,59 @@ _READY = re.compile(r"@\S+ ready\.")
 
 
 class Receiver:
-    """Counts POSTs by ``webhook-id``; answers 200."""
+    """Counts POSTs by ``webhook-id``; answers 200, keeping the connection alive.
+
+    An asyncio protocol on a thread of its own rather than ``http.server``: the receiver shares
+    the two cores with the line it measures, as the bench relay does with the workers, so it
+    should cost little (~40 µs a request against ~170 for ``ThreadingHTTPServer``)."""
+
+    ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.last = 0.0
-        lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive: the deliverer reuses its connections
+        class Protocol(asyncio.Protocol):
+            def connection_made(self, transport: Any) -> None:
+                self.transport = transport
+                self.buffer = b""
 
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["Content-Length"]))
-                with lock:
-                    outer.ids.append(self.headers["webhook-id"])
+            def data_received(self, data: bytes) -> None:
+                self.buffer += data
+                answers = 0
+                while True:
+                    head_end = self.buffer.find(b"\r\n\r\n")
+                    if head_end < 0:
+                        break
+                    fields = {}
+                    for line in self.buffer[:head_end].split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        fields[name.strip().lower()] = value.strip()
+                    end = head_end + 4 + int(fields.get(b"content-length", b"0"))
+                    if len(self.buffer) < end:
+                        break
+                    self.buffer = self.buffer[end:]
+                    outer.ids.append(fields.get(b"webhook-id", b"").decode())
+                    answers += 1
+                if answers:
                     outer.last = time.time()
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                    self.transport.write(outer.ANSWER * answers)
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        server = self.loop.run_until_complete(
+            self.loop.create_server(Protocol, "127.0.0.1", 0, backlog=256)
+        )
+        self.server = server
+        port = server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/hooks"
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
 
 def _events(redis: RedisServer, count: int) -> None:

@@ -158,6 +158,8 @@ class Settings(BaseSettings):
     msc_processes: int = Field(0, ge=0, le=1024)
     gmail_processes: int = Field(0, ge=0, le=1024)
     smtp_processes: int = Field(0, ge=0, le=1024)
+    # ... and `maildispatch worker events` (the webhook deliverer, 8 threads each)
+    events_processes: int = Field(0, ge=0, le=1024)
     #: every worker's main process also runs the scheduler loop (a standalone
     #: ``maildispatch scheduler`` is then optional; several schedulers are safe together)
     embedded_scheduler: bool = True

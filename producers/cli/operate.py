@@ -14,10 +14,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Declare ``worker``, ``scheduler``, ``db``, ``dkim`` and ``demo``."""
     p = sub.add_parser(
         "worker",
-        help="delivery workers for a channel, one process per core (Procfile)",
+        help="delivery workers for a channel, or the webhook deliverer (events), one process "
+        "per core (Procfile)",
         description="Other options (e.g. -l DEBUG) are passed on to celery worker.",
     )
-    p.add_argument("channel", choices=CHANNELS)
+    p.add_argument("channel", choices=[*CHANNELS, "events"])
     p.add_argument(
         "--processes",
         type=int,
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Run the channel's worker processes until stopped."""
+    """Run the line's worker processes (a channel's, or the events line's) until stopped."""
     from worker.consume.supervisor import Supervisor, processes_for
 
     get_settings().require_secret_key()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from tests.support.api import bearer, new_key, serve
 from tests.support.auth_smtpd import Pki
 from tests.support.fleet import Fleet, running_fleet
 from tests.support.relay import Relay
-from tests.support.services import wait_for
+from tests.support.services import REPO, wait_for
 from worker.api.app import create_app
 from worker.store import open_store
 
@@ -96,8 +97,22 @@ def hooks(tmp_path: Path, relay: Relay) -> Iterator[Fleet]:
         "MAILDISPATCH_SCHEDULER_INTERVAL": "0.1s",
     }
     with running_fleet(tmp_path, relay_url=relay.url, env=env) as fleet:
-        fleet.worker("mail.events", concurrency=4, pool="threads")
+        # the Procfile's events line as written, started twice on this host (one process each):
+        # their node names differ, and they share the lanes
+        events_line(fleet, 0)
+        events_line(fleet, 1)
         yield fleet
+
+
+def events_line(fleet: Fleet, n: int) -> None:
+    """Start the Procfile's ``events`` line with one process; wait until it is ready."""
+    lines = dict(
+        line.split(": ", 1) for line in (REPO / "Procfile").read_text().splitlines() if line
+    )
+    path = f"{Path(sys.executable).parent}:$PATH"
+    command = f"MAILDISPATCH_EVENTS_PROCESSES=1 PATH={path} exec {lines['events']}"
+    proc = fleet.start(["sh", "-c", command], f"events-{n}.log")
+    wait_for(lambda: "ready" in proc.text(), 60, 0.1, "the events line ready")
 
 
 def add(fleet: Fleet, url: str, owner: str = OWNER, *extra: str) -> tuple[int, str]:
@@ -332,3 +347,64 @@ def test_https_endpoints_are_checked_against_the_configured_ca(
         assert receiver.got[0][0]["host"] == receiver.url.split("/")[2]
     finally:
         receiver.close()
+
+
+def test_a_kept_alive_connection_the_endpoint_closed_is_replaced_once() -> None:
+    """Endpoints close idle keep-alive connections whenever they like: the next POST on such a
+    connection is sent again once on a new one (the event delivered, not failed); an endpoint
+    that drops every connection before answering is a failure, not a loop."""
+    import socket
+
+    from worker.channels.netguard import NetworkPolicy
+    from worker.webhooks.deliver import Pools, WebhookFailed, post, resolve
+    from worker.webhooks.endpoints import ENABLED, Endpoint
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    requests: list[bytes] = []
+    answer = True  # else: close before answering
+
+    def serve_once_per_connection() -> None:
+        # HTTP/1.1 without "Connection: close", then the connection closed all the same
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                while len(body) < length:
+                    body += conn.recv(65536)
+                requests.append(body)
+                if answer:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    time.sleep(0.05)  # closed after the client read the answer
+
+    thread = threading.Thread(target=serve_once_per_connection, daemon=True)
+    thread.start()
+    pools = Pools()
+    try:
+        endpoint = Endpoint(1, OWNER, f"http://127.0.0.1:{port}/hooks", None, ENABLED, 0.0)
+        secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        target = resolve(pools, endpoint, secret, NetworkPolicy.of((), ()))
+        bodies = [b'{"id": "evt_%d", "type": "message.sent"}' % n for n in range(3)]
+        for body in bodies:
+            post(target, body)
+        assert requests == bodies
+        answer = False
+        with pytest.raises(WebhookFailed, match=r"RemoteDisconnected|Connection"):
+            post(target, b'{"id": "evt_x", "type": "message.sent"}')
+    finally:
+        pools.close()
+        listener.close()

@@ -1,4 +1,5 @@
-"""The processes of ``maildispatch worker CHANNEL``: the Procfile's delivery lines, one worker process per core.
+"""The processes of ``maildispatch worker LINE``: the Procfile's delivery lines and its ``events``
+line, one worker process per core.
 
 A delivery worker process delivers on one event loop (worker/consume/stream.py), so it uses one core; a
 line started once should use the machine, as Celery's own default concurrency does. This starts
@@ -26,6 +27,11 @@ from config.settings import get_settings
 #: (a configuration error would otherwise loop): the whole line stops with its exit code
 EARLY_EXIT = 5.0
 RESTART_DELAY = 1.0
+
+
+#: lines other than the delivery channels that the supervisor runs: the webhook deliverer, whose
+#: lane tasks wait on receivers (threads) and spend their CPU in HTTP (one process per core)
+THREADED = {"events": 8}
 
 
 def processes_for(channel: str, given: int | None = None) -> int:
@@ -56,8 +62,13 @@ def celery_command(queue: str, *options: str, pool: str = "solo") -> list[str]:
 
 
 def child_args(channel: str, name: str, extra: list[str]) -> list[str]:
-    """The command line of one delivery worker process."""
-    return celery_command(QUEUE[channel], "-n", f"{name}@%h", *[a for a in extra if a != "--"])
+    """The command line of one worker process of the line: a solo-pool delivery worker, or
+    (``events``) a pool of threads."""
+    given = [a for a in extra if a != "--"]
+    if channel in THREADED:
+        threads = ["-c", str(THREADED[channel])] if "-c" not in given else []
+        return celery_command(QUEUE[channel], "-n", f"{name}@%h", *threads, *given, pool="threads")
+    return celery_command(QUEUE[channel], "-n", f"{name}@%h", *given)
 
 
 class Supervisor:
