@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     # ... and at most this many of its jobs are between their claim and their outcome at once
     # (worker/consume/gate.py); the others wait, still `queued`, urgent ones (single sends) first
     worker_jobs: int = Field(128, ge=1, le=100_000)
-    # ... and while it has groups of jobs in flight, messages arriving are gathered this many
+    # ... and while it has 4 or more jobs in delivery, messages arriving are gathered this many
     # seconds before they start as one group (worker/consume/stream.py): single sends that
     # trickle in share their round trips instead of paying them each (20 ms: ~28% less worker
     # CPU per email in a stream of single sends; docs/decisions.md). 0: start at once

@@ -22,6 +22,7 @@ from tests.support.relay import Relay
 from tests.support.services import wait_for
 from worker.consume.fetch.message import Fetched
 from worker.consume.fetch.redis import RedisFetcher
+from worker.consume.stream import GATHER_WHEN
 
 FINAL = {"sent", "failed", "suppressed", "bounced"}
 
@@ -137,27 +138,33 @@ async def _until(ok: Callable[[], bool], timeout: float = 5.0) -> None:
 def test_sends_arriving_while_busy_are_gathered_into_one_group(
     tmp_path: Path, relay: Relay
 ) -> None:
-    # A wide gathering window, so that what it does can be seen: a send reaching an idle worker
-    # starts at once; sends arriving while it delivers wait for the window and start together,
-    # one in-flight registration (one group) for all of them, each still delivered once.
-    relay.handler.delay = 2.0
+    # A wide gathering window, so that what it does can be seen: sends reaching a worker with
+    # few groups in flight start at once; once it has GATHER_WHEN in flight (a slow relay keeps
+    # them open), sends arriving wait for the window and start together, one in-flight
+    # registration (one group) for all of them, each still delivered once.
+    relay.handler.delay = 3.0
     env = {"MAILDISPATCH_WORKER_GATHER": "1.0"}
     try:
         with running_fleet(tmp_path, relay_url=relay.url, env=env) as fleet:
             d = fleet.dispatcher
-            sent_at = time.monotonic()
-            first = d.send(job(f"first-{uuid.uuid4().hex[:6]}@example.org"))
-            wait_for(lambda: fleet.in_state([first], "sending") == 1, 10, 0.02, "first claimed")
-            assert time.monotonic() - sent_at < 0.8, "an idle worker waited for the window"
+            first: list[uuid.UUID] = []
+            for i in range(GATHER_WHEN):
+                sent_at = time.monotonic()
+                first.append(d.send(job(f"first{i}-{uuid.uuid4().hex[:6]}@example.org")))
+                wait_for(
+                    lambda: fleet.in_state(first, "sending") == len(first), 10, 0.02, "claimed"
+                )
+                assert time.monotonic() - sent_at < 0.8, "a worker not busy waited for the window"
             later = [d.send(job(f"later{i}-{uuid.uuid4().hex[:6]}@example.org")) for i in range(3)]
             wait_for(lambda: fleet.in_state(later, "sending") == 3, 10, 0.02, "later claimed")
             groups = [
                 json.loads(fleet.redis.get(keys.batch(b.decode())) or b"[]")
                 for b in fleet.redis.zrange(keys.INFLIGHT, 0, -1)
             ]
-            assert sorted(len(g) for g in groups) == [1, 3], groups
-            assert fleet.wait_final([first, *later]) == {str(i): "sent" for i in [first, *later]}
+            assert sorted(len(g) for g in groups) == [1] * GATHER_WHEN + [3], groups
+            every = [*first, *later]
+            assert fleet.wait_final(every) == {str(i): "sent" for i in every}
             counts = relay.handler.by_message_id()
-            assert all(counts[f"<{i}@mail.operator.test>"] == 1 for i in [first, *later])
+            assert all(counts[f"<{i}@mail.operator.test>"] == 1 for i in every)
     finally:
         relay.handler.delay = 0.0

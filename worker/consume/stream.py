@@ -48,6 +48,11 @@ log = structlog.get_logger("maildispatch.stream")
 
 #: messages that start as a group at once, even inside a gathering window
 GATHER_MOST = 64
+#: jobs in delivery (between claim and outcome) from which arriving messages are gathered: a
+#: busy stream (a relay's latency keeps many open), not the odd send that overlaps another on a
+#: fast relay (whose latency the window would only add to). Jobs, not groups: gathering makes
+#: fewer groups of the same jobs
+GATHER_WHEN = 4
 
 #: delivery task name -> channel; delivery queue -> channel
 TASK_CHANNEL = {name: channel for channel, name in DELIVER_TASK.items()}
@@ -232,7 +237,8 @@ class Stream:
         self.event("task-started", uuid=ticket.task_id)
         self._incoming.append(ticket)
         if len(self._incoming) == 1:
-            if self._tasks and self._gather:  # busy: gather what arrives meanwhile (a window)
+            gate = self.rt.gate
+            if self._gather and gate.size - gate.free >= GATHER_WHEN:  # busy: gather (a window)
                 self._gathering = self.loop.call_later(self._gather, self._start)
             else:  # idle: every message handed over before the next iteration joins this group
                 self.loop.call_soon(self._start)
