@@ -298,8 +298,10 @@ def inquire(message: Message) -> Rising | None:
             leadin.append(line)
         elif line.startswith(" "):
             buffers[-1] = append_capped(buffers[-1], " " + sweep(line))
-    if nrecipients == 0 and is_email_address(records[0].alias):
-        records[0].recipient = records[0].alias
+    # "Final-Recipient: LOCAL; user" or "system; <>": the address is the Original-Recipient
+    alias = find_address(records[0].alias) or records[0].alias
+    if nrecipients == 0 and is_email_address(alias):
+        records[0].recipient = alias
         nrecipients = 1
     if nrecipients == 0:
         return None

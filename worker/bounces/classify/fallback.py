@@ -6,9 +6,13 @@ before the returned original: every address there that is not the report's own (
 the original's sender, a postmaster or mailer-daemon, a return path of ours) and whose line or
 the two after it carry evidence of a failure (a reply code, an enhanced status, words such as
 "unknown", "does not exist", "quota") is a failed recipient, with those lines as its diagnostic;
-the usual rules then classify it from that text. A report that reads as a challenge/response
-("verify you are a human", "approved senders") or an out-of-office note gives no recipient: in
-doubt between a challenge and a rejection, nobody is suppressed.
+so is an address that a sentence before it leads in to ("could not be delivered to:", "The
+following recipients did not receive your message:", "Error-for:"), unless it stands in a quoted
+header of the original. The usual rules then classify it from that text (a user said to be
+unknown, no command named, was refused at RCPT). A report that mentions an allowlist or reads
+as an out-of-office note gives no recipient (challenges are caught before any decoder's rows
+count: challenge.py), and one that says delivery will be retried gives delays (expiry.py): in
+doubt, nobody is suppressed.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from .dsn import split_original
 from .formats.base import RFC822_PARTS, Records
 from .hosts import find_address
 from .model import Message, Rising
+from .reasons import INCLUDED
 from .text import sweep
 
 #: where the returned original (or its headers) starts, in the layouts decoders do not know
@@ -42,11 +47,28 @@ _EVIDENCE = re.compile(
     r"(?i)\b[45]\d\d\b|\b[45]\.\d{1,3}\.\d{1,3}\b|unknown|no such|does(n't| not) exist"
     r"|not exist|invalid|rejected|refused|denied|unavailable|disabled|quota|mailbox (is )?full"
     r"|not found|fail|undeliver|blocked|unrout|no mailbox|not a valid|inactive|expired|deleted"
-    r"|suspended|over ?limit|too (big|large)|spam|blacklist|blocklist"
+    r"|suspended|over ?limit|too (big|large)|spam|blacklist|blocklist|not known|not recogni[sz]ed"
+    r"|no longer (valid|active)|final (e-?mail )?delivery point|\berror\b"
+    r"|n'existe pas|inexistant|unbekannt|nicht zustellbar"
 )
+#: a sentence that introduces the failed recipients listed after it ("could not be delivered to:",
+#: "The following addresses failed:", "Error-for:"): evidence for the addresses on the lines that
+#: follow it
+_LEADS_IN = re.compile(
+    r"(?i)(could|can ?not|cannot|unable to|was not|were not|did not|has not been|couldn't)"
+    r" (be )?(deliver|reach|receiv|sen[dt]|transmit)|following (e-?mail )?(address|recipient|user)"
+    r"|(address(es)?|recipients?|users?) (failed|rejected|unknown)|(delivered|addressed) to\b"
+    r"|intended recipient|error-for|n'a pas pu|nicht zugestellt"
+)
+#: a line of the original's headers quoted in the report: its addresses are not recipients unless
+#: the text after them says so
+_HEADER_LINE = re.compile(r"(?i)^\s*(to|cc|bcc|from|sender|reply-to|date|subject|sent)\s*:")
+#: non-empty lines before an address searched for a sentence leading in to it
+LEAD_LINES = 3
+#: beyond challenges (challenge.py, checked before any decoder's rows count): an unknown layout
+#: that mentions an allowlist, an out-of-office note or an automatic reply is not read as a failure
 _NOT_A_FAILURE = re.compile(
-    r"(?i)verify (that )?you are (a )?(human|real)|approved senders|whitelist|allowlist"
-    r"|challenge[ -]response|confirm (that )?you (are|sent)|request to join|guest list"
+    r"(?i)approved senders|whitelist|allowlist|confirm (that )?you (are|sent)"
     r"|out of (the )?office|on (vacation|holiday|leave)|auto(matic)?[- ]?repl(y|ied)"
 )
 #: an address around an "@", matched on a bounded window (a long line stays linear)
@@ -77,24 +99,66 @@ def inquire(msg: Message) -> Rising | None:
             own.add(find_address(value).lower())
     recs = Records()
     seen: set[str] = set()
+    # addresses only a lead-in sentence speaks for, taken after those with evidence of their own
+    # (a Sendmail listing names the address, its transcript says why a few lines later)
+    led: dict[str, str] = {}
     lines = [line[:MAX_LINE] for line in former.split("\n", MAX_LINES)[:MAX_LINES]]
     for i, line in enumerate(lines):
         if "@" not in line:
             continue
         for found in _ADDRESS.findall(line):
-            address = found.strip(".").lower()
+            address = found.strip(".'\"").lower()
             local = address.partition("@")[0]
             if address in own or address in seen or local.startswith(("b+", *_SYSTEM)):
                 continue
             context = " ".join(part.strip() for part in lines[i : i + 3])
             if not _EVIDENCE.search(context.replace(found, " ")):
+                lead = _lead_in(lines, i, line)
+                if lead is not None:
+                    led.setdefault(address, lead + " " + context)
                 continue
             seen.add(address)
-            rec = recs.add(address)
-            rec.diagnosis = sweep(context)
-            rec.command = codes.find_command(context)  # "RCPT TO:<...>": refused at RCPT
+            _record(recs, address, context)
             if len(seen) >= MAX_RECIPIENTS:
                 return Rising(records=recs.items, rfc822=latter)
+    for address, context in led.items():
+        if address not in seen and len(seen) < MAX_RECIPIENTS:
+            seen.add(address)
+            _record(recs, address, context)
     if not recs.count:
         return None
     return Rising(records=recs.items, rfc822=latter)
+
+
+def _record(recs: Records, address: str, context: str) -> None:
+    """A failed recipient and the text that says why."""
+    rec = recs.add(address)
+    rec.diagnosis = sweep(context)
+    # "RCPT TO:<...>": refused at RCPT. A text that names no command and says the user is unknown
+    # speaks of the recipient, which every MTA checks at RCPT (or at local delivery): not a
+    # content filter's rejection after DATA, the rules' other reading
+    rec.command = codes.find_command(context) or (
+        "RCPT" if INCLUDED["userunknown"](context.lower()) else ""
+    )
+
+
+def _lead_in(lines: list[str], i: int, line: str) -> str | None:
+    """The sentence leading in to the address on ``lines[i]``: on its own line before the
+    address, or on one of the LEAD_LINES non-empty lines before it (None: there is none, or the
+    line is a quoted header of the original, whose addresses are not recipients)."""
+    if _HEADER_LINE.match(line):
+        return None
+    before = line[: line.find("@")]
+    if _LEADS_IN.search(before):
+        return before.strip()
+    seen = 0
+    for j in range(i - 1, max(i - 20, -1), -1):
+        text = lines[j].strip()
+        if not text:
+            continue
+        if _LEADS_IN.search(text):
+            return text
+        seen += 1
+        if seen >= LEAD_LINES or _HEADER_LINE.match(text):
+            return None
+    return None

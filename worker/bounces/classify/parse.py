@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from . import arf, autoreply, codes, dsn, fallback
+from . import arf, autoreply, challenge, codes, dsn, expiry, fallback
 from .formats import DECODERS, order_for
 from .hosts import find_address, find_host, is_email_address, is_internet_host, parse_received
 from .mime import prepare_body, read_message, unfold
@@ -29,10 +29,6 @@ from .text import sweep
 
 __all__ = ["Bounce", "BounceReport", "parse_bounce"]
 
-_ADDRESSER_HEADERS = (
-    "from", "return-path", "reply-to", "errors-to", "reverse-path", "x-postfix-sender",
-    "envelope-from", "x-envelope-from",
-)  # fmt: skip
 _ENVELOPE_HEADERS = (
     "to",
     "delivered-to",
@@ -316,6 +312,8 @@ def parse_bounce(raw: bytes) -> BounceReport:
     if sifted is None:
         return BounceReport(envelope_recipients=envelope)
     rising, decoder = sifted
+    if decoder != "RFC3834" and challenge.is_challenge(message):  # asks for a confirmation
+        return BounceReport(kind="autoreply", envelope_recipients=envelope, decoder="challenge")
     rfc822 = rising.rfc822
     if "\nFrom:" not in rfc822 and message.header("to"):
         rfc822 = "From: " + message.header("to") + "\n" + rfc822
@@ -323,19 +321,18 @@ def parse_bounce(raw: bytes) -> BounceReport:
     if "\nTo:" not in rfc822 and first.recipient:
         rfc822 = "To: <" + first.recipient + ">\n" + rfc822
     original = _original_headers(rfc822)
-    has_addresser = any(find_address(original[h][0]) for h in _ADDRESSER_HEADERS if original.get(h))
-    if not has_addresser and message.header("to"):
-        has_addresser = bool(find_address(message.header("to")))
+    # a report whose returned original names no sender (removed, or "undisclosed-recipients")
+    # still names its failed recipients: they count (Sisimai drops them; nothing is lost here)
     bounces: list[Bounce] = []
-    if has_addresser:
-        received = _received_hosts(message)
-        for rec in rising.records[:MAX_RECORDS]:
-            try:
-                bounce = _build(rec, message, received)
-            except (IndexError, KeyError, ValueError, TypeError, AttributeError):
-                continue  # a malformed record is dropped, the others still count
-            if bounce is not None:
-                bounces.append(bounce)
+    received = _received_hosts(message)
+    for rec in rising.records[:MAX_RECORDS]:
+        try:
+            bounce = _build(rec, message, received)
+        except (IndexError, KeyError, ValueError, TypeError, AttributeError):
+            continue  # a malformed record is dropped, the others still count
+        if bounce is not None:
+            bounces.append(bounce)
+    bounces = expiry.settle(bounces, raw, decoder)
     feedback = next((r.feedback_type for r in rising.records if r.feedback_type), None)
     headers = {
         _ORIGINAL_NAMES[k]: _original_case(untidy, k, original[k][0])

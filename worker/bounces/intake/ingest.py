@@ -71,40 +71,6 @@ COMPLAINT_TYPES = frozenset({"abuse", "fraud", "virus", "other"})
 _NOT_FAILED = frozenset({"delayed", "delivered", "relayed", "expanded"})
 _NOT_FAILED_REASONS = frozenset({"delivered", "feedback", "vacation"})
 
-# A delay *warning* ("will be retried") and a final *expiry* ("gave up after 5 days") both parse
-# as reason ``expired``; only the second is a failure. These markers tell them apart, looked for
-# in the notice itself, before the quoted original message.
-_QUOTED = re.compile(
-    rb"(?im)content-type:[ \t]*(message/rfc822|text/rfc822-headers|message/global)"
-    rb"|^-+ ?(original message|this is a copy)"
-)
-_WARNING_STRONG = re.compile(
-    rb"(?im)warning (message )?only|do not need to resend|will be retried|retried for \d+ more"
-    rb"|still being retried|will keep trying|^will-retry-until:"
-)
-_ACTION = re.compile(rb"(?im)^action:[ \t]*(failed|delayed)\b")
-_WARNING_WEAK = re.compile(
-    rb"(?i)warning|\bdelay(ed)?\b|will[- ]retry|not (yet )?been delivered yet"
-)
-_FINAL_WORDS = re.compile(
-    rb"(?i)fail|undeliver|returned|could not be delivered|gave up|giving up|permanent|error"
-    rb"|expired|rejected"
-)
-
-
-def is_delay_warning(raw: bytes) -> bool:
-    """Is this notice a warning that delivery is still being retried (not a final failure)?"""
-    quoted = _QUOTED.search(raw)
-    head = raw[: quoted.start()] if quoted else raw[:20000]
-    if _WARNING_STRONG.search(head):
-        return True
-    actions = {a.lower() for a in _ACTION.findall(raw)}
-    if b"failed" in actions:
-        return False
-    if b"delayed" in actions:
-        return True
-    return bool(_WARNING_WEAK.search(head)) and not _FINAL_WORDS.search(head)
-
 
 @dataclass(frozen=True)
 class Outcome:
@@ -251,20 +217,14 @@ class Ingest:
 
     @staticmethod
     def failures(report: BounceReport, raw: bytes) -> list[Bounce]:
-        """The recipients the report says failed (a final expiry counts; a warning does not)."""
-        final_expiry: bool | None = None
-        failed = []
-        for b in report.bounces:
-            if b.reason in _NOT_FAILED_REASONS:
-                continue
-            if b.action == "failed" or (b.action not in _NOT_FAILED and b.reason != "expired"):
-                failed.append(b)
-            elif b.reason == "expired" and b.action == "delayed":
-                if final_expiry is None:
-                    final_expiry = not is_delay_warning(raw)
-                if final_expiry:  # the MTA gave up: a failure, whatever Sisimai calls it
-                    failed.append(dataclasses.replace(b, action="failed"))
-        return failed
+        """The recipients the report says failed (a final expiry is ``failed`` already: the
+        parser tells it from a delay warning, worker/bounces/classify/expiry.py)."""
+        return [
+            b
+            for b in report.bounces
+            if b.reason not in _NOT_FAILED_REASONS
+            and (b.action == "failed" or (b.action not in _NOT_FAILED and b.reason != "expired"))
+        ]
 
     def _unsubscribe(self, message: InboundMessage) -> Outcome:
         """A mail to List-Unsubscribe's mailto address: its Subject's token, verified."""

@@ -71,6 +71,10 @@ def mimecast(fo: Fact) -> str:
     if not fo.diagnostic or not valid_reply(fo.reply_code):
         return ""
     issued = fo.diagnostic.lower()
+    # "rejected due to security policies - MCSpamSignature.sa.5.6": the signature that matched
+    # names spam, whatever the generic words before it (the table reads those as a virus)
+    if "spamsignature" in issued or "spam signature" in issued:
+        return "spamdetected"
     for reason, reply, text in MIMECAST:
         if fo.reply_code == reply and text in issued:
             return reason
