@@ -191,6 +191,7 @@ POLICYVIOLATION = (
     "the message was rejected by organization policy",
     "this message was blocked because its content presents a potential",
     "we do not accept messages containing images or other attachments",
+    "not accepting mail with attachments or embedded images",
     "you're using a mass mailer",
 )  # fmt: skip
 POLICYVIOLATION_PAIRS = (
