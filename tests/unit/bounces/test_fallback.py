@@ -55,6 +55,8 @@ def test_a_report_no_decoder_reads_still_names_its_failed_recipient(
     [
         "challenge-response.eml",
         "challenge-undeliverable.eml",  # says "undeliverable" and "rejected": still a challenge
+        "guest-list-dsn.eml",  # a DSN with Action: failed around a guest-list challenge
+        "server-confirmation.eml",  # "550 Your server requires confirmation": the server's
         "out-of-office.eml",
         "personal-mail.eml",
     ],

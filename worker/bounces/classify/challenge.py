@@ -5,8 +5,9 @@ a human before your message is delivered", sometimes inside a ``multipart/report
 ``Action: failed``. The recipient exists and may still read the message: a failure row would
 suppress a real person on MSC. A notice whose own text (before the delivery-status part or the
 returned original) reads as one of these gives no failure: in doubt between a challenge and a
-rejection, nobody is suppressed. An SMTP rejection that only mentions an allowlist ("550 ... not
-on the whitelist") is not such a notice: its text is the MTA's, in the diagnostic.
+rejection, nobody is suppressed. A server that answers "550 Your server requires confirmation.
+Visit <link> to confirm this mail server" asks the same of the sending server: a challenge too.
+An SMTP rejection that only mentions an allowlist ("550 ... not on the whitelist") is not.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ CHALLENGE = re.compile(
     r"|not a robot)|prove (that )?you are (a )?(human|real)|add yourself to (my|the|our)"
     r"|(approved|authori[sz]ed|accepted) senders?'? list|confirm (that )?you (are a (human|real)"
     r"|sent (this|the|your) (message|e-?mail))|request to join|whitelist request"
+    r"|requires? (your |sender )?confirmation|to confirm (this|your) (mail )?server"
 )
 #: where the notice's own text ends
 _NOTICE_END = re.compile(
