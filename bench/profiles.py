@@ -34,6 +34,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rsa": True,
         "history": 50_000,
         "webhooks": 20_000,
+        "hotstate": (20_000, 10.0),  # jobs, hot window (s)
     },
     "quick": {
         "reps": 2,
@@ -58,6 +59,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rsa": False,
         "history": 10_000,
         "webhooks": 5_000,
+        "hotstate": (5_000, 5.0),
     },
     "smoke": {
         "reps": 1,
@@ -82,6 +84,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rsa": False,
         "history": 500,
         "webhooks": 300,
+        "hotstate": (200, 2.0),
     },
 }
 #: the paced stream: emails per second from all producers together

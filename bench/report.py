@@ -300,6 +300,10 @@ def others(fig: dict[str, Any], failed: list[str]) -> list[str]:
         from bench.webhooks import line as webhook_line
 
         out.append(webhook_line(fig["webhooks"]))
+    if fig.get("hotstate"):
+        from bench.hotstate import line as hotstate_line
+
+        out.append(hotstate_line(fig["hotstate"]))
     if fig.get("dkim_us"):
         d = fig["dkim_us"]
         out.append(

@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import history, intake, msc, peer_cells, report, singles, webhooks
+from bench import history, hotstate, intake, msc, peer_cells, report, singles, webhooks
 from bench import scenarios as sc
 from bench.common import RedisServer, Relay, machine
 from bench.profiles import PACED_RATE, PROFILES, SLOW, timebox
@@ -346,6 +346,11 @@ class Bench:
         """bench/webhooks.py: the events line delivering one endpoint's events."""
         self.figures["webhooks"] = webhooks.run(self.tmp / "webhooks", self.size["webhooks"])
 
+    def hotstate(self) -> None:
+        """bench/hotstate.py: Redis bytes per delivered job during the hot window and after."""
+        count, window = self.size["hotstate"]
+        self.figures["hotstate"] = hotstate.run(self.tmp / "hotstate", count, window)
+
     def bounces(self) -> None:
         """bench/bench_bounces.py (written alongside the bounce parser)."""
         self.figures["bounces"] = sc.bounces(self.profile != "full")
@@ -391,6 +396,7 @@ def run(profile: str, keep: bool, broker: str) -> tuple[Bench, int]:
         bench.part("DKIM cost", bench.dkim_cost)
         bench.part("message history writer", bench.history)
         bench.part("webhooks: the events line", bench.webhooks)
+        bench.part("hot state: Redis per delivered job", bench.hotstate)
         bench.part("bounce parsing", bench.bounces)
     finally:
         if bench.api is not None:

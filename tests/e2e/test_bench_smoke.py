@@ -53,3 +53,6 @@ def test_bench_smoke_completes_and_prints_the_figure_line(tmp_path: Path) -> Non
         assert sum(data["rows"][f"msc-{tag}"]["runs"][0]["states"].values()) > 0
     assert data["figures"]["backlog"]["singles"] > 0
     assert "default" in data["figures"]["pipelining"]
+    # Redis per delivered job measured after the (configured) hot window, not assumed
+    hot = data["figures"]["hotstate"]
+    assert hot["delivered"] == hot["count"] and "bytes_per_job_after" in hot
