@@ -30,6 +30,7 @@ from celery import Celery
 from celery.events import Event
 from celery.events.dispatcher import EventDispatcher
 from kombu.transport import redis as kombu_redis
+from kombu.utils.uuid import uuid
 
 from config import fastjson, keys
 from config.celery import DELIVER_TASK, PRIORITY_BULK, PRIORITY_URGENT, QUEUE, is_amqp
@@ -358,23 +359,38 @@ class Publisher:
         """One batch task through ``producer``, straight to the channel's queue through the
         default exchange (the queue's name is the routing key): on Redis, kombu would otherwise
         read the exchange's bindings back with one round trip per message. The queue is
-        declared once per connection (:func:`declare_once`), not by every publish."""
+        declared once per connection (:func:`declare_once`), not by every publish.
+
+        The message is made and sent by Celery's own two steps (``app.amqp``'s
+        ``create_task_message`` and ``send_task_message``, what ``Celery.send_task`` ends with)
+        without ``send_task``'s routing, registry and result lookups, which have nothing to decide
+        here (the queue is named, results are ignored): ~106 → ~60 µs per call."""
         queue = QUEUE[channel]
-        declare_once(producer, self.celery.amqp.queues[queue])
-        self.celery.send_task(
-            DELIVER_TASK[channel],
-            args=(encode_batch(chunk, channel),),
-            queue=queue,
-            exchange="",
-            routing_key=queue,
-            producer=producer,
-            declare=[],
-            event_dispatcher=self.sent_events or self.inline_events,
-            priority=priority,
+        amqp = self.celery.amqp
+        declare_once(producer, amqp.queues[queue])
+        name = DELIVER_TASK[channel]
+        message = amqp.create_task_message(
+            uuid(),
+            name,
+            (encode_batch(chunk, channel),),
+            {},
+            create_sent_event=self.celery.conf.task_send_sent_event,
             argsrepr=argsrepr(
                 [e[0] for e in chunk[:3]], {e[1] for e in chunk}, channel, len(chunk)
             ),
             kwargsrepr="{}",
+            ignore_result=True,
+        )
+        amqp.send_task_message(
+            producer,
+            name,
+            message,
+            queue=queue,
+            exchange="",
+            routing_key=queue,
+            declare=[],
+            event_dispatcher=self.sent_events or self.inline_events,
+            priority=priority,
         )
 
     def record_with_task(
