@@ -106,6 +106,10 @@ class RedisServer:
                 "yes",
                 "--appendfsync",
                 "everysec",
+                # as the README recommends: a job's state hash (a realistic subject and metadata
+                # run past 64 bytes) stays in the compact listpack encoding, half the memory
+                "--hash-max-listpack-value",
+                "256",
                 "--dir",
                 str(tmp),
                 "--protected-mode",
