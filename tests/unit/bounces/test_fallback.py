@@ -95,6 +95,16 @@ def test_every_recipient_after_a_lead_in_sentence_is_failed() -> None:
     ]
 
 
+def test_a_webmail_notice_in_chinese_names_its_failed_recipients() -> None:
+    # "the mail could not be sent to the address you gave" above the addresses, nothing else
+    report = parse_bounce((SAMPLES / "cjk-webmail.eml").read_bytes())
+    assert report.decoder == "fallback"
+    assert [(b.recipient, b.action) for b in report.bounces] == [
+        ("wang.li@example.cn", "failed"),
+        ("zhang.wei@example.cn", "failed"),
+    ]
+
+
 def test_a_dsn_whose_final_recipient_is_no_address_names_the_original_recipient() -> None:
     (bounce,) = parse_bounce((SAMPLES / "local-final-recipient.eml").read_bytes()).bounces
     assert (bounce.recipient, bounce.action, bounce.reason) == (

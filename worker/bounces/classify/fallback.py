@@ -59,6 +59,8 @@ _LEADS_IN = re.compile(
     r" (be )?(deliver|reach|receiv|sen[dt]|transmit)|following (e-?mail )?(address|recipient|user)"
     r"|(address(es)?|recipients?|users?) (failed|rejected|unknown)|(delivered|addressed) to\b"
     r"|intended recipient|error-for|n'a pas pu|nicht zugestellt"
+    # webmail notices in Chinese, Japanese and Korean: "could not be sent / delivered"
+    r"|无法(发送|送达|投递)|無法(發送|送達|投遞)|(送信|配信)(できません|できなかった)|전송(하지 못|에 실패)"
 )
 #: a line of the original's headers quoted in the report: its addresses are not recipients unless
 #: the text after them says so
