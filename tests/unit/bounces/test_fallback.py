@@ -127,6 +127,12 @@ def test_a_challenge_wrapped_in_a_dsn_with_action_failed_is_no_failure() -> None
     assert report.bounces == () and report.decoder == "challenge"
 
 
+def test_a_rejection_that_names_an_allowlist_is_still_a_failure() -> None:
+    # nothing is asked of the sender, and the mail did not arrive: not a challenge
+    (bounce,) = parse_bounce((SAMPLES / "allowlist-rejection.eml").read_bytes()).bounces
+    assert (bounce.recipient, bounce.action, bounce.hard) == ("boss@example.com", "failed", False)
+
+
 def test_an_address_at_a_short_domain_is_still_an_address() -> None:
     # reports anonymised to "user@b.c" (and real three-character hosts) keep their recipient
     raw = (

@@ -7,7 +7,8 @@ suppress a real person on MSC. A notice whose own text (before the delivery-stat
 returned original) reads as one of these gives no failure: in doubt between a challenge and a
 rejection, nobody is suppressed. A server that answers "550 Your server requires confirmation.
 Visit <link> to confirm this mail server" asks the same of the sending server: a challenge too.
-An SMTP rejection that only mentions an allowlist ("550 ... not on the whitelist") is not.
+An SMTP rejection that only mentions an allowlist ("550 ... not on the whitelist", "not in the
+approved senders list") is not: nothing is asked of the sender, and the mail did not arrive.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from .model import Message
 CHALLENGE = re.compile(
     r"(?i)guest ?list|wait-?listed|challenge[- ]response|verify (that )?you are (a )?(human|real"
     r"|not a robot)|prove (that )?you are (a )?(human|real)|add yourself to (my|the|our)"
-    r"|(approved|authori[sz]ed|accepted) senders?'? list|confirm (that )?you (are a (human|real)"
+    r"|confirm (that )?you (are a (human|real)"
     r"|sent (this|the|your) (message|e-?mail))|request to join|whitelist request"
     r"|requires? (your |sender )?confirmation|to confirm (this|your) (mail )?server"
 )
