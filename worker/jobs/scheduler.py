@@ -140,7 +140,7 @@ async def run(
             if time.monotonic() >= next_beat:  # this host is still in the fleet
                 next_beat = time.monotonic() + hosts.BEAT_EVERY
                 with contextlib.suppress(Exception):
-                    await client.hset(keys.FLEET_HOSTS, hosts.host_id(settings), repr(time.time()))
+                    await hosts.note(client, settings)
             # the retention purge runs beside the ticks: a long one does not delay due jobs
             if (purging is None or purging.done()) and time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + settings.purge_interval

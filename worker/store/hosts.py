@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 
 from config import keys
 from config.settings import ConfigurationError, Settings
@@ -47,9 +49,9 @@ def others(client: redis.Redis, settings: Settings, now: float | None = None) ->
     return sorted(found)
 
 
-def note(client: redis.Redis, settings: Settings) -> None:
-    """This host is part of the fleet now."""
-    client.hset(keys.FLEET_HOSTS, host_id(settings), repr(time.time()))
+def note(client: redis.Redis | aioredis.Redis, settings: Settings) -> Any:
+    """This host is part of the fleet now (with an asyncio client: the awaitable to await)."""
+    return client.hset(keys.FLEET_HOSTS, host_id(settings), repr(time.time()))
 
 
 def check_and_note(settings: Settings) -> None:
