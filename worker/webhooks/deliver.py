@@ -199,13 +199,10 @@ def post(target: Target, body: bytes) -> None:
             answer = connection.getresponse()
             status = answer.status
             answer.read(64 * 1024)  # what the receiver said is not kept; a huge answer is not read
-        except ConnectionError as exc:
-            connection.close()
-            if reused and attempt == 1:  # a kept-alive connection the endpoint had closed
-                continue
-            raise WebhookFailed(f"{type(exc).__name__}: {exc}"[:300]) from None
         except (OSError, http.client.HTTPException) as exc:
             connection.close()
+            if isinstance(exc, ConnectionError) and reused and attempt == 1:
+                continue  # a kept-alive connection the endpoint had closed: once on a new one
             raise WebhookFailed(f"{type(exc).__name__}: {exc}"[:300]) from None
         if answer.isclosed():  # read to its end: the connection can carry the next POST
             target.pool.give(connection)
