@@ -243,13 +243,12 @@ class Stream:
             else:  # idle: every message handed over before the next iteration joins this group
                 self.loop.call_soon(self._start)
         elif self._gathering is not None and len(self._incoming) >= GATHER_MOST:
-            self._gathering.cancel()
+            self._gathering.cancel()  # enough gathered: start now, not when the window closes
+            self._gathering = None
             self.loop.call_soon(self._start)
 
     def _start(self) -> None:
         self._gathering = None
-        if not self._incoming:  # a gathering window closed early: started already
-            return
         tickets, self._incoming = self._incoming, []
         by_channel: dict[str, list[Ticket]] = {}
         for ticket in tickets:
