@@ -86,23 +86,21 @@ def test_a_reply_that_only_names_spam_is_spamdetected(diagnostic: str) -> None:
     assert bounce.reason == "spamdetected", bounce.why
 
 
-def test_every_recipient_after_a_lead_in_sentence_is_failed() -> None:
-    report = parse_bounce((SAMPLES / "lead-in-list.eml").read_bytes())
+@pytest.mark.parametrize(
+    ("sample", "recipients"),
+    [
+        ("lead-in-list.eml", ["first.user@example.com", "second.user@example.com"]),
+        # in Chinese: "the mail could not be sent to the address you gave" above the addresses,
+        # nothing else
+        ("cjk-webmail.eml", ["wang.li@example.cn", "zhang.wei@example.cn"]),
+    ],
+)
+def test_every_recipient_after_a_lead_in_sentence_is_failed(
+    sample: str, recipients: list[str]
+) -> None:
+    report = parse_bounce((SAMPLES / sample).read_bytes())
     assert report.decoder == "fallback"
-    assert [(b.recipient, b.action) for b in report.bounces] == [
-        ("first.user@example.com", "failed"),
-        ("second.user@example.com", "failed"),
-    ]
-
-
-def test_a_webmail_notice_in_chinese_names_its_failed_recipients() -> None:
-    # "the mail could not be sent to the address you gave" above the addresses, nothing else
-    report = parse_bounce((SAMPLES / "cjk-webmail.eml").read_bytes())
-    assert report.decoder == "fallback"
-    assert [(b.recipient, b.action) for b in report.bounces] == [
-        ("wang.li@example.cn", "failed"),
-        ("zhang.wei@example.cn", "failed"),
-    ]
+    assert [(b.recipient, b.action) for b in report.bounces] == [(r, "failed") for r in recipients]
 
 
 def test_a_dsn_whose_final_recipient_is_no_address_names_the_original_recipient() -> None:

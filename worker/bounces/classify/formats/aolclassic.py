@@ -38,8 +38,9 @@ def aolclassic(msg: Message) -> Rising | None:
             continue
         if not why:
             continue
-        if "@" in line and is_email_address(find_address(line)):
-            recs.add(find_address(line)).diagnosis = why
+        address = find_address(line) if "@" in line else ""
+        if is_email_address(address):
+            recs.add(address).diagnosis = why
             continue
         name = _SCREEN_NAME.match(line)
         if name is not None:

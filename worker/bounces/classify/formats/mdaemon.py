@@ -20,7 +20,6 @@ from ..text import sweep
 from .base import RFC822_PARTS, Records
 from .registry import register
 
-RFC822 = RFC822_PARTS
 #: "user@example.net - no such user here."
 _ENTRY = re.compile(r"^\s*<?([^\s<>]+@[^\s<>]+?)>?\s+-\s+(\S.{0,300})$")
 #: a line of the remote server's reply in the transcript
@@ -36,13 +35,14 @@ def mdaemon(msg: Message) -> Rising | None:
         or msg.header("from").lower().startswith("mdaemon@")
     ):
         return None
-    former, latter = split_original(msg.payload, RFC822)
+    former, latter = split_original(msg.payload, RFC822_PARTS)
     recs = Records()
     replies: list[str] = []
     for line in former.split("\n"):
         found = _ENTRY.match(line)
-        if found is not None and is_email_address(find_address(found.group(1))):
-            recs.add(find_address(found.group(1))).diagnosis = found.group(2)
+        address = find_address(found.group(1)) if found is not None else ""
+        if found is not None and is_email_address(address):
+            recs.add(address).diagnosis = found.group(2)
         elif _REPLY.match(line):
             replies.append(line.strip().lstrip("<> "))
     subject = msg.header("subject")
