@@ -55,7 +55,7 @@ def _fill(redis: RedisServer, count: int) -> None:
                 "from_replaced": "no",
             },
         )
-        pipe.xadd(keys.EVENTS, sent_event(n, job_id, owner))
+        pipe.xadd(keys.events_of(job_id), sent_event(n, job_id, owner))
         if n % 1000 == 999:
             pipe.execute()
     pipe.execute()

@@ -370,7 +370,7 @@ def latency(run: MscRun, sends: int) -> dict[str, float]:
 def keys_without_ttl(redis: RedisServer) -> tuple[int, list[str]]:
     """(maildispatch keys, those without a TTL) in the bench Redis, bounded structures aside.
 
-    The schedule, the in-flight set, counters and metrics are one key each whatever the number
+    The schedules, the in-flight set, counters and metrics are one key each whatever the number
     of jobs; the broker's queues are Celery's. Anything else kept forever would grow per job.
     """
     from config import keys
@@ -378,7 +378,7 @@ def keys_without_ttl(redis: RedisServer) -> tuple[int, list[str]]:
     fixed = {
         k.encode()
         for k in (
-            keys.SCHEDULE,
+            *keys.SCHEDULES,
             keys.PREFERRED_CHANNEL,
             keys.COUNTERS,
             keys.DELIVERIES,

@@ -95,7 +95,8 @@ class Receiver:
 def _events(redis: RedisServer, count: int) -> None:
     pipe = redis.client.pipeline(transaction=False)
     for n in range(count):
-        pipe.xadd(keys.EVENTS, sent_event(n, str(uuid.uuid4()), OWNER))
+        job_id = str(uuid.uuid4())
+        pipe.xadd(keys.events_of(job_id), sent_event(n, job_id, OWNER))
         if n % 1000 == 999:
             pipe.execute()
     pipe.execute()

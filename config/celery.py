@@ -44,7 +44,7 @@ def transport_options(settings: Settings, amqp: bool) -> dict[str, Any]:
         # a publish returns once RabbitMQ has the message: an accepted job is on durable storage
         return {"confirm_publish": True}
     # Redis redelivers a message not acked within the visibility timeout. Nothing waits in the
-    # broker (retries live in md:schedule, started batches come back through their lease: see
+    # broker (retries live in the schedule, started batches come back through their lease: see
     # worker/jobs/inflight.py), so it only has to outlast a batch's run; a duplicate copy is harmless
     # (claims). Sweep for such messages often enough that the timeout is what decides.
     sweep = max(1, min(10, int(settings.visibility_timeout / 4)))

@@ -1,9 +1,11 @@
 """What happened to a job, as the services that sent it see it: one event per outcome.
 
-Events are entries of one Redis stream (``keys.EVENTS``), written with the state change they
-describe (in the same script or transaction where there is one), trimmed past
-``MAILDISPATCH_EVENTS_RETENTION``. The feed (``GET /v1/events``) reads them in order; each
-stream entry holds the owner (``o``, for the feed's filter) and the event's JSON (``d``):
+Events are entries of Redis streams, one per shard of the job state (``keys.events(n)``, all
+of them ``keys.EVENTS``; a job's events go to its shard's, ``keys.events_of``, so they stay in
+order), written with the state change they describe (in the same script or transaction where
+there is one), trimmed past ``MAILDISPATCH_EVENTS_RETENTION``. The feed (``GET /v1/events``)
+reads them in order, merging the streams by entry id; each stream entry holds the owner
+(``o``, for the feed's filter) and the event's JSON (``d``):
 
     {"id": "evt_...", "type": "message.sent", "timestamp": "<RFC 3339>",
      "data": {"job_id", "owner", "channel", "recipients", "metadata", ...}}
@@ -22,12 +24,11 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
-from config import fastjson
-from config.keys import EVENTS as EVENTS_KEY
+from config import fastjson, keys
 
 
 class EventType(StrEnum):
@@ -92,14 +93,16 @@ def encode(kind: EventType, data: dict[str, Any], *parts: object, at: float | No
     )
 
 
-def add_events(pipe: Any, events: Iterable[tuple[str, str]], retention: float) -> None:
-    """Queue the write of each event (owner, JSON) on a redis-py pipeline, sync or async, with
-    the stream trimmed past ``retention``; nothing when ``retention`` is 0 (events off)."""
+def add_events(pipe: Any, job_id: str, events: Iterable[tuple[str, str]], retention: float) -> None:
+    """Queue the write of each event (owner, JSON) about a job on a redis-py pipeline, sync or
+    async, to the job's shard's stream trimmed past ``retention``; nothing when ``retention`` is
+    0 (events off)."""
     if retention <= 0:
         return
     minimum = min_id(retention)
+    stream = keys.events_of(job_id)
     for owner, body in events:
-        pipe.xadd(EVENTS_KEY, {"o": owner, "d": body}, minid=minimum, approximate=False)
+        pipe.xadd(stream, {"o": owner, "d": body}, minid=minimum, approximate=False)
 
 
 def min_id(retention: float, now: float | None = None) -> str:
@@ -108,33 +111,73 @@ def min_id(retention: float, now: float | None = None) -> str:
     return str(int(((time.time() if now is None else now) - retention) * 1000))
 
 
+class GroupRead(NamedTuple):
+    """What :func:`read_group` read."""
+
+    #: (stream, entry id, fields), each stream's entries in order
+    entries: list[tuple[str, bytes, dict[bytes, bytes]]]
+    #: a stream gave as many as one call takes from it: more may be waiting
+    more: bool
+
+
 async def read_group(
     client: Any, group: str, consumer: str, *, start: str, count: int, idle_ms: int
-) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """Up to ``count`` entries for a consumer group of the stream (a redis.asyncio client):
-    entries another consumer read and left for ``idle_ms`` (it died, or put them back) first,
-    then new ones. The group, when there is none yet, starts after ``start``.
+) -> GroupRead:
+    """Up to ``count`` entries for a consumer group of every shard's stream (a redis.asyncio
+    client, single or cluster), at most ``count // SHARDS`` of each: entries another consumer
+    read and left for ``idle_ms`` (it died, or put them back) first, then new ones. A stream's
+    group, when there is none yet, starts after ``start``. Acknowledge with :func:`ack`.
 
-    The readers of the stream (webhooks' fan-out, the message history) each have their group:
-    each sees every event, and several processes share one group's work."""
-    for _ in range(2):
-        try:
-            claimed = await client.xautoclaim(
-                EVENTS_KEY, group, consumer, idle_ms, "0-0", count=count
-            )
-            entries: list[Any] = [e for e in claimed[1] if e[1]]  # trimmed ones come back empty
-            if len(entries) < count:
-                reply: Any = await client.xreadgroup(
-                    group, consumer, {EVENTS_KEY: ">"}, count=count - len(entries)
-                )
-                entries += [e for _, stream in reply or () for e in stream]
-            return entries
-        except redis.ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            try:
-                await client.xgroup_create(EVENTS_KEY, group, id=start, mkstream=True)
-            except redis.ResponseError as again:
-                if "BUSYGROUP" not in str(again):
-                    raise
-    return []
+    The readers of the streams (webhooks' fan-out, the message history) each have their group:
+    each sees every event, and several processes share one group's work. One command per
+    stream (a cluster takes one stream a command), two pipelines in all."""
+    share = max(1, count // keys.SHARDS)
+    pipe = client.pipeline(transaction=False)
+    for stream in keys.EVENTS:
+        pipe.xautoclaim(stream, group, consumer, idle_ms, "0-0", count=share)
+    got: dict[str, list[Any]] = {}
+    for stream, reply in zip(keys.EVENTS, await pipe.execute(raise_on_error=False), strict=True):
+        if _no_group(reply):
+            await _create_group(client, stream, group, start)
+            reply = [b"0-0", []]  # a new group has nothing pending
+        got[stream] = [e for e in reply[1] if e[1]]  # trimmed ones come back empty
+    short = [s for s in keys.EVENTS if len(got[s]) < share]
+    pipe = client.pipeline(transaction=False)
+    for stream in short:
+        pipe.xreadgroup(group, consumer, {stream: ">"}, count=share - len(got[stream]))
+    for stream, reply in zip(short, await pipe.execute(raise_on_error=False), strict=True):
+        if _no_group(reply):  # gone since (XGROUP DESTROY): made again, read next call
+            await _create_group(client, stream, group, start)
+            continue
+        got[stream] += [e for _, entries in reply or () for e in entries]
+    return GroupRead(
+        entries=[(s, i, f) for s in keys.EVENTS for i, f in got[s]],
+        more=any(len(got[s]) >= share for s in keys.EVENTS),
+    )
+
+
+def ack(pipe: Any, group: str, done: Iterable[tuple[str, bytes]]) -> None:
+    """Queue on a pipeline the ``XACK`` of the entries (stream, id) :func:`read_group` gave,
+    one command per stream."""
+    by_stream: dict[str, list[bytes]] = {}
+    for stream, entry_id in done:
+        by_stream.setdefault(stream, []).append(entry_id)
+    for stream, ids in by_stream.items():
+        pipe.xack(stream, group, *ids)
+
+
+def _no_group(reply: Any) -> bool:
+    """Whether a pipeline's reply is the error of a missing group; raises any other error."""
+    if not isinstance(reply, Exception):
+        return False
+    if isinstance(reply, redis.ResponseError) and "NOGROUP" in str(reply):
+        return True
+    raise reply
+
+
+async def _create_group(client: Any, stream: str, group: str, start: str) -> None:
+    try:
+        await client.xgroup_create(stream, group, id=start, mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):  # another process made it first
+            raise

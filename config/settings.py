@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     redis_url: str | None = (
         None  # job state, retries, limits; defaults to the broker when it is Redis
     )
+    # on a Redis Cluster (redis+cluster://), each write that something irreversible follows (a
+    # task acked, a call answered) waits until this many replicas of its master have it (WAIT),
+    # at most redis_wait_timeout seconds: a failover then keeps it (README, "Redis in production")
+    redis_wait_replicas: int = Field(1, ge=0)
+    redis_wait_timeout: float = Field(0.5, gt=0)
     database_url: str = "sqlite:///var/maildispatch.db"
     secret_key: SecretStr | None = None
     previous_secret_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()

@@ -1,4 +1,4 @@
-"""A job's states, as its Redis hash (``md:job:<id>``, field ``state``) and its status show them.
+"""A job's states, as its Redis hash (``keys.job(id)``, field ``state``) and its status show them.
 
 queued ──► sending ──► sent | failed | bounced | suppressed
   │           └──► retrying / deferred ──► sending ...     (the schedule, worker/jobs/)

@@ -26,6 +26,7 @@ from config.celery import make_celery
 from config.channels import DEFAULT_CHANNEL
 from config.events import EventType, encode, job_data, min_id
 from config.lua import lua_script
+from config.redisconn import ReplicaWait, by_shard, connect, exchange
 from config.settings import Settings, get_settings
 from config.states import JobState
 from producers.enqueue import (
@@ -124,7 +125,9 @@ class Dispatcher:
         self.settings = settings or get_settings()
         self.settings.require_secret_key()
         self.celery = celery_app or make_celery(self.settings, "maildispatch-producer")
-        self.redis = redis.Redis.from_url(self.settings.state_redis_url)
+        self.redis = connect(self.settings.state_redis_url)
+        #: on a cluster, what a call enqueues or cancels is on a replica before it answers
+        self.wait = ReplicaWait.of(self.settings)
         self.idempotency = IdempotencyKeys(self.redis, self.settings)
         self.publisher = Publisher(self.celery, self.redis, self.settings)
 
@@ -219,7 +222,7 @@ class Dispatcher:
         accepted: list[tuple[int, SendJob, str]] = []
         first_at: dict[str, int] = {}  # each new job's id -> its position: no id twice a call
         claimed: set[str] = set()  # ids whose idempotency keys this call claimed
-        states = QueuedStates(self.redis, now, backoff)
+        states = QueuedStates(self.redis, now, backoff, self.wait)
         try:
             # Chunk by chunk, so that Redis records the queued states of one chunk (a third of
             # the time it takes to validate it) while the next is validated; every state is
@@ -391,17 +394,21 @@ class Dispatcher:
 
     def _schedule(self, jobs: list[SendJob], now: float) -> None:
         """Park jobs with a future ``send_at``: payload and state live until due plus the TTL."""
-        pipe = self.redis.pipeline(transaction=True)
-        for j in jobs:
-            assert j.send_at is not None
-            job_id = str(j.id)
-            due = j.send_at.timestamp()
-            ttl = ttl_until_due(self.settings.job_ttl, due, now)
-            pipe.set(keys.payload(job_id), json.dumps(job_wire(j)), ex=ttl)
-            pipe.hset(keys.job(job_id), mapping={"state": JobState.SCHEDULED.value, "next_at": due})
-            pipe.expire(keys.job(job_id), ttl)
-            pipe.zadd(keys.SCHEDULE, {job_id: due})
-        pipe.execute()
+        for group in by_shard(self.redis, jobs, lambda j: keys.shard(str(j.id))):
+            words: list[tuple[Any, ...]] = [("MULTI",)]
+            for j in group:
+                assert j.send_at is not None
+                job_id = str(j.id)
+                due = repr(j.send_at.timestamp())
+                ttl = ttl_until_due(self.settings.job_ttl, float(due), now)
+                words += [
+                    ("SET", keys.payload(job_id), json.dumps(job_wire(j)), "EX", ttl),
+                    ("HSET", keys.job(job_id), "state", JobState.SCHEDULED.value, "next_at", due),
+                    ("EXPIRE", keys.job(job_id), ttl),
+                    ("ZADD", keys.schedule_of(job_id), due, job_id),
+                ]
+            words.append(("EXEC",))
+            exchange(self.redis, keys.job(str(group[0].id)), words, self.wait)
 
     def _forget(self, jobs: list[SendJob], nonce: str) -> None:
         """Undo the bookkeeping of jobs that could not be enqueued: only what this call (its
@@ -424,13 +431,22 @@ class Dispatcher:
         keep what they got.
         """
         job_id = str(job_id)
-        names = (keys.job(job_id), keys.SCHEDULE, keys.payload(job_id), keys.COUNTERS, keys.EVENTS)
+        names = (
+            keys.job(job_id),
+            keys.schedule_of(job_id),
+            keys.payload(job_id),
+            keys.events_of(job_id),
+        )
         retention = self.settings.events_retention
         args: list[Any] = [time.time(), job_id, min_id(retention)]
         if retention > 0:
             args += self._cancel_event(job_id)
-        state = self.redis.eval(_CANCEL, len(names), *names, *args)
-        return as_text(state) or None
+        cancel = ("EVAL", _CANCEL, len(names), *names, *args)
+        state = as_text(exchange(self.redis, names[0], [cancel], self.wait)[0])
+        if state.startswith("+"):  # this call cancelled it
+            state = state[1:]
+            self.redis.hincrby(keys.COUNTERS, "jobs_cancelled", 1)
+        return state or None
 
     def _cancel_event(self, job_id: str) -> list[str]:
         """(owner, JSON) of the job's ``message.cancelled`` event; none for an unknown job. The

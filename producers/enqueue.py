@@ -17,13 +17,17 @@ from typing import Any, TypeVar
 
 import kombu.exceptions
 import redis
+import structlog
 from hiredis import pack_command
 from kombu.exceptions import OperationalError
 
 from config import fastjson, keys
 from config.lua import lua_script
+from config.redisconn import ReplicaWait, SyncState, by_shard, has_replicas, pool_for
 
 T = TypeVar("T")
+
+log = structlog.get_logger("maildispatch.enqueue")
 
 #: jobs validated and recorded as queued per step of send_many, and jobs (or keys) per script call
 STATE_CHUNK = 1000
@@ -38,6 +42,10 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     getattr(kombu.exceptions, "BatchPublishError", OperationalError),
     ConnectionError,
     TimeoutError,
+    # a Redis Cluster failing over, or a slot that moved meanwhile
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,
 )
 
 
@@ -93,38 +101,48 @@ def ttl_until_due(ttl: float, due: float | None, now: float) -> int:
 class QueuedStates:
     """Records the queued state of jobs in Redis, without waiting for Redis in between.
 
-    One script call per chunk of jobs, its fields in one JSON argument, packed by hiredis
-    (redis-py packs each argument in Python), on a connection of its own; the
-    replies are read by :meth:`confirm`. A chunk whose reply was lost is sent again (the nonce
-    makes that safe) until ``backoff``'s deadline.
+    One script call per chunk of jobs (per shard of a chunk on a Redis Cluster), its fields in
+    one JSON argument, packed by hiredis (redis-py packs each argument in Python), pipelined on
+    a connection of its own per server; the replies are read by :meth:`confirm`. A chunk whose
+    reply was lost is sent again (the nonce makes that safe) until ``backoff``'s deadline.
     """
 
-    def __init__(self, client: redis.Redis, now: float, backoff: Backoff) -> None:
-        self._pool = client.connection_pool
-        self._conn: Any = None
+    def __init__(
+        self, client: SyncState, now: float, backoff: Backoff, wait: ReplicaWait | None = None
+    ) -> None:
+        self._client = client
+        self._wait = wait
+        self._conns: dict[int, tuple[Any, Any]] = {}  # id(pool) -> (pool, pipelined connection)
         self._now = repr(now)
         self.nonce = uuid.uuid4().hex
         self._backoff = backoff
-        self._chunks: list[tuple[list[str], bytes]] = []  # (ids, packed command) in order
-        self._sent = 0  # chunks written on the pipelined connection
+        # (ids, packed command, the pool of the server it goes to, its replies: 2 with a WAIT)
+        self._chunks: list[tuple[list[str], bytes, Any, int]] = []
+        self._sent = 0  # chunks written on their pipelined connections
         self._read = 0  # chunks whose reply was read
         self.taken: list[str] = []  # ids that belong to other jobs (nothing of their chunk written)
 
     def send(self, jobs: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
         """Record (id, fields) of each job: owner, channel, subject, identity, recipients, ttl."""
-        if not jobs:
-            return
+        for group in by_shard(self._client, jobs, lambda job: keys.shard(job[0])):
+            self._send(group)
+
+    def _send(self, jobs: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
         names = [keys.job(i) for i, _ in jobs]
         fields = fastjson.dumps([f for _, f in jobs])
         command: tuple[Any, ...] = ("EVAL", QUEUED, len(names), *names, self._now, self.nonce)
         packed = pack_command((*command, fields))
-        self._chunks.append(([i for i, _ in jobs], packed))
+        replies = 1
+        if self._wait is not None and has_replicas(self._client, names[0]):
+            packed += pack_command(self._wait.command())  # kept by a replica before it counts
+            replies = 2
+        pool = pool_for(self._client, names[0])
+        self._chunks.append(([i for i, _ in jobs], packed, pool, replies))
         if self._sent < len(self._chunks) - 1:
-            return  # the pipelined connection failed earlier: confirm() sends the rest
+            return  # a pipelined connection failed earlier: confirm() sends the rest
         try:
-            if self._conn is None:
-                self._conn = self._pool.get_connection()
-            self._conn.send_packed_command([packed], check_health=self._sent == 0)
+            conn = self._conn(pool)
+            conn.send_packed_command([packed], check_health=self._sent == 0)
         except redis.RedisError:
             self._drop()
             return
@@ -135,56 +153,78 @@ class QueuedStates:
         were taken. Raises when Redis stays away past the deadline."""
         try:
             while self._read < self._sent:
-                self._taken(self._read, self._conn.read_response())
+                _, _, pool, replies = self._chunks[self._read]
+                conn = self._conn(pool)
+                found = [conn.read_response() for _ in range(replies)]
+                self._taken(self._read, found[0])
+                if replies > 1:
+                    self._check_wait(found[1])
                 self._read += 1
         except redis.RedisError as exc:
             self._drop()
             if not is_transient(exc):
                 raise
-        if self._conn is not None:
-            self._pool.release(self._conn)
-            self._conn = None
+        for pool, conn in self._conns.values():
+            pool.release(conn)
+        self._conns.clear()
         while self._read < len(self._chunks):
-            packed = self._chunks[self._read][1]
-            self._taken(self._read, retrying(functools.partial(self._run, packed), self._backoff))
+            _, packed, pool, replies = self._chunks[self._read]
+            run = functools.partial(self._run, pool, packed, replies)
+            self._taken(self._read, retrying(run, self._backoff))
             self._read += 1
         return self.taken
 
     def close(self) -> None:
-        """Done, after a failure: the connection released (its unread replies dropped)."""
+        """Done, after a failure: the connections released (their unread replies dropped)."""
         self._drop()
+
+    def _conn(self, pool: Any) -> Any:
+        found = self._conns.get(id(pool))
+        if found is None:
+            found = self._conns[id(pool)] = (pool, pool.get_connection())
+        return found[1]
 
     def _taken(self, chunk: int, reply: Any) -> None:
         ids = self._chunks[chunk][0]
         self.taken += [ids[int(i) - 1] for i in reply or ()]
 
-    def _run(self, packed: bytes) -> Any:
-        conn: Any = self._pool.get_connection()
+    def _check_wait(self, acked: Any) -> None:
+        if self._wait is not None and int(acked) < self._wait.replicas:
+            log.warning("redis_replica_behind", replicas=self._wait.replicas)
+
+    def _run(self, pool: Any, packed: bytes, replies: int) -> Any:
+        conn: Any = pool.get_connection()
         try:
             conn.send_packed_command([packed])
-            return conn.read_response()
+            first = conn.read_response()
+            if replies > 1:
+                self._check_wait(conn.read_response())
+            return first
         except BaseException:
             conn.disconnect()
             raise
         finally:
-            self._pool.release(conn)
+            pool.release(conn)
 
     def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.disconnect()  # replies left unread: not reusable
-            self._pool.release(self._conn)
-            self._conn = None
+        for pool, conn in self._conns.values():
+            conn.disconnect()  # replies left unread: not reusable
+            pool.release(conn)
+        self._conns.clear()
         self._sent = self._read  # what was sent and not read is sent again by confirm()
 
 
 def undo(
-    client: redis.Redis, job_ids: Sequence[str], nonce: str, withdrawn_ttl: int, backoff: Backoff
+    client: SyncState, job_ids: Sequence[str], nonce: str, withdrawn_ttl: int, backoff: Backoff
 ) -> None:
     """Undo what the call with ``nonce`` recorded for ``job_ids`` (see ``UNDO``)."""
-    for start in range(0, len(job_ids), STATE_CHUNK):
-        ids = job_ids[start : start + STATE_CHUNK]
-        names = [keys.SCHEDULE]
-        for i in ids:
-            names += [keys.job(i), keys.payload(i)]
-        call = functools.partial(client.eval, UNDO, len(names), *names, nonce, withdrawn_ttl, *ids)
-        retrying(call, backoff)
+    for n, group in keys.by_shard(job_ids).items():
+        for start in range(0, len(group), STATE_CHUNK):
+            ids = group[start : start + STATE_CHUNK]
+            names = [keys.schedule(n)]
+            for i in ids:
+                names += [keys.job(i), keys.payload(i)]
+            call = functools.partial(
+                client.eval, UNDO, len(names), *names, nonce, withdrawn_ttl, *ids
+            )
+            retrying(call, backoff)

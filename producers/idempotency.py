@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from hiredis import pack_command
 
 from config import keys
 from config.lua import lua_script
+from config.redisconn import ReplicaWait, SyncState, by_shard, exchange
 from config.settings import Settings
 from producers.enqueue import STATE_CHUNK, Backoff, as_text, retrying, ttl_until_due
 from producers.errors import IdempotencyInProgress
@@ -36,27 +36,25 @@ _CLAIM_KEYS = lua_script("producers", "claim_keys")
 _SETTLE = lua_script("producers", "settle")
 
 
-def eval_packed(client: redis.Redis, script: str, names: Sequence[str], args: Sequence[Any]) -> Any:
+def eval_packed(
+    client: SyncState,
+    script: str,
+    names: Sequence[str],
+    args: Sequence[Any],
+    wait: ReplicaWait | None = None,
+) -> Any:
     """EVAL, its arguments packed by hiredis (redis-py packs each in Python: as much as the
-    rest of a claim of many idempotency keys)."""
-    pool = client.connection_pool
-    conn: Any = pool.get_connection()
-    try:
-        conn.send_packed_command([pack_command(("EVAL", script, len(names), *names, *args))])
-        return conn.read_response()
-    except BaseException:
-        conn.disconnect()  # a reply may be left unread: not reusable
-        raise
-    finally:
-        pool.release(conn)
+    rest of a claim of many idempotency keys); on a cluster, kept by a replica when ``wait``."""
+    return exchange(client, names[0], [("EVAL", script, len(names), *names, *args)], wait)[0]
 
 
 class IdempotencyKeys:
     """Claims (pending), confirms and releases the idempotency keys of a call's jobs."""
 
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+    def __init__(self, client: SyncState, settings: Settings) -> None:
         self.redis = client
         self.settings = settings
+        self.wait = ReplicaWait.of(settings)
 
     def claim(
         self, jobs: list[SendJob], claimed: set[str], backoff: Backoff
@@ -73,14 +71,22 @@ class IdempotencyKeys:
         waiting = [(n, j) for n, j in enumerate(jobs) if j.idempotency_key]
         deadline = time.monotonic() + self.settings.idempotency_wait
         while waiting:
-            names = [keys.idempotency(j.owner, j.idempotency_key or "") for _, j in waiting]
-            values = [PENDING_TTL, *[f"{_PENDING}{j.id}" for _, j in waiting]]
-            # SET NX of this call's own value: a claim sent again finds it, which is its own
-            replies = retrying(
-                functools.partial(eval_packed, self.redis, _CLAIM_KEYS, names, values), backoff
-            )
+            named = [(keys.idempotency(j.owner, j.idempotency_key or ""), n, j) for n, j in waiting]
+            replies: dict[int, Any] = {}
+            for group in by_shard(self.redis, named, lambda item: keys.shard_of_key(item[0])):
+                names = [name for name, _, _ in group]
+                values = [PENDING_TTL, *[f"{_PENDING}{j.id}" for _, _, j in group]]
+                # SET NX of this call's own value: a claim sent again finds it, its own
+                found = retrying(
+                    functools.partial(
+                        eval_packed, self.redis, _CLAIM_KEYS, names, values, self.wait
+                    ),
+                    backoff,
+                )
+                replies |= {n: stored for (_, n, _), stored in zip(group, found, strict=True)}
             busy = []
-            for (n, j), stored in zip(waiting, replies, strict=True):
+            for n, j in waiting:
+                stored = replies[n]
                 value = as_text(stored)
                 job_id = value.removeprefix(_PENDING)
                 if value == f"{_PENDING}{j.id}" and job_id not in claimed:
@@ -112,10 +118,13 @@ class IdempotencyKeys:
         state lives (its TTL after it is due), or release them."""
         keyed = [j for j in jobs if j.idempotency_key]
         ttl = self.settings.job_ttl
-        for chunk in batches(keyed, STATE_CHUNK):
-            names = [keys.idempotency(j.owner, j.idempotency_key or "") for j in chunk]
-            args: list[Any] = []
-            for j in chunk:
-                due = j.send_at.timestamp() if j.send_at else None
-                args += [str(j.id), 0 if release else ttl_until_due(ttl, due, now)]
-            retrying(functools.partial(eval_packed, self.redis, _SETTLE, names, args), backoff)
+        named = [(keys.idempotency(j.owner, j.idempotency_key or ""), j) for j in keyed]
+        for group in by_shard(self.redis, named, lambda item: keys.shard_of_key(item[0])):
+            for chunk in batches(group, STATE_CHUNK):
+                names = [name for name, _ in chunk]
+                args: list[Any] = []
+                for _, j in chunk:
+                    due = j.send_at.timestamp() if j.send_at else None
+                    args += [str(j.id), 0 if release else ttl_until_due(ttl, due, now)]
+                call = functools.partial(eval_packed, self.redis, _SETTLE, names, args, self.wait)
+                retrying(call, backoff)

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import redis
 import structlog
+from redis.cluster import RedisCluster
 
+from config.redisconn import connect
 from config.settings import Settings
 
 log = structlog.get_logger("maildispatch.redis_safety")
@@ -32,7 +34,7 @@ class RedisUnsafe(Exception):
 class RedisSafety:
     """What ``CONFIG GET`` said about one Redis: its problems, or that it could not ask."""
 
-    role: str  # "redis" (job state) or "broker"
+    role: str  # "redis" (job state, or "redis node <host:port>" of a cluster) or "broker"
     problems: tuple[str, ...] = ()
     unchecked: str | None = None  # why CONFIG could not be read
 
@@ -89,9 +91,14 @@ def inspect_all(settings: Settings, timeout: float = 3.0) -> list[RedisSafety]:
     """Every Redis of the deployment; an unreachable one is reported as unchecked."""
     found = []
     for role, url in redis_urls(settings).items():
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = connect(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         try:
-            found.append(inspect(client, role))
+            if isinstance(client, RedisCluster):  # every node (a replica is promoted one day)
+                for node in client.get_nodes():
+                    server = client.get_redis_connection(node)
+                    found.append(inspect(server, f"{role} node {node.name}"))
+            else:
+                found.append(inspect(client, role))
         except redis.RedisError as exc:
             found.append(RedisSafety(role, unchecked=f"unreachable ({type(exc).__name__})"))
         finally:

@@ -487,7 +487,7 @@ class Delivery:
         ]
         await self.rows.write(rows)  # with concurrent jobs' rows, in one transaction
         await self.states.emit(
-            [events.failed(job, self.channel.name, recipients, error, reason, hard)]
+            str(job.id), [events.failed(job, self.channel.name, recipients, error, reason, hard)]
         )
 
 

@@ -13,10 +13,10 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 import uvloop
 
 from config.channels import OWNER_ACCOUNT
+from config.redisconn import AsyncState, ReplicaWait, connect_async
 from config.settings import Settings, get_settings
 from worker.channels.registry import make_channel
 from worker.consume.gate import Gate
@@ -41,13 +41,14 @@ class Runtime:
         self._deliveries: dict[str, Delivery] = {}
         #: one gate for every channel this process delivers (worker/consume/gate.py)
         self.gate = Gate(settings.worker_jobs)
-        self.redis: aioredis.Redis = self.run(self._redis())
+        self.redis: AsyncState = self.run(self._redis())
         self.states = JobStates(
             self.redis,
             lease=settings.claim_lease,
             ttl=settings.job_ttl,
             events_retention=settings.events_retention,
             hot_ttl=settings.job_hot_ttl,
+            wait=ReplicaWait.of(settings),
         )
 
     @property
@@ -58,12 +59,9 @@ class Runtime:
             self._store = open_store(self.settings.database_url)
         return self._store
 
-    async def _redis(self) -> aioredis.Redis:
+    async def _redis(self) -> AsyncState:
         # a blocking pool waits for a free connection instead of failing a burst of claims
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.settings.state_redis_url, max_connections=64, timeout=30
-        )
-        return aioredis.Redis(connection_pool=pool)
+        return connect_async(self.settings.state_redis_url, max_connections=64, blocking=True)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the process loop and wait for its result."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from config.channels import CHANNELS, DEFAULT_CHANNEL, OWNER_ACCOUNT
+from config.redisconn import connect
 from producers.cli.common import refused
 
 
@@ -114,9 +115,8 @@ def _context() -> tuple[Any, Any, Any]:
 
 
 def _redis(settings: Any) -> Any:
-    import redis
 
-    return redis.Redis.from_url(settings.state_redis_url, socket_timeout=10)
+    return connect(settings.state_redis_url, socket_timeout=10)
 
 
 # -- handlers ----------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+from config.redisconn import connect
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Declare ``bounce-server``, ``bounce-poll`` and ``bounces``."""
@@ -73,7 +75,6 @@ def cmd_bounce_server(args: argparse.Namespace) -> int:
 
 def cmd_bounce_poll(args: argparse.Namespace) -> int:
     """Poll an IMAP mailbox for bounces."""
-    import redis
 
     from config.settings import ConfigurationError, get_settings
     from worker.bounces.intake.enqueue import BouncePublisher
@@ -95,7 +96,7 @@ def cmd_bounce_poll(args: argparse.Namespace) -> int:
         )
     publisher = BouncePublisher(settings)
     timeout = settings.bounce_publish_timeout
-    client = redis.Redis.from_url(
+    client = connect(
         settings.state_redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
     )
     try:
@@ -126,13 +127,12 @@ def cmd_bounces(args: argparse.Namespace) -> int:
 
 def dead_command(args: argparse.Namespace) -> int:
     """Run one ``bounces dead`` action; exit 1 when an id was unknown or could not be queued."""
-    import redis
 
     from config.settings import get_settings
     from worker.bounces.intake.deadletter import DeadLetters
 
     settings = get_settings()
-    client = redis.Redis.from_url(settings.state_redis_url, socket_timeout=10)
+    client = connect(settings.state_redis_url, socket_timeout=10)
     dead = DeadLetters(client)
     out = sys.stdout
     try:

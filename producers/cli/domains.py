@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from config.redisconn import connect
 from config.settings import get_settings
 from producers.cli.common import print_json, refused
 
@@ -131,9 +132,8 @@ def _one(args: argparse.Namespace, verify: bool) -> int:
 
 
 def _redis(settings: Any) -> Any:
-    import redis
 
-    return redis.Redis.from_url(settings.state_redis_url, socket_timeout=10)
+    return connect(settings.state_redis_url, socket_timeout=10)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

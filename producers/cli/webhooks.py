@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from config.events import EVENT_TYPES
+from config.redisconn import connect
 from config.settings import get_settings
 from producers.cli.common import print_json, refused
 
@@ -112,7 +113,6 @@ def cmd_enable(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Queue every event since a time for an endpoint again."""
-    import redis
 
     from worker.webhooks import endpoints
     from worker.webhooks.outbox import replay
@@ -130,7 +130,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if endpoint is None:
         print(f"no endpoint {args.id}", file=sys.stderr)
         return 1
-    client = redis.Redis.from_url(settings.state_redis_url, socket_timeout=30)
+    client = connect(settings.state_redis_url, socket_timeout=30)
     try:
         count = replay(client, endpoint, since.timestamp())
     finally:

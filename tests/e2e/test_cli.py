@@ -81,7 +81,7 @@ def test_send_batch_refuses_every_malformed_line_and_enqueues_nothing(
         assert any(
             line.startswith(f"line {number}: {field}") for line in out.stderr.splitlines()
         ), (number, field)
-    assert depth(fleet.redis, "mail.msc") == 0 and fleet.redis.keys("md:job:*") == []
+    assert depth(fleet.redis, "mail.msc") == 0 and fleet.redis.keys("md:*:job:*") == []
 
 
 def test_send_batch_with_skip_invalid_delivers_the_valid_lines(

@@ -60,7 +60,7 @@ def test_retries_beyond_the_visibility_timeout_fire_once(
     assert len(times[later]) == 1, "the 2-hour retry ran early"
     waiting = fleet.redis.hgetall(keys.job(str(two_hours)))
     assert waiting[b"state"] == b"retrying" and waiting[b"attempts"] == b"1"
-    due = fleet.redis.zscore(keys.SCHEDULE, str(two_hours))
+    due = fleet.redis.zscore(keys.schedule_of(str(two_hours)), str(two_hours))
     assert due is not None and due == pytest.approx(times[later][0] + 7200, abs=5)
     # nothing of it waits in the broker: the schedule holds it
     assert depth(fleet.redis, "mail.msc") == 0 and fleet.redis.hlen("unacked") == 0

@@ -24,6 +24,7 @@ import pytest
 import redis
 from sqlalchemy import text
 
+from config import keys
 from config.celery import BOUNCE_TASK, QUEUE, make_celery
 from tests.integration.test_bounces_ingest import DOMAIN, sent_job
 from tests.support.bounces import render
@@ -33,8 +34,8 @@ from worker.bounces.intake.enqueue import BouncePublisher, InboundMessage
 from worker.store import repo
 from worker.store.db import Store
 
-DEAD = "md:bounces:dead"
-DEADLINES = "md:bounces:ingesting:deadlines"
+DEAD = keys.BOUNCE_DEAD_INDEX
+DEADLINES = keys.BOUNCE_INGESTING_DEADLINES
 
 
 @pytest.fixture
@@ -135,7 +136,7 @@ def test_overrun_ingest_is_kept_listed_retried_into_a_row_and_dropped(
         assert entry["source"] == "smtp" and int(str(entry["size"])) > 1000
         assert "bounce_ingest_time_limit" in log.read_text()
         assert rows(pg_store, job_id) == []
-        assert redis_client.hlen("md:bounces:ingesting") == 0  # the run's note was cleared
+        assert redis_client.hlen(keys.BOUNCE_INGESTING) == 0  # the run's note was cleared
 
         out = cli(env, "retry", str(entry["id"]))
         assert out.returncode == 0, out.stderr
@@ -175,17 +176,17 @@ def test_run_killed_by_the_hard_limit_is_swept_into_the_store(
         with table_locked(pg_store):
             began = time.time()
             job_id = publish_bounce(env, redis_client, "killed@example.org")
-            wait_for(lambda: redis_client.hlen("md:bounces:ingesting"), 10, 0.05, "the run")
+            wait_for(lambda: redis_client.hlen(keys.BOUNCE_INGESTING), 10, 0.05, "the run")
             os.kill(child, signal.SIGSTOP)  # deaf to the soft limit's signal
             wait_for(lambda: "Hard time limit" in log.read_text(), 15, 0.2, "the hard limit")
-        assert redis_client.hlen("md:bounces:ingesting") == 1  # nobody could say it died
+        assert redis_client.hlen(keys.BOUNCE_INGESTING) == 1  # nobody could say it died
         assert dead_list(env) == []  # within its margin (5 s here) it is not taken for dead
         [(_, deadline)] = redis_client.zrange(DEADLINES, 0, -1, withscores=True)
         assert deadline - began <= 3 + 5 + 1  # the hard limit plus its margin
         time.sleep(max(0.0, deadline - time.time()) + 0.1)
         [entry] = dead_list(env)  # swept in by the listing
         assert entry["why"] == "time_limit_killed" and entry["retryable"] is True
-        assert redis_client.hlen("md:bounces:ingesting") == 0
+        assert redis_client.hlen(keys.BOUNCE_INGESTING) == 0
         assert rows(pg_store, job_id) == []
         # the pool started a new process: the report, queued again, is ingested
         assert cli(env, "retry", str(entry["id"])).returncode == 0

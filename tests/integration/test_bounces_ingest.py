@@ -21,6 +21,7 @@ from config import keys
 from config.settings import Settings
 from tests.support.bounces import forged_return_path, render
 from tests.support.env import SECRET
+from tests.support.events import all_events
 from worker.bounces.intake.enqueue import InboundMessage
 from worker.bounces.intake.ingest import Ingest
 from worker.message.returnpath import return_path
@@ -110,9 +111,8 @@ def suppressions(store: Store, owner: str = "acme") -> dict[str, str]:
 
 
 def events_of(client: redis.Redis, job_id: str) -> list[dict[str, Any]]:
-    """The job's events in the stream, in order (other tests write theirs there too)."""
-    found = [json.loads(fields[b"d"]) for _, fields in client.xrange(keys.EVENTS)]
-    return [e for e in found if e["data"]["job_id"] == job_id]
+    """The job's events in the streams, in order (other tests write theirs there too)."""
+    return [e for e in all_events(client) if e["data"]["job_id"] == job_id]
 
 
 def state(client: redis.Redis, job_id: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from config import keys
 from tests.support.bounces import render
 from tests.support.dovecot import PASSWORD, Dovecot
 from tests.support.env import SECRET
@@ -191,7 +192,7 @@ def padded(subject: str, pad: int, *, in_notice: bool) -> bytes:
 
 
 def dead_letters(client: redis.Redis) -> list[dict[str, object]]:
-    metas = client.hgetall("md:bounces:dead:meta")
+    metas = client.hgetall(keys.BOUNCE_DEAD_META)
     return sorted((json.loads(m) for m in metas.values()), key=lambda m: m["at"])
 
 
@@ -227,7 +228,7 @@ def test_oversized_message_is_skipped_noted_and_the_rest_enqueued(
     [entry] = dead_letters(redis_client)
     assert entry["why"] == "poll_too_large" and entry["size"] == len(huge)
     assert entry["uid"] and "INBOX" in str(entry["mailbox"]) and entry["retryable"] is False
-    wire = json.loads(redis_client.hget("md:bounces:dead:wire", str(entry["id"])) or b"{}")
+    wire = json.loads(redis_client.hget(keys.BOUNCE_DEAD_WIRE, str(entry["id"])) or b"{}")
     assert b"Subject: huge" in base64.b64decode(wire["head"])  # what could be fetched
     assert counters(redis_client)["bounces_dead_poll_too_large"] == 1
     skipped = [

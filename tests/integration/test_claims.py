@@ -102,7 +102,7 @@ def test_a_dead_holders_jobs_are_republished_and_resent_as_uncertain(
         assert await reap(client, dispatcher) == 2  # the one in flight and the unclaimed one
         assert sorted(queued(redis_client)) == sorted([jobs[0]["id"], jobs[2]["id"]])
         assert await client.zcard(keys.INFLIGHT) == 0
-        assert await client.keys("md:batch:*") == []
+        assert await client.keys(keys.batch("*")) == []
         again = await other.claim(jobs[0]["id"], "acme", "msc")
         assert (again.decision, again.attempt) == ("uncertain", 2)
         assert (await other.claim(jobs[1]["id"], "acme", "msc")).decision == "done"
@@ -159,7 +159,7 @@ def test_a_finished_batch_leaves_nothing_in_redis(
 
     run(redis_url, scenario)
     assert redis_client.zcard(keys.INFLIGHT) == 0
-    assert redis_client.keys("md:batch:*") == []
+    assert redis_client.keys(keys.batch("*")) == []
     assert redis_client.hget(keys.job(jobs[0]["id"]), "holder") is None
 
 
@@ -198,7 +198,7 @@ def test_a_job_rescheduled_while_being_published_stays_scheduled(
         due = time.time() + 600
         await states.schedule_retry(job["id"], job, due, None)
         await states.published([job["id"]])
-        assert await client.zscore(keys.SCHEDULE, job["id"]) == pytest.approx(due)
+        assert await client.zscore(keys.schedule_of(job["id"]), job["id"]) == pytest.approx(due)
         assert await client.exists(keys.payload(job["id"]))
 
     run(redis_url, scenario)
@@ -213,7 +213,7 @@ def test_published_removes_what_it_published(redis_url: str, redis_client: redis
         await states.schedule_retry(job["id"], job, time.time() - 1, None)
         assert [i for i, _ in await states.take_due()] == [job["id"]]
         await states.published([job["id"]])
-        assert await client.zcard(keys.SCHEDULE) == 0
+        assert await client.zcard(keys.schedule_of(job["id"])) == 0
         assert not await client.exists(keys.payload(job["id"]))
 
     run(redis_url, scenario)
@@ -232,7 +232,7 @@ def test_deferral_uses_no_attempt_and_no_give_up_time(
         state = await client.hgetall(keys.job(job["id"]))
         assert state[b"state"] == b"deferred" and state[b"deferred_by"] == b"domain:example.org"
         assert state[b"attempts"] == b"0"
-        assert await client.zscore(keys.SCHEDULE, job["id"]) is not None
+        assert await client.zscore(keys.schedule_of(job["id"]), job["id"]) is not None
         assert (await states.claim(job["id"], "acme", "msc")).decision == "wait"
         await client.hset(keys.job(job["id"]), "next_at", time.time())  # its slot has come
         claim = await states.claim(job["id"], "acme", "msc")
@@ -307,7 +307,7 @@ def test_writes_ride_through_a_redis_restart(tmp_path: Any) -> None:
         run(server.url, scenario)
         assert sync.hget(keys.job(sent["id"]), "state") == b"sent"
         assert sync.hget(keys.job(retried["id"]), "pending") == b'["u1@example.org"]'
-        assert sync.zscore(keys.SCHEDULE, retried["id"]) is not None
+        assert sync.zscore(keys.schedule_of(retried["id"]), retried["id"]) is not None
     finally:
         sync.close()
         server.stop()

@@ -123,7 +123,7 @@ def test_invalid_jobs_enqueue_nothing(dispatcher: Dispatcher, redis_client: redi
         dispatcher.send_many(jobs)
     assert [e.index for e in info.value.errors] == [3, 7]
     assert depth(redis_client, "mail.msc") == 0
-    assert redis_client.keys("md:job:*") == []
+    assert redis_client.keys("md:*:job:*") == []
 
 
 def test_idempotency_key_makes_one_job(dispatcher: Dispatcher, redis_client: redis.Redis) -> None:
@@ -181,7 +181,7 @@ def test_a_bad_job_after_the_first_thousand_leaves_nothing_behind(
         dispatcher.send_many(jobs)
     assert [e.index for e in info.value.errors] == [2200]
     assert depth(redis_client, "mail.msc") == 0
-    assert redis_client.keys("md:job:*") == [] and redis_client.keys("md:idem:*") == []
+    assert redis_client.keys("md:*:job:*") == [] and redis_client.keys("md:*:idem:*") == []
     # and the same jobs, corrected, are accepted: their idempotency keys were released
     jobs[2200] = job(2200)
     assert len(set(dispatcher.send_many(jobs))) == 2500

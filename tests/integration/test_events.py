@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -152,8 +153,66 @@ def test_a_long_poll_answers_when_an_event_arrives(fleet: Fleet, relay: Relay, f
 
 
 def test_the_stream_is_trimmed_past_its_retention(fleet: Fleet, relay: Relay) -> None:
-    fleet.redis.xadd(keys.EVENTS, {"o": OWNER, "d": "{}"}, id="1000-0")  # an event from 1970
-    done = fleet.dispatcher.send(job("e@example.org"))
+    done = uuid.uuid4()
+    stream = keys.events_of(str(done))
+    fleet.redis.xadd(stream, {"o": OWNER, "d": "{}"}, id="1000-0")  # an event from 1970
+    fleet.dispatcher.send(job("e@example.org", id=str(done)))
     fleet.wait_final([done], 30)
-    oldest = fleet.redis.xrange(keys.EVENTS, count=1)
+    oldest = fleet.redis.xrange(stream, count=1)
     assert oldest and oldest[0][0] != b"1000-0"
+
+
+def synthetic(owner: str, job_id: str, n: int) -> dict[str, str]:
+    """A stream entry of a made-up event: the feed passes the JSON on as it is."""
+    data = {"job_id": job_id, "owner": owner, "n": n}
+    event = {"id": f"evt_{n}", "type": "message.sent", "timestamp": "", "data": data}
+    return {"o": owner, "d": json.dumps(event)}
+
+
+def test_the_cursor_pages_through_every_shard_in_time_order(fleet: Fleet, feed: Feed) -> None:
+    """Events of jobs in several shards, written in an order that jumps between the streams
+    (two in the same millisecond, two in one stream's same millisecond): each comes out once,
+    in time order, page after page; a key for one owner skips the others' across pages."""
+    jobs: dict[int, str] = {}  # shard: a job in it
+    while len(jobs) < 5:
+        job_id = str(uuid.uuid4())
+        jobs.setdefault(keys.shard(job_id), job_id)
+    shards = sorted(jobs)
+    base = int(time.time() * 1000) - 60_000
+    ids = [f"{base + 3 * n // 2}-{n % 2}" for n in range(40)]  # ms then seq, increasing
+    written = []
+    for n, entry_id in enumerate(ids):
+        job_id = jobs[shards[(n * 7) % len(shards)]]
+        owner = OWNER if n % 3 else "acct-other"
+        fleet.redis.xadd(keys.events_of(job_id), synthetic(owner, job_id, n), id=entry_id)
+        written.append((n, owner))
+    # two streams with an entry in the same millisecond: the first shard's comes first
+    (first, second) = shards[:2]
+    tie = f"{base + 100_000}-0"
+    for shard in (second, first):
+        job_id = jobs[shard]
+        fleet.redis.xadd(keys.events_of(job_id), synthetic(OWNER, job_id, 100 + shard), id=tie)
+        written.append((100 + shard, OWNER))
+    written[-2:] = sorted(written[-2:])
+
+    everyone = feed.all(limit=3)
+    assert [e["data"]["n"] for e in everyone] == [n for n, _ in written]
+    mine = feed.all(feed.owned, limit=2)
+    assert [e["data"]["n"] for e in mine] == [n for n, o in written if o == OWNER]
+    assert feed.all(limit=1000) == everyone
+
+    page = feed.get(limit=5)
+    rest = feed.get(cursor=page["next_cursor"], limit=1000)
+    assert page["events"] + rest["events"] == everyone
+    # read to the end: the same cursor back, and nothing new
+    again = feed.get(cursor=rest["next_cursor"])
+    assert again == {"events": [], "next_cursor": rest["next_cursor"]}
+    # a stream id (the cursor of the single stream there was) is that position in every stream
+    after = feed.get(cursor=f"{base + 30}-0", limit=1000)["events"]
+    assert [e["data"]["n"] for e in after] == [n for n, _ in written][21:]
+
+    cursor = page["next_cursor"]
+    for bad in ("x", "1-x", cursor + ".0", cursor.replace("1.", "2.", 1), cursor.upper()):
+        res = feed.client.get("/v1/events", params={"cursor": bad}, headers=bearer(feed.admin))
+        assert res.status_code == 422, bad
+        assert res.json()["errors"][0]["field"] == "cursor"

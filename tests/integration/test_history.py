@@ -6,7 +6,6 @@ rules (a failure recorded before its state, a stale snapshot, the purge) on both
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from sqlalchemy import func, select
 from config import keys
 from config.events import EventType, encode, job_data
 from tests.support.api import bearer, new_key, serve
+from tests.support.events import all_events
 from tests.support.fleet import Fleet
 from tests.support.relay import Relay
 from tests.support.services import wait_for
@@ -177,7 +177,9 @@ def test_a_failure_waits_for_its_state(
     job_id = str(uuid.uuid4())
     name = keys.job(job_id)
     redis_client.hset(name, mapping={"state": "sending", "owner": OWNER, "channel": "msc"})
-    redis_client.xadd(keys.EVENTS, outcome_event(EventType.FAILED, job_id, ["a@example.org"]))
+    redis_client.xadd(
+        keys.events_of(job_id), outcome_event(EventType.FAILED, job_id, ["a@example.org"])
+    )
     url = redis_client.connection_pool.connection_kwargs
     writer = HistoryWriter(lambda: store, "test")
 
@@ -204,7 +206,9 @@ def test_a_failure_waits_for_its_state(
     # the event says once it is old enough
     other = str(uuid.uuid4())
     old = time.time() - record.GIVE_UP_S - 1
-    redis_client.xadd(keys.EVENTS, outcome_event(EventType.SENT, other, ["b@example.org"], old))
+    redis_client.xadd(
+        keys.events_of(other), outcome_event(EventType.SENT, other, ["b@example.org"], old)
+    )
     assert asyncio.run(tick()) == 1
     with store.session() as s:
         late = get_message(s, other)
@@ -261,13 +265,12 @@ def test_a_job_lost_from_the_schedule_is_reported_and_kept(
     job_id = str(uuid.uuid4())
     fields = {"state": "retrying", "owner": OWNER, "channel": "msc", "subject": "Gone"}
     fleet.redis.hset(keys.job(job_id), mapping=fields)
-    fleet.redis.zadd(keys.SCHEDULE, {job_id: time.time()})
+    fleet.redis.zadd(keys.schedule_of(job_id), {job_id: time.time()})
     wait_for(lambda: api.messages(state="failed"), 20, 0.2, "the lost job in the history")
     (kept,) = api.messages(state="failed")
     assert (kept["id"], kept["owner"], kept["last_error"]) == (job_id, OWNER, LOST)
     assert kept["subject"] == "Gone"
-    written = [json.loads(entry[b"d"]) for _, entry in fleet.redis.xrange(keys.EVENTS)]
-    events = [e for e in written if e["data"]["job_id"] == job_id]
+    events = [e for e in all_events(fleet.redis) if e["data"]["job_id"] == job_id]
     assert [(e["type"], e["data"]["kind"]) for e in events] == [("message.failed", "expired")]
 
 
@@ -288,7 +291,8 @@ def test_one_writer_at_a_time_a_standalone_scheduler_first(
         for _ in range(n):
             job_id = str(uuid.uuid4())
             redis_client.hset(keys.job(job_id), mapping={"state": "sent", "owner": OWNER})
-            redis_client.xadd(keys.EVENTS, outcome_event(EventType.SENT, job_id, ["a@x.org"]))
+            event = outcome_event(EventType.SENT, job_id, ["a@x.org"])
+            redis_client.xadd(keys.events_of(job_id), event)
 
     async def tick(writer: HistoryWriter) -> int:
         client = aioredis.Redis(host=url["host"], port=url["port"], db=url["db"])

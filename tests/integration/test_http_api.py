@@ -45,7 +45,7 @@ class Api:
         return batches
 
     def job_keys(self) -> list[bytes]:
-        return list(self.redis.scan_iter(keys.job("*")))
+        return list(self.redis.scan_iter("md:*:job:*"))
 
 
 @pytest.fixture
@@ -269,13 +269,17 @@ def test_cancel_a_queued_or_scheduled_job(api: Api) -> None:
     queued = api.client.post("/v1/messages", json=job(), headers=h).json()["id"]
     later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     scheduled = api.client.post("/v1/messages", json=job(send_at=later), headers=h).json()["id"]
-    assert api.redis.zcard(keys.SCHEDULE) == 1 and api.redis.exists(keys.payload(scheduled))
+    assert api.redis.zcard(keys.schedule_of(scheduled)) == 1 and api.redis.exists(
+        keys.payload(scheduled)
+    )
     for job_id in (queued, scheduled):
         res = api.client.post(f"/v1/messages/{job_id}/cancel", headers=h)
         assert res.status_code == 200 and res.json() == {"id": job_id, "state": "cancelled"}
         assert api.client.get(f"/v1/messages/{job_id}", headers=h).json()["state"] == "cancelled"
     # the scheduled one is out of the schedule, its payload (body) gone
-    assert api.redis.zcard(keys.SCHEDULE) == 0 and not api.redis.exists(keys.payload(scheduled))
+    assert api.redis.zcard(keys.schedule_of(scheduled)) == 0 and not api.redis.exists(
+        keys.payload(scheduled)
+    )
     again = api.client.post(f"/v1/messages/{queued}/cancel", headers=h)
     assert again.status_code == 200  # cancelling twice is no error
     events = api.client.get("/metrics").text

@@ -88,7 +88,7 @@ def test_a_batch_with_a_taken_id_names_it_and_enqueues_nothing(
     assert "job 5 of this call" in str(caught.value.errors[0])
     assert caught.value.job_ids == [repeated, str(existing)]
     assert queued_ids(redis_client) == [str(existing)]
-    assert [k for k in redis_client.scan_iter(keys.job("*"))] == [keys.job(str(existing)).encode()]
+    assert [k for k in redis_client.scan_iter("md:*:job:*")] == [keys.job(str(existing)).encode()]
     assert dispatcher.status(existing)["owner"] == "victim"  # type: ignore[index]
 
 
@@ -164,7 +164,7 @@ def test_taken_ids_are_exactly_the_existing_and_repeated_ones(
     # nothing of the batch recorded or published; the existing jobs untouched
     assert depth(redis_client, "mail.msc") == depth_before
     assert {i: redis_client.hgetall(keys.job(i)) for i in existing} == before
-    assert {k.decode() for k in redis_client.scan_iter(keys.job("*"))} == {
+    assert {k.decode() for k in redis_client.scan_iter("md:*:job:*")} == {
         keys.job(i) for i in existing
     }
 

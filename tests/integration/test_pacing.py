@@ -104,7 +104,7 @@ def test_no_limit_configured_costs_no_redis_call(redis_url: str, redis_client: r
         await client.aclose()
 
     asyncio.run(scenario())
-    assert redis_client.keys("md:rate:*") == []
+    assert redis_client.keys(keys.rate("*")) == []
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ serves, and the next job to that person."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,9 +12,9 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from config import keys
 from producers.job import InvalidJob
 from tests.support.api import serve
+from tests.support.events import all_events
 from tests.support.fleet import Fleet, running_fleet
 from tests.support.relay import Relay
 from worker.api.app import create_app
@@ -81,7 +80,7 @@ def test_the_link_unsubscribes_on_post_only(ufleet: Fleet, relay: Relay) -> None
         assert done.status_code == 200 and "reader@example.org" in done.text
         assert client.post(f"/u/{token}", data=form).status_code == 200  # again: the same
     assert suppressed(ufleet) == {"reader@example.org": "unsubscribe"}
-    stream = [json.loads(f[b"d"]) for _, f in ufleet.redis.xrange(keys.EVENTS)]
+    stream = all_events(ufleet.redis)
     unsubscribed = [e for e in stream if e["type"] == "message.unsubscribed"]
     assert len({e["id"] for e in unsubscribed}) == 1  # clicked twice: one event id
     data = unsubscribed[0]["data"]

@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import redis
 from sqlalchemy import delete
 
 from config import keys
+from config.redisconn import connect
 from config.settings import Settings
 from producers.client import Dispatcher
 from tests.support.env import make_settings, worker_env
@@ -120,7 +120,8 @@ class Fleet:
         extra = {"MAILDISPATCH_REDIS_URL": self.server.url, **(env or {})}
         self.env = worker_env(broker_url or self.server.url, self.database_url, relay_url, **extra)
         self.procs: list[Proc] = []
-        self.redis = redis.Redis.from_url(self.server.url)
+        # the job state's Redis: this private server, or the cluster ``env`` names
+        self.redis = connect(self.env["MAILDISPATCH_REDIS_URL"])
         try:
             self.settings: Settings = make_settings(self.env)
             self.dispatcher = Dispatcher(self.settings)
@@ -198,7 +199,7 @@ class Fleet:
 
         def drained() -> bool:
             return (
-                self.redis.zcard(keys.SCHEDULE) == 0
+                all(self.redis.zcard(name) == 0 for name in keys.SCHEDULES)
                 and self.redis.zcard(keys.INFLIGHT) == 0
                 and depth(self.redis, "mail.msc") == 0
             )

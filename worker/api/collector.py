@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 
 from config import keys
 from config.celery import CHANNELS, QUEUE
+from config.redisconn import connect
 from config.settings import Settings
 from worker.failures.kinds import FailedKind
 from worker.observe.metrics import INF, LATENCY_BUCKETS
@@ -52,7 +53,7 @@ class DeliveryCollector(Collector):
     def __init__(self, settings: Settings, store: Callable[[], Store]) -> None:
         self.settings = settings
         self._store = store
-        self.state = redis.Redis.from_url(settings.state_redis_url, socket_timeout=3)
+        self.state = connect(settings.state_redis_url, socket_timeout=3)
         self.redis_broker = settings.broker_url.startswith(("redis://", "rediss://", "unix://"))
         self.broker = (
             redis.Redis.from_url(settings.broker_url, socket_timeout=3)
@@ -127,12 +128,15 @@ class DeliveryCollector(Collector):
     # -- the fleet's shared counters in Redis ---------------------------------------------------
     def _shared(self) -> Iterator[Metric]:
         pipe = self.state.pipeline(transaction=False)
-        pipe.zcard(keys.SCHEDULE)
-        pipe.zcount(keys.SCHEDULE, "-inf", time.time())
+        now = time.time()
+        for name in keys.SCHEDULES:
+            pipe.zcard(name)
+            pipe.zcount(name, "-inf", now)
         pipe.hgetall(keys.DELIVERIES)
         pipe.hgetall(keys.LATENCY)
         pipe.hgetall(keys.COUNTERS)
-        scheduled, overdue, deliveries, latency, counters = pipe.execute()
+        *sizes, deliveries, latency, counters = pipe.execute()
+        scheduled, overdue = sum(sizes[::2]), sum(sizes[1::2])
 
         backlog = GaugeMetricFamily(
             "maildispatch_scheduled_jobs", "Jobs waiting in the schedule (retries and send_at)"

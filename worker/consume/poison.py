@@ -19,6 +19,7 @@ from celery import signals
 from celery.worker.consumer import Consumer
 
 from config import keys
+from config.redisconn import connect
 from config.settings import get_settings
 
 log = structlog.get_logger("maildispatch.poison")
@@ -34,7 +35,7 @@ def count(name: str) -> None:
     try:
         with _lock:
             if _client is None:
-                _client = redis.Redis.from_url(get_settings().state_redis_url)
+                _client = connect(get_settings().state_redis_url)
         _client.hincrby(keys.COUNTERS, name, 1)
     except redis.RedisError:
         log.warning("poison_count_failed", counter=name)
@@ -51,7 +52,7 @@ class PoisonAwareConsumer(Consumer):
     class Blueprint(Consumer.Blueprint):  # type: ignore[valid-type,misc]
         """Celery's steps less native delayed delivery.
 
-        maildispatch never publishes a countdown or ETA (retries wait in md:schedule), so the 28
+        maildispatch never publishes a countdown or ETA (retries wait in the schedule), so the 28
         quorum queues Celery declares for delayed delivery on RabbitMQ would only be clutter.
         """
 

@@ -28,5 +28,5 @@ def unsubscribe(store: Store, client: redis.Redis, settings: Settings, who: Unsu
     data = job_data(who.job_id, who.owner, name, [who.recipient], None)
     pipe = client.pipeline(transaction=False)
     event = (who.owner, encode(EventType.UNSUBSCRIBED, data, who.recipient))
-    add_events(pipe, [event], settings.events_retention)
+    add_events(pipe, who.job_id, [event], settings.events_retention)
     pipe.execute()

@@ -1,13 +1,13 @@
-"""Outcomes from the event stream into the message history, in batches (a scheduler step).
+"""Outcomes from the event streams into the message history, in batches (a scheduler step).
 
-The event stream (config/events.py) is the durable log. Every scheduler of the fleet reads it
-through the consumer group ``history``: up to ``BATCH`` entries a call; for each job that an
-outcome event names, its state hash is read from Redis (what ``maildispatch status`` shows; a
-batch's in one script call) and the job's row is written with it, all of a batch in one
-transaction, then acknowledged. A row is
-keyed by its job: an event read twice (a scheduler that died before its acknowledgement, whose
-entries another takes after ``SETTLE_MS``) writes the same row again, and an older snapshot of
-a job's state never overwrites a newer one.
+The event streams (config/events.py, one per shard) are the durable log. Every scheduler of the
+fleet reads them through the consumer group ``history``: up to ``BATCH`` entries a call, from
+every shard's stream; for each job that an outcome event names, its state hash is read from
+Redis (what ``maildispatch status`` shows; a batch's in one script call, one per shard on a
+Redis Cluster) and the job's row is written with it, all of a batch in one transaction, then
+acknowledged, stream by stream. A row is keyed by its job: an event read twice (a scheduler
+that died before its acknowledgement, whose entries another takes after ``SETTLE_MS``) writes
+the same row again, and an older snapshot of a job's state never overwrites a newer one.
 
 One process of the fleet writes at a time (a lease in Redis, ``LEASE_MS``): a standalone
 ``maildispatch scheduler`` when one runs, else the scheduler embedded in a delivery worker. The
@@ -31,14 +31,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 import structlog
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
 
 from config import keys
-from config.events import EventType, read_group
+from config.events import EventType, ack, read_group
 from config.lua import lua_script
+from config.redisconn import AsyncState, by_shard, job_shard
 from config.states import FINAL
 from worker.store import Store
 from worker.store.models import MessageRecipient, MessageRecord
@@ -169,9 +169,9 @@ class HistoryWriter:
         self.holder = f"{'embedded' if embedded else 'standalone'}:{consumer}"
         self.duty = EMBEDDED_DUTY if embedded else 1.0
         self._rest_until = 0.0
-        self._backlog = False  # the last batch was full: more is waiting
+        self._backlog = False  # the last batch had a stream's full share: more may be waiting
 
-    async def tick(self, client: aioredis.Redis) -> int:
+    async def tick(self, client: AsyncState) -> int:
         """One batch, if this process is the fleet's writer and not resting; returns how many
         entries were acknowledged (0: nothing new, or not this process' turn)."""
         if time.monotonic() < self._rest_until:
@@ -180,8 +180,7 @@ class HistoryWriter:
         if not await lease(keys=[keys.HISTORY_WRITER], args=[self.holder, LEASE_MS]):
             return 0
         started = time.monotonic()
-        done = await self._batch(client)
-        self._backlog = done >= BATCH
+        done, self._backlog = await self._batch(client)
         busy = time.monotonic() - started
         self._rest_until = time.monotonic() + busy * (1 / self.duty - 1)
         return done
@@ -192,8 +191,9 @@ class HistoryWriter:
             return float("inf")
         return max(self._rest_until - time.monotonic(), 0.0)
 
-    async def _batch(self, client: aioredis.Redis) -> int:
-        entries = await read_group(
+    async def _batch(self, client: AsyncState) -> tuple[int, bool]:
+        """One batch: how many entries were acknowledged, and whether more may be waiting."""
+        read = await read_group(
             client,
             keys.HISTORY_GROUP,
             self.consumer,
@@ -201,27 +201,27 @@ class HistoryWriter:
             count=BATCH,
             idle_ms=SETTLE_MS,
         )
-        if not entries:
-            return 0
+        if not read.entries:
+            return 0, False
         outcomes: dict[str, Outcome] = {}
-        done: list[bytes] = []
-        waiting: dict[str, list[bytes]] = {}
-        for entry_id, fields in entries:
+        done: list[tuple[str, bytes]] = []  # (stream, entry id)
+        waiting: dict[str, list[tuple[str, bytes]]] = {}
+        for stream, entry_id, fields in read.entries:
             outcome = _outcome(fields)
             if outcome is not None:
                 earlier = outcomes.get(outcome.job_id)
                 if earlier is not None:  # the latest event's type, every event's recipients
                     outcome.recipients = [*earlier.recipients, *outcome.recipients]
                 outcomes[outcome.job_id] = outcome
-                waiting.setdefault(outcome.job_id, []).append(entry_id)
+                waiting.setdefault(outcome.job_id, []).append((stream, entry_id))
             else:
-                done.append(entry_id)
+                done.append((stream, entry_id))
         rows: list[dict[str, Any]] = []
         if outcomes:
-            snapshot = client.register_script(_SNAPSHOT)
-            found = orjson.loads(await snapshot(keys=[keys.job(j) for j in outcomes]))
+            found = await _snapshots(client, list(outcomes))
             now = time.time()
-            for outcome, flat in zip(outcomes.values(), found, strict=True):
+            for outcome in outcomes.values():
+                flat = found[outcome.job_id]
                 state = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
                 if state and state.get("state") not in FINAL:  # its state is not written yet
                     if now - outcome.at < GIVE_UP_S:
@@ -234,9 +234,24 @@ class HistoryWriter:
         if rows:
             await asyncio.to_thread(self._write, rows)
         if done:
-            await client.xack(keys.EVENTS, keys.HISTORY_GROUP, *done)
-        return len(done)
+            pipe = client.pipeline(transaction=False)
+            ack(pipe, keys.HISTORY_GROUP, done)
+            await pipe.execute()
+        return len(done), read.more
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with self.store().engine.begin() as conn:
             write_rows(conn, rows)
+
+
+async def _snapshots(client: AsyncState, job_ids: list[str]) -> dict[str, Any]:
+    """Each job's state hash as a flat [field, value, ...] (empty: gone), by job id: one script
+    call, or one per shard on a cluster (a script's keys must share a slot)."""
+    snapshot = client.register_script(_SNAPSHOT)
+    groups = by_shard(client, job_ids, job_shard)
+    replies = await asyncio.gather(*(snapshot(keys=[keys.job(j) for j in g]) for g in groups))
+    return {
+        job_id: flat
+        for group, reply in zip(groups, replies, strict=True)
+        for job_id, flat in zip(group, orjson.loads(reply), strict=True)
+    }

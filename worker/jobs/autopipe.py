@@ -20,13 +20,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-import redis.asyncio as aioredis
 import structlog
 from hiredis import pack_command
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import AskError, NoScriptError, ResponseError
+
+from config.redisconn import AsyncState, ReplicaWait, has_replicas
 
 log = structlog.get_logger("maildispatch.autopipe")
 
@@ -37,6 +39,10 @@ class _Call:
     keys: Sequence[Any]
     args: Sequence[Any]
     future: asyncio.Future[Any]
+
+    def key(self) -> Any:
+        """The key that places the call on a cluster's node (a command's first argument)."""
+        return self.keys[0] if self.script is not None else self.args[1]
 
     def packed(self) -> bytes:
         if self.script is None:
@@ -51,12 +57,18 @@ class _Call:
 class AutoPipeline:
     """Coalesces ``EVALSHA`` calls per event-loop iteration (one instance per process loop)."""
 
-    def __init__(self, client: aioredis.Redis, max_calls: int = 2000) -> None:
+    def __init__(
+        self, client: AsyncState, max_calls: int = 2000, wait: ReplicaWait | None = None
+    ) -> None:
         self.client = client
+        #: on a cluster, each node's pipeline ends with WAIT: its writes are on a replica before
+        #: any caller goes on (acks a task, answers a call)
+        self.wait = wait
         self.max_calls = max_calls
         self._queue: list[_Call] = []
         self._flushing: set[asyncio.Task[None]] = set()
         self.pipelines = 0  # how many round trips it took (tests and metrics read it)
+        self._stale = False  # a cluster node failed: its slots are read again before the next
 
     async def script(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run a registered Lua script, in a pipeline with the calls of this loop iteration."""
@@ -136,25 +148,93 @@ class AutoPipeline:
 
         redis-py's own pipeline packs arguments in Python, one by one (a claim or a finish has a
         dozen) and runs each reply through its callbacks; here hiredis packs them and the
-        replies are read as they are. Errors of single calls come back in place.
+        replies are read as they are. Errors of single calls come back in place. On a Redis
+        Cluster the calls go to the node holding each one's first key, one pipeline per node.
         """
         self.pipelines += 1
-        pool = self.client.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await conn.send_packed_command(b"".join(c.packed() for c in calls), check_health=False)
-            results: list[Any] = []
-            for _ in calls:
-                try:
-                    results.append(await conn.read_response())
-                except ResponseError as exc:
-                    results.append(exc)
-            return results
-        except BaseException:
-            await conn.disconnect()  # half-read replies must not reach the next user
-            raise
-        finally:
-            await pool.release(conn)
+        client = self.client
+        if not isinstance(client, AsyncRedisCluster):
+            pool = client.connection_pool
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                return await _exchange(conn, calls)
+            finally:
+                await pool.release(conn)
+        return await self._cluster_pipeline(cast(AsyncRedisCluster, client), calls)
+
+    def _wait_for(self, client: AsyncRedisCluster, call: _Call) -> ReplicaWait | None:
+        if self.wait is None or not has_replicas(client, call.key()):
+            return None
+        return self.wait
+
+    async def _cluster_pipeline(
+        self, client: AsyncRedisCluster, calls: Sequence[_Call]
+    ) -> list[Any]:
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for attempt in range(2):
+            await client.initialize()  # the slots' nodes, read on first use
+            if attempt or self._stale:  # a node moved or went away: read the slots again
+                self._stale = False
+                await client.nodes_manager.initialize()
+            by_node: dict[str, tuple[Any, list[int]]] = {}
+            for i in todo:
+                node = client.get_node_from_key(calls[i].key())
+                assert node is not None
+                by_node.setdefault(node.name, (node, []))[1].append(i)
+            replies = await asyncio.gather(
+                *(
+                    _on_node(node, [calls[i] for i in idx], self._wait_for(client, calls[idx[0]]))
+                    for node, idx in by_node.values()
+                ),
+                return_exceptions=True,
+            )
+            moved: list[int] = []
+            for (_, idx), reply in zip(by_node.values(), replies, strict=True):
+                if isinstance(reply, BaseException):
+                    self._stale = True  # failover under way: the callers retry
+                    for i in idx:
+                        results[i] = reply
+                    continue
+                for i, result in zip(idx, reply, strict=True):
+                    results[i] = result
+                    if isinstance(result, AskError):  # MOVED too: a slot changed hands
+                        moved.append(i)
+            if not moved:
+                break
+            todo = moved
+        return results
+
+
+async def _exchange(
+    conn: Any, calls: Sequence[_Call], wait: ReplicaWait | None = None
+) -> list[Any]:
+    try:
+        packed = b"".join(c.packed() for c in calls)
+        if wait is not None:
+            packed += bytes(pack_command(wait.command()))
+        await conn.send_packed_command(packed, check_health=False)
+        results: list[Any] = []
+        for _ in calls:
+            try:
+                results.append(await conn.read_response())
+            except ResponseError as exc:
+                results.append(exc)
+        if wait is not None and int(await conn.read_response()) < wait.replicas:
+            log.warning("redis_replica_behind", replicas=wait.replicas, timeout_ms=wait.timeout_ms)
+        return results
+    except BaseException:
+        await conn.disconnect()  # half-read replies must not reach the next user
+        raise
+
+
+async def _on_node(node: Any, calls: Sequence[_Call], wait: ReplicaWait | None) -> list[Any]:
+    conn = node.acquire_connection()
+    try:
+        await node.disconnect_if_needed(conn)
+        return await _exchange(conn, calls, wait)
+    finally:
+        node.release(conn)
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:

@@ -1,7 +1,7 @@
 """In-flight batches: who delivers what right now, so that a dead worker's jobs come back promptly.
 
 A worker process registers each batch before claiming its jobs: the batch's job JSON under
-``md:batch:<id>`` and the batch id in the ``md:inflight`` sorted set, scored by when its lease runs
+``keys.batch(id)`` and the batch id in the ``keys.INFLIGHT`` sorted set, scored by when its lease runs
 out. While the process lives it renews the leases of its batches every ``lease / 4`` seconds; a
 batch that ends is removed, a batch that crashes is marked expired at once. A claim records the
 batch as the job's ``holder``, so a redelivered copy of the job is ``busy`` only while its holder
@@ -30,11 +30,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
-import redis.asyncio as aioredis
 import structlog
 
 from config import fastjson, keys
 from config.lua import lua_script
+from config.redisconn import AsyncState, by_shard
 from worker.jobs.autopipe import AutoPipeline
 
 log = structlog.get_logger("maildispatch.inflight")
@@ -48,6 +48,8 @@ current_batch: ContextVar[str] = ContextVar("maildispatch_batch", default="")
 REAP_LOCK = 30
 
 _REAP = lua_script("worker.jobs", "reap")
+
+_REAP_JOBS = lua_script("worker.jobs", "reap_jobs")
 
 
 _REGISTER = lua_script("worker.jobs", "register")
@@ -67,7 +69,7 @@ class InFlight:
     """The batches this worker process is delivering, with their leases kept alive."""
 
     def __init__(
-        self, client: aioredis.Redis, *, lease: float, ttl: float, auto: AutoPipeline | None = None
+        self, client: AsyncState, *, lease: float, ttl: float, auto: AutoPipeline | None = None
     ) -> None:
         self.redis = client
         self.auto = auto or AutoPipeline(client)
@@ -138,7 +140,7 @@ class InFlight:
             await self.auto.drain()
 
 
-async def reap(client: aioredis.Redis, publisher: Publisher, limit: int = 20) -> int:
+async def reap(client: AsyncState, publisher: Publisher, limit: int = 20) -> int:
     """Republish the unfinished jobs of batches whose holder's lease ran out; returns how many."""
     now = time.time()
     expired = [
@@ -153,31 +155,25 @@ async def reap(client: aioredis.Redis, publisher: Publisher, limit: int = 20) ->
             await client.zrem(keys.INFLIGHT, batch_id)
             continue
         by_id = {str(w["id"]): w for w in wires}
-        ids = list(by_id)
-        reply = [
-            _text(i)
-            for i in await client.eval(
-                _REAP,
-                2 + len(ids),
-                keys.INFLIGHT,
-                keys.reaping(batch_id),
-                *[keys.job(i) for i in ids],
-                now,
-                batch_id,
-                REAP_LOCK,
-                *ids,
-            )
-        ]
-        if reply[0] != "reap":
+        if not await client.eval(
+            _REAP, 2, keys.INFLIGHT, keys.reaping(batch_id), now, batch_id, REAP_LOCK
+        ):
             continue
-        again = reply[1:]
+        again: list[str] = []
+        for group in by_shard(client, by_id, keys.shard):
+            found = await client.eval(
+                _REAP_JOBS, len(group), *[keys.job(i) for i in group], now, batch_id, *group
+            )
+            again += [_text(i) for i in found]
         if again:
             await asyncio.to_thread(publisher.publish, [by_id[i] for i in again])
         pipe = client.pipeline(transaction=True)
         pipe.zrem(keys.INFLIGHT, batch_id)
         pipe.delete(keys.batch(batch_id), keys.reaping(batch_id))
         await pipe.execute()
-        log.warning("inflight_batch_reaped", batch=batch_id, jobs=len(ids), republished=len(again))
+        log.warning(
+            "inflight_batch_reaped", batch=batch_id, jobs=len(by_id), republished=len(again)
+        )
         total += len(again)
     return total
 

@@ -13,12 +13,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 
 from config import keys
 from config.channels import DEFAULT_CHANNEL
 from config.events import add_events
+from config.redisconn import AsyncState, by_shard
 from config.states import JobState
 from worker.failures.kinds import FailedKind
 from worker.failures.rows import failed_send_row
@@ -31,7 +31,7 @@ LOST = "the job's payload expired or was lost while it waited in the schedule; n
 
 
 async def record_lost(
-    client: aioredis.Redis,
+    client: AsyncState,
     store: Callable[[], Store],
     job_ids: Sequence[str],
     ttl: float,
@@ -65,34 +65,35 @@ async def record_lost(
             repo.record_failed_sends(session, rows)
 
     await asyncio.to_thread(write)
-    pipe = client.pipeline(transaction=True)
-    for row in rows:
-        name = keys.job(str(row["job_id"]))
-        state: dict[Any, Any] = {
-            "state": JobState.FAILED,
-            "last_error": LOST,
-            "updated_at": time.time(),
-            "owner": row["owner"],
-            "channel": row["channel"],
-        }
-        pipe.hset(name, mapping=state)
-        pipe.hdel(name, "next_at")
-        pipe.expire(name, int(ttl))
-        event = events.failure(
-            str(row["job_id"]),
-            str(row["owner"]),
-            str(row["channel"]),
-            [],
-            {},
-            kind=str(FailedKind.EXPIRED),
-            reason=row["reason"],
-            hard=False,
-            reply_code=None,
-            enhanced_status=None,
-            diagnostic=LOST,
-        )
-        add_events(pipe, [event], events_retention)
-    await pipe.execute()
+    for group in by_shard(client, rows, lambda row: keys.shard(str(row["job_id"]))):
+        pipe = client.pipeline(transaction=True)
+        for row in group:
+            name = keys.job(str(row["job_id"]))
+            state: dict[Any, Any] = {
+                "state": JobState.FAILED,
+                "last_error": LOST,
+                "updated_at": time.time(),
+                "owner": row["owner"],
+                "channel": row["channel"],
+            }
+            pipe.hset(name, mapping=state)
+            pipe.hdel(name, "next_at")
+            pipe.expire(name, int(ttl))
+            event = events.failure(
+                str(row["job_id"]),
+                str(row["owner"]),
+                str(row["channel"]),
+                [],
+                {},
+                kind=str(FailedKind.EXPIRED),
+                reason=row["reason"],
+                hard=False,
+                reply_code=None,
+                enhanced_status=None,
+                diagnostic=LOST,
+            )
+            add_events(pipe, str(row["job_id"]), [event], events_retention)
+        await pipe.execute()
     log.error("scheduled_payload_missing", count=len(rows), job_ids=list(job_ids)[:10])
 
 

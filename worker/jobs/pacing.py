@@ -23,12 +23,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 
 from config import keys
 from config.limits import Rate
 from config.lua import lua_script
+from config.redisconn import AsyncState
 from config.settings import Settings
 from producers.job import SendJob
 from worker.channels.base import Scope
@@ -47,7 +47,7 @@ def buckets_for(rate: Rate) -> int:
 class Pacing:
     """The fleet-wide limits of one channel, checked before each send."""
 
-    def __init__(self, settings: Settings, channel: str, client: aioredis.Redis) -> None:
+    def __init__(self, settings: Settings, channel: str, client: AsyncState) -> None:
         self.channel = channel
         self.redis = client
         #: the channel's own rule (its class's ``pacing``, worker/channels/): None, not paced

@@ -19,12 +19,11 @@ import threading
 import time
 from collections.abc import Callable
 
-import redis
-import redis.asyncio as aioredis
 import structlog
 
 from config import keys
 from config.celery import QUEUE, WEBHOOK_TASK
+from config.redisconn import AsyncState, ReplicaWait, connect, connect_async
 from config.settings import Settings
 from producers.client import Dispatcher
 from worker.history.record import HistoryWriter
@@ -66,7 +65,7 @@ async def tick(
     return len(wires)
 
 
-async def purge_if_due(client: aioredis.Redis, settings: Settings) -> bool:
+async def purge_if_due(client: AsyncState, settings: Settings) -> bool:
     """Run the retention purge unless another scheduler of the fleet did within the interval."""
     lease = max(int(settings.purge_interval), 1)
     if not await client.set(keys.PURGE_LOCK, os.getpid(), nx=True, ex=lease):
@@ -87,7 +86,7 @@ async def purge_if_due(client: aioredis.Redis, settings: Settings) -> bool:
                 settings.job_content_retention_days,
                 settings.history_days,
             ).as_dict()
-            client = redis.Redis.from_url(settings.state_redis_url)
+            client = connect(settings.state_redis_url)
             try:
                 with store.session() as session:  # sending domains' DNS records, when due
                     done["domains_checked"] = recheck(session, settings)
@@ -121,13 +120,14 @@ async def run(
             break
     if not embedded:  # a worker's embedded scheduler: its worker checked at start
         await asyncio.to_thread(hosts.check_and_note, settings)
-    client = aioredis.Redis.from_url(settings.state_redis_url)
+    client = connect_async(settings.state_redis_url)
     states = JobStates(
         client,
         lease=settings.claim_lease,
         ttl=settings.job_ttl,
         events_retention=settings.events_retention,
         hot_ttl=settings.job_hot_ttl,
+        wait=ReplicaWait.of(settings),
     )
     dispatcher = Dispatcher(settings)
     webhooks = _webhooks(settings, dispatcher)

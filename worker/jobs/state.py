@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import redis.asyncio as aioredis
 import redis.exceptions
 import structlog
 
 from config import fastjson, keys
-from config.events import add_events, min_id
+from config.events import min_id
 from config.lua import lua_script
+from config.redisconn import AsyncState, ReplicaWait
 from config.states import JobState
 from producers.enqueue import ttl_until_due
 from worker.jobs.autopipe import AutoPipeline
@@ -33,8 +33,16 @@ from worker.jobs.inflight import InFlight, current_batch
 log = structlog.get_logger("maildispatch.state")
 
 #: Redis errors a write may get past by trying again: a restart (BusyLoadingError is a
-#: ConnectionError), a reset connection, a timeout
-TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+#: ConnectionError), a reset connection, a timeout, a cluster failing over (its masters answer
+#: CLUSTERDOWN until a replica of the lost one is promoted; a slot has moved)
+TRANSIENT = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,
+)
 
 _CLAIM = lua_script("worker.jobs", "claim")
 
@@ -43,6 +51,8 @@ _TAKE_DUE = lua_script("worker.jobs", "take_due")
 _PUBLISHED = lua_script("worker.jobs", "published")
 
 _FINISH = lua_script("worker.jobs", "finish")
+
+_PARK = lua_script("worker.jobs", "park")
 
 Decision = Literal["go", "uncertain", "done", "busy", "wait", "vanished"]
 
@@ -67,12 +77,13 @@ class JobStates:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncState,
         *,
         lease: float,
         ttl: float,
         events_retention: float = 86400.0,
         hot_ttl: float | None = None,
+        wait: ReplicaWait | None = None,
     ) -> None:
         self.redis = client
         self.lease = lease
@@ -85,8 +96,9 @@ class JobStates:
         self._take_due = client.register_script(_TAKE_DUE)
         self._published = client.register_script(_PUBLISHED)
         self._finish = client.register_script(_FINISH)
+        self._park_script = client.register_script(_PARK)
         #: claims and finishes of concurrent jobs share round trips (worker/jobs/autopipe.py)
-        self.auto = AutoPipeline(client)
+        self.auto = AutoPipeline(client, wait=wait)
         self.inflight = InFlight(client, lease=lease, ttl=ttl, auto=self.auto)
         self._leased_until: dict[str, float] = {}
         #: outcomes Redis has not taken yet (job id -> state, fields, events): a `sent` whose
@@ -105,13 +117,22 @@ class JobStates:
             await self._record(job_id, *held)
             log.info("state_recorded_late", job_id=job_id, state=held[0])
             return Claim("done", final_state=held[0])
-        now = time.time()
-        reply = await self.auto.script(
-            self._claim,
-            keys=[keys.job(job_id), keys.INFLIGHT],
-            args=[now, self.lease, self.ttl, owner, channel, current_batch.get()],
-        )
-        decision, second, pending, enqueued, deferred = (_text(x) for x in reply)
+        holder = ""
+        for _ in range(3):
+            now = time.time()
+            reply = await self.auto.script(
+                self._claim,
+                keys=[keys.job(job_id)],
+                args=[now, self.lease, self.ttl, owner, channel, current_batch.get(), holder],
+            )
+            decision, second, pending, enqueued, deferred = (_text(x) for x in reply)
+            if decision != "holder":
+                break
+            # a redelivered copy of a job in delivery: is its holder's worker still alive?
+            alive = await self.auto.command("ZSCORE", keys.INFLIGHT, second)
+            holder = f"{second} {_text(alive) if alive is not None else '-'}"
+        else:  # its holder changed under each look: some other copy is running it now
+            return Claim("busy")
         if decision in ("done", "busy", "wait"):
             return Claim(decision, final_state=second)  # type: ignore[arg-type]
         return Claim(
@@ -147,7 +168,7 @@ class JobStates:
         while True:
             try:
                 await self.auto.script(
-                    self._finish, keys=[keys.job(job_id), keys.EVENTS], args=args
+                    self._finish, keys=[keys.job(job_id), keys.events_of(job_id)], args=args
                 )
             except TRANSIENT as exc:
                 self.unrecorded[job_id] = (state, fields, events)
@@ -161,16 +182,15 @@ class JobStates:
             self.unrecorded.pop(job_id, None)
             return
 
-    async def emit(self, events: Events) -> None:
-        """Write events that no state change carries (a Failed Send row's, written before the
-        job's state): awaited, so that they are in the stream before what follows them."""
+    async def emit(self, job_id: str, events: Events) -> None:
+        """Write events about a job that no state change carries (a Failed Send row's, written
+        before the job's state): awaited, so that they are in the stream before what follows."""
         if self.events_retention <= 0:
             return
         minimum = min_id(self.events_retention)
+        stream = keys.events_of(job_id)
         for owner, body in events:
-            await self.auto.command(
-                "XADD", keys.EVENTS, "MINID", minimum, "*", "o", owner, "d", body
-            )
+            await self.auto.command("XADD", stream, "MINID", minimum, "*", "o", owner, "d", body)
 
     async def schedule_retry(
         self,
@@ -182,33 +202,83 @@ class JobStates:
         **fields: Any,
     ) -> None:
         """Park a job in the schedule until ``due``; the scheduler publishes it again then."""
-        mapping: dict[Any, Any] = {
+        mapping: dict[str, Any] = {
             "state": JobState.RETRYING,
             "next_at": due,
             "updated_at": time.time(),
             "lease_until": 0,
         }
         mapping |= {k: _field(v) for k, v in fields.items() if v is not None}
+        gone = ["holder"]
+        if pending:
+            mapping["pending"] = json.dumps(list(pending))
+        else:
+            gone.append("pending")
+        # every write sets a value, so one sent again after a lost reply is the same: retried
+        # like a final state (a partly accepted job's pending recipients must not be lost to a
+        # blip, or all of them would be sent again)
+        await self._park(job_id, wire, due, mapping, gone, 0, 0, events, JobState.RETRYING)
+
+    async def defer(
+        self, job_id: str, wire: dict[str, Any], due: float, scope: str, events: Events = ()
+    ) -> None:
+        """Park a job over a rate limit until ``due``: no attempt used, no give-up time spent."""
+        now = time.time()
+        kind = scope.split(":", 1)[0]
+        mapping = {
+            "state": JobState.DEFERRED,
+            "next_at": due,
+            "updated_at": now,
+            "lease_until": 0,
+            "deferred_by": scope,
+        }
+        waited = max(due - now, 0.0)
+        await self._park(job_id, wire, due, mapping, ["holder"], -1, waited, events, "deferred")
+        await asyncio.gather(  # the fleet's counters: in another slot than the job
+            self.auto.command("HINCRBY", keys.COUNTERS, "deferred", 1),
+            self.auto.command("HINCRBY", keys.COUNTERS, f"deferred:{kind}", 1),
+        )
+
+    async def _park(
+        self,
+        job_id: str,
+        wire: dict[str, Any],
+        due: float,
+        mapping: dict[str, Any],
+        gone: list[str],
+        attempts: int,
+        deferred: float,
+        events: Events,
+        state: str,
+    ) -> None:
+        """One atomic write of a job waiting in the schedule (park.lua), retried through Redis'
+        transient errors within ``record_retry_for``."""
         ttl = ttl_until_due(self.ttl, due, time.time())  # kept until due, then the usual TTL
+        text = {k: v if isinstance(v, str) else repr(v) for k, v in mapping.items()}
+        args: list[Any] = [
+            job_id,
+            due,
+            ttl,
+            json.dumps(wire),
+            fastjson.dumps(text),
+            fastjson.dumps(gone),
+            attempts,
+            deferred,
+            min_id(self.events_retention),
+        ]
+        for owner, body in events if self.events_retention > 0 else ():
+            args += [owner, body]
+        names = [
+            keys.job(job_id),
+            keys.payload(job_id),
+            keys.schedule_of(job_id),
+            keys.events_of(job_id),
+        ]
 
-        async def write() -> None:  # built anew for each attempt (a failed execute resets it)
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.set(keys.payload(job_id), json.dumps(wire), ex=ttl)
-            pipe.hset(keys.job(job_id), mapping=mapping)
-            if pending:
-                pipe.hset(keys.job(job_id), "pending", json.dumps(list(pending)))
-            else:
-                pipe.hdel(keys.job(job_id), "pending")
-            pipe.hdel(keys.job(job_id), "holder")
-            pipe.expire(keys.job(job_id), ttl)
-            pipe.zadd(keys.SCHEDULE, {job_id: due})
-            add_events(pipe, events, self.events_retention)
-            await pipe.execute()
+        async def write() -> None:
+            await self.auto.script(self._park_script, keys=names, args=args)
 
-        # every command sets a value, so a transaction sent again after a lost reply is the
-        # same: retried like a final state (a partly accepted job's pending recipients must
-        # not be lost to a blip, or all of them would be sent again)
-        await self._retried(write, job_id, JobState.RETRYING)
+        await self._retried(write, job_id, state)
 
     async def _retried(self, write: Callable[[], Awaitable[None]], job_id: str, state: str) -> None:
         """``write()``, tried again after Redis' transient errors within ``record_retry_for``."""
@@ -224,69 +294,51 @@ class JobStates:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    async def defer(
-        self, job_id: str, wire: dict[str, Any], due: float, scope: str, events: Events = ()
-    ) -> None:
-        """Park a job over a rate limit until ``due``: no attempt used, no give-up time spent."""
-        now = time.time()
-        kind = scope.split(":", 1)[0]
-        ttl = ttl_until_due(self.ttl, due, now)  # kept until due, then the usual TTL
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.payload(job_id), json.dumps(wire), ex=ttl)
-        pipe.hset(
-            keys.job(job_id),
-            mapping={
-                "state": JobState.DEFERRED,
-                "next_at": due,
-                "updated_at": now,
-                "lease_until": 0,
-                "deferred_by": scope,
-            },
-        )
-        pipe.hdel(keys.job(job_id), "holder")
-        pipe.hincrby(keys.job(job_id), "attempts", -1)
-        pipe.hincrbyfloat(keys.job(job_id), "deferred_s", max(due - now, 0.0))
-        pipe.expire(keys.job(job_id), ttl)
-        pipe.zadd(keys.SCHEDULE, {job_id: due})
-        pipe.hincrby(keys.COUNTERS, "deferred", 1)
-        pipe.hincrby(keys.COUNTERS, f"deferred:{kind}", 1)
-        add_events(pipe, events, self.events_retention)
-        await pipe.execute()
-
     async def take_due(
         self, limit: int = 500, lease: float = 60.0
     ) -> list[tuple[str, dict[str, Any] | None]]:
-        """Jobs due now, with their payloads; leased so a crashed scheduler's share comes back."""
+        """Jobs due now, with their payloads; leased so a crashed scheduler's share comes back.
+        Every shard's schedule is looked at, for its share of ``limit``."""
         now = time.time()
         until = now + lease
-        ids = [
-            _text(i) for i in await self._take_due(keys=[keys.SCHEDULE], args=[now, until, limit])
-        ]
+        each = -(-limit // keys.SHARDS)
+        taken = await asyncio.gather(
+            *(
+                self.auto.script(self._take_due, keys=[name], args=[now, until, each])
+                for name in keys.SCHEDULES
+            )
+        )
+        ids = [_text(i) for found in taken for i in found]
         if not ids:
             return []
         self._leased_until = dict.fromkeys(ids, until)  # read back by published()
-        payloads = await self.redis.mget([keys.payload(i) for i in ids])
+        payloads = await asyncio.gather(*(self.auto.command("GET", keys.payload(i)) for i in ids))
         return [(i, json.loads(p) if p else None) for i, p in zip(ids, payloads, strict=True)]
 
     async def not_cancelled(self, job_ids: list[str]) -> list[str]:
         """The jobs of ``job_ids`` that are not ``cancelled``."""
-        pipe = self.redis.pipeline(transaction=False)
-        for i in job_ids:
-            pipe.hget(keys.job(i), "state")
-        states = await pipe.execute()
+        states = await asyncio.gather(
+            *(self.auto.command("HGET", keys.job(i), "state") for i in job_ids)
+        )
         return [
             i for i, st in zip(job_ids, states, strict=True) if st != JobState.CANCELLED.encode()
         ]
 
     async def published(self, job_ids: list[str]) -> None:
         """Remove jobs from the schedule once their batch is on the queue (unless re-scheduled)."""
-        groups: dict[float, list[str]] = {}
+        groups: dict[tuple[int, float], list[str]] = {}
         for i in job_ids:
-            groups.setdefault(self._leased_until.pop(i, -1.0), []).append(i)
-        for until, ids in groups.items():
-            await self._published(
-                keys=[keys.SCHEDULE, *[keys.payload(i) for i in ids]], args=[until, *ids]
+            groups.setdefault((keys.shard(i), self._leased_until.pop(i, -1.0)), []).append(i)
+        await asyncio.gather(
+            *(
+                self.auto.script(
+                    self._published,
+                    keys=[keys.schedule(n), *[keys.payload(i) for i in ids]],
+                    args=[until, *ids],
+                )
+                for (n, until), ids in groups.items()
             )
+        )
 
     async def count(self, name: str, amount: int = 1) -> None:
         """Bump an operational counter (poison messages, deferrals)."""

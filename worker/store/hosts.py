@@ -19,6 +19,7 @@ import redis
 import redis.asyncio as aioredis
 
 from config import keys
+from config.redisconn import connect
 from config.settings import ConfigurationError, Settings
 
 #: a host not seen for this long has left the fleet
@@ -56,7 +57,7 @@ def note(client: redis.Redis | aioredis.Redis, settings: Settings) -> Any:
 
 def check_and_note(settings: Settings) -> None:
     """Refuse a SQLite store shared across hosts (ConfigurationError), then note this host."""
-    client = redis.Redis.from_url(settings.state_redis_url, socket_timeout=10)
+    client = connect(settings.state_redis_url, socket_timeout=10)
     try:
         if settings.database_url.startswith("sqlite"):
             elsewhere = others(client, settings)

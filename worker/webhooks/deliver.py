@@ -26,13 +26,13 @@ from urllib.parse import urlsplit
 
 import certifi
 import orjson
-import redis
 import structlog
 from celery import Celery
 from standardwebhooks.webhooks import Webhook
 
 from config import keys
 from config.celery import WEBHOOK_TASK
+from config.redisconn import connect
 from config.settings import Settings
 from worker.accounts.vault import Vault
 from worker.channels.netguard import NetworkPolicy
@@ -219,7 +219,7 @@ class Deliverer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.redis = redis.Redis.from_url(settings.state_redis_url, socket_timeout=30)
+        self.redis = connect(settings.state_redis_url, socket_timeout=30)
         self.store = Store(settings.database_url)
         self.vault = Vault.from_settings(settings)
         self.policy = NetworkPolicy.from_settings(settings)

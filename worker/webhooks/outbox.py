@@ -1,15 +1,19 @@
-"""The webhook outbox: events fanned out from the stream into ordered lanes, and their schedule.
+"""The webhook outbox: events fanned out from the streams into ordered lanes, and their schedule.
 
-The event stream (config/events.py) is the durable log. The scheduler (every scheduler of the
-fleet: they share the stream's consumer group ``webhooks``) reads new entries with
-``XREADGROUP`` and, in one transaction with their ``XACK``, appends each event to a *lane* of
-every endpoint that wants it: a Redis list, ``endpoint:n`` with ``n`` a hash of the job id, so
-that one job's events stay in order while an endpoint receives up to ``LANES`` at once. An entry
-read by a scheduler that died before its transaction is claimed by another after ``IDLE_MS``.
-Then it publishes a ``maildispatch.webhooks.lane`` task for each lane it filled (queue
-``mail.events``, worker/webhooks/deliver.py), for each lane whose retry time came (``md:wh:due``),
-and, every ``SWEEP_EVERY`` seconds, for lanes holding events that nothing is delivering (a task
-lost with its worker). A lane is delivered by one task at a time (a lease), so duplicates of a
+The event streams (config/events.py, one per shard) are the durable log. The scheduler (every
+scheduler of the fleet: they share the streams' consumer group ``webhooks``) reads new entries
+of every shard's stream with ``XREADGROUP`` and appends each event to a *lane* of every
+endpoint that wants it: a Redis list, ``endpoint:n`` with ``n`` a hash of the job id, so that
+one job's events stay in order while an endpoint receives up to ``LANES`` at once. On a single
+Redis the appends and the entries' ``XACK`` are one transaction. A Redis Cluster refuses a
+transaction across slots, so there the lanes are written first and the ``XACK`` after: entries
+of a scheduler that dies in between are fanned out again after ``IDLE_MS``, their events
+appended a second time with the same ids, which receivers deduplicate. An entry read by a
+scheduler that died before acknowledging it is claimed by another after ``IDLE_MS``. Then it
+publishes a ``maildispatch.webhooks.lane`` task for each lane it filled (queue ``mail.events``,
+worker/webhooks/deliver.py), for each lane whose retry time came (``md:wh:due``), and, every
+``SWEEP_EVERY`` seconds, for lanes holding events that nothing is delivering (a task lost with
+its worker). A lane is delivered by one task at a time (a lease), so duplicates of a
 task are harmless.
 """
 
@@ -23,11 +27,10 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-import redis
-import redis.asyncio as aioredis
 
 from config import keys
-from config.events import read_group
+from config.events import ack, read_group
+from config.redisconn import AsyncState, SyncState, clustered
 from producers.enqueue import as_text
 from worker.webhooks.endpoints import Endpoint
 
@@ -54,15 +57,15 @@ def _targets(endpoints: Sequence[Endpoint], owner: str, body: bytes) -> list[str
 
 
 async def fan_out(
-    client: aioredis.Redis, endpoints: Sequence[Endpoint], consumer: str
-) -> tuple[int, set[str]]:
-    """Append new events to their endpoints' lanes; returns how many entries were read and the
-    lanes that got events."""
+    client: AsyncState, endpoints: Sequence[Endpoint], consumer: str
+) -> tuple[int, set[str], bool]:
+    """Append new events to their endpoints' lanes; returns how many entries were read, the
+    lanes that got events, and whether more entries may be waiting."""
     if not endpoints:
-        return 0, set()  # nothing to read for (the group is made when the first endpoint is)
+        return 0, set(), False  # nothing to read for (the groups are made with the first endpoint)
     oldest = min(e.created_at for e in endpoints)
     # an endpoint takes only events written after it was added (Endpoint.wants)
-    entries = await read_group(
+    read = await read_group(
         client,
         keys.WEBHOOK_GROUP,
         consumer,
@@ -70,22 +73,26 @@ async def fan_out(
         count=BATCH,
         idle_ms=IDLE_MS,
     )
-    if not entries:
-        return 0, set()
+    if not read.entries:
+        return 0, set(), False
     filled: set[str] = set()
-    pipe = client.pipeline(transaction=True)
-    for _, fields in entries:
+    atomic = not clustered(client)  # see the module: lanes, then XACK, on a cluster
+    pipe = client.pipeline(transaction=atomic)
+    for _, _, fields in read.entries:
         body = fields[b"d"]
         for lane in _targets(endpoints, as_text(fields[b"o"]), body):
             pipe.rpush(keys.webhook_lane(lane), body)
             pipe.sadd(keys.WEBHOOK_LANES, lane)
             filled.add(lane)
-    pipe.xack(keys.EVENTS, keys.WEBHOOK_GROUP, *[entry_id for entry_id, _ in entries])
+    if not atomic:
+        await pipe.execute()
+        pipe = client.pipeline(transaction=False)
+    ack(pipe, keys.WEBHOOK_GROUP, [(stream, entry_id) for stream, entry_id, _ in read.entries])
     await pipe.execute()
-    return len(entries), filled
+    return len(read.entries), filled, read.more
 
 
-async def due_lanes(client: aioredis.Redis) -> list[str]:
+async def due_lanes(client: AsyncState) -> list[str]:
     """Lanes whose retry time came (taken off the schedule: a task is published for each)."""
     now = time.time()
     lanes: list[Any] = await client.zrangebyscore(keys.WEBHOOK_DUE, "-inf", now)
@@ -95,7 +102,7 @@ async def due_lanes(client: aioredis.Redis) -> list[str]:
     return [as_text(lane) for lane in lanes]
 
 
-async def stranded_lanes(client: aioredis.Redis) -> list[str]:
+async def stranded_lanes(client: AsyncState) -> list[str]:
     """Lanes holding events with no retry scheduled and no task delivering them."""
     lanes = [as_text(lane) for lane in await client.smembers(keys.WEBHOOK_LANES)]
     if not lanes:
@@ -112,19 +119,24 @@ async def stranded_lanes(client: aioredis.Redis) -> list[str]:
     ]
 
 
-def replay(
-    client: redis.Redis, endpoint: Endpoint, since: float, until: float | None = None
+def replay(client: SyncState, endpoint: Endpoint, since: float, until: float | None = None) -> int:
+    """Append every event of the streams since ``since`` that ``endpoint`` takes to its lanes
+    again (each keeps its id: receivers deduplicate); returns how many. Stream after stream:
+    events of different jobs may come out of time order, one job's (in one stream) do not."""
+    return sum(_replay(client, stream, endpoint, since, until) for stream in keys.EVENTS)
+
+
+def _replay(
+    client: SyncState, stream: str, endpoint: Endpoint, since: float, until: float | None
 ) -> int:
-    """Append every event of the stream since ``since`` that ``endpoint`` takes to its lanes
-    again (each keeps its id: receivers deduplicate); returns how many."""
     start = f"{int(since * 1000)}-0"
     end = f"{int(until * 1000)}-0" if until is not None else "+"
     count = 0
     while True:
-        entries: Any = client.xrange(keys.EVENTS, min=start, max=end, count=BATCH)
+        entries: Any = client.xrange(stream, min=start, max=end, count=BATCH)
         if not entries:
             return count
-        pipe = client.pipeline(transaction=True)
+        pipe = client.pipeline(transaction=not clustered(client))  # lanes' keys: many slots
         for _, fields in entries:
             body = fields[b"d"]
             event = orjson.loads(body)
@@ -152,7 +164,7 @@ class Fanout:
         self._loaded_at = 0.0
         self._swept_at = 0.0
 
-    async def tick(self, client: aioredis.Redis) -> int:
+    async def tick(self, client: AsyncState) -> int:
         """One round; returns how many lanes got a task (0: nothing to do)."""
         now = time.monotonic()
         if now - self._loaded_at >= self.REFRESH:
@@ -160,9 +172,9 @@ class Fanout:
             self._loaded_at = now
         lanes = set(await due_lanes(client))
         for _ in range(10):  # a backlog: several batches a tick, a bounded time
-            read, filled = await fan_out(client, self.endpoints, self.consumer)
+            _, filled, more = await fan_out(client, self.endpoints, self.consumer)
             lanes |= filled
-            if read < BATCH:
+            if not more:
                 break
         if now - self._swept_at >= SWEEP_EVERY:
             self._swept_at = now

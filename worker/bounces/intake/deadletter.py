@@ -50,8 +50,8 @@ class DeadLetters:
         pipe.hset(keys.BOUNCE_DEAD_META, entry_id, json.dumps(meta))
         pipe.hset(keys.BOUNCE_DEAD_WIRE, entry_id, json.dumps(wire))
         pipe.zadd(keys.BOUNCE_DEAD_INDEX, {entry_id: now})
-        pipe.hincrby(keys.COUNTERS, f"bounces_dead_{why}", 1)
         pipe.execute()
+        self.redis.hincrby(keys.COUNTERS, f"bounces_dead_{why}", 1)
         return entry_id
 
     def entries(self) -> list[dict[str, Any]]:

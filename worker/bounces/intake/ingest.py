@@ -249,10 +249,13 @@ class Ingest:
         self._write(rows, job.owner, hard, job_id)
         suppressed = {rcpt for rcpt, _ in hard}
         self._emit(
-            events.bounced(
-                job_id, job.owner, job.channel, job.metadata, rcpt, b, rcpt in suppressed
-            )
-            for rcpt, b in pairs
+            job_id,
+            (
+                events.bounced(
+                    job_id, job.owner, job.channel, job.metadata, rcpt, b, rcpt in suppressed
+                )
+                for rcpt, b in pairs
+            ),
         )
         first = pairs[0][1]
         self._mark(
@@ -289,8 +292,11 @@ class Ingest:
         reasons = sorted({(rcpt, f"complaint:{feedback}") for rcpt, _ in pairs})
         self._write(rows, job.owner, reasons, job_id)
         self._emit(
-            events.complained(job_id, job.owner, job.channel, job.metadata, rcpt, feedback)
-            for rcpt, _ in pairs
+            job_id,
+            (
+                events.complained(job_id, job.owner, job.channel, job.metadata, rcpt, feedback)
+                for rcpt, _ in pairs
+            ),
         )
         self._mark(job_id, complained_at=time.time(), complaint=feedback)
         log.info("bounce_complaint_recorded", rows=len(rows), feedback_type=feedback)
@@ -403,11 +409,11 @@ class Ingest:
             for rcpt, reason in suppress:
                 repo.suppress(session, owner, [rcpt], reason, job_id)
 
-    def _emit(self, reported: Iterable[events.Event]) -> None:
+    def _emit(self, job_id: str, reported: Iterable[events.Event]) -> None:
         """The events of what was just written, before the job's state notes it (an ingest run
         again writes them again, with the same ids)."""
         pipe = self.redis.pipeline(transaction=False)
-        add_events(pipe, reported, self.settings.events_retention)
+        add_events(pipe, job_id, reported, self.settings.events_retention)
         pipe.execute()
 
     def _mark(self, job_id: str, **fields: Any) -> None:

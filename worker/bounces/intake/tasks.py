@@ -25,6 +25,7 @@ from celery.concurrency import get_implementation
 from celery.exceptions import SoftTimeLimitExceeded
 
 from config.celery import BOUNCE_TASK, QUEUE
+from config.redisconn import connect
 from config.settings import get_settings
 from worker.bounces.intake import enqueue  # noqa: F401  (its publish hook hides retried payloads too)
 from worker.bounces.intake.deadletter import DeadLetters
@@ -55,9 +56,7 @@ def _process_ingest() -> Ingest:
             settings = get_settings()
             if _pid and _pid != os.getpid():
                 reset_stores()
-            client = redis.Redis.from_url(
-                settings.state_redis_url, socket_timeout=10, socket_connect_timeout=5
-            )
+            client = connect(settings.state_redis_url, socket_timeout=10, socket_connect_timeout=5)
             _ingest = Ingest(settings, client, open_store(settings.database_url))
             _pid = os.getpid()
         return _ingest

@@ -1,6 +1,10 @@
--- KEYS[1] job hash, KEYS[2] in-flight batches (worker/jobs/inflight.py).
--- ARGV: now, lease seconds, ttl, owner, channel, holder batch id ("" when none)
+-- KEYS[1] job hash. ARGV: now, lease seconds, ttl, owner, channel, holder batch id ("" when
+-- none), then what the caller knows of the job's current holder: "" (nothing yet) or
+-- "<batch id> <its lease end>" ("-": not in flight), read from the in-flight set
+-- (worker/jobs/inflight.py), which lives in another slot than the job
 -- -> {decision, attempts, pending recipients json or "", enqueued_at, seconds deferred by limits}
+--    or {'holder', batch id}: the job is held by that batch, whose lease the caller looks up
+--    and passes in a second call
 local k = KEYS[1]
 local now = tonumber(ARGV[1])
 local st = redis.call('HGET', k, 'state')
@@ -25,8 +29,9 @@ if st == 'sending' then
   -- the holder's batch lease (renewed while its worker process lives) decides when it has one
   local holder = redis.call('HGET', k, 'holder')
   if holder then
-    local alive = redis.call('ZSCORE', KEYS[2], holder)
-    if alive then lease = tonumber(alive) end
+    local known, alive = string.match(ARGV[7], '^(%S+) (%S+)$')
+    if known ~= holder then return {'holder', holder, '', '', ''} end
+    if alive ~= '-' then lease = tonumber(alive) end
   end
   if lease > now then return {'busy', '', '', '', ''} end
   decision = 'uncertain'

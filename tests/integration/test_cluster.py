@@ -1,0 +1,120 @@
+"""A fleet with no single Redis: job state on a Redis Cluster (3 masters, 3 replicas), RabbitMQ
+as the broker. What users rely on holds there as on one server: every job delivered once,
+idempotency keys, scheduled mail, cancels, the event stream, a dead worker's jobs coming back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from config import keys
+from producers.client import Dispatcher
+from tests.integration.test_msc_delivery import job, wait_final
+from tests.support.events import all_events
+from tests.support.fleet import Fleet, running_fleet
+from tests.support.rabbit import amqp_url, private_vhost
+from tests.support.redis_cluster import RedisCluster
+from tests.support.relay import Relay
+from tests.support.services import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    """Three masters with a replica each, on loopback."""
+    with RedisCluster(masters=3, replicas=1) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def cluster_fleet(
+    cluster: RedisCluster, session_relay: Relay, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fleet]:
+    """An MSC worker and the scheduler on RabbitMQ, job state on the cluster."""
+    with (
+        private_vhost() as vhost,
+        running_fleet(
+            tmp_path_factory.mktemp("cluster"),
+            relay_url=session_relay.url,
+            broker_url=amqp_url(vhost),
+            env={"MAILDISPATCH_REDIS_URL": cluster.url},
+            pool="prefork",
+            concurrency=2,
+        ) as fleet,
+    ):
+        yield fleet
+
+
+@pytest.fixture
+def fleet(cluster_fleet: Fleet, relay: Relay) -> Fleet:
+    """The cluster fleet, with an empty relay and no job state left from other tests."""
+    cluster_fleet.clear_job_state()
+    return cluster_fleet
+
+
+def test_single_sends_and_batches_are_delivered_once_with_state_on_every_master(
+    fleet: Fleet, relay: Relay, cluster: RedisCluster
+) -> None:
+    d = Dispatcher(fleet.settings)
+    singles = [d.send(job(f"one{i}@example.org")) for i in range(40)]
+    batch = d.send_many([job(f"many{i}@example.org") for i in range(300)])
+    states = wait_final(d, [*singles, *batch])
+    assert {s["state"] for s in states.values()} == {"sent"}
+    counts = relay.handler.by_message_id()
+    assert len(counts) == 340 and set(counts.values()) == {1}
+    # the jobs' state is spread over the masters, as the shards are
+    masters = [n for n in cluster.nodes if n.role == "master"]
+    assert all(int(n.call("DBSIZE")) > 0 for n in masters)
+    sent = [e for e in all_events(fleet.redis) if e["type"] == "message.sent"]
+    assert {e["data"]["job_id"] for e in sent} == {str(i) for i in [*singles, *batch]}
+
+
+def test_idempotency_keys_hold_across_shards(fleet: Fleet, relay: Relay) -> None:
+    d = Dispatcher(fleet.settings)
+    keyed = [job(f"k{i}@example.org", idempotency_key=f"order-{i}") for i in range(50)]
+    first = d.send_many(keyed)
+    again = d.send_many(keyed)  # the same keys: the same jobs, nothing new
+    assert again == first
+    assert d.send(keyed[7]) == first[7]
+    wait_final(d, first)
+    assert len(relay.handler.by_message_id()) == 50
+
+
+def test_scheduled_mail_is_sent_when_due_and_a_cancelled_one_never(
+    fleet: Fleet, relay: Relay
+) -> None:
+    d = Dispatcher(fleet.settings)
+    due = datetime.now(UTC) + timedelta(seconds=2)
+    later = [d.send(job(f"later{i}@example.org", send_at=due.isoformat())) for i in range(20)]
+    cancelled = later[:5]
+    assert [d.cancel(i) for i in cancelled] == ["cancelled"] * 5
+    states = wait_final(d, later[5:], timeout=30)
+    assert {s["state"] for s in states.values()} == {"sent"}
+    assert {(d.status(i) or {}).get("state") for i in cancelled} == {"cancelled"}
+    delivered = {m.rcpt_tos[0] for m in relay.handler.messages}
+    assert not delivered & {f"later{i}@example.org" for i in range(5)}
+    assert fleet.counters().get("jobs_cancelled") == 5
+    assert all(fleet.redis.zcard(name) == 0 for name in keys.SCHEDULES)
+
+
+def test_a_killed_workers_jobs_come_back_through_the_cluster(
+    cluster_fleet: Fleet, relay: Relay
+) -> None:
+    fleet = cluster_fleet
+    fleet.clear_job_state()
+    relay.handler.delay = 0.05  # slow enough that the kill lands mid-batch
+    d = Dispatcher(fleet.settings)
+    ids = d.send_many([job(f"crash{i}@example.org") for i in range(200)])
+    wait_for(lambda: len(relay.handler.messages) >= 20, 30, 0.02, "20 sent")
+    victim = next(p for p in fleet.procs if "worker" in p.log.name and p.popen.poll() is None)
+    victim.kill9()
+    in_flight = fleet.in_state(ids, "sending")
+    fleet.worker("mail.msc", concurrency=2, pool="prefork")
+    states = fleet.wait_final(list(ids), 90)
+    counts = relay.handler.by_message_id()
+    assert len(counts) == 200, "a job was lost"
+    assert sum(counts.values()) - len(counts) <= in_flight  # sent twice: only those in flight
+    assert set(states.values()) == {"sent"}
