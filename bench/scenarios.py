@@ -370,7 +370,7 @@ def latency(run: MscRun, sends: int) -> dict[str, float]:
 def keys_without_ttl(redis: RedisServer) -> tuple[int, list[str]]:
     """(maildispatch keys, those without a TTL) in the bench Redis, bounded structures aside.
 
-    The schedules, the in-flight set, counters and metrics are one key each whatever the number
+    The schedules, the event streams, the in-flight set, counters and metrics are one key each whatever the number
     of jobs; the broker's queues are Celery's. Anything else kept forever would grow per job.
     """
     from config import keys
@@ -379,6 +379,7 @@ def keys_without_ttl(redis: RedisServer) -> tuple[int, list[str]]:
         k.encode()
         for k in (
             *keys.SCHEDULES,
+            *keys.EVENTS,  # trimmed by time (MAILDISPATCH_EVENTS_RETENTION), not expired
             keys.PREFERRED_CHANNEL,
             keys.COUNTERS,
             keys.DELIVERIES,

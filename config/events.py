@@ -105,6 +105,18 @@ def add_events(pipe: Any, job_id: str, events: Iterable[tuple[str, str]], retent
         pipe.xadd(stream, {"o": owner, "d": body}, minid=minimum, approximate=False)
 
 
+async def trim(client: Any, retention: float) -> None:
+    """Drop entries past ``retention`` from every shard's stream (a redis.asyncio client).
+    Writes trim their own stream; this bounds the streams that see no writes for a while too."""
+    if retention <= 0:
+        return
+    minimum = min_id(retention)
+    pipe = client.pipeline(transaction=False)
+    for stream in keys.EVENTS:
+        pipe.xtrim(stream, minid=minimum, approximate=False)
+    await pipe.execute()
+
+
 def min_id(retention: float, now: float | None = None) -> str:
     """The stream id below which entries are past retention (``XADD ... MINID``, exact: each
     write drops what has fallen out)."""

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import structlog
 
-from config import keys
+from config import events, keys
 from config.celery import QUEUE, WEBHOOK_TASK
 from config.redisconn import AsyncState, ReplicaWait, connect, connect_async
 from config.settings import Settings
@@ -34,6 +34,9 @@ from worker.store import Store, hosts, open_store
 from worker.webhooks.outbox import Fanout
 
 log = structlog.get_logger("maildispatch.scheduler")
+
+#: seconds between two trims of the event streams by one scheduler
+TRIM_EVERY = 1.0
 
 
 async def tick(
@@ -134,13 +137,17 @@ async def run(
     history = _history(settings, embedded)
     log.info("scheduler_started", interval_s=settings.scheduler_interval)
     purging: asyncio.Task[bool] | None = None
-    next_purge = next_beat = time.monotonic()
+    next_purge = next_beat = next_trim = time.monotonic()
     try:
         while not stop.is_set():
             if time.monotonic() >= next_beat:  # this host is still in the fleet
                 next_beat = time.monotonic() + hosts.BEAT_EVERY
                 with contextlib.suppress(Exception):
                     await hosts.note(client, settings)
+            if time.monotonic() >= next_trim:  # events past retention, in quiet shards too
+                next_trim = time.monotonic() + TRIM_EVERY
+                with contextlib.suppress(Exception):
+                    await events.trim(client, settings.events_retention)
             # the retention purge runs beside the ticks: a long one does not delay due jobs
             if (purging is None or purging.done()) and time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + settings.purge_interval
