@@ -9,7 +9,8 @@ SLOW = 0.020  # seconds the slow relay waits before every reply
 
 #: sizes per profile: repetitions of each design; emails per throughput run (fast/slow relay),
 #: naive and peer runs, drains, streams (4 producers), seconds of the paced run (200/s), the bulk
-#: backlog, producer jobs, HTTP jobs, idle latency sends, scaling runs
+#: backlog, producer jobs, HTTP jobs, idle latency sends, scaling runs; the Redis Cluster
+#: scale-out (bench/scaleout.py)
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "reps": 3,
@@ -35,6 +36,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "history": 50_000,
         "webhooks": 20_000,
         "hotstate": (20_000, 10.0),  # jobs, hot window (s)
+        # jobs by send_many per run (half by send()), repetitions, worker processes on the cluster
+        "scaleout": (10_000, 3, (1, 2, 4)),
     },
     "quick": {
         "reps": 2,
@@ -60,6 +63,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "history": 10_000,
         "webhooks": 5_000,
         "hotstate": (5_000, 5.0),
+        "scaleout": (2_000, 2, (1, 2, 4)),
     },
     "smoke": {
         "reps": 1,
@@ -85,6 +89,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "history": 500,
         "webhooks": 300,
         "hotstate": (200, 2.0),
+        "scaleout": (300, 1, (1,)),  # the cluster and 1 Redis, one worker process each
     },
 }
 #: the paced stream: emails per second from all producers together

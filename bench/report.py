@@ -304,6 +304,10 @@ def others(fig: dict[str, Any], failed: list[str]) -> list[str]:
         from bench.hotstate import line as hotstate_line
 
         out.append(hotstate_line(fig["hotstate"]))
+    if fig.get("scaleout"):
+        from bench.scaleout import line as scaleout_line
+
+        out.append(scaleout_line(fig["scaleout"]))
     if fig.get("dkim_us"):
         d = fig["dkim_us"]
         out.append(

@@ -16,8 +16,9 @@ with a relay that answers at once and one that waits 20 ms before every reply. E
 several times, interleaved (A B C A B C ...); the table shows the median and the spread. Then
 the producer (send_many, HTTP batch intake), single-send latency on an idle fleet and behind a
 bulk backlog, Redis bytes per queued job, memory across the longest run, 1k/10k/100k scaling,
-bounce parsing, DKIM cost, the message history writer (bench/history.py) and webhook
-delivery by the events line (bench/webhooks.py). Every figure is printed with its ratio to the
+bounce parsing, DKIM cost, the message history writer (bench/history.py), webhook delivery by
+the events line (bench/webhooks.py) and, with RabbitMQ running, job state on a Redis Cluster
+with 1, 2 and 4 worker processes (bench/scaleout.py). Every figure is printed with its ratio to the
 baselines measured in this same run, so a busy machine slows all designs alike. Timing never fails the bench: it
 exits non-zero only when a part could not run at all. It starts its own redis-server (AOF on,
 fsync every second) and relays on free ports and stops them.
@@ -41,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import history, hotstate, intake, msc, peer_cells, report, singles, webhooks
+from bench import history, hotstate, intake, msc, peer_cells, report, scaleout, singles, webhooks
 from bench import scenarios as sc
 from bench.common import RedisServer, Relay, machine
 from bench.profiles import PACED_RATE, PROFILES, SLOW, timebox
@@ -351,6 +352,17 @@ class Bench:
         count, window = self.size["hotstate"]
         self.figures["hotstate"] = hotstate.run(self.tmp / "hotstate", count, window)
 
+    def scaleout(self) -> None:
+        """bench/scaleout.py: a Redis Cluster with 1, 2 and 4 worker processes against one Redis
+        with 4, RabbitMQ the broker; skipped (and said so) without RabbitMQ."""
+        reason = scaleout.unavailable()
+        if reason:
+            print(f"   scale-out skipped: {reason}", file=sys.stderr, flush=True)
+            self.figures["scaleout"] = {"skipped": reason}
+            return
+        count, reps, processes = self.size["scaleout"]
+        self.figures["scaleout"] = scaleout.run(self.tmp / "scaleout", count, reps, processes)
+
     def bounces(self) -> None:
         """bench/bench_bounces.py (written alongside the bounce parser)."""
         self.figures["bounces"] = sc.bounces(self.profile != "full")
@@ -397,6 +409,7 @@ def run(profile: str, keep: bool, broker: str) -> tuple[Bench, int]:
         bench.part("message history writer", bench.history)
         bench.part("webhooks: the events line", bench.webhooks)
         bench.part("hot state: Redis per delivered job", bench.hotstate)
+        bench.part("scale-out: Redis Cluster, 1/2/4 worker processes", bench.scaleout)
         bench.part("bounce parsing", bench.bounces)
     finally:
         if bench.api is not None:
