@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -133,27 +133,34 @@ class GroupRead(NamedTuple):
 
 
 async def read_group(
-    client: Any, group: str, consumer: str, *, start: str, count: int, idle_ms: int
+    client: Any,
+    group: str,
+    consumer: str,
+    *,
+    start: str,
+    count: int,
+    idle_ms: int,
+    streams: Sequence[str] = keys.EVENTS,
 ) -> GroupRead:
-    """Up to ``count`` entries for a consumer group of every shard's stream (a redis.asyncio
-    client, single or cluster), at most ``count // SHARDS`` of each: entries another consumer
+    """Up to ``count`` entries for a consumer group of ``streams`` (every shard's by default; a
+    redis.asyncio client, single or cluster), at most an equal share of ``count`` from each: entries another consumer
     read and left for ``idle_ms`` (it died, or put them back) first, then new ones. A stream's
     group, when there is none yet, starts after ``start``. Acknowledge with :func:`ack`.
 
     The readers of the streams (webhooks' fan-out, the message history) each have their group:
     each sees every event, and several processes share one group's work. One command per
     stream (a cluster takes one stream a command), two pipelines in all."""
-    share = max(1, count // keys.SHARDS)
+    share = max(1, count // max(len(streams), 1))
     pipe = client.pipeline(transaction=False)
-    for stream in keys.EVENTS:
+    for stream in streams:
         pipe.xautoclaim(stream, group, consumer, idle_ms, "0-0", count=share)
     got: dict[str, list[Any]] = {}
-    for stream, reply in zip(keys.EVENTS, await pipe.execute(raise_on_error=False), strict=True):
+    for stream, reply in zip(streams, await pipe.execute(raise_on_error=False), strict=True):
         if _no_group(reply):
             await _create_group(client, stream, group, start)
             reply = [b"0-0", []]  # a new group has nothing pending
         got[stream] = [e for e in reply[1] if e[1]]  # trimmed ones come back empty
-    short = [s for s in keys.EVENTS if len(got[s]) < share]
+    short = [s for s in streams if len(got[s]) < share]
     pipe = client.pipeline(transaction=False)
     for stream in short:
         pipe.xreadgroup(group, consumer, {stream: ">"}, count=share - len(got[stream]))
@@ -163,8 +170,8 @@ async def read_group(
             continue
         got[stream] += [e for _, entries in reply or () for e in entries]
     return GroupRead(
-        entries=[(s, i, f) for s in keys.EVENTS for i, f in got[s]],
-        more=any(len(got[s]) >= share for s in keys.EVENTS),
+        entries=[(s, i, f) for s in streams for i, f in got[s]],
+        more=any(len(got[s]) >= share for s in streams),
     )
 
 

@@ -89,8 +89,15 @@ EVENTS: tuple[str, ...] = tuple(events(n) for n in range(SHARDS))
 WEBHOOK_GROUP = "webhooks"
 #: the message history's consumer group of the stream (worker/history/record.py)
 HISTORY_GROUP = "history"
-#: the lease of the one process of the fleet that writes the history
-HISTORY_WRITER = f"{PREFIX}history:writer"
+#: the history's writers: holder -> when it was last seen (ms); they split the shards
+HISTORY_WRITERS = f"{PREFIX}history:writers"
+
+
+def history_writer(n: int) -> str:
+    """The lease of the process writing the history from a shard's event stream."""
+    return f"{PREFIX}{TAGS[n]}:history:writer"
+
+
 #: (every webhook key has the hash tag ``{wh}``: a lane's delivery updates several at once)
 WEBHOOK_LANES = f"{PREFIX}{{wh}}:lanes"
 WEBHOOK_DUE = f"{PREFIX}{{wh}}:due"

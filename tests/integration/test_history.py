@@ -274,20 +274,24 @@ def test_a_job_lost_from_the_schedule_is_reported_and_kept(
     assert [(e["type"], e["data"]["kind"]) for e in events] == [("message.failed", "expired")]
 
 
-def test_one_writer_at_a_time_a_standalone_scheduler_first(
+def test_writers_split_the_shards_a_standalone_scheduler_first(
     redis_client: redis.Redis, store: Store
 ) -> None:
-    """A delivery worker's embedded scheduler writes only while no standalone one does."""
+    """Every scheduler writes the history of a share of the shards; delivery workers' embedded
+    schedulers only while no standalone one runs."""
     import asyncio
 
     import redis.asyncio as aioredis
 
     url = redis_client.connection_pool.connection_kwargs
     embedded = HistoryWriter(lambda: store, "worker-1", embedded=True)
-    standalone = HistoryWriter(lambda: store, "scheduler-1")
     other = HistoryWriter(lambda: store, "worker-2", embedded=True)
+    standalone = HistoryWriter(lambda: store, "scheduler-1")
+    written = 0
 
     def add(n: int) -> None:
+        nonlocal written
+        written += n
         for _ in range(n):
             job_id = str(uuid.uuid4())
             redis_client.hset(keys.job(job_id), mapping={"state": "sent", "owner": OWNER})
@@ -295,23 +299,29 @@ def test_one_writer_at_a_time_a_standalone_scheduler_first(
             redis_client.xadd(keys.events_of(job_id), event)
 
     async def tick(writer: HistoryWriter) -> int:
+        writer._rest_until = 0.0  # its rest after writing is not what this test is about
         client = aioredis.Redis(host=url["host"], port=url["port"], db=url["db"])
         try:
             return await writer.tick(client)
         finally:
             await client.aclose()
 
-    add(3)
-    assert asyncio.run(tick(embedded)) == 3  # no standalone scheduler: the embedded one writes
-    add(2)
-    assert asyncio.run(tick(other)) == 0  # another embedded one waits for the lease
-    assert asyncio.run(tick(standalone)) == 2  # a standalone scheduler takes it over
-    add(1)
-    embedded._rest_until = 0.0  # its rest after writing is not what this test is about
-    assert asyncio.run(tick(embedded)) == 0
-    assert asyncio.run(tick(standalone)) == 1
+    add(40)
+    assert asyncio.run(tick(embedded)) == 40  # alone: every shard is its
+    assert embedded.held == set(range(keys.SHARDS))
+    add(40)
+    assert asyncio.run(tick(other)) == 0  # a second writer: its shards are still held
+    first = asyncio.run(tick(embedded))  # gives up the second half, writes the first
+    assert embedded.held == set(range(keys.SHARDS // 2))
+    second = asyncio.run(tick(other))
+    assert other.held == set(range(keys.SHARDS // 2, keys.SHARDS))
+    assert first + second == 40 and first and second  # 40 jobs land in both halves
+    add(40)
+    assert asyncio.run(tick(standalone)) == 40  # a standalone scheduler takes every shard
+    assert asyncio.run(tick(embedded)) == 0 and embedded.held == set()
+    assert asyncio.run(tick(other)) == 0 and other.held == set()
     with store.session() as s:
-        assert len(list_messages(s).items) == 6
+        assert len(list_messages(s, limit=500).items) == written
 
 
 def test_a_final_job_leaves_redis_after_the_hot_window_yet_a_late_bounce_is_attributed(

@@ -9,11 +9,14 @@ acknowledged, stream by stream. A row is keyed by its job: an event read twice (
 that died before its acknowledgement, whose entries another takes after ``SETTLE_MS``) writes
 the same row again, and an older snapshot of a job's state never overwrites a newer one.
 
-One process of the fleet writes at a time (a lease in Redis, ``LEASE_MS``): a standalone
-``maildispatch scheduler`` when one runs, else the scheduler embedded in a delivery worker. The
-embedded one works at most ``EMBEDDED_DUTY`` of the time, so that the delivery loop sharing its
-process (and its interpreter lock) keeps most of it: during a burst the history lags, and
-catches up after.
+One process at a time writes a shard's stream (a lease per shard in Redis, ``LEASE_MS``), and
+the writers split the 16 shards between them: the standalone ``maildispatch scheduler``
+processes when any runs, else the schedulers embedded in delivery workers (each writer notes
+itself in a sorted set every tick; with n writers, each takes its run of 16 / n shards, in the
+order of their names, and gives up the others). More schedulers, more writers: the history
+keeps up with a fleet that grows. An embedded writer works at most ``EMBEDDED_DUTY`` of the
+time, so that the delivery loop sharing its process (and its interpreter lock) keeps most of
+it: during a burst the history lags, and catches up after.
 
 A ``message.failed`` event is written before the state it reports (the Failed Send row and its
 event come first, worker/delivery.py): an entry whose job is not final yet is left unacknowledged
@@ -40,6 +43,7 @@ from config.events import EventType, ack, read_group
 from config.lua import lua_script
 from config.redisconn import AsyncState, by_shard, job_shard
 from config.states import FINAL
+from producers.enqueue import as_text
 from worker.store import Store
 from worker.store.models import MessageRecipient, MessageRecord
 
@@ -170,14 +174,15 @@ class HistoryWriter:
         self.duty = EMBEDDED_DUTY if embedded else 1.0
         self._rest_until = 0.0
         self._backlog = False  # the last batch had a stream's full share: more may be waiting
+        self.held: set[int] = set()  # the shards whose streams this writer writes now
 
     async def tick(self, client: AsyncState) -> int:
-        """One batch, if this process is the fleet's writer and not resting; returns how many
-        entries were acknowledged (0: nothing new, or not this process' turn)."""
+        """One batch from the shards this writer holds, if it is not resting; returns how many
+        entries were acknowledged (0: nothing new, or no shard for this process)."""
         if time.monotonic() < self._rest_until:
             return 0
-        lease = client.register_script(_LEASE)
-        if not await lease(keys=[keys.HISTORY_WRITER], args=[self.holder, LEASE_MS]):
+        await self._share(client)
+        if not self.held:
             return 0
         started = time.monotonic()
         done, self._backlog = await self._batch(client)
@@ -191,6 +196,36 @@ class HistoryWriter:
             return float("inf")
         return max(self._rest_until - time.monotonic(), 0.0)
 
+    async def _share(self, client: AsyncState) -> None:
+        """Take, keep or give up shards' leases: the fleet's writers (standalone schedulers when
+        any runs, else the embedded ones) split the shards in equal runs, by their names'
+        order; ``held`` is what this process holds after."""
+        now = int(time.time() * 1000)
+        pipe = client.pipeline(transaction=False)
+        pipe.zadd(keys.HISTORY_WRITERS, {self.holder: now})
+        pipe.zremrangebyscore(keys.HISTORY_WRITERS, "-inf", now - LEASE_MS)
+        pipe.zrange(keys.HISTORY_WRITERS, 0, -1)
+        *_, members = await pipe.execute()
+        writers = sorted(as_text(m) for m in members)
+        peers = [w for w in writers if w.startswith("standalone:")] or writers
+        mine: set[int] = set()
+        if self.holder in peers:
+            each = -(-keys.SHARDS // len(peers))
+            first = peers.index(self.holder) * each
+            mine = set(range(first, min(first + each, keys.SHARDS)))
+        lease = client.register_script(_LEASE)
+        shards = sorted(mine | self.held)
+        replies = await asyncio.gather(
+            *(
+                lease(
+                    keys=[keys.history_writer(n)],
+                    args=[self.holder, LEASE_MS, "0" if n in mine else "1"],
+                )
+                for n in shards
+            )
+        )
+        self.held = {n for n, held in zip(shards, replies, strict=True) if held}
+
     async def _batch(self, client: AsyncState) -> tuple[int, bool]:
         """One batch: how many entries were acknowledged, and whether more may be waiting."""
         read = await read_group(
@@ -200,6 +235,7 @@ class HistoryWriter:
             start="0-0",  # a new history takes what the stream still holds
             count=BATCH,
             idle_ms=SETTLE_MS,
+            streams=[keys.events(n) for n in sorted(self.held)],
         )
         if not read.entries:
             return 0, False
