@@ -29,10 +29,12 @@ lock: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/maildispatch demo
 
-# Two pytest-xdist workers, a test file each at a time (a file's fixtures start its fleet once);
+# Two pytest-xdist workers, a test file each at a time (a file's fixtures start its fleet once),
+# in the order collected: the slow end-to-end and fault files first, the many quick unit files
+# last to fill the gaps (xdist's default, most tests first, ran the one-test bench smoke last);
 # each worker owns its own Redis database (tests/conftest.py)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -13,7 +13,7 @@ from config import keys
 from producers.client import Dispatcher
 from tests.integration.test_msc_delivery import job, wait_final
 from tests.support.events import all_events
-from tests.support.fleet import Fleet, running_fleet
+from tests.support.fleet import FAST_RECOVERY, Fleet, running_fleet
 from tests.support.rabbit import amqp_url, private_vhost
 from tests.support.redis_cluster import RedisCluster
 from tests.support.relay import Relay
@@ -33,14 +33,15 @@ def cluster() -> Iterator[RedisCluster]:
 def cluster_fleet(
     cluster: RedisCluster, session_relay: Relay, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fleet]:
-    """An MSC worker and the scheduler on RabbitMQ, job state on the cluster."""
+    """An MSC worker and the scheduler on RabbitMQ, job state on the cluster; a dead worker's
+    batches expire 2 s after it died (FAST_RECOVERY), not a minute."""
     with (
         private_vhost() as vhost,
         running_fleet(
             tmp_path_factory.mktemp("cluster"),
             relay_url=session_relay.url,
             broker_url=amqp_url(vhost),
-            env={"MAILDISPATCH_REDIS_URL": cluster.url},
+            env={"MAILDISPATCH_REDIS_URL": cluster.url, **FAST_RECOVERY},
             pool="prefork",
             concurrency=2,
         ) as fleet,
@@ -112,6 +113,7 @@ def test_a_killed_workers_jobs_come_back_through_the_cluster(
     victim = next(p for p in fleet.procs if "worker" in p.log.name and p.popen.poll() is None)
     victim.kill9()
     in_flight = fleet.in_state(ids, "sending")
+    assert in_flight > 0, "the kill did not land mid-batch"
     fleet.worker("mail.msc", concurrency=2, pool="prefork")
     states = fleet.wait_final(list(ids), 90)
     counts = relay.handler.by_message_id()
