@@ -88,7 +88,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rsa": False,
         "history": 500,
         "webhooks": 300,
-        "hotstate": (200, 2.0),
+        "hotstate": (200, 1.0),
         "scaleout": (300, 1, (1,)),  # the cluster and 1 Redis, one worker process each
     },
 }
