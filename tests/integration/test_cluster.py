@@ -7,17 +7,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from config import keys
 from producers.client import Dispatcher
 from tests.integration.test_msc_delivery import job, wait_final
+from tests.support.api import bearer, new_key, serve
 from tests.support.events import all_events
 from tests.support.fleet import FAST_RECOVERY, Fleet, running_fleet
 from tests.support.rabbit import amqp_url, private_vhost
 from tests.support.redis_cluster import RedisCluster
 from tests.support.relay import Relay
 from tests.support.services import wait_for
+from worker.api.app import create_app
+from worker.store.db import Store
 
 pytestmark = pytest.mark.e2e
 
@@ -120,3 +124,55 @@ def test_a_killed_workers_jobs_come_back_through_the_cluster(
     assert len(counts) == 200, "a job was lost"
     assert sum(counts.values()) - len(counts) <= in_flight  # sent twice: only those in flight
     assert set(states.values()) == {"sent"}
+
+
+def test_the_api_serves_sends_status_the_feed_and_metrics_from_the_cluster(
+    fleet: Fleet, relay: Relay, cluster: RedisCluster
+) -> None:
+    store = Store(fleet.database_url)
+    try:
+        key = new_key(store, "cluster")
+    finally:
+        store.dispose()
+    with serve(create_app(fleet.settings)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        waiting = http.get("/v1/events", params={"wait": 1}, headers=bearer(key))  # nothing yet
+        assert waiting.status_code == 200 and waiting.json()["events"] == []
+        sent = [
+            http.post("/v1/messages", json=job(f"api{i}@example.org"), headers=bearer(key))
+            for i in range(12)
+        ]
+        assert {r.status_code for r in sent} == {202}
+        ids = [r.json()["id"] for r in sent]
+        wait_for(
+            lambda: all(
+                http.get(f"/v1/messages/{i}", headers=bearer(key)).json().get("state") == "sent"
+                for i in ids
+            ),
+            30,
+            0.2,
+            "the API's jobs sent",
+        )
+        # the feed merges the shards' streams: every job's message.sent, each once
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, object] = {"limit": 5, "wait": 0}
+            if cursor:
+                params["cursor"] = cursor
+            page = http.get("/v1/events", params=params, headers=bearer(key)).json()
+            if not page["events"]:
+                break
+            seen += [e["data"]["job_id"] for e in page["events"] if e["type"] == "message.sent"]
+            cursor = page["next_cursor"]
+        assert sorted(seen) == sorted(ids)
+        metrics = http.get("/metrics").text
+        assert http.get("/healthz").json()["checks"]["redis_persistence"] == "ok"
+        # every node is asked, replicas too (one is promoted one day)
+        replica = next(n for n in cluster.nodes if n.role == "replica")
+        replica.call("CONFIG", "SET", "appendonly", "no")
+        try:
+            unsafe = http.get("/healthz").json()["checks"]["redis_persistence"]
+        finally:
+            replica.call("CONFIG", "SET", "appendonly", "yes")
+    assert f"redis node 127.0.0.1:{replica.port}: appendonly is no" in unsafe, unsafe
+    assert 'maildispatch_deliveries_total{channel="msc",outcome="sent"}' in metrics
