@@ -338,6 +338,17 @@ class Settings(BaseSettings):
             )
         return hard
 
+    @field_validator("broker_url", mode="after")
+    @classmethod
+    def _broker_not_a_cluster(cls, value: str) -> str:
+        if value.split("://", 1)[0].lower().endswith("+cluster"):
+            raise ValueError(
+                "a Redis Cluster cannot be the Celery broker (kombu has no cluster transport): "
+                "set MAILDISPATCH_BROKER_URL to RabbitMQ (amqp://...) and the cluster as "
+                "MAILDISPATCH_REDIS_URL"
+            )
+        return value
+
     @field_validator("previous_secret_keys", mode="before")
     @classmethod
     def _previous_keys(cls, value: object) -> object:
