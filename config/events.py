@@ -143,9 +143,10 @@ async def read_group(
     streams: Sequence[str] = keys.EVENTS,
 ) -> GroupRead:
     """Up to ``count`` entries for a consumer group of ``streams`` (every shard's by default; a
-    redis.asyncio client, single or cluster), at most an equal share of ``count`` from each: entries another consumer
-    read and left for ``idle_ms`` (it died, or put them back) first, then new ones. A stream's
-    group, when there is none yet, starts after ``start``. Acknowledge with :func:`ack`.
+    redis.asyncio client, single or cluster), at most an equal share of ``count`` from each:
+    entries another consumer read and left for ``idle_ms`` (it died, or put them back) first,
+    then new ones. A stream's group, when there is none yet, starts after ``start``.
+    Acknowledge with :func:`ack`.
 
     The readers of the streams (webhooks' fan-out, the message history) each have their group:
     each sees every event, and several processes share one group's work. One command per

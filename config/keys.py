@@ -40,8 +40,9 @@ def shard_of_key(name: str) -> int:
     return TAGS.index(name[len(PREFIX) : name.index("}") + 1])
 
 
-def by_shard(job_ids: Iterable[str]) -> dict[int, list[str]]:
-    """Job ids grouped by shard, in their order."""
+def per_shard(job_ids: Iterable[str]) -> dict[int, list[str]]:
+    """Job ids grouped by shard, in their order (always: unlike config/redisconn.by_shard,
+    for calls whose keys include a shard's own, its schedule or its stream)."""
     groups: dict[int, list[str]] = {}
     for job_id in job_ids:
         groups.setdefault(shard(job_id), []).append(job_id)

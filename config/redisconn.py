@@ -21,12 +21,22 @@ from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import ClusterNode, RedisCluster
 
-from config import keys
 from config.settings import ConfigurationError, Settings
 
 T = TypeVar("T")
 
 log = structlog.get_logger("maildispatch.redis")
+
+#: Redis errors a new attempt may get past: a restart (BusyLoadingError is a ConnectionError), a
+#: reset connection, a timeout, a cluster failing over (its masters answer CLUSTERDOWN until a
+#: replica of the lost one is promoted), a slot that moved meanwhile (MOVED, ASK)
+TRANSIENT: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,
+)
 
 #: the URL scheme of a cluster: ``redis+cluster://host:port[,host:port...][/0]``
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -75,7 +85,7 @@ def connect(url: str, **options: Any) -> SyncState:
         return redis.Redis.from_url(url, **options)
     nodes, extra = cluster_nodes(url)
     seeds = [ClusterNode(h, p) for h, p in nodes]  # type: ignore[no-untyped-call]
-    return cast(SyncState, RedisCluster(startup_nodes=seeds, **(extra | _cluster(options))))
+    return cast(SyncState, RedisCluster(startup_nodes=seeds, **(extra | options)))
 
 
 def connect_async(url: str, *, blocking: bool = False, **options: Any) -> AsyncState:
@@ -89,14 +99,7 @@ def connect_async(url: str, *, blocking: bool = False, **options: Any) -> AsyncS
         return aioredis.Redis.from_url(url, **options)
     nodes, extra = cluster_nodes(url)
     seeds = [AsyncClusterNode(h, p) for h, p in nodes]
-    return cast(AsyncState, AsyncRedisCluster(startup_nodes=seeds, **(extra | _cluster(options))))
-
-
-def _cluster(options: dict[str, Any]) -> dict[str, Any]:
-    # a pool per node: redis-py's cluster clients take the per-node limit by this name
-    out = dict(options)
-    out.pop("timeout", None)
-    return out
+    return cast(AsyncState, AsyncRedisCluster(startup_nodes=seeds, **(extra | options)))
 
 
 def clustered(client: Any) -> bool:
@@ -113,11 +116,6 @@ def by_shard(client: Any, items: Iterable[T], shard_of: Callable[[T], int]) -> l
     for item in listed:
         groups.setdefault(shard_of(item), []).append(item)
     return list(groups.values())
-
-
-def job_shard(job_id: str) -> int:
-    """The shard of a job (for :func:`by_shard`)."""
-    return keys.shard(job_id)
 
 
 def pool_for(client: SyncState, key: str) -> Any:
@@ -147,11 +145,22 @@ class ReplicaWait:
         """The command, to pack after the writes on the same connection."""
         return ("WAIT", self.replicas, self.timeout_ms)
 
+    def packed(self) -> bytes:
+        """:meth:`command`, packed by hiredis."""
+        return bytes(pack_command(self.command()))
 
-def has_replicas(client: Any, key: Any) -> bool:
-    """Whether the master serving ``key`` has a replica (a cluster client, either kind)."""
-    served = client.nodes_manager.slots_cache.get(client.keyslot(key)) or ()
-    return len(served) > 1
+    def on(self, client: Any, key: Any) -> ReplicaWait | None:
+        """This wait where the master serving ``key`` has a replica (None elsewhere: a master
+        without one would only time out)."""
+        if not clustered(client):
+            return None
+        served = client.nodes_manager.slots_cache.get(client.keyslot(key)) or ()
+        return self if len(served) > 1 else None
+
+    def check(self, acked: Any) -> None:
+        """Log a ``WAIT`` that ended with fewer replicas than asked (one down, or behind)."""
+        if int(acked) < self.replicas:
+            log.warning("redis_replica_behind", replicas=self.replicas, timeout_ms=self.timeout_ms)
 
 
 def exchange(
@@ -161,17 +170,16 @@ def exchange(
     connection of the server holding ``key``, then ``WAIT`` when asked; their replies (an error
     reply raised)."""
     words = list(commands)
-    waits = wait is not None and clustered(client) and has_replicas(client, key)
-    if waits:
-        assert wait is not None
+    wait = wait.on(client, key) if wait is not None else None
+    if wait is not None:
         words.append(wait.command())
     pool = pool_for(client, key)
     conn: Any = pool.get_connection()
     try:
         conn.send_packed_command([pack_command(c) for c in words])
         replies = [conn.read_response() for _ in words]
-        if waits and wait is not None and int(replies[-1]) < wait.replicas:
-            log.warning("redis_replica_behind", replicas=wait.replicas, timeout_ms=wait.timeout_ms)
+        if wait is not None:
+            wait.check(replies[-1])
     except BaseException:
         conn.disconnect()  # a reply may be left unread: not reusable
         raise

@@ -17,17 +17,14 @@ from typing import Any, TypeVar
 
 import kombu.exceptions
 import redis
-import structlog
 from hiredis import pack_command
 from kombu.exceptions import OperationalError
 
-from config import fastjson, keys
+from config import fastjson, keys, redisconn
 from config.lua import lua_script
-from config.redisconn import ReplicaWait, SyncState, by_shard, has_replicas, pool_for
+from config.redisconn import ReplicaWait, SyncState, by_shard, pool_for
 
 T = TypeVar("T")
-
-log = structlog.get_logger("maildispatch.enqueue")
 
 #: jobs validated and recorded as queued per step of send_many, and jobs (or keys) per script call
 STATE_CHUNK = 1000
@@ -38,17 +35,12 @@ SCRIPT_JOBS = 64
 #: Redis (and broker) errors that a new attempt may get past: a restart (BusyLoadingError is a
 #: ConnectionError), a reset connection, a timeout, a publish whose pipeline failed
 TRANSIENT: tuple[type[BaseException], ...] = (
-    redis.ConnectionError,
-    redis.TimeoutError,
+    *redisconn.TRANSIENT,
     OperationalError,
     # a Redis publish pipeline that failed (kombu >= 5.7; not in its type stubs)
     getattr(kombu.exceptions, "BatchPublishError", OperationalError),
     ConnectionError,
     TimeoutError,
-    # a Redis Cluster failing over, or a slot that moved meanwhile
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.AskError,
 )
 
 
@@ -119,8 +111,8 @@ class QueuedStates:
         self._now = repr(now)
         self.nonce = uuid.uuid4().hex
         self._backoff = backoff
-        # (ids, packed command, the pool of the server it goes to, its replies: 2 with a WAIT)
-        self._chunks: list[tuple[list[str], bytes, Any, int]] = []
+        # (ids, packed command, the pool of the server it goes to, the WAIT packed after it)
+        self._chunks: list[tuple[list[str], bytes, Any, ReplicaWait | None]] = []
         self._sent = 0  # chunks written on their pipelined connections
         self._read = 0  # chunks whose reply was read
         self.taken: list[str] = []  # ids that belong to other jobs (nothing of their chunk written)
@@ -136,12 +128,11 @@ class QueuedStates:
         fields = fastjson.dumps([f for _, f in jobs])
         command: tuple[Any, ...] = ("EVAL", QUEUED, len(names), *names, self._now, self.nonce)
         packed = pack_command((*command, fields))
-        replies = 1
-        if self._wait is not None and has_replicas(self._client, names[0]):
-            packed += pack_command(self._wait.command())  # kept by a replica before it counts
-            replies = 2
+        wait = self._wait.on(self._client, names[0]) if self._wait is not None else None
+        if wait is not None:
+            packed += wait.packed()  # kept by a replica before it counts
         pool = pool_for(self._client, names[0])
-        self._chunks.append(([i for i, _ in jobs], packed, pool, replies))
+        self._chunks.append(([i for i, _ in jobs], packed, pool, wait))
         if self._sent < len(self._chunks) - 1:
             return  # a pipelined connection failed earlier: confirm() sends the rest
         try:
@@ -157,12 +148,8 @@ class QueuedStates:
         were taken. Raises when Redis stays away past the deadline."""
         try:
             while self._read < self._sent:
-                _, _, pool, replies = self._chunks[self._read]
-                conn = self._conn(pool)
-                found = [conn.read_response() for _ in range(replies)]
-                self._taken(self._read, found[0])
-                if replies > 1:
-                    self._check_wait(found[1])
+                _, _, pool, wait = self._chunks[self._read]
+                self._taken(self._read, _replies(self._conn(pool), wait))
                 self._read += 1
         except redis.RedisError as exc:
             self._drop()
@@ -172,8 +159,8 @@ class QueuedStates:
             pool.release(conn)
         self._conns.clear()
         while self._read < len(self._chunks):
-            _, packed, pool, replies = self._chunks[self._read]
-            run = functools.partial(self._run, pool, packed, replies)
+            _, packed, pool, wait = self._chunks[self._read]
+            run = functools.partial(self._run, pool, packed, wait)
             self._taken(self._read, retrying(run, self._backoff))
             self._read += 1
         return self.taken
@@ -192,18 +179,12 @@ class QueuedStates:
         ids = self._chunks[chunk][0]
         self.taken += [ids[int(i) - 1] for i in reply or ()]
 
-    def _check_wait(self, acked: Any) -> None:
-        if self._wait is not None and int(acked) < self._wait.replicas:
-            log.warning("redis_replica_behind", replicas=self._wait.replicas)
-
-    def _run(self, pool: Any, packed: bytes, replies: int) -> Any:
+    @staticmethod
+    def _run(pool: Any, packed: bytes, wait: ReplicaWait | None) -> Any:
         conn: Any = pool.get_connection()
         try:
             conn.send_packed_command([packed])
-            first = conn.read_response()
-            if replies > 1:
-                self._check_wait(conn.read_response())
-            return first
+            return _replies(conn, wait)
         except BaseException:
             conn.disconnect()
             raise
@@ -218,11 +199,19 @@ class QueuedStates:
         self._sent = self._read  # what was sent and not read is sent again by confirm()
 
 
+def _replies(conn: Any, wait: ReplicaWait | None) -> Any:
+    """The script's reply read from ``conn``, and its WAIT's when one was packed after it."""
+    reply = conn.read_response()
+    if wait is not None:
+        wait.check(conn.read_response())
+    return reply
+
+
 def undo(
     client: SyncState, job_ids: Sequence[str], nonce: str, withdrawn_ttl: int, backoff: Backoff
 ) -> None:
     """Undo what the call with ``nonce`` recorded for ``job_ids`` (see ``UNDO``)."""
-    for n, group in keys.by_shard(job_ids).items():
+    for n, group in keys.per_shard(job_ids).items():
         for start in range(0, len(group), STATE_CHUNK):
             ids = group[start : start + STATE_CHUNK]
             names = [keys.schedule(n)]

@@ -2,7 +2,7 @@
 
 The event streams (config/events.py, one per shard) are the durable log. Every scheduler of the
 fleet reads them through the consumer group ``history``: up to ``BATCH`` entries a call, from
-every shard's stream; for each job that an outcome event names, its state hash is read from
+the streams of the shards it holds (below); for each job that an outcome event names, its state hash is read from
 Redis (what ``maildispatch status`` shows; a batch's in one script call, one per shard on a
 Redis Cluster) and the job's row is written with it, all of a batch in one transaction, then
 acknowledged, stream by stream. A row is keyed by its job: an event read twice (a scheduler
@@ -41,7 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from config import keys
 from config.events import EventType, ack, read_group
 from config.lua import lua_script
-from config.redisconn import AsyncState, by_shard, job_shard
+from config.redisconn import AsyncState, by_shard
 from config.states import FINAL
 from producers.enqueue import as_text
 from worker.store import Store
@@ -284,7 +284,7 @@ async def _snapshots(client: AsyncState, job_ids: list[str]) -> dict[str, Any]:
     """Each job's state hash as a flat [field, value, ...] (empty: gone), by job id: one script
     call, or one per shard on a cluster (a script's keys must share a slot)."""
     snapshot = client.register_script(_SNAPSHOT)
-    groups = by_shard(client, job_ids, job_shard)
+    groups = by_shard(client, job_ids, keys.shard)
     replies = await asyncio.gather(*(snapshot(keys=[keys.job(j) for j in g]) for g in groups))
     return {
         job_id: flat

@@ -28,7 +28,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import AskError, NoScriptError, ResponseError
 
-from config.redisconn import AsyncState, ReplicaWait, has_replicas
+from config.redisconn import AsyncState, ReplicaWait
 
 log = structlog.get_logger("maildispatch.autopipe")
 
@@ -162,10 +162,8 @@ class AutoPipeline:
                 await pool.release(conn)
         return await self._cluster_pipeline(cast(AsyncRedisCluster, client), calls)
 
-    def _wait_for(self, client: AsyncRedisCluster, call: _Call) -> ReplicaWait | None:
-        if self.wait is None or not has_replicas(client, call.key()):
-            return None
-        return self.wait
+    def _wait_on(self, client: AsyncRedisCluster, call: _Call) -> ReplicaWait | None:
+        return self.wait.on(client, call.key()) if self.wait is not None else None
 
     async def _cluster_pipeline(
         self, client: AsyncRedisCluster, calls: Sequence[_Call]
@@ -184,7 +182,7 @@ class AutoPipeline:
                 by_node.setdefault(node.name, (node, []))[1].append(i)
             replies = await asyncio.gather(
                 *(
-                    _on_node(node, [calls[i] for i in idx], self._wait_for(client, calls[idx[0]]))
+                    _on_node(node, [calls[i] for i in idx], self._wait_on(client, calls[idx[0]]))
                     for node, idx in by_node.values()
                 ),
                 return_exceptions=True,
@@ -212,7 +210,7 @@ async def _exchange(
     try:
         packed = b"".join(c.packed() for c in calls)
         if wait is not None:
-            packed += bytes(pack_command(wait.command()))
+            packed += wait.packed()
         await conn.send_packed_command(packed, check_health=False)
         results: list[Any] = []
         for _ in calls:
@@ -220,8 +218,8 @@ async def _exchange(
                 results.append(await conn.read_response())
             except ResponseError as exc:
                 results.append(exc)
-        if wait is not None and int(await conn.read_response()) < wait.replicas:
-            log.warning("redis_replica_behind", replicas=wait.replicas, timeout_ms=wait.timeout_ms)
+        if wait is not None:
+            wait.check(await conn.read_response())
         return results
     except BaseException:
         await conn.disconnect()  # half-read replies must not reach the next user

@@ -18,10 +18,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import redis.exceptions
 import structlog
 
-from config import fastjson, keys
+from config import fastjson, keys, redisconn
 from config.events import min_id
 from config.lua import lua_script
 from config.redisconn import AsyncState, ReplicaWait
@@ -32,17 +31,8 @@ from worker.jobs.inflight import InFlight, current_batch
 
 log = structlog.get_logger("maildispatch.state")
 
-#: Redis errors a write may get past by trying again: a restart (BusyLoadingError is a
-#: ConnectionError), a reset connection, a timeout, a cluster failing over (its masters answer
-#: CLUSTERDOWN until a replica of the lost one is promoted; a slot has moved)
-TRANSIENT = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    OSError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.AskError,
-)
+#: Redis errors a write may get past by trying again (config/redisconn.py), and the socket's own
+TRANSIENT: tuple[type[BaseException], ...] = (*redisconn.TRANSIENT, OSError)
 
 _CLAIM = lua_script("worker.jobs", "claim")
 

@@ -11,7 +11,7 @@ of a scheduler that dies in between are fanned out again after ``IDLE_MS``, thei
 appended a second time with the same ids, which receivers deduplicate. An entry read by a
 scheduler that died before acknowledging it is claimed by another after ``IDLE_MS``. Then it
 publishes a ``maildispatch.webhooks.lane`` task for each lane it filled (queue ``mail.events``,
-worker/webhooks/deliver.py), for each lane whose retry time came (``md:wh:due``), and, every
+worker/webhooks/deliver.py), for each lane whose retry time came (``keys.WEBHOOK_DUE``), and, every
 ``SWEEP_EVERY`` seconds, for lanes holding events that nothing is delivering (a task lost with
 its worker). A lane is delivered by one task at a time (a lease), so duplicates of a
 task are harmless.
@@ -136,7 +136,7 @@ def _replay(
         entries: Any = client.xrange(stream, min=start, max=end, count=BATCH)
         if not entries:
             return count
-        pipe = client.pipeline(transaction=not clustered(client))  # lanes' keys: many slots
+        pipe = client.pipeline(transaction=True)  # webhook keys share one slot ({wh})
         for _, fields in entries:
             body = fields[b"d"]
             event = orjson.loads(body)
