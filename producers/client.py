@@ -3,14 +3,14 @@
 A job accepted here is recorded as ``queued`` in Redis and published inside a delivery batch
 (DESIGN §4). A batch task carries 1..N jobs of one channel (and one owner for gmail/smtp).
 The parts: the queued states (producers/enqueue.py), idempotency keys (producers/idempotency.py),
-the queue form of jobs (producers/wire.py), batch tasks onto the queues (producers/publishing.py).
+the queue form of jobs (producers/wire.py), batch tasks onto the queues (producers/publishing.py),
+scheduled jobs and cancels (producers/schedule.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -24,11 +24,8 @@ from pydantic import TypeAdapter, ValidationError
 from config import keys
 from config.celery import make_celery
 from config.channels import DEFAULT_CHANNEL
-from config.events import EventType, encode, job_data, min_id
-from config.lua import lua_script
-from config.redisconn import ReplicaWait, by_shard, connect, exchange
+from config.redisconn import ReplicaWait, connect
 from config.settings import Settings, get_settings
-from config.states import JobState
 from producers.enqueue import (
     STATE_CHUNK,
     Backoff,
@@ -49,7 +46,8 @@ from producers.idempotency import IdempotencyKeys
 from producers.identities import unverified
 from producers.job import Channel, FieldError, InvalidJob, SendJob, limits, parse_job
 from producers.publishing import NotPublished, Publisher
-from producers.wire import Entry, batch_key, job_wire
+from producers.schedule import cancel_job, park
+from producers.wire import Entry, batch_key
 
 __all__ = [
     "Dispatcher",
@@ -70,9 +68,6 @@ _JOBS = TypeAdapter(list[SendJob])
 
 JobInput = SendJob | Mapping[str, Any] | str | bytes
 Progress = Callable[[int], None]
-
-
-_CANCEL = lua_script("producers", "cancel")
 
 
 @contextlib.contextmanager
@@ -292,7 +287,10 @@ class Dispatcher:
                     progress(len(accepted))
             else:
                 if later:
-                    retrying(lambda: self._schedule(later, now), backoff)
+                    retrying(
+                        lambda: park(self.redis, later, now, self.settings.job_ttl, self.wait),
+                        backoff,
+                    )
                 self.publisher.publish_tasks(tasks, progress, urgent=urgent, backoff=backoff)
         except NotPublished as exc:
             # some batches are on the queue: those jobs keep their state and are answered
@@ -392,24 +390,6 @@ class Dispatcher:
             errors.append(InvalidJob([FieldError(field="identity", message=message)], start + i))
         return bool(refused)
 
-    def _schedule(self, jobs: list[SendJob], now: float) -> None:
-        """Park jobs with a future ``send_at``: payload and state live until due plus the TTL."""
-        for group in by_shard(self.redis, jobs, lambda j: keys.shard(str(j.id))):
-            words: list[tuple[Any, ...]] = [("MULTI",)]
-            for j in group:
-                assert j.send_at is not None
-                job_id = str(j.id)
-                due = repr(j.send_at.timestamp())
-                ttl = ttl_until_due(self.settings.job_ttl, float(due), now)
-                words += [
-                    ("SET", keys.payload(job_id), json.dumps(job_wire(j)), "EX", ttl),
-                    ("HSET", keys.job(job_id), "state", JobState.SCHEDULED.value, "next_at", due),
-                    ("EXPIRE", keys.job(job_id), ttl),
-                    ("ZADD", keys.schedule_of(job_id), due, job_id),
-                ]
-            words.append(("EXEC",))
-            exchange(self.redis, keys.job(str(group[0].id)), words, self.wait)
-
     def _forget(self, jobs: list[SendJob], nonce: str) -> None:
         """Undo the bookkeeping of jobs that could not be enqueued: only what this call (its
         ``nonce``) recorded, never another job's state."""
@@ -430,42 +410,7 @@ class Dispatcher:
         that later takes its task skips it. Recipients a partly delivered job reached already
         keep what they got.
         """
-        job_id = str(job_id)
-        names = (
-            keys.job(job_id),
-            keys.schedule_of(job_id),
-            keys.payload(job_id),
-            keys.events_of(job_id),
-        )
-        retention = self.settings.events_retention
-        args: list[Any] = [time.time(), job_id, min_id(retention)]
-        if retention > 0:
-            args += self._cancel_event(job_id)
-        cancel = ("EVAL", _CANCEL, len(names), *names, *args)
-        state = as_text(exchange(self.redis, names[0], [cancel], self.wait)[0])
-        if state.startswith("+"):  # this call cancelled it
-            state = state[1:]
-            self.redis.hincrby(keys.COUNTERS, "jobs_cancelled", 1)
-        return state or None
-
-    def _cancel_event(self, job_id: str) -> list[str]:
-        """(owner, JSON) of the job's ``message.cancelled`` event; none for an unknown job. The
-        recipients and metadata are known while the job waits in the schedule (a retry, a
-        ``send_at``, a deferral); a job still on the broker's queue reports neither."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(keys.job(job_id), "owner", "channel")
-        pipe.get(keys.payload(job_id))
-        (owner, channel), payload = pipe.execute()
-        if owner is None:
-            return []
-        recipients: list[str] = []
-        metadata: dict[str, Any] = {}
-        if payload:
-            with contextlib.suppress(ValueError, ValidationError):
-                job = SendJob.model_validate(json.loads(payload))
-                recipients, metadata = list(job.recipients), dict(job.metadata)
-        data = job_data(job_id, as_text(owner), as_text(channel or b""), recipients, metadata)
-        return [as_text(owner), encode(EventType.CANCELLED, data)]
+        return cancel_job(self.redis, str(job_id), self.settings.events_retention, self.wait)
 
     def status(self, job_id: uuid.UUID | str) -> dict[str, str] | None:
         """The job's state hash from Redis (None when unknown or expired)."""
