@@ -128,6 +128,50 @@ async def _fetch_and_check(url: str, singles: set[str]) -> None:
         await client.aclose()
 
 
+def test_a_batch_published_to_an_idle_fetcher_is_taken_within_its_idle_wait(
+    tmp_path: Path,
+) -> None:
+    # Batches cannot be waited for in Redis (one blocking list only: the urgent one), so an idle
+    # fetcher looks again every IDLE_WAIT. Timed by Redis, that wait lasted until its event loop
+    # next woke, every 100 ms on an idle server: a batch sent to an idle fleet waited ~50 ms
+    # on average before its first job started.
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        env = worker_env(server.url, f"sqlite:///{tmp_path / 's.db'}", "smtp://127.0.0.1:9")
+        d = Dispatcher(make_settings(env))
+        try:
+            waits = asyncio.run(_batch_waits(server.url, d))
+        finally:
+            d.close()
+    finally:
+        server.stop()
+    waits.sort()
+    median = waits[len(waits) // 2]
+    assert median < 0.04, f"batches waited {[round(w * 1000) for w in waits]} ms to be taken"
+
+
+async def _batch_waits(url: str, d: Dispatcher) -> list[float]:
+    client = aioredis.Redis.from_url(url)
+    taken: list[float] = []
+    fetcher = RedisFetcher(
+        client, ["mail.msc"], prefetch=64, accept=lambda m: taken.append(time.monotonic())
+    )
+    fetcher.start()
+    waits = []
+    try:
+        for i in range(15):
+            await asyncio.sleep(0.037 * (i % 5) + 0.05)  # at different points of a wait
+            await asyncio.to_thread(d.send_many, [job(f"b{i}-{k}@example.org") for k in range(2)])
+            sent = time.monotonic()
+            await _until(lambda n=i: len(taken) > n)
+            waits.append(taken[i] - sent)
+            fetcher.finished(next(iter(fetcher.held.values())), ok=True)
+    finally:
+        await fetcher.stop()
+        await client.aclose()
+    return waits
+
+
 async def _until(ok: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not ok():
