@@ -156,8 +156,9 @@ def task_events(settings: Settings) -> Iterator[list[dict[str, Any]]]:
 
 
 def test_a_single_send_is_announced_as_sent_with_ids_only(fleet: Fleet, relay: Relay) -> None:
-    # one send(): its queued state and its task message are written in one script, with the
-    # task-sent event Celery publishes for it; the worker's events follow as for any batch
+    # one send(): its queued state and its task message are written in one script; the
+    # task-sent event Celery makes for it follows in a list (producers/publishing.py,
+    # SentEvents); the worker's events follow as for any batch
     with task_events(fleet.settings) as events:
         d = Dispatcher(fleet.settings)
         job_id = d.send(job("happy.user@example.org"))
