@@ -27,15 +27,16 @@ the job is tried again, and a later event tells) is written as the event says.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import structlog
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Dialect
 from sqlalchemy.dialects import postgresql, sqlite
 
 from config import keys
@@ -141,27 +142,76 @@ def write_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
     ``message.bounced`` one): its recipients are all those any of its events named."""
     if not rows:
         return
-    dialect = conn.dialect.name
-    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = make(MessageRecord)
-    changed = {name: stmt.excluded[name] for name in ("state", "status", "updated_at")}
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["job_id"],
-            set_=changed,
-            where=stmt.excluded.updated_at >= MessageRecord.updated_at,
-        ),
-        [{k: v for k, v in row.items() if k != "recipients"} for row in rows],
-    )
+    upsert, add = _statements(conn.dialect)
+    conn.exec_driver_sql(upsert.sql, upsert.params(rows))
     addresses = {
         (row["job_id"], address): row["owner"] for row in rows for address in row["recipients"]
     }
     if addresses:
-        targets = make(MessageRecipient).on_conflict_do_nothing()
-        conn.execute(
-            targets,
-            [{"job_id": j, "address": a, "owner": o} for (j, a), o in addresses.items()],
+        conn.exec_driver_sql(
+            add.sql,
+            add.params({"job_id": j, "address": a, "owner": o} for (j, a), o in addresses.items()),
         )
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A statement compiled once for a dialect, its parameters made as its driver takes them.
+
+    SQLAlchemy makes each row's parameters anew with every execution (generic code around the
+    same type converters): ~75% of the history's write time, against ~10% for SQLite's own
+    work. Here the converters are looked up once and the rows go to ``executemany`` as they are.
+    """
+
+    sql: str
+    names: tuple[str, ...]  # in the driver's order
+    convert: tuple[Callable[[Any], Any] | None, ...]
+    positional: bool
+
+    def params(self, rows: Iterable[dict[str, Any]]) -> list[Any]:
+        """Each row's parameters: a tuple for a positional driver (SQLite), else a dict."""
+        pairs = tuple(zip(self.names, self.convert, strict=True))
+        if self.positional:
+            return [tuple(row[n] if c is None else c(row[n]) for n, c in pairs) for row in rows]
+        return [{n: row[n] if c is None else c(row[n]) for n, c in pairs} for row in rows]
+
+
+def _prepare(stmt: Any, table: Any, columns: tuple[str, ...], dialect: Dialect) -> _Prepared:
+    compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
+    names = tuple(compiled.positiontup) if compiled.positional else columns
+    convert = tuple(table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names)
+    return _Prepared(str(compiled), names, convert, bool(compiled.positional))
+
+
+@functools.lru_cache(maxsize=8)
+def _statements(dialect: Dialect) -> tuple[_Prepared, _Prepared]:
+    """The history's upsert and its recipients' insert, for this dialect."""
+    make = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    stmt = make(MessageRecord)
+    changed = {name: stmt.excluded[name] for name in ("state", "status", "updated_at")}
+    upsert = stmt.on_conflict_do_update(
+        index_elements=["job_id"],
+        set_=changed,
+        where=stmt.excluded.updated_at >= MessageRecord.updated_at,
+    )
+    targets = make(MessageRecipient).on_conflict_do_nothing()
+    return (
+        _prepare(upsert, MessageRecord.__table__, _ROW, dialect),
+        _prepare(targets, MessageRecipient.__table__, ("job_id", "address", "owner"), dialect),
+    )
+
+
+#: the history row's columns, as write_rows writes them
+_ROW = (
+    "job_id",
+    "owner",
+    "channel",
+    "state",
+    "job_metadata",
+    "status",
+    "finished_at",
+    "updated_at",
+)
 
 
 class HistoryWriter:
