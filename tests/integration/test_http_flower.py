@@ -123,6 +123,36 @@ def test_flower_shows_delivery_tasks_by_name_without_content(
     assert_no_content(workers)
 
 
+def test_a_process_that_sends_and_exits_at_once_still_announces_the_task(
+    fleet: Fleet, relay: Relay
+) -> None:
+    # task-sent events wait in the producer's buffer (up to 0.1 s): a script that sends one
+    # email with the module-level send() and exits, without closing anything, publishes them
+    # as it exits
+    code = (
+        "from producers import send; "
+        "print(send({'owner': 'acme', 'identity': 'Acme <support@acme.example>', "
+        "'to': ['quick.exit@example.org'], 'subject': 'Hi', 'text': 'Body'}))"
+    )
+    with task_events(fleet.settings) as events:
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env=fleet.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        job_id = out.stdout.strip()
+        wait_for(
+            lambda: any(e["type"] == "task-sent" and job_id in str(e.get("args")) for e in events),
+            30,
+            0.1,
+            "the exited producer's task-sent event",
+        )
+
+
 @contextmanager
 def task_events(settings: Settings) -> Iterator[list[dict[str, Any]]]:
     """Every task event on the bus while the block runs: what Flower (or anyone) receives."""
