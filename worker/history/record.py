@@ -233,6 +233,7 @@ class HistoryWriter:
             return 0
         await self._share(client)
         if not self.held:
+            self._backlog = False  # none of it is this writer's to write now
             return 0
         started = time.monotonic()
         done, self._backlog = await self._batch(client)
