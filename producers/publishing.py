@@ -182,18 +182,19 @@ class SentEvents(EventDispatcher):
     """Task-sent events in lists, on a connection of their own without publisher confirms.
 
     Celery publishes a task's sent event through the producer that published the task: one more
-    kombu publish per ``send()``, ~25% of its CPU (730 → 550 µs, Redis), and on RabbitMQ, with
+    kombu publish per ``send()``, ~10% of its CPU on Redis, and on RabbitMQ, with
     ``confirm_publish``, one more wait for a confirm (~40 µs of RabbitMQ's CPU). Here the events
     are buffered with Celery's own group buffer and published as one ``task.multi`` list, as a
-    worker's are (Flower reads both), when ``BUFFER`` are waiting, ``FLUSH`` seconds after the
-    first, when the producer is closed, or when its process exits. Events are best effort, as
-    Celery's own: a list that cannot be published is logged and dropped, and the task's
-    publish is never affected.
+    worker's are (Flower reads both), ``FLUSH`` seconds after the first, by a timer thread, when
+    the producer is closed, or when its process exits. A ``send()`` never waits for an event's
+    publish (nor for a lock a publish holds): beyond ``MAX_BUFFERED`` waiting (a broker away),
+    events are dropped. Events are best effort, as Celery's own: a list that cannot be published
+    is logged and dropped, and the task's publish is never affected.
     """
 
-    #: events published together at most, and the longest one waits (seconds)
-    BUFFER = 100
+    #: the longest an event waits (seconds); the most that wait at once
     FLUSH = 0.1
+    MAX_BUFFERED = 10_000
 
     def __init__(self, celery: Celery) -> None:
         connection = celery.connection_for_write(transport_options={"confirm_publish": False})
@@ -203,10 +204,12 @@ class SentEvents(EventDispatcher):
             enabled=True,
             buffer_while_offline=False,
             buffer_group=["task"],
-            buffer_limit=self.BUFFER,
+            # never reached (publish stops short of it): Celery would publish in the sender
+            buffer_limit=self.MAX_BUFFERED + 1,
             on_send_buffered=self._flush_later,
         )
-        self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # one publish of the buffer at a time
+        self._timer = threading.Lock()  # guards _timer_pid only, never held during I/O
         self._timer_pid = 0  # the process whose timer is pending (none after a fork)
         _OPEN.add(self)
 
@@ -220,23 +223,24 @@ class SentEvents(EventDispatcher):
         **kwargs: Any,
     ) -> None:
         """Buffer the event (Celery's sending code calls this with the task's producer)."""
-        with self._lock:
-            try:
-                self.send(type, **fields)  # buffered: the "task" group
-            except Exception as exc:  # a full buffer's publish failed
-                self._drop(exc)
+        if self.buffered() >= self.MAX_BUFFERED:
+            return  # the broker has not taken them for a while: this one is dropped
+        self.send(type, **fields)  # buffered: the "task" group
 
     def _flush_later(self) -> None:
-        if self._timer_pid != os.getpid():
+        with self._timer:
+            if self._timer_pid == os.getpid():
+                return
             self._timer_pid = os.getpid()
-            timer = threading.Timer(self.FLUSH, self.flush_now)
-            timer.daemon = True
-            timer.start()
+        timer = threading.Timer(self.FLUSH, self.flush_now)
+        timer.daemon = True
+        timer.start()
 
     def flush_now(self) -> None:
         """Publish what is buffered."""
-        with self._lock:
-            self._timer_pid = 0
+        with self._flushing:
+            with self._timer:  # an event buffered from here on asks for a timer of its own
+                self._timer_pid = 0
             try:
                 self.flush()
             except Exception as exc:
