@@ -31,6 +31,7 @@ import structlog
 from celery import Celery
 from celery.events import Event
 from celery.events.dispatcher import EventDispatcher
+from kombu import Producer
 from kombu.transport import redis as kombu_redis
 from kombu.utils.uuid import uuid
 
@@ -300,8 +301,10 @@ class Publisher:
         self.one_script = settings.broker_url == settings.state_redis_url
         self.sent_events = SentEvents(celery) if celery.conf.task_send_sent_event else None
         # (pid, producer) that makes the messages record_with_task captures: kept, not taken
-        # from Celery's pool per call (~10% of a send()'s CPU); it runs no command but the
-        # queue's declaration, once per connection. One for the process, behind a lock
+        # from Celery's pool per call (~10% of a send()'s CPU), on a connection of its own (the
+        # pool is kombu's, shared by every app of the process with this broker: ten kept
+        # producers emptied it). It runs no command but the queue's declaration, once per
+        # connection. One per publisher, behind a lock; a new one after a fork
         self._maker: tuple[int, Any] | None = None
         self._maker_lock = threading.Lock()
 
@@ -312,7 +315,7 @@ class Publisher:
             self.sent_events.close()
         with self._maker_lock:
             if self._maker is not None and self._maker[0] == os.getpid():
-                self._maker[1].release()
+                self._maker[1].connection.release()
             self._maker = None
 
     def tasks(self, groups: Mapping[tuple[str, str], list[Entry]]) -> list[Task]:
@@ -398,7 +401,7 @@ class Publisher:
             return None
         with self._maker_lock:
             if self._maker is None or self._maker[0] != os.getpid():  # none yet, or forked
-                self._maker = (os.getpid(), self.celery.producer_pool.acquire(block=True))
+                self._maker = (os.getpid(), Producer(self.celery.connection_for_write()))
             producer = self._maker[1]
             if not can_capture(producer):
                 return None

@@ -107,6 +107,33 @@ def test_send_is_a_batch_of_one_published_at_once(
     assert batch[0]["channel"] == "msc"  # no channel named: the owner's preference, msc by default
 
 
+def test_many_dispatchers_of_one_process_send_while_none_is_closed(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # an app that makes a Dispatcher per request and never closes them: every one still sends
+    # (kombu's connection pools are shared by every app of the process with the same broker,
+    # ten connections; a dispatcher that kept one of them for good emptied them after ten)
+    settings = Settings(broker_url=redis_url, secret_key=SECRET)  # type: ignore[arg-type]
+    made: list[Dispatcher] = []
+    sent: list[object] = []
+
+    def send_from_many() -> None:
+        for i in range(14):
+            made.append(Dispatcher(settings))
+            sent.append(made[-1].send(job(i)))
+
+    worker = threading.Thread(target=send_from_many, daemon=True)
+    worker.start()
+    worker.join(60)
+    try:
+        assert len(sent) == 14, f"{len(sent)} of 14 sends returned within a minute"
+        assert len(queued_jobs(redis_client)) == 14
+    finally:
+        if not worker.is_alive():
+            for d in made:
+                d.close()
+
+
 def test_task_message_shows_no_content(dispatcher: Dispatcher, redis_client: redis.Redis) -> None:
     dispatcher.send(job(1, subject="Secret subject", text="Secret body"))
     envelope = json.loads(raw_messages(redis_client, "mail.msc")[0])
