@@ -11,7 +11,7 @@ message at once, with its confirm, and the flush does nothing.
 A call whose jobs make one task message, on a broker that is the state's Redis, is written
 with its queued states in one script instead (:meth:`Publisher.record_with_task`). The task-sent
 events Flower shows go out in lists on a connection of their own (:class:`SentEvents`): an event
-is best effort, and publishing each with its task cost a ``send()`` a quarter of its CPU (on
+is best effort, and publishing each with its task cost a ``send()`` ~10% of its CPU (on
 RabbitMQ also a second round trip, for its confirm).
 """
 

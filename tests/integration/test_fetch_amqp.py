@@ -199,14 +199,19 @@ async def _until(ok: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_a_send_never_publishes_events_itself_and_their_buffer_is_bounded() -> None:
-    # events wait for the flush timer, never published in the sender's thread (the broker here
-    # is unreachable: a publish would log a loss); past the bound, new ones are dropped
+def events_with_no_broker() -> SentEvents:
+    """A producer's task-sent events whose broker cannot be reached."""
     settings = make_settings(
         worker_env("redis://127.0.0.1:1/0", "sqlite://", "smtp://127.0.0.1:9")
         | {"MAILDISPATCH_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//"}
     )
-    events = SentEvents(make_celery(settings))
+    return SentEvents(make_celery(settings))
+
+
+def test_a_send_never_publishes_events_itself_and_their_buffer_is_bounded() -> None:
+    # events wait for the flush timer, never published in the sender's thread (the broker here
+    # is unreachable: a publish would log a loss); past the bound, new ones are dropped
+    events = events_with_no_broker()
     events.MAX_BUFFERED = 5
     events.FLUSH = 60.0  # no timer flush during the test
     with capture_logs() as logs:
@@ -221,11 +226,7 @@ def test_a_send_never_publishes_events_itself_and_their_buffer_is_bounded() -> N
 def test_sent_events_are_dropped_not_raised_when_the_broker_is_away() -> None:
     # the task-sent events of a producer are best effort: a list that cannot be published is
     # logged and dropped, never raised into the send() that published the task
-    settings = make_settings(
-        worker_env("redis://127.0.0.1:1/0", "sqlite://", "smtp://127.0.0.1:9")
-        | {"MAILDISPATCH_BROKER_URL": "amqp://guest:guest@127.0.0.1:1//"}
-    )
-    events = SentEvents(make_celery(settings))
+    events = events_with_no_broker()
     with capture_logs() as logs:
         events.publish("task-sent", {"uuid": "t1", "name": "x"}, None)
         events.flush_now()

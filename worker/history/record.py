@@ -2,12 +2,13 @@
 
 The event streams (config/events.py, one per shard) are the durable log. Every scheduler of the
 fleet reads them through the consumer group ``history``: up to ``BATCH`` entries a call, from
-the streams of the shards it holds (below); for each job that an outcome event names, its state hash is read from
-Redis (what ``maildispatch status`` shows; a batch's in one script call, one per shard on a
-Redis Cluster) and the job's row is written with it, all of a batch in one transaction, then
-acknowledged, stream by stream. A row is keyed by its job: an event read twice (a scheduler
-that died before its acknowledgement, whose entries another takes after ``SETTLE_MS``) writes
-the same row again, and an older snapshot of a job's state never overwrites a newer one.
+the streams of the shards it holds (below); for each job that an outcome event names, its state
+hash is read from Redis (what ``maildispatch status`` shows; a batch's in one script call, one
+per shard on a Redis Cluster) and the job's row is written with it, all of a batch in one
+transaction, then acknowledged, stream by stream. A row is keyed by its job: an event read
+twice (a scheduler that died before its acknowledgement, whose entries another takes after
+``SETTLE_MS``) writes the same row again, and an older snapshot of a job's state never
+overwrites a newer one.
 
 One process at a time writes a shard's stream (a lease per shard in Redis, ``LEASE_MS``), and
 the writers split the 16 shards between them: the standalone ``maildispatch scheduler``
@@ -154,6 +155,19 @@ def write_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
         )
 
 
+#: the history row's columns, as write_rows writes them
+_ROW = (
+    "job_id",
+    "owner",
+    "channel",
+    "state",
+    "job_metadata",
+    "status",
+    "finished_at",
+    "updated_at",
+)
+
+
 @dataclass(frozen=True)
 class _Prepared:
     """A statement compiled once for a dialect, its parameters made as its driver takes them.
@@ -199,19 +213,6 @@ def _statements(dialect: Dialect) -> tuple[_Prepared, _Prepared]:
         _prepare(upsert, MessageRecord.__table__, _ROW, dialect),
         _prepare(targets, MessageRecipient.__table__, ("job_id", "address", "owner"), dialect),
     )
-
-
-#: the history row's columns, as write_rows writes them
-_ROW = (
-    "job_id",
-    "owner",
-    "channel",
-    "state",
-    "job_metadata",
-    "status",
-    "finished_at",
-    "updated_at",
-)
 
 
 class HistoryWriter:

@@ -154,8 +154,8 @@ async def run(
                 purging = asyncio.create_task(purge_if_due(client, settings))
                 purging.add_done_callback(_purge_done)
             # due jobs, dead batches and webhook lanes every interval (at once again while
-            # they find work); the history on its own rhythm between (a burst's outcomes wake
-            # it every few ms: 16 schedules looked at each time cost a worker ~2% of a core)
+            # they find work); the history on its own rhythm between: its wake-ups during a
+            # burst no longer look at the 16 schedules each time
             if time.monotonic() >= next_round:
                 try:
                     published = await tick(states, dispatcher)
