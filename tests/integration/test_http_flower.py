@@ -185,33 +185,42 @@ def task_events(settings: Settings) -> Iterator[list[dict[str, Any]]]:
         thread.join(10)
 
 
-def test_a_single_send_is_announced_as_sent_with_ids_only(fleet: Fleet, relay: Relay) -> None:
+def test_single_sends_are_announced_as_sent_with_ids_only(fleet: Fleet, relay: Relay) -> None:
     # one send(): its queued state and its task message are written in one script; the
     # task-sent event Celery makes for it follows in a list (producers/publishing.py,
-    # SentEvents); the worker's events follow as for any batch
+    # SentEvents); the worker's events follow as for any batch. The second send of a
+    # dispatcher has its message and event made from the first's (producers/taskmessage.py)
     with task_events(fleet.settings) as events:
         d = Dispatcher(fleet.settings)
-        job_id = d.send(job("happy.user@example.org"))
+        job_ids = [str(d.send(job(f"happy.user{i}@example.org"))) for i in range(2)]
         d.close()
 
-        def of_the_job(kind: str) -> list[dict[str, Any]]:
-            return [e for e in events if e["type"] == kind and str(job_id) in str(e.get("args"))]
+        def of_the_job(kind: str, job_id: str) -> list[dict[str, Any]]:
+            return [e for e in events if e["type"] == kind and job_id in str(e.get("args"))]
 
-        wait_for(lambda: of_the_job("task-sent"), 30, 0.1, "the task-sent event")
-        (sent,) = of_the_job("task-sent")
         wait_for(
-            lambda: [
-                e for e in events if e["type"] == "task-succeeded" and e["uuid"] == sent["uuid"]
-            ],
+            lambda: all(of_the_job("task-sent", i) for i in job_ids), 30, 0.1, "task-sent events"
+        )
+        sent_events = [e for i in job_ids for e in of_the_job("task-sent", i)]
+        wait_for(
+            lambda: (
+                {e["uuid"] for e in events if e["type"] == "task-succeeded"}
+                >= {e["uuid"] for e in sent_events}
+            ),
             60,
             0.1,
-            "the task to succeed",
+            "the tasks to succeed",
         )
-    assert sent["name"] == "maildispatch.deliver.msc" and sent["queue"] == "mail.msc"
+    assert len({e["uuid"] for e in sent_events}) == 2
+    for sent in sent_events:
+        assert sent["name"] == "maildispatch.deliver.msc" and sent["queue"] == "mail.msc"
+        assert sent["root_id"] == sent["uuid"] and "count=1" in sent["args"]
     # delivered once to each recipient (MSC: one transaction per recipient's return path)
     assert sorted(r for m in relay.handler.messages for r in m.rcpt_tos) == [
         "carbon.copy@example.net",
-        "happy.user@example.org",
+        "carbon.copy@example.net",
+        "happy.user0@example.org",
+        "happy.user1@example.org",
     ]
     assert_no_content(json.dumps(events, default=str))
 
