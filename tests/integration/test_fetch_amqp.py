@@ -18,7 +18,7 @@ from config.celery import make_celery
 from producers.client import Dispatcher
 from producers.publishing import SentEvents
 from tests.integration.test_http_flower import (  # noqa: F401  (collected here, on RabbitMQ)
-    test_a_single_send_is_announced_as_sent_with_ids_only,
+    test_single_sends_are_announced_as_sent_with_ids_only,
 )
 from tests.integration.test_stream import (  # noqa: F401  (collected here, on RabbitMQ)
     test_single_sends_are_delivered_concurrently_by_one_worker,
