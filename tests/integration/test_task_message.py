@@ -88,3 +88,26 @@ def test_a_send_after_redis_forgot_its_scripts_still_records_and_publishes(
     assert redis_client.hget(keys.job(job_id), "state") == b"queued"
     queued = [jobs_of(json.loads(raw))[0]["id"] for raw in raw_messages(redis_client, "mail.msc")]
     assert job_id in queued
+
+
+def test_where_no_template_is_kept_each_message_is_kombus(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # a Celery or kombu whose message the template would not make again (Template.of says so):
+    # every message is then made by kombu and captured, as the first one is
+    settings = Settings(broker_url=redis_url, secret_key=SECRET)  # type: ignore[arg-type]
+    sender = Dispatcher(settings)
+    try:
+        first = str(sender.send(job(1)))
+        made = sender.publisher._maker
+        assert made is not None
+        made[2][(PRIORITY_URGENT, "msc")] = False
+        second = str(sender.send(job(1)))
+    finally:
+        sender.close()
+    envelopes = {
+        jobs_of(e)[0]["id"]: e for e in map(json.loads, raw_messages(redis_client, "mail.msc"))
+    }
+    assert set(envelopes) == {first, second}
+    assert shape(envelopes[first]) == shape(envelopes[second])
+    assert redis_client.hget(keys.job(second), "state") == b"queued"
