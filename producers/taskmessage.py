@@ -55,6 +55,13 @@ class Template:
         one ``LPUSH`` of a message this module makes again exactly."""
         if len(commands) != 1 or commands[0][0] != "lpush" or len(commands[0]) != 3:
             return None
+        event = made.sent_event
+        if event is not None and (
+            event.get("uuid") != made.task_id
+            or event.get("root_id") != made.task_id
+            or event.get("args") != made.argsrepr
+        ):
+            return None  # an event whose task fields are not the ones made again here
         _, key, payload = commands[0]
         if not isinstance(key, str) or not isinstance(payload, str):
             return None

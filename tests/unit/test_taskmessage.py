@@ -79,3 +79,7 @@ def test_no_template_of_a_message_it_would_not_make_again() -> None:
     # more than the push (a queue with an expiry: kombu adds PEXPIREs)
     assert Template.of([pushed(m), ("pexpire", "mail.msc", 1000)], m) is None
     assert Template.of([("publish", "chan", "{}")], m) is None
+    # a task-sent event that names its task otherwise
+    odd = Made(m.task_id, m.argsrepr, m.args, m.embed, m.serializer, {"uuid": "other"})
+    assert Template.of([pushed(m)], odd) is None
+    assert Template.of([pushed(m)], m) is not None
