@@ -44,11 +44,19 @@ def shape(envelope: dict[str, Any]) -> dict[str, Any]:
     return dict(envelope, headers=headers, properties=properties, body=body)
 
 
+def sender_for(redis_url: str) -> Dispatcher:
+    return Dispatcher(Settings(broker_url=redis_url, secret_key=SECRET))  # type: ignore[arg-type]
+
+
+def waiting(client: redis.Redis) -> dict[str, dict[str, Any]]:
+    """The envelopes waiting on mail.msc, by the id of their (one) job."""
+    return {jobs_of(e)[0]["id"]: e for e in map(json.loads, raw_messages(client, "mail.msc"))}
+
+
 def test_a_message_made_from_the_template_is_the_one_kombu_makes(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    settings = Settings(broker_url=redis_url, secret_key=SECRET)  # type: ignore[arg-type]
-    sender, fresh = Dispatcher(settings), Dispatcher(settings)
+    sender, fresh = sender_for(redis_url), sender_for(redis_url)
     try:
         first = str(sender.send(job(1)))  # kombu makes it: the template
         templated = str(sender.send(job(2)))
@@ -58,9 +66,7 @@ def test_a_message_made_from_the_template_is_the_one_kombu_makes(
     finally:
         sender.close()
         fresh.close()
-    envelopes = {
-        jobs_of(e)[0]["id"]: e for e in map(json.loads, raw_messages(redis_client, "mail.msc"))
-    }
+    envelopes = waiting(redis_client)
     assert set(envelopes) == {first, templated, by_kombu}
     assert shape(envelopes[templated]) == shape(envelopes[by_kombu])
     # and what differs is its own: the task's id, its job named to Flower, a new delivery tag
@@ -77,8 +83,7 @@ def test_a_send_after_redis_forgot_its_scripts_still_records_and_publishes(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     # a restarted Redis has no scripts loaded: the script is sent whole once more
-    settings = Settings(broker_url=redis_url, secret_key=SECRET)  # type: ignore[arg-type]
-    sender = Dispatcher(settings)
+    sender = sender_for(redis_url)
     try:
         sender.send(job(1))
         redis_client.script_flush()
@@ -86,8 +91,7 @@ def test_a_send_after_redis_forgot_its_scripts_still_records_and_publishes(
     finally:
         sender.close()
     assert redis_client.hget(keys.job(job_id), "state") == b"queued"
-    queued = [jobs_of(json.loads(raw))[0]["id"] for raw in raw_messages(redis_client, "mail.msc")]
-    assert job_id in queued
+    assert job_id in waiting(redis_client)
 
 
 def test_where_no_template_is_kept_each_message_is_kombus(
@@ -95,8 +99,7 @@ def test_where_no_template_is_kept_each_message_is_kombus(
 ) -> None:
     # a Celery or kombu whose message the template would not make again (Template.of says so):
     # every message is then made by kombu and captured, as the first one is
-    settings = Settings(broker_url=redis_url, secret_key=SECRET)  # type: ignore[arg-type]
-    sender = Dispatcher(settings)
+    sender = sender_for(redis_url)
     try:
         first = str(sender.send(job(1)))
         made = sender.publisher._maker
@@ -105,9 +108,7 @@ def test_where_no_template_is_kept_each_message_is_kombus(
         second = str(sender.send(job(1)))
     finally:
         sender.close()
-    envelopes = {
-        jobs_of(e)[0]["id"]: e for e in map(json.loads, raw_messages(redis_client, "mail.msc"))
-    }
+    envelopes = waiting(redis_client)
     assert set(envelopes) == {first, second}
     assert shape(envelopes[first]) == shape(envelopes[second])
     assert redis_client.hget(keys.job(second), "state") == b"queued"
