@@ -75,7 +75,10 @@ class Template:
             again = template.command(made.task_id, made.argsrepr, made.args, tag)
         except (KeyError, TypeError, ValueError):
             return None
-        return template if again[2] == payload else None
+        if again[2] != payload:
+            return None
+        # kept without the first job's content: each message brings its own body
+        return cls(key, {**message, "body": ""}, made.embed, made.serializer, made.sent_event)
 
     def command(
         self,

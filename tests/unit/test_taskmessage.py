@@ -60,6 +60,7 @@ def test_a_template_makes_each_task_its_own_message_and_event() -> None:
     assert message["headers"]["argsrepr"] == other.argsrepr
     assert json.loads(message["body"]) == [[[{"id": "job-2"}]], {}, EMBED]
     assert message["headers"]["origin"] == "gen1@host"  # what does not vary is kept
+    assert template.message["body"] == ""  # the first job's content is not kept
     assert template.sent_event("task-2", other.argsrepr) == {
         "uuid": "task-2",
         "root_id": "task-2",
