@@ -427,19 +427,17 @@ class Publisher:
             if not can_capture(producer):
                 return None
             template = templates.get((priority, channel))
-            if template is None:  # the first of its kind: kombu makes it, captured
-                with captured(producer) as commands:
-                    made = self.send_task(priority, producer, channel, chunk)
-                templates[(priority, channel)] = Template.of(commands, made) or False
-            elif template:
+            if template:
                 task_id, shown = uuid(), _argsrepr(chunk, channel)
                 commands = [template.command(task_id, shown, (encode_batch(chunk, channel),))]
                 event = template.sent_event(task_id, shown)
                 if event is not None and self.sent_events is not None:
                     self.sent_events.publish("task-sent", event, producer)
-            else:  # kombu's messages are not made again here (see Template.of)
+            else:  # kombu makes it, captured: the first of its kind, or none is made again here
                 with captured(producer) as commands:
-                    self.send_task(priority, producer, channel, chunk)
+                    made = self.send_task(priority, producer, channel, chunk)
+                if template is None:
+                    templates[(priority, channel)] = Template.of(commands, made) or False
         names = [keys.job(i) for i, _ in states]
         names += [c[1] for c in commands if c[0] == "lpush"]
         args: list[Any] = [repr(now), nonce, fastjson.dumps([f for _, f in states])]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kombu.serialization import dumps as serialize
@@ -70,6 +70,12 @@ class Template:
             tag = message["properties"]["delivery_tag"]
         except (ValueError, KeyError, TypeError):
             return None
+        content_type, encoding, _ = serialize((), serializer=made.serializer)
+        if (content_type, encoding) != (
+            message.get("content-type"),
+            message.get("content-encoding"),
+        ):
+            return None  # the body is not what this serializer makes
         template = cls(key, message, made.embed, made.serializer, made.sent_event)
         try:
             again = template.command(made.task_id, made.argsrepr, made.args, tag)
@@ -78,7 +84,7 @@ class Template:
         if again[2] != payload:
             return None
         # kept without the first job's content: each message brings its own body
-        return cls(key, {**message, "body": ""}, made.embed, made.serializer, made.sent_event)
+        return replace(template, message={**message, "body": ""})
 
     def command(
         self,
@@ -89,9 +95,7 @@ class Template:
     ) -> tuple[str, str, str]:
         """The ``LPUSH`` of this task's message with its own id, argsrepr and args."""
         base = self.message
-        content_type, encoding, body = serialize((args, {}, self.embed), serializer=self.serializer)
-        if content_type != base["content-type"] or encoding != base["content-encoding"]:
-            raise ValueError("serialized otherwise than the template")
+        _, _, body = serialize((args, {}, self.embed), serializer=self.serializer)
         headers = {**base["headers"], "id": task_id, "root_id": task_id, "argsrepr": argsrepr}
         properties = {
             **base["properties"],
