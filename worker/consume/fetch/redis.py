@@ -21,9 +21,10 @@ different:
   one as each is finished: the messages taken together are delivered as one group (one
   in-flight registration, one suppression lookup, worker/consume/stream.py);
 - with nothing to take (its last take emptied every list it looked at) it waits, without
-  taking anything, for the urgent list to be non-empty
-  (``BLMOVE`` of the list onto itself: a no-op move that blocks), at most ``IDLE_WAIT``, or for
-  its held jobs to fall below the batch threshold;
+  taking anything, for the urgent list to be non-empty (``BLMOVE`` of the list onto itself: a
+  no-op move that blocks) and, while it may take batches, for the bulk list too (a second
+  ``BLMOVE``, on a second connection), at most ``IDLE_WAIT``; or for its held jobs to fall
+  below the batch threshold;
 - acknowledgements of every message finished in one loop iteration leave in one pipeline;
   a message handed back (its group crashed) goes back to the front of its list;
 - the unacked index scores of held messages are renewed, so that the visibility timeout
@@ -55,8 +56,8 @@ from worker.consume.fetch.message import Fetched, decode_body
 
 log = structlog.get_logger("maildispatch.fetch")
 
-#: the longest a fetcher waits on an empty urgent list before it looks at every list again (a
-#: batch published to an idle fleet waits this long at most). Timed on this side: Redis ends a
+#: the longest a fetcher waits on its empty urgent and bulk lists before it looks at every list
+#: again (a message on another list, another priority or queue, waits this long at most). Timed on this side: Redis ends a
 #: blocking command's timeout only when its event loop next wakes, every 100 ms (``hz`` 10) on
 #: an idle server, so a ``BLMOVE`` of 0.03 s lasted ~100 ms there. Each look costs an idle
 #: process CPU: 50 ms kept an idle 2-process line at ~7% of a core (20 ms: ~13%, the old
@@ -114,6 +115,7 @@ class RedisFetcher:
         self.lists = [_list_name(q, p) for p in PRIORITY_STEPS for q in queues]
         self.routing = [q for _ in PRIORITY_STEPS for q in queues]
         self.urgent = [_list_name(q, 0) for q in queues]
+        self.bulk = [_list_name(q, PRIORITY_STEPS[-1]) for q in queues]
         self.unacked = KombuRedisChannel.unacked_key
         self.index = KombuRedisChannel.unacked_index_key
         self._take = client.register_script(_TAKE)
@@ -122,7 +124,7 @@ class RedisFetcher:
         self.held_jobs = 0
         self._room = asyncio.Event()
         self._room.set()
-        self._watch: asyncio.Task[Any] | None = None
+        self._watches: dict[str, asyncio.Task[Any]] = {}
         self._acks: list[str] = []
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -198,31 +200,40 @@ class RedisFetcher:
         return len(reply) // 2, drained
 
     async def _wait_for_work(self, batches: bool) -> None:
-        """Until an urgent message may be there (or IDLE_WAIT passed); while batches are held
-        back, also until held jobs fall below the threshold."""
-        if self._watch is None or self._watch.done():
-            # BLMOVE of a list onto itself, right to right, blocks until the list has a message
-            # and leaves it where it was: a wait that takes nothing. Never cancelled (that would
-            # cost its connection): a wait that ends another way leaves it to finish by itself.
-            self._watch = asyncio.get_running_loop().create_task(
-                self.redis.blmove(
-                    self.urgent[0],
-                    self.urgent[0],
-                    IDLE_WAIT,  # type: ignore[arg-type]  # Redis takes a decimal timeout
-                    "RIGHT",
-                    "RIGHT",
-                )
-            )
-            self._watch.add_done_callback(_consume)
-        if batches:  # a batch can be published any time: looked for again after IDLE_WAIT
+        """Until an urgent message may be there, or (while batches may be taken) a bulk one, or
+        IDLE_WAIT passed; while batches are held back, also until held jobs fall below the
+        threshold."""
+        watches = {self._watching(self.urgent[0])}
+        if batches:  # also looked for again after IDLE_WAIT: other priorities, other queues
+            watches.add(self._watching(self.bulk[0]))
             other: asyncio.Future[Any] = asyncio.ensure_future(asyncio.sleep(IDLE_WAIT))
         else:
             self._room.clear()
             other = asyncio.ensure_future(self._room.wait())
         try:
-            await asyncio.wait({self._watch, other}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({*watches, other}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             other.cancel()
+
+    def _watching(self, name: str) -> asyncio.Task[Any]:
+        """The wait for list ``name`` to be non-empty: a ``BLMOVE`` of the list onto itself,
+        right to right, which blocks until the list has a message and leaves it where it was
+        (a wait that takes nothing). Never cancelled (that would cost its connection): a wait
+        that ends another way leaves it to finish by itself, and the next wait joins it."""
+        watch = self._watches.get(name)
+        if watch is None or watch.done():
+            watch = asyncio.get_running_loop().create_task(
+                self.redis.blmove(
+                    name,
+                    name,
+                    IDLE_WAIT,  # type: ignore[arg-type]  # Redis takes a decimal timeout
+                    "RIGHT",
+                    "RIGHT",
+                )
+            )
+            watch.add_done_callback(_consume)
+            self._watches[name] = watch
+        return watch
 
     def finished(self, message: Fetched, ok: bool) -> None:
         """A held message's jobs are finished: acknowledge it, or give it back (``ok=False``)."""
