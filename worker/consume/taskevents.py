@@ -4,7 +4,9 @@ The events Celery's own worker sends for a task (received, started, succeeded, r
 as ``EventDispatcher.send`` builds them but without its per-event work (the UTC offset from
 ``localtime``, the group lookup): three events a one-job message cost as much as the rest of
 its delivery outside SMTP. They are published as one list, as the dispatcher's own flush of a
-buffered group does, every ``FLUSH`` seconds or every ``BUFFER`` events.
+buffered group does, every ``FLUSH`` seconds or every ``BUFFER`` events, on a connection without
+publisher confirms: the flush runs on the worker's event loop, and on RabbitMQ a confirmed
+publish would hold the loop (every delivery of the process) for the confirm's round trip.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ class TaskEvents:
         eventer = consumer.event_dispatcher
         if eventer is None or not eventer.enabled:
             return None
+        # best effort, as the producer's task-sent events (producers/publishing.py, SentEvents)
+        connection = consumer.app.connection_for_write(transport_options={"confirm_publish": False})
         return cls(
             consumer.app.events.Dispatcher(
-                consumer.connection_for_write(),
+                consumer.ensure_connected(connection),
                 hostname=consumer.hostname,
                 enabled=True,
                 groups=eventer.groups,
