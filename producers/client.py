@@ -224,10 +224,11 @@ class Dispatcher:
             # confirmed before the first job is published. After an invalid job, the rest is
             # only validated (every bad job is reported); then, or after a taken id, what was
             # recorded is undone.
-            # A call of one chunk (a single send, a small batch) holds its states back: when its
-            # jobs make one task message, states and message go in one script (one round trip)
+            # A call that may make one task message (a single send, a small batch) holds its
+            # states back: if it does, states and message go in one script (one round trip)
+            one_task = len(given) <= min(STATE_CHUNK, self.settings.batch_size)
             held: list[tuple[str, tuple[Any, ...]]] | None = (
-                [] if len(given) <= STATE_CHUNK and self.publisher.one_script else None
+                [] if one_task and self.publisher.one_script else None
             )
             for start in range(0, len(given), STATE_CHUNK):
                 jobs = self._validate_chunk(given, start, errors)

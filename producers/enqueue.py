@@ -26,8 +26,10 @@ from config.redisconn import ReplicaWait, SyncState, by_shard, pool_for
 
 T = TypeVar("T")
 
-#: jobs validated and recorded as queued per step of send_many, and jobs (or keys) per script call
-STATE_CHUNK = 1000
+#: jobs validated and recorded as queued per step of send_many (Redis records one step while the
+#: next is validated: only the last step's recording is waited for before the first publish),
+#: and jobs (or keys) per script call elsewhere
+STATE_CHUNK = 250
 #: jobs whose queued states one script records: ~14 µs of Redis each, so that no call holds
 #: Redis (every other client of the fleet waits meanwhile) for much more than a millisecond
 SCRIPT_JOBS = 64

@@ -113,7 +113,8 @@ def _publish_from(
             for n in range(start, len(tasks)):
                 channel, jobs = tasks[n]
                 send(producer, channel, jobs)
-                if (n + 1 - start) % pipeline == 0 or n + 1 == len(tasks):
+                # the first alone, for the workers to start on while the rest are made
+                if n == 0 or (n + 1 - start) % pipeline == 0 or n + 1 == len(tasks):
                     batch.flush()
                     if progress:
                         progress(sum(len(j) for _, j in tasks[done : n + 1]))
