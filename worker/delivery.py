@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
 import sqlalchemy.exc
 import structlog
-from pydantic import ValidationError
 
 from config import fastjson
 from config.retry import next_retry
@@ -37,7 +35,8 @@ from worker.message import unsubscribe
 from worker.message.build import build_message
 from worker.observe import metrics
 from worker.observe.logging import log_context
-from worker.store import Store, repo
+from worker.prepared import BatchSummary, Prepared, prepare
+from worker.store import Store
 
 log = structlog.get_logger("maildispatch.delivery")
 
@@ -73,22 +72,6 @@ class NoAccounts:
 
     async def auth_failed(self, channel: str, owner: str, error: DeliveryError) -> None:
         """Nothing to mark."""
-
-
-@dataclass
-class BatchSummary:
-    """Counts of what happened to a batch, returned by the task (ids only, no content)."""
-
-    sent: int = 0
-    failed: int = 0
-    retrying: int = 0
-    skipped: int = 0
-    invalid: int = 0
-    deferred: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """JSON-friendly counts."""
-        return dict(self.__dict__)
 
 
 def reason_of(error: DeliveryError) -> str:
@@ -136,7 +119,22 @@ class Delivery:
         urgent: Sequence[bool] = (),
         done: Callable[[int, BatchSummary | BaseException], None] | None = None,
     ) -> list[BatchSummary | BaseException]:
-        """Deliver the jobs of several batches (task messages) at once, each batch on its own.
+        """Deliver the jobs of several batches (task messages) at once, each batch on its own:
+        :meth:`prepare`, then :meth:`run_prepared`."""
+        return await self.run_prepared(self.prepare(batches), urgent, done)
+
+    def prepare(self, batches: Sequence[Sequence[Any]]) -> Prepared:
+        """Parse the batches' jobs and start their suppression lookup (worker/prepared.py):
+        what the caller does next (registering them in flight) overlaps the lookup."""
+        return prepare(batches, self.store, bounces=self.channel.owns_return_path)
+
+    async def run_prepared(
+        self,
+        prepared: Prepared,
+        urgent: Sequence[bool] = (),
+        done: Callable[[int, BatchSummary | BaseException], None] | None = None,
+    ) -> list[BatchSummary | BaseException]:
+        """Deliver the jobs of prepared batches, each batch on its own.
 
         What a batch costs whatever its size (the suppression lookup, the metrics write) is
         paid once for all of them: a stream of one-job messages costs what one batch does.
@@ -145,21 +143,10 @@ class Delivery:
         crashed one of its jobs (the batch is then to be run again: claims decide). Jobs of an
         ``urgent`` batch pass every waiting job of the others at the process's gate.
         """
-        parsed: list[list[tuple[SendJob, dict[str, Any]]]] = []
-        summaries = [BatchSummary() for _ in batches]
-        for wires, summary in zip(batches, summaries, strict=True):
-            jobs: list[tuple[SendJob, dict[str, Any]]] = []
-            for wire in wires:
-                try:
-                    jobs.append((SendJob.model_validate(wire), wire))
-                except ValidationError as exc:
-                    summary.invalid += 1
-                    job_id = wire.get("id") if isinstance(wire, dict) else None
-                    log.error("job_invalid", job_id=job_id, errors=exc.error_count())
-                    await self.states.count("poison_jobs")
-            parsed.append(jobs)
-        every = [pair for jobs in parsed for pair in jobs]
-        suppressed = await self._suppressed(every)
+        parsed, summaries = prepared.parsed, prepared.summaries
+        if prepared.invalid:
+            await self.states.count("poison_jobs", prepared.invalid)
+        suppressed = await prepared.suppressed  # before any claim (worker/prepared.py)
 
         async def one_batch(i: int) -> BatchSummary | BaseException:
             priority = 0 if i < len(urgent) and urgent[i] else 1
@@ -187,7 +174,7 @@ class Delivery:
                 done(i, result)
             return result
 
-        outcome = await asyncio.gather(*(one_batch(i) for i in range(len(batches))))
+        outcome = await asyncio.gather(*(one_batch(i) for i in range(len(parsed))))
         total = BatchSummary()
         for summary in summaries:
             for name, count in summary.as_dict().items():
@@ -207,24 +194,6 @@ class Delivery:
             return await self._deliver_one(job, wire, suppressed)
         finally:
             self.gate.release()
-
-    async def _suppressed(
-        self, jobs: list[tuple[SendJob, dict[str, Any]]]
-    ) -> dict[str, dict[str, str]]:
-        wanted: dict[str, set[str]] = {}
-        for job, _ in jobs:
-            wanted.setdefault(job.owner, set()).update(job.recipients)
-        if not wanted:
-            return {}
-
-        def lookup() -> dict[str, dict[str, str]]:
-            # one query for the whole batch (docs/performance.md): not one per job. A hard
-            # bounce's suppression holds where bounces are seen; the others on every channel
-            with self.store.engine.connect() as connection:
-                bounces = self.channel.owns_return_path
-                return repo.suppressed_by_owner(connection, wanted, bounces=bounces)
-
-        return await asyncio.to_thread(lookup)
 
     async def _deliver_one(
         self, job: SendJob, wire: dict[str, Any], suppressed: dict[str, dict[str, str]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -237,4 +238,35 @@ def test_mixed_recipient_results_are_merged_per_recipient(fleet: Fleet, relay: R
     assert [(f["recipient"], f["kind"], f["reply_code"]) for f in out["failed_sends"]] == [
         (gone, "rejected", 550)
     ]
+    d.close()
+
+
+def test_a_store_away_holds_the_batch_unclaimed_until_it_is_back(
+    fleet: Fleet, relay: Relay
+) -> None:
+    # The suppression lookup runs while the batch is registered in flight, but every job waits
+    # for it before its claim: a store that fails the lookup crashes the batch with no job
+    # claimed (a claimed job would come back as `uncertain`), and the batch is delivered, once
+    # each, when the store answers again.
+    d = Dispatcher(fleet.settings)
+    db = sqlite3.connect(fleet.database_file)
+    db.execute("ALTER TABLE suppressions RENAME TO suppressions_away")
+    db.commit()
+    try:
+        before = fleet.logs().count("no such table: suppressions")
+        ids = d.send_many([job(f"away{i}@example.org") for i in range(5)])
+        wait_for(
+            lambda: fleet.logs().count("no such table: suppressions") > before,
+            10,
+            what="the batch crashed on the store",
+        )
+        assert {d.status(i)["state"] for i in ids} == {"queued"}
+        assert relay.handler.by_message_id() == {}
+    finally:
+        db.execute("ALTER TABLE suppressions_away RENAME TO suppressions")
+        db.commit()
+        db.close()
+    states = wait_final(d, ids)
+    assert {s["state"] for s in states.values()} == {"sent"}
+    assert sorted(relay.handler.by_message_id().values()) == [1] * 5
     d.close()

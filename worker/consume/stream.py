@@ -42,7 +42,7 @@ from worker.consume.fetch.message import Fetched, arguments
 from worker.consume.fetch.redis import RedisFetcher
 from worker.consume.gate import GateClosed
 from worker.consume.taskevents import FLUSH, TaskEvents
-from worker.delivery import BatchSummary
+from worker.prepared import BatchSummary
 
 log = structlog.get_logger("maildispatch.stream")
 
@@ -268,11 +268,11 @@ class Stream:
         wires = [wire for t in tickets for wire in t.jobs]
         try:
             delivery = await self.rt.adelivery(channel)
+            # the suppression lookup runs while the group is registered in flight
+            prepared = delivery.prepare([t.jobs for t in tickets])
 
             async def work() -> None:
-                results = await delivery.run_batches(
-                    [t.jobs for t in tickets], [t.urgent for t in tickets], done
-                )
+                results = await delivery.run_prepared(prepared, [t.urgent for t in tickets], done)
                 crashed = [r for r in results if isinstance(r, BaseException)]
                 if crashed:  # the group's in-flight entry is marked expired: the reaper looks
                     raise crashed[0]
