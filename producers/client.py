@@ -23,7 +23,6 @@ from pydantic import TypeAdapter, ValidationError
 
 from config import keys
 from config.celery import make_celery
-from config.channels import DEFAULT_CHANNEL
 from config.redisconn import ReplicaWait, connect
 from config.settings import Settings, get_settings
 from producers.enqueue import (
@@ -45,6 +44,7 @@ from producers.errors import (
 from producers.idempotency import IdempotencyKeys
 from producers.identities import unverified
 from producers.job import Channel, FieldError, InvalidJob, SendJob, limits, parse_job
+from producers.preferences import Preferences
 from producers.publishing import NotPublished, Publisher
 from producers.schedule import cancel_job, park
 from producers.wire import Entry, batch_key
@@ -125,6 +125,7 @@ class Dispatcher:
         self.wait = ReplicaWait.of(self.settings)
         self.idempotency = IdempotencyKeys(self.redis, self.settings)
         self.publisher = Publisher(self.celery, self.redis, self.settings)
+        self.preferences = Preferences(self.redis)
 
     # -- validation ---------------------------------------------------------------------------
     def validate(self, data: JobInput, index: int | None = None) -> SendJob:
@@ -373,11 +374,8 @@ class Dispatcher:
         if not owners:
             return jobs
         backoff = backoff or Backoff(self.settings.enqueue_retry_for)
-        prefs = retrying(lambda: self.redis.hmget(keys.PREFERRED_CHANNEL, owners), backoff)
-        chosen = {
-            o: Channel(as_text(p) if p else DEFAULT_CHANNEL)
-            for o, p in zip(owners, prefs, strict=True)
-        }
+        prefs = retrying(lambda: self.preferences.of(owners), backoff)
+        chosen = {o: Channel(p) for o, p in prefs.items()}
         return [j if j.channel else j.model_copy(update={"channel": chosen[j.owner]}) for j in jobs]
 
     def _unverified(
@@ -423,6 +421,7 @@ class Dispatcher:
     def close(self) -> None:
         """Release the broker and Redis connections."""
         self.publisher.close()
+        self.preferences.close()
         self.redis.close()
         self.celery.close()
 

@@ -17,6 +17,7 @@ from config import keys
 from config.settings import Settings
 from producers.client import Dispatcher
 from tests.support.env import SECRET
+from tests.support.redis_server import RedisServer
 from tests.support.services import REPO
 from worker.accounts import connected, manage
 from worker.accounts.connected import AsyncAccounts, GmailAccount, SmtpAccount
@@ -337,6 +338,52 @@ def test_preferences_are_mirrored_for_producers(
     assert [str(j.channel) for j in resolved] == ["smtp", "msc"]
     d.close()
     store.dispose()
+
+
+def test_a_changed_preference_reaches_producers_at_once(tmp_path: Path) -> None:
+    """Producers keep owners' preferred channels between sends; a change made through the
+    mirror is used by the next send, also after the producer's watch or Redis itself was lost,
+    and an unchanged preference is not asked of Redis again."""
+    server = RedisServer(tmp_path / "redis").start()
+    client = redis.Redis.from_url(server.url)
+    d = Dispatcher(Settings(secret_key=SECRET, broker_url=server.url))
+    job = {"identity": "a@x.example", "to": ["b@y.example"], "text": "t", "subject": "s"}
+
+    def channel_of_a_send(owner: str = "acme") -> str:
+        job_id = d.send(job | {"owner": owner})
+        return client.hget(keys.job(str(job_id)), "channel").decode()  # type: ignore[union-attr]
+
+    def lookups() -> int:
+        return int(client.info("commandstats").get("cmdstat_hmget", {}).get("calls", 0))
+
+    try:
+        assert channel_of_a_send() == "msc"
+        for preferred in ("smtp", "gmail", "msc", "smtp", "gmail"):
+            manage.mirror_preference(client, "acme", preferred)
+            asked = lookups()
+            assert [channel_of_a_send() for _ in range(5)] == [preferred] * 5
+            assert lookups() - asked == 1  # asked after the change, then kept
+        assert channel_of_a_send("other") == "msc"
+
+        # the producer's watch is cut, and the preference changes while nobody listens
+        watches = [c for c in client.client_list() if "t" in c["flags"]]
+        assert len(watches) == 1
+        client.client_kill_filter(_id=watches[0]["id"])
+        manage.mirror_preference(client, "acme", "smtp")
+        assert channel_of_a_send() == "smtp"
+
+        # Redis restarts empty (no persistence): the preference is mirrored again, differently
+        server.restart()
+        client.close()
+        client = redis.Redis.from_url(server.url)
+        manage.mirror_preference(client, "acme", "gmail")
+        assert channel_of_a_send() == "gmail"
+        manage.mirror_preference(client, "acme", "msc")
+        assert channel_of_a_send() == "msc"
+    finally:
+        d.close()
+        client.close()
+        server.stop()
 
 
 def test_async_accounts_share_one_read_and_flag_refusals(tmp_path: Path) -> None:
