@@ -13,9 +13,12 @@ made after ``accounts prefer`` has returned uses the new channel. The watch is o
 any answer is kept; when it drops (a restart, a network error) everything known is forgotten
 and the next lookup opens it again (a forked child opens its own).
 
-redis-py has this built in (``cache_config``), but only for Redis 7.4 and later; tracking
-itself is Redis 6's. On a Redis Cluster the hash's slot can move to another node, which a watch
-on one node would not follow: there every lookup asks, as before.
+The preferences are read on the watch itself: on a Redis Cluster, from the node it watches.
+When the hash's slot moves, that node deletes it (a notice) and answers the next read with a
+redirection: the watch is dropped, the read goes through the cluster client, and the next
+lookup watches the node that holds the hash now. When no watch can be opened, every lookup
+asks, as before. redis-py has such a cache built in (``cache_config``), but only for Redis 7.4
+and later; tracking itself is Redis 6's.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ MOST_KEPT = 100_000
 
 
 class Preferences:
-    """The preferred channel of owners, read through ``client`` (the producer's state Redis)."""
+    """The preferred channel of owners, kept by a producer; ``client`` is its state Redis."""
 
     def __init__(self, client: SyncState) -> None:
         self._client = client
@@ -44,52 +47,51 @@ class Preferences:
         self._known: dict[str, str] = {}
         self._watch: Any = None  # a redis-py Connection with tracking on, or None
         self._pid = os.getpid()  # the process the watch belongs to
-        self._keeps = not clustered(client)
 
     def of(self, owners: Sequence[str]) -> dict[str, str]:
         """Each owner's preferred channel (``msc`` when none is set)."""
         with self._lock:
-            kept = self._watching()
-            missing = [o for o in owners if o not in self._known] if kept else list(owners)
-            if missing:
-                found = self._client.hmget(keys.PREFERRED_CHANNEL, missing)
-                answers = {
-                    o: (p.decode() if isinstance(p, bytes) else p) if p else str(DEFAULT_CHANNEL)
-                    for o, p in zip(missing, found, strict=True)
-                }
-                if not kept:
-                    return answers
-                if len(self._known) + len(answers) > MOST_KEPT:
-                    self._known.clear()
-                self._known.update(answers)
-            return {o: self._known[o] for o in owners}
+            try:
+                watch = self._watching()
+                missing = [o for o in owners if o not in self._known]
+                if missing:
+                    # asked on the watch itself: on a cluster, of the node it watches, which
+                    # answers MOVED (and the watch is dropped) once the hash lives elsewhere
+                    watch.send_command("HMGET", keys.PREFERRED_CHANNEL, *missing)
+                    self._keep(missing, watch.read_response())
+                return {o: self._known[o] for o in owners}
+            except redis.RedisError:
+                self._drop()
+        # no watch to be had (Redis away, a slot moving): asked as every call once was, through
+        # the client, which retries, follows redirections and raises what the caller handles
+        found = self._client.hmget(keys.PREFERRED_CHANNEL, list(owners))
+        return {o: _channel(p) for o, p in zip(owners, found, strict=True)}
 
     def close(self) -> None:
         with self._lock:
             self._drop()
 
-    def _watching(self) -> bool:
-        """Whether what is known may be used: the watch is open and every notice it brought
-        has been read (each one forgets everything). Opens the watch when it is not open."""
-        if not self._keeps:
-            return False
+    def _watching(self) -> Any:
+        """The watch, open, with every notice it brought read (each one forgets everything)."""
         if self._pid != os.getpid():  # a forked child: the parent's socket is not its own
             self._known.clear()
             self._watch, self._pid = None, os.getpid()
-        try:
-            if self._watch is None:
-                self._known.clear()
-                self._watch = self._open()
-            while self._watch.can_read(timeout=0):
-                self._watch.read_response(push_request=True)
-                self._known.clear()
-            return True
-        except redis.RedisError:
-            self._drop()
-            return False
+        if self._watch is None:
+            self._known.clear()
+            self._watch = self._open()
+        while self._watch.can_read(timeout=0):
+            self._watch.read_response(push_request=True)
+            self._known.clear()
+        return self._watch
 
     def _open(self) -> Any:
-        pool = self._client.connection_pool
+        """A connection to the server (the cluster node) that holds the hash, told to report
+        every write to it."""
+        if clustered(self._client):
+            node = self._client.get_node_from_key(keys.PREFERRED_CHANNEL)  # type: ignore[attr-defined]
+            pool = self._client.get_redis_connection(node).connection_pool  # type: ignore[attr-defined]
+        else:
+            pool = self._client.connection_pool
         conn = pool.connection_class(**(pool.connection_kwargs | {"protocol": 3}))
         try:
             conn.connect()
@@ -100,8 +102,19 @@ class Preferences:
             raise
         return conn
 
+    def _keep(self, owners: Sequence[str], found: Sequence[Any]) -> None:
+        if len(self._known) + len(owners) > MOST_KEPT:
+            self._known.clear()
+        self._known.update({o: _channel(p) for o, p in zip(owners, found, strict=True)})
+
     def _drop(self) -> None:
         self._known.clear()
         if self._watch is not None:
             self._watch.disconnect()
             self._watch = None
+
+
+def _channel(found: Any) -> str:
+    if not found:
+        return str(DEFAULT_CHANNEL)
+    return found.decode() if isinstance(found, bytes) else str(found)

@@ -11,7 +11,9 @@ import httpx
 import pytest
 
 from config import keys
+from config.redisconn import connect
 from producers.client import Dispatcher
+from producers.preferences import Preferences
 from tests.integration.test_msc_delivery import job, wait_final
 from tests.support.api import bearer, new_key, serve
 from tests.support.events import all_events
@@ -20,6 +22,7 @@ from tests.support.rabbit import amqp_url, private_vhost
 from tests.support.redis_cluster import RedisCluster
 from tests.support.relay import Relay
 from tests.support.services import wait_for
+from worker.accounts.manage import mirror_preference
 from worker.api.app import create_app
 from worker.store.db import Store
 
@@ -176,3 +179,57 @@ def test_the_api_serves_sends_status_the_feed_and_metrics_from_the_cluster(
             replica.call("CONFIG", "SET", "appendonly", "yes")
     assert f"redis node 127.0.0.1:{replica.port}: appendonly is no" in unsafe, unsafe
     assert 'maildispatch_deliveries_total{channel="msc",outcome="sent"}' in metrics
+
+
+def _move_slot(cluster: RedisCluster, slot: int, to_port: int) -> None:
+    """Move ``slot`` (and its keys) to the master on ``to_port``, as a resharding does."""
+    source = cluster._node(cluster.master_for_slot(slot))
+    target = cluster._node(to_port)
+    target_id, source_id = target.call("CLUSTER", "MYID"), source.call("CLUSTER", "MYID")
+    target.call("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+    source.call("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+    for name in source.call("CLUSTER", "GETKEYSINSLOT", slot, 100):
+        source.call("MIGRATE", "127.0.0.1", to_port, name, 0, 5000)
+    for node in cluster.nodes:
+        if node.alive and node.role == "master":
+            node.call("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    wait_for(lambda: cluster.master_for_slot(slot) == to_port, timeout=10)
+
+
+def test_producers_see_a_changed_preference_across_a_resharding(cluster: RedisCluster) -> None:
+    """A producer keeps owners' preferred channels; on a cluster a change is seen at once, also
+    after the hash's slot moved to another master (the producer follows it there)."""
+    writer = connect(cluster.url)
+    reader = connect(cluster.url)
+    preferences = Preferences(reader)
+    slot = int(writer.keyslot(keys.PREFERRED_CHANNEL))  # type: ignore[attr-defined]
+    home = cluster.master_for_slot(slot)
+    other = next(p for p in set(cluster.slot_map().values()) if p != home)
+
+    def asked(port: int) -> int:
+        stats = cluster._node(port).call("INFO", "commandstats")
+        return int(stats.get("cmdstat_hmget", {}).get("calls", 0))
+
+    try:
+        writer.delete(keys.PREFERRED_CHANNEL)
+        assert preferences.of(["acme"]) == {"acme": "msc"}
+        for preferred in ("smtp", "gmail", "msc"):
+            mirror_preference(writer, "acme", preferred)
+            before = asked(home)
+            assert [preferences.of(["acme"])["acme"] for _ in range(5)] == [preferred] * 5
+            assert asked(home) - before == 1
+
+        _move_slot(cluster, slot, other)
+        for preferred in ("smtp", "gmail", "msc", "smtp"):
+            mirror_preference(writer, "acme", preferred)
+            assert [preferences.of(["acme"])["acme"] for _ in range(3)] == [preferred] * 3
+        before = asked(other)
+        assert preferences.of(["acme", "someone"]) == {"acme": "smtp", "someone": "msc"}
+        assert preferences.of(["acme", "someone"]) == {"acme": "smtp", "someone": "msc"}
+        assert asked(other) - before == 1  # kept from the node that holds the hash now
+    finally:
+        _move_slot(cluster, slot, home)
+        writer.delete(keys.PREFERRED_CHANNEL)
+        preferences.close()
+        reader.close()
+        writer.close()
