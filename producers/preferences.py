@@ -16,15 +16,17 @@ and the next lookup opens it again (a forked child opens its own).
 The preferences are read on the watch itself: on a Redis Cluster, from the node it watches.
 When the hash's slot moves, that node deletes it (a notice) and answers the next read with a
 redirection: the watch is dropped, the read goes through the cluster client, and the next
-lookup watches the node that holds the hash now. When no watch can be opened, every lookup
-asks, as before. redis-py has such a cache built in (``cache_config``), but only for Redis 7.4
-and later; tracking itself is Redis 6's.
+lookup watches the node that holds the hash now. When no watch can be opened (Redis away, an
+ACL user without ``CLIENT``), every lookup asks, as before, and a new watch is tried a second
+later. redis-py has such a cache built in (``cache_config``), but only for Redis 7.4 and later;
+tracking itself is Redis 6's.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +38,8 @@ from config.redisconn import SyncState, clustered
 
 #: owners whose preference is kept at most (all are forgotten past it: a new start)
 MOST_KEPT = 100_000
+#: seconds between attempts to open the watch (Redis away; a user that may not run CLIENT)
+REOPEN_AFTER = 1.0
 
 
 class Preferences:
@@ -47,23 +51,26 @@ class Preferences:
         self._known: dict[str, str] = {}
         self._watch: Any = None  # a redis-py Connection with tracking on, or None
         self._pid = os.getpid()  # the process the watch belongs to
+        self._reopen_at = 0.0  # (monotonic) no new watch before, after one could not be opened
 
     def of(self, owners: Sequence[str]) -> dict[str, str]:
         """Each owner's preferred channel (``msc`` when none is set)."""
         with self._lock:
             try:
                 watch = self._watching()
-                missing = [o for o in owners if o not in self._known]
-                if missing:
-                    # asked on the watch itself: on a cluster, of the node it watches, which
-                    # answers MOVED (and the watch is dropped) once the hash lives elsewhere
-                    watch.send_command("HMGET", keys.PREFERRED_CHANNEL, *missing)
-                    self._keep(missing, watch.read_response())
-                return {o: self._known[o] for o in owners}
+                if watch is not None:
+                    missing = [o for o in owners if o not in self._known]
+                    if missing:
+                        # asked on the watch itself: on a cluster, of the node it watches, which
+                        # answers MOVED (and the watch is dropped) once the hash lives elsewhere
+                        watch.send_command("HMGET", keys.PREFERRED_CHANNEL, *missing)
+                        self._keep(missing, watch.read_response())
+                    return {o: self._known[o] for o in owners}
             except redis.RedisError:
                 self._drop()
-        # no watch to be had (Redis away, a slot moving): asked as every call once was, through
-        # the client, which retries, follows redirections and raises what the caller handles
+        # no watch (Redis away, a slot moving, a user without CLIENT): asked as every call once
+        # was, through the client, which retries, follows redirections and raises what the
+        # caller handles
         found = self._client.hmget(keys.PREFERRED_CHANNEL, list(owners))
         return {o: _channel(p) for o, p in zip(owners, found, strict=True)}
 
@@ -72,13 +79,20 @@ class Preferences:
             self._drop()
 
     def _watching(self) -> Any:
-        """The watch, open, with every notice it brought read (each one forgets everything)."""
+        """The watch, open, with every notice it brought read (each one forgets everything);
+        None for ``REOPEN_AFTER`` seconds after it could not be opened."""
         if self._pid != os.getpid():  # a forked child: the parent's socket is not its own
             self._known.clear()
             self._watch, self._pid = None, os.getpid()
         if self._watch is None:
+            if time.monotonic() < self._reopen_at:
+                return None
             self._known.clear()
-            self._watch = self._open()
+            try:
+                self._watch = self._open()
+            except redis.RedisError:
+                self._reopen_at = time.monotonic() + REOPEN_AFTER
+                raise
         while self._watch.can_read(timeout=0):
             self._watch.read_response(push_request=True)
             self._known.clear()

@@ -386,6 +386,36 @@ def test_a_changed_preference_reaches_producers_at_once(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_a_producer_whose_redis_user_may_not_watch_asks_every_time(tmp_path: Path) -> None:
+    """An ACL user without CLIENT (no tracking): preferences are still right, asked each time,
+    and the producer does not open a connection per send trying to watch."""
+    server = RedisServer(tmp_path / "redis").start()
+    admin = redis.Redis.from_url(server.url)
+    admin.acl_setuser(
+        "producer",
+        enabled=True,
+        nopass=True,
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-client"],
+    )
+    url = f"redis://producer@127.0.0.1:{server.port}/0"
+    d = Dispatcher(Settings(secret_key=SECRET, broker_url=url))
+    job = {"identity": "a@x.example", "to": ["b@y.example"], "text": "t", "subject": "s"}
+    try:
+        d.send(job | {"owner": "acme"})
+        opened = int(admin.info("stats")["total_connections_received"])
+        for preferred in ("smtp", "gmail", "msc") * 10:
+            manage.mirror_preference(admin, "acme", preferred)
+            job_id = d.send(job | {"owner": "acme"})
+            assert admin.hget(keys.job(str(job_id)), "channel") == preferred.encode()
+        assert int(admin.info("stats")["total_connections_received"]) - opened <= 3
+    finally:
+        d.close()
+        admin.close()
+        server.stop()
+
+
 def test_async_accounts_share_one_read_and_flag_refusals(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
     _gmail(store)
