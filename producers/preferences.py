@@ -40,6 +40,9 @@ from config.redisconn import SyncState, clustered
 MOST_KEPT = 100_000
 #: seconds between attempts to open the watch (Redis away; a user that may not run CLIENT)
 REOPEN_AFTER = 1.0
+#: seconds between checks that the watch's server still answers; and the longest it may take
+CHECK_EVERY = 5.0
+WATCH_TIMEOUT = 5.0
 
 
 class Preferences:
@@ -52,6 +55,7 @@ class Preferences:
         self._watch: Any = None  # a redis-py Connection with tracking on, or None
         self._pid = os.getpid()  # the process the watch belongs to
         self._reopen_at = 0.0  # (monotonic) no new watch before, after one could not be opened
+        self._checked = 0.0  # (monotonic) when the watch last answered
 
     def of(self, owners: Sequence[str]) -> dict[str, str]:
         """Each owner's preferred channel (``msc`` when none is set)."""
@@ -93,9 +97,14 @@ class Preferences:
             except redis.RedisError:
                 self._reopen_at = time.monotonic() + REOPEN_AFTER
                 raise
+        if time.monotonic() - self._checked > CHECK_EVERY:
+            # a server that died without closing the connection (a lost host) sends no notice:
+            # what is known is used only while the watch answers
+            self._watch.send_command("PING")
+            self._watch.read_response()
+            self._checked = time.monotonic()
         while self._watch.can_read(timeout=0):
-            self._watch.read_response(push_request=True)
-            self._known.clear()
+            self._watch.read_response(push_request=True)  # a notice: _forget has run
         return self._watch
 
     def _open(self) -> Any:
@@ -106,7 +115,14 @@ class Preferences:
             pool = self._client.get_redis_connection(node).connection_pool  # type: ignore[attr-defined]
         else:
             pool = self._client.connection_pool
-        conn = pool.connection_class(**(pool.connection_kwargs | {"protocol": 3}))
+        options = pool.connection_kwargs | {"protocol": 3}
+        options["socket_timeout"] = min(
+            options.get("socket_timeout") or WATCH_TIMEOUT, WATCH_TIMEOUT
+        )
+        conn = pool.connection_class(**options)
+        # every notice read on it, also one that arrives ahead of a read's answer (redis-py reads
+        # it and goes on to the answer), forgets what is known
+        conn._parser.set_invalidation_push_handler(self._forget)
         try:
             conn.connect()
             conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", keys.PREFERRED_CHANNEL)
@@ -114,7 +130,11 @@ class Preferences:
         except BaseException:
             conn.disconnect()
             raise
+        self._checked = time.monotonic()
         return conn
+
+    def _forget(self, notice: Any) -> None:
+        self._known.clear()
 
     def _keep(self, owners: Sequence[str], found: Sequence[Any]) -> None:
         if len(self._known) + len(owners) > MOST_KEPT:
