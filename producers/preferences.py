@@ -8,7 +8,9 @@ on the Redis broker, idle machine). The answers are kept instead, under Redis' o
 (client tracking, RESP3, broadcast mode for this one key): a connection of the producer's own
 asks Redis to tell it of every write to the hash; Redis queues that notice while it runs the
 write, before it answers the writer, and every lookup first reads what notices arrived (one
-non-blocking poll of that connection) and forgets all it knew on any of them. So a ``send()``
+non-blocking poll of that connection) and forgets all it knew on any of them (as does a notice
+read ahead of an answer on it). A server that dies without closing the connection sends no
+notice: the watch is pinged every ``CHECK_EVERY`` seconds before what it vouches for is used. So a ``send()``
 made after ``accounts prefer`` has returned uses the new channel. The watch is opened before
 any answer is kept; when it drops (a restart, a network error) everything known is forgotten
 and the next lookup opens it again (a forked child opens its own).
