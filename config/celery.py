@@ -32,6 +32,23 @@ ROUTES = {DELIVER_TASK[c]: {"queue": QUEUE[c]} for c in CHANNELS} | {
 PRIORITY_URGENT = 0
 PRIORITY_BULK = 9
 
+#: RabbitMQ orders priorities the other way, a higher number first: quorum queues since
+#: RabbitMQ 4.0 know two, "high" above 4 and "normal", and deliver two high for one normal
+#: (3.x quorum queues ignore priorities). The lanes as published there, and read back by the
+#: worker's consumer (worker/consume/fetch/amqp.py).
+AMQP_URGENT = 9
+AMQP_BULK = 0
+
+
+def amqp_priority(lane: int) -> int:
+    """The AMQP priority a message of this lane (``PRIORITY_*``) is published with."""
+    return AMQP_URGENT if lane == PRIORITY_URGENT else AMQP_BULK
+
+
+def lane_of_amqp(priority: int | None) -> int:
+    """The lane of a message RabbitMQ delivered with this priority (none: bulk)."""
+    return PRIORITY_URGENT if priority is not None and priority > 4 else PRIORITY_BULK
+
 
 def is_amqp(broker_url: str) -> bool:
     """Whether the broker is RabbitMQ (an AMQP 0.9.1 URL, as kombu spells them)."""

@@ -37,7 +37,14 @@ from kombu.utils.uuid import uuid
 from redis.exceptions import NoScriptError
 
 from config import fastjson, keys
-from config.celery import DELIVER_TASK, PRIORITY_BULK, PRIORITY_URGENT, QUEUE
+from config.celery import (
+    DELIVER_TASK,
+    PRIORITY_BULK,
+    PRIORITY_URGENT,
+    QUEUE,
+    amqp_priority,
+    is_amqp,
+)
 from config.errors import MaildispatchError
 from config.redisconn import exchange
 from config.settings import Settings
@@ -309,6 +316,7 @@ class Publisher:
         # the broker is the state's Redis (the default): a call whose jobs make one task message
         # writes states and message in one script (record_with_task)
         self.one_script = settings.broker_url == settings.state_redis_url
+        self.amqp = is_amqp(settings.broker_url)  # lanes published as RabbitMQ orders them
         self.sent_events = SentEvents(celery) if celery.conf.task_send_sent_event else None
         # (pid, producer) that makes the messages record_with_task captures: kept, not taken
         # from Celery's pool per call (~10% of a send()'s CPU), on a connection of its own (the
@@ -393,7 +401,7 @@ class Publisher:
             routing_key=queue,
             declare=[],
             event_dispatcher=self.sent_events,
-            priority=priority,
+            priority=amqp_priority(priority) if self.amqp else priority,
         )
         return Made(
             task_id,

@@ -9,12 +9,14 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import aiormq
 import pytest
+import redis
 from structlog.testing import capture_logs
 
-from config.celery import make_celery
+from config.celery import PRIORITY_BULK, PRIORITY_URGENT, make_celery
 from producers.client import Dispatcher
 from producers.publishing import SentEvents
 from tests.integration.test_http_flower import (  # noqa: F401  (collected here, on RabbitMQ)
@@ -157,6 +159,52 @@ def job(to: str) -> dict[str, object]:
         "subject": "Hi",
         "text": "Body\n",
     }
+
+
+def test_lanes_go_out_as_rabbitmq_orders_them_and_come_back_as_lanes(
+    tmp_path: Path, redis_client: redis.Redis, redis_url: str
+) -> None:
+    """On RabbitMQ a higher priority goes first (quorum queues since 4.0: above 4): a single send
+    is published above 4, a batch below; the worker's consumer reads them back as the urgent
+    and the bulk lane, which its gate orders."""
+    with private_vhost() as vhost:
+        env = worker_env(redis_url, f"sqlite:///{tmp_path / 's.db'}", "smtp://127.0.0.1:9")
+        env |= {"MAILDISPATCH_BROKER_URL": amqp_url(vhost), "MAILDISPATCH_REDIS_URL": redis_url}
+        d = Dispatcher(make_settings(env))
+        try:
+            d.send_many([job("a@example.org"), job("b@example.org")])
+            d.send(job("one@example.org"))
+        finally:
+            d.close()
+        asyncio.run(_lanes_read_back(amqp_url(vhost)))
+
+
+async def _lanes_read_back(url: str) -> None:
+    connection = await aiormq.connect(url)
+    channel = await connection.channel()
+    got = []
+    for _ in range(2):
+        message = await channel.basic_get("mail.msc", no_ack=False)
+        got.append((len(json.loads(message.body)[0][0]), message.header.properties.priority))
+    assert sorted(got) == [(1, 9), (2, 0)]  # (jobs, AMQP priority)
+    await channel.basic_recover(requeue=True)
+    await channel.close()
+    taken: list[Fetched] = []
+    fetcher = AmqpFetcher(url, ["mail.msc"], 8, taken.append, lambda: None)
+    fetcher.start()
+    try:
+        await _until(lambda: len(taken) == 2)
+        assert sorted((m.jobs, m.priority) for m in taken) == [
+            (1, PRIORITY_URGENT),
+            (2, PRIORITY_BULK),
+        ]
+        for message in taken:
+            fetcher.finished(message, ok=True)
+        await _until(lambda: not fetcher.held)
+    finally:
+        await fetcher.stop()
+        await fetcher.close()
+        await connection.close()
 
 
 def test_connections_closed_mid_run_lose_and_double_nothing(

@@ -42,6 +42,7 @@ import aiormq
 import structlog
 from aiormq.abc import DeliveredMessage
 
+from config.celery import lane_of_amqp
 from worker.consume.fetch.message import Fetched, decode_body
 
 log = structlog.get_logger("maildispatch.fetch")
@@ -162,7 +163,7 @@ class AmqpFetcher:
         fetched = Fetched(
             (self._generation, tag),
             dict(properties.headers or {}),
-            properties.priority,
+            lane_of_amqp(properties.priority),
             message.routing_key or "",
             payload,
             message.body,
