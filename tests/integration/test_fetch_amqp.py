@@ -140,15 +140,20 @@ async def _fetch_and_check(vhost: str) -> None:
     try:
         await _until(lambda: len(again) == 3)
         assert sorted(m.headers["id"] for m in again) == ["task3", "task4", "task5"]
-        for message in again:
-            fetcher.finished(message, ok=True)
-        await _until(lambda: not fetcher.held)
+        await _finish_all(fetcher, again)
     finally:
         await fetcher.stop()
         await fetcher.close()
     assert (await channel.queue_declare("q.test", passive=True)).message_count == 0
     assert fetcher.held_jobs == 0 and not poison
     await connection.close()
+
+
+async def _finish_all(fetcher: AmqpFetcher, messages: list[Fetched]) -> None:
+    """Finish every message, then wait until the fetcher holds none."""
+    for message in messages:
+        fetcher.finished(message, ok=True)
+    await _until(lambda: not fetcher.held)
 
 
 def job(to: str) -> dict[str, object]:
@@ -198,9 +203,7 @@ async def _lanes_read_back(url: str) -> None:
             (1, PRIORITY_URGENT),
             (2, PRIORITY_BULK),
         ]
-        for message in taken:
-            fetcher.finished(message, ok=True)
-        await _until(lambda: not fetcher.held)
+        await _finish_all(fetcher, taken)
     finally:
         await fetcher.stop()
         await fetcher.close()
