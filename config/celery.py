@@ -20,6 +20,16 @@ QUEUE = {channel: f"mail.{channel}" for channel in CHANNELS} | {
     "bounces": "mail.bounces",
     "events": "mail.events",
 }
+#: on RabbitMQ, a delivery message of more than BIG_BATCH jobs goes to its channel's batch queue,
+#: which a worker process consumes with a prefetch of a couple of messages (worker/consume/stream.py):
+#: RabbitMQ hands every ready message, up to the prefetch, to the first consumer that has room,
+#: whatever its jobs, so one queue with the prefetch single sends need (256 messages) gave a
+#: backlog of batches to whichever process subscribed first, and put a single send behind it.
+#: Redis needs none: its fetcher takes batches by jobs held, urgent lists first
+BATCH_QUEUE = {channel: f"mail.{channel}.batches" for channel in CHANNELS}
+BIG_BATCH = 32
+#: every queue's arguments on RabbitMQ: durable quorum queues
+QUEUE_ARGUMENTS = {"x-queue-type": "quorum"}
 ROUTES = {DELIVER_TASK[c]: {"queue": QUEUE[c]} for c in CHANNELS} | {
     BOUNCE_TASK: {"queue": QUEUE["bounces"]},
     WEBHOOK_TASK: {"queue": QUEUE["events"]},
@@ -127,11 +137,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration for producers and workers (identical on both sides)."""
     exchange = Exchange("maildispatch", type="direct")
     amqp = is_amqp(settings.broker_url)
-    queue_args = {"x-queue-type": "quorum"} if amqp else None
-    queues = [
-        Queue(name, exchange, routing_key=name, queue_arguments=queue_args)
-        for name in QUEUE.values()
-    ]
+    queue_args = QUEUE_ARGUMENTS if amqp else None
+    names = [*QUEUE.values(), *(BATCH_QUEUE.values() if amqp else ())]
+    queues = [Queue(name, exchange, routing_key=name, queue_arguments=queue_args) for name in names]
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,

@@ -38,6 +38,8 @@ from redis.exceptions import NoScriptError
 
 from config import fastjson, keys
 from config.celery import (
+    BATCH_QUEUE,
+    BIG_BATCH,
     DELIVER_TASK,
     PRIORITY_BULK,
     PRIORITY_URGENT,
@@ -377,7 +379,7 @@ class Publisher:
         without ``send_task``'s routing, registry and result lookups, which have nothing to decide
         here (the queue is named, results are ignored): ~106 → ~60 µs per call. Returns what was
         made (a template's values, producers/taskmessage.py)."""
-        queue = QUEUE[channel]
+        queue = BATCH_QUEUE[channel] if self.amqp and len(chunk) > BIG_BATCH else QUEUE[channel]
         amqp = self.celery.amqp
         declare_once(producer, amqp.queues[queue])
         name = DELIVER_TASK[channel]

@@ -16,7 +16,7 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from config.celery import PRIORITY_BULK, PRIORITY_URGENT, make_celery
+from config.celery import PRIORITY_BULK, PRIORITY_URGENT, QUEUE_ARGUMENTS, make_celery
 from producers.client import Dispatcher
 from producers.publishing import SentEvents
 from tests.integration.test_http_flower import (  # noqa: F401  (collected here, on RabbitMQ)
@@ -32,6 +32,7 @@ from tests.support.relay import Relay
 from tests.support.services import wait_for
 from worker.consume.fetch.amqp import AmqpFetcher
 from worker.consume.fetch.message import Fetched
+from worker.consume.stream import consumer_windows
 
 pytestmark = pytest.mark.e2e
 
@@ -147,6 +148,59 @@ async def _fetch_and_check(vhost: str) -> None:
     assert (await channel.queue_declare("q.test", passive=True)).message_count == 0
     assert fetcher.held_jobs == 0 and not poison
     await connection.close()
+
+
+def test_processes_share_a_backlog_of_batches_and_single_sends_pass_it(
+    tmp_path: Path, redis_client: redis.Redis, redis_url: str
+) -> None:
+    """On RabbitMQ a batch of more than BIG_BATCH jobs waits in its channel's batch queue, which
+    a worker process consumes a couple of batches at a time: a backlog queued before the
+    processes start is shared between them (one queue with a prefetch of 256 gave it all to the
+    first), and a single send sent behind it is taken at once."""
+    with private_vhost() as vhost:
+        env = worker_env(redis_url, f"sqlite:///{tmp_path / 's.db'}", "smtp://127.0.0.1:9")
+        env |= {"MAILDISPATCH_BROKER_URL": amqp_url(vhost), "MAILDISPATCH_REDIS_URL": redis_url}
+        settings = make_settings(env)
+        d = Dispatcher(settings)
+        try:
+            d.send_many([job(f"r{i}@example.org") for i in range(1000)])  # 5 batches of 200
+            windows = consumer_windows(
+                ["mail.msc"], settings.worker_prefetch, 2 * settings.worker_jobs, 200
+            )
+            assert windows == {"mail.msc": settings.worker_prefetch, "mail.msc.batches": 2}
+            asyncio.run(_shared(amqp_url(vhost), windows, lambda: d.send(job("one@example.org"))))
+        finally:
+            d.close()
+
+
+async def _shared(url: str, windows: dict[str, int], single: Callable[[], object]) -> None:
+    first: list[Fetched] = []
+    second: list[Fetched] = []
+    declared = dict.fromkeys(windows, QUEUE_ARGUMENTS)  # mail.msc: Celery's consumer's, in a fleet
+    a = AmqpFetcher(url, windows, 256, first.append, lambda: None, declare=declared)
+    b = AmqpFetcher(url, windows, 256, second.append, lambda: None, declare=declared)
+    a.start()
+    try:
+        await _until(lambda: len(first) == 2)
+        await asyncio.sleep(0.3)  # RabbitMQ would push more now if the window did not hold
+        assert [m.jobs for m in first] == [200, 200]
+        b.start()
+        await _until(lambda: len(second) == 2)
+        await asyncio.sleep(0.3)
+        assert [m.jobs for m in second] == [200, 200]
+        await asyncio.to_thread(single)  # behind the fifth batch, on the channel's own queue
+        await _until(lambda: any(m.jobs == 1 for m in first + second))
+        assert sum(m.jobs for m in first + second) == 801
+        for message in list(first):  # room again: the fifth batch comes
+            a.finished(message, ok=True)
+        await _until(lambda: len(first) + len(second) == 6)
+        assert sorted(m.jobs for m in first + second) == [1, 200, 200, 200, 200, 200]
+        await _finish_all(a, [m for m in first if (a.held.get(m.tag) is m)])
+        await _finish_all(b, second)
+    finally:
+        for fetcher in (a, b):
+            await fetcher.stop()
+            await fetcher.close()
 
 
 async def _finish_all(fetcher: AmqpFetcher, messages: list[Fetched]) -> None:

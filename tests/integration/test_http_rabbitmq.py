@@ -40,6 +40,8 @@ def test_queue_depth_and_health_on_rabbitmq(
             "channel": "gmail",
         }
         d.send_many([job, job | {"to": ["c@example.org"]}, job | {"owner": "other"}])
+        # a batch of more than BIG_BATCH jobs waits in its channel's batch queue
+        d.send_many([job | {"channel": "msc", "to": [f"r{i}@example.org"]} for i in range(40)])
         d.close()
         with serve(create_app(settings)) as url:
             health = httpx.get(f"{url}/healthz", timeout=30)
@@ -58,5 +60,8 @@ def test_queue_depth_and_health_on_rabbitmq(
         "mail.smtp": 0,
         "mail.bounces": 0,
         "mail.events": 0,
+        "mail.msc.batches": 1,
+        "mail.gmail.batches": 0,
+        "mail.smtp.batches": 0,
     }
     assert "maildispatch_unacked_messages" not in text  # a Redis-broker figure only

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from config import keys
-from config.celery import CHANNELS, QUEUE
+from config.celery import BATCH_QUEUE, CHANNELS, QUEUE
 from config.redisconn import connect
 from config.settings import Settings
 from worker.failures.kinds import FailedKind
@@ -112,6 +112,7 @@ class DeliveryCollector(Collector):
             lengths = pipe.execute()
             per = len(_PRIORITY_STEPS)
             return {n: int(sum(lengths[i * per : (i + 1) * per])) for i, n in enumerate(names)}
+        names += BATCH_QUEUE.values()  # RabbitMQ: large batches wait in queues of their own
         depths = {}
         with Connection(self.settings.broker_url, connect_timeout=3) as conn:
             channel: Any = conn.channel()

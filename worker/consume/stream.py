@@ -35,7 +35,14 @@ import redis.asyncio as aioredis
 import structlog
 from celery import bootsteps
 
-from config.celery import DELIVER_TASK, PRIORITY_URGENT, QUEUE, is_amqp
+from config.celery import (
+    BATCH_QUEUE,
+    DELIVER_TASK,
+    PRIORITY_URGENT,
+    QUEUE,
+    QUEUE_ARGUMENTS,
+    is_amqp,
+)
 from config.retry import INFRA_RETRY_MAX_DELAY
 from worker.consume.fetch.amqp import AmqpFetcher
 from worker.consume.fetch.message import Fetched, arguments
@@ -56,7 +63,24 @@ GATHER_WHEN = 4
 
 #: delivery task name -> channel; delivery queue -> channel
 TASK_CHANNEL = {name: channel for channel, name in DELIVER_TASK.items()}
-QUEUE_CHANNEL = {QUEUE[channel]: channel for channel in DELIVER_TASK}
+QUEUE_CHANNEL = {QUEUE[channel]: channel for channel in DELIVER_TASK} | {
+    BATCH_QUEUE[channel]: channel for channel in DELIVER_TASK
+}
+
+
+def consumer_windows(
+    queues: list[str], prefetch: int, jobs: int, batch_size: int
+) -> dict[str, int]:
+    """RabbitMQ: each queue a worker process consumes, with its consumer's prefetch: ``prefetch``
+    messages on a channel's queue, and on its batch queue (added) as many full batches as make
+    ``jobs`` jobs (at least one), the Redis fetcher's rule for batches (config/celery.py)."""
+    batches = max(1, -(-jobs // batch_size))
+    windows: dict[str, int] = {}
+    for q in queues:
+        channel = QUEUE_CHANNEL[q]
+        windows[q] = batches if q == BATCH_QUEUE[channel] else prefetch
+        windows.setdefault(BATCH_QUEUE[channel], batches)
+    return windows
 
 
 @dataclass
@@ -155,14 +179,24 @@ class Stream:
                 self._idle.wait(min(left, 0.2) if left is not None else 0.2)
 
     # -- the fetcher (on the loop) -----------------------------------------------------------------
-    def start_fetcher(self, broker_url: str, queues: list[str], prefetch: int, jobs: int) -> None:
+    def start_fetcher(
+        self, broker_url: str, queues: list[str], prefetch: int, jobs: int, batch_size: int
+    ) -> None:
         """Take these queues' messages with a fetcher of our own (worker/consume/fetch/); on Redis,
-        batches only while fewer than ``jobs`` jobs are held."""
+        batches only while fewer than ``jobs`` jobs are held; on RabbitMQ, the channels' batch
+        queues too, a few messages (``jobs`` jobs' worth of full batches) at a time."""
 
         async def start() -> None:
             if is_amqp(broker_url):
+                windows = consumer_windows(queues, prefetch, jobs, batch_size)
                 self.fetcher = AmqpFetcher(
-                    broker_url, queues, prefetch, self._fetched, self._count_poison
+                    broker_url,
+                    windows,
+                    prefetch,
+                    self._fetched,
+                    self._count_poison,
+                    # Celery's consumer declares the queues it was given, not their batch queues
+                    declare={q: QUEUE_ARGUMENTS for q in windows if q in BATCH_QUEUE.values()},
                 )
             else:
                 client = aioredis.Redis.from_url(broker_url)
@@ -464,7 +498,11 @@ class StreamStep(bootsteps.StartStopStep):
         stream = stream_for(parent)
         if stream.fetcher is None:
             stream.start_fetcher(
-                settings.broker_url, names, settings.worker_prefetch, 2 * settings.worker_jobs
+                settings.broker_url,
+                names,
+                settings.worker_prefetch,
+                2 * settings.worker_jobs,
+                settings.batch_size,
             )
             log.info("fetcher_started", queues=names, prefetch=settings.worker_prefetch)
 

@@ -66,14 +66,18 @@ class AmqpFetcher:
     def __init__(
         self,
         url: str,
-        queues: list[str],
+        queues: list[str] | dict[str, int],
         prefetch: int,
         accept: Callable[[Fetched], None],
         poison: Callable[[], None],
+        declare: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.url = amqp_url(url)
-        self.queues = queues
+        #: queue -> its consumer's prefetch (a list: ``prefetch`` each)
+        self.queues = dict(queues) if isinstance(queues, dict) else dict.fromkeys(queues, prefetch)
         self.prefetch = prefetch
+        #: queues this consumer declares (durable, with these arguments) before consuming them
+        self.declare = declare or {}
         #: finished messages acknowledged at once (and so received again together)
         self.refill = max(1, prefetch // 4)
         self.accept = accept
@@ -115,7 +119,6 @@ class AmqpFetcher:
                 # of messages over a loop iteration or more each; RabbitMQ sends no more than the
                 # prefetch anyway, so the buffer is left unbounded (0)
                 channel = await connection.channel(publisher_confirms=False, frame_buffer_size=0)
-                await channel.basic_qos(prefetch_count=self.prefetch)
                 self._generation += 1
                 self._channel = channel
                 self._pending.clear()
@@ -124,7 +127,11 @@ class AmqpFetcher:
                 self._rejects.clear()
                 self._expected = 0
                 self._consumers = []
-                for queue in self.queues:
+                for queue, arguments in self.declare.items():
+                    await channel.queue_declare(queue, durable=True, arguments=arguments)
+                for queue, window in self.queues.items():
+                    # per consumer (quorum queues have no global QoS): set before each consume
+                    await channel.basic_qos(prefetch_count=window)
                     ok = await channel.basic_consume(queue, self._received, no_ack=False)
                     self._consumers.append(str(ok.consumer_tag))
                 failures = 0
