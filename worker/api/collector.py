@@ -112,18 +112,22 @@ class DeliveryCollector(Collector):
             lengths = pipe.execute()
             per = len(_PRIORITY_STEPS)
             return {n: int(sum(lengths[i * per : (i + 1) * per])) for i, n in enumerate(names)}
-        names += BATCH_QUEUE.values()  # RabbitMQ: large batches wait in queues of their own
-        depths = {}
+        # RabbitMQ: a channel's large batches wait in its batch queue, counted with the channel's
+        # queue as Redis' lanes are (config/celery.py)
+        parts = {name: [name] for name in names} | {
+            QUEUE[channel]: [QUEUE[channel], batches] for channel, batches in BATCH_QUEUE.items()
+        }
+        depths = dict.fromkeys(names, 0)
         with Connection(self.settings.broker_url, connect_timeout=3) as conn:
             channel: Any = conn.channel()
-            for name in names:
-                try:
-                    depths[name] = int(
-                        channel.queue_declare(queue=name, passive=True).message_count
-                    )
-                except Exception:  # not declared yet: no worker or producer has used it
-                    channel = conn.channel()
-                    depths[name] = 0
+            for name, queues in parts.items():
+                for queue in queues:
+                    try:
+                        depths[name] += int(
+                            channel.queue_declare(queue=queue, passive=True).message_count
+                        )
+                    except Exception:  # not declared yet: no worker or producer has used it
+                        channel = conn.channel()
         return depths
 
     # -- the fleet's shared counters in Redis ---------------------------------------------------
