@@ -32,6 +32,7 @@ from celery import Celery
 from celery.events import Event
 from celery.events.dispatcher import EventDispatcher
 from kombu import Producer
+from kombu.exceptions import OperationalError
 from kombu.transport import redis as kombu_redis
 from kombu.utils.uuid import uuid
 from redis.exceptions import NoScriptError
@@ -51,7 +52,7 @@ from config.errors import MaildispatchError
 from config.redisconn import exchange
 from config.settings import Settings
 from producers.enqueue import QUEUED, Backoff, is_transient, retrying
-from producers.taskmessage import Made, Template
+from producers.taskmessage import AmqpTemplate, Made, Template
 from producers.wire import Entry, argsrepr, batches, encode_batch
 
 log = structlog.get_logger("maildispatch.producer")
@@ -80,18 +81,19 @@ class _Interrupted(Exception):
 
 
 def publish_all(
-    celery: Celery,
+    acquire: Callable[[], contextlib.AbstractContextManager[Any]],
     tasks: Sequence[Task],
     send: Callable[[Any, str, Sequence[Sequence[Any]]], object],
     progress: Callable[[int], None] | None,
     backoff: Backoff,
     pipeline: int,
 ) -> None:
-    """Publish every task with ``send(producer, channel, jobs)``; see the module's docstring."""
+    """Publish every task with ``send(producer, channel, jobs)``, a producer from ``acquire()``
+    for each attempt; see the module's docstring."""
     done = 0
     while done < len(tasks):
         try:
-            done = _publish_from(celery, tasks, done, send, progress, pipeline)
+            done = _publish_from(acquire, tasks, done, send, progress, pipeline)
         except _Interrupted as stop:
             done = stop.done
             try:
@@ -104,7 +106,7 @@ def publish_all(
 
 
 def _publish_from(
-    celery: Celery,
+    acquire: Callable[[], contextlib.AbstractContextManager[Any]],
     tasks: Sequence[Task],
     start: int,
     send: Callable[[Any, str, Sequence[Sequence[Any]]], object],
@@ -116,7 +118,7 @@ def _publish_from(
     done = start
     try:
         with (
-            celery.producer_or_acquire() as producer,
+            acquire() as producer,
             producer.batch(max_size=pipeline * 4) as batch,
         ):
             for n in range(start, len(tasks)):
@@ -163,22 +165,65 @@ def can_capture(producer: Any) -> bool:
     return isinstance(channel, kombu_redis.Channel) and not getattr(channel, "global_keyprefix", "")
 
 
+class _AmqpCapture:
+    """Stands in for kombu's publish batch on RabbitMQ: each message kombu prepared for py-amqp
+    is kept here with the publish's keyword arguments (exchange, routing key...), not sent."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[Any, dict[str, Any]]] = []
+
+    def publish(self, channel: Any, message: Any, **kwargs: Any) -> None:
+        """What the producer calls for each message (kombu's batch state)."""
+        self.published.append((message, kwargs))
+
+
+@contextlib.contextmanager
+def _instead_of_batch(producer: Any, capture: Any) -> Iterator[None]:
+    local = producer._batch_local  # where kombu's Producer looks for its current batch
+    previous = getattr(local, "current", None)
+    local.current = capture
+    try:
+        yield
+    finally:
+        if previous is None:
+            del local.current
+        else:
+            local.current = previous
+
+
 @contextlib.contextmanager
 def captured(producer: Any) -> Iterator[list[tuple[Any, ...]]]:
     """Inside, ``producer``'s publishes (Celery's task message, its task-sent event) run no
     command: the list yielded receives them (name, args...), for the caller to run in one script
     with what must be written with them. Only where :func:`can_capture` says so."""
     capture = _Capture()
-    local = producer._batch_local  # where kombu's Producer looks for its current batch
-    previous = getattr(local, "current", None)
-    local.current = capture
-    try:
+    with _instead_of_batch(producer, capture):
         yield capture.commands
-    finally:
-        if previous is None:
-            del local.current
-        else:
-            local.current = previous
+
+
+@contextlib.contextmanager
+def captured_amqp(producer: Any) -> Iterator[list[tuple[Any, dict[str, Any]]]]:
+    """Inside, ``producer``'s publishes on RabbitMQ send nothing: the list yielded receives each
+    (py-amqp message, publish keyword arguments), for the caller to publish."""
+    capture = _AmqpCapture()
+    with _instead_of_batch(producer, capture):
+        yield capture.published
+
+
+#: producers a publisher keeps on RabbitMQ between calls (as many as Celery's pool would)
+KEPT_PRODUCERS = 10
+
+
+def _confirmed(producer: Any, message: Any, route: Mapping[str, Any]) -> None:
+    """Publish a py-amqp ``message`` on ``producer``'s channel and wait for RabbitMQ's confirm
+    (the connection's ``confirm_publish``). What kombu's own publish would retry (a connection
+    lost, a message nacked) is raised as kombu raises it when it gives up: an OperationalError."""
+    connection = producer.connection
+    recoverable = connection.recoverable_connection_errors + connection.recoverable_channel_errors
+    try:
+        producer.channel.basic_publish(message, **route)
+    except recoverable as exc:
+        raise OperationalError(str(exc)) from exc
 
 
 #: task messages written to Redis per round trip (each ~400 KB with 200 jobs of ~2 KB). Not
@@ -329,6 +374,13 @@ class Publisher:
         # channel), False where kombu's message is not made again exactly
         self._maker: tuple[int, Any, dict[tuple[int, str], Template | Literal[False]]] | None = None
         self._maker_lock = threading.Lock()
+        # On RabbitMQ: producers kept between calls (idle ones, at most the pool limit Celery
+        # would keep), each on a connection of its own, taken by one call at a time, dropped
+        # after any error; and the templates of the messages kombu made, per (lane, queue). Both
+        # of this process only (``_kept_pid``): a child after a fork starts with none
+        self._kept_pid = 0
+        self._kept: list[Any] = []
+        self._amqp_templates: dict[tuple[int, str], AmqpTemplate | Literal[False]] = {}
 
     def close(self) -> None:
         """Publish the buffered task-sent events and close their connection; give back the
@@ -339,6 +391,11 @@ class Publisher:
             if self._maker is not None and self._maker[0] == os.getpid():
                 self._maker[1].connection.release()
             self._maker = None
+            kept = self._kept if self._kept_pid == os.getpid() else []
+            self._kept = []
+        for producer in kept:
+            with contextlib.suppress(Exception):
+                producer.connection.release()
 
     def tasks(self, groups: Mapping[tuple[str, str], list[Entry]]) -> list[Task]:
         """Each group's jobs as batch tasks (channel, entries) of at most batch_size jobs."""
@@ -365,8 +422,68 @@ class Publisher:
         """Publish batch tasks; transient broker errors retried, else :class:`NotPublished`
         (see publish_all)."""
         backoff = backoff or Backoff(self.settings.enqueue_retry_for)
-        send = functools.partial(self.send_task, _priority(urgent))
-        publish_all(self.celery, tasks, send, progress, backoff, PUBLISH_PIPELINE)
+        send: Callable[[Any, str, Sequence[Sequence[Any]]], object]
+        if self.amqp:
+            send = functools.partial(self._send_amqp, _priority(urgent))
+            publish_all(self._kept_producer, tasks, send, progress, backoff, PUBLISH_PIPELINE)
+        else:
+            send = functools.partial(self.send_task, _priority(urgent))
+            acquire = self.celery.producer_or_acquire
+            publish_all(acquire, tasks, send, progress, backoff, PUBLISH_PIPELINE)
+
+    @contextlib.contextmanager
+    def _kept_producer(self) -> Iterator[Any]:
+        """A producer of this process' own on RabbitMQ, for one call: taken from those kept
+        (Celery's producer pool cost ~10% of a ``send()``'s CPU), or a new one. Kept again after
+        the call, unless it failed: a publish interrupted may leave its confirm unread, so the
+        connection is closed and the next attempt opens another."""
+        with self._maker_lock:
+            if self._kept_pid != os.getpid():  # none yet, or forked: the parent's are not ours
+                self._kept_pid, self._kept, self._amqp_templates = os.getpid(), [], {}
+            producer: Any = self._kept.pop() if self._kept else None
+        if producer is None:
+            producer = Producer(self.celery.connection_for_write())
+        try:
+            yield producer
+        except BaseException:
+            with contextlib.suppress(Exception):
+                producer.connection.collect()  # no closing handshake with a broker gone
+            raise
+        with self._maker_lock:
+            if self._kept_pid == os.getpid() and len(self._kept) < KEPT_PRODUCERS:
+                self._kept.append(producer)
+                return
+        producer.connection.release()
+
+    def _send_amqp(self, priority: int, producer: Any, channel: str, chunk: Sequence[Any]) -> None:
+        """One batch task on RabbitMQ, published with its confirm: made from the template of its
+        lane and queue (producers/taskmessage.py), or made by Celery and kombu (captured, then
+        published here) where none is kept yet or none can be."""
+        queue = self._queue(channel, chunk)
+        template = self._amqp_templates.get((priority, queue))
+        if template:
+            declare_once(producer, self.celery.amqp.queues[queue])
+            task_id, shown = uuid(), _argsrepr(chunk, channel)
+            message = template.message(task_id, shown, (encode_batch(chunk, channel),))
+            _confirmed(producer, message, template.route)
+            event = template.sent_event(task_id, shown)
+            if event is not None and self.sent_events is not None:
+                self.sent_events.publish("task-sent", event, producer)
+            return
+        with captured_amqp(producer) as published:
+            made = self.send_task(priority, producer, channel, chunk)
+        for message, route in published:
+            _confirmed(producer, message, route)
+        if template is None:
+            with self._maker_lock:
+                if self._kept_pid == os.getpid():
+                    kept: AmqpTemplate | Literal[False] = AmqpTemplate.of(published, made) or False
+                    self._amqp_templates[(priority, queue)] = kept
+
+    def _queue(self, channel: str, chunk: Sequence[Any]) -> str:
+        """The queue of a channel's batch task: on RabbitMQ a big batch goes to the channel's
+        queue of batches (config/celery.py)."""
+        return BATCH_QUEUE[channel] if self.amqp and len(chunk) > BIG_BATCH else QUEUE[channel]
 
     def send_task(self, priority: int, producer: Any, channel: str, chunk: Sequence[Any]) -> Made:
         """One batch task through ``producer``, straight to the channel's queue through the
@@ -379,7 +496,7 @@ class Publisher:
         without ``send_task``'s routing, registry and result lookups, which have nothing to decide
         here (the queue is named, results are ignored): ~106 → ~60 µs per call. Returns what was
         made (a template's values, producers/taskmessage.py)."""
-        queue = BATCH_QUEUE[channel] if self.amqp and len(chunk) > BIG_BATCH else QUEUE[channel]
+        queue = self._queue(channel, chunk)
         amqp = self.celery.amqp
         declare_once(producer, amqp.queues[queue])
         name = DELIVER_TASK[channel]

@@ -11,6 +11,12 @@ the task-sent event Celery would have buffered (~10 µs). A template is kept onl
 its own message again, byte for byte, from that message's values: a Celery or kombu that shapes
 its messages otherwise (another field that varies, another serializer, a key prefix) is never
 imitated; the publisher goes on capturing kombu's messages instead.
+
+On RabbitMQ the same holds of the message kombu hands to py-amqp (:class:`AmqpTemplate`): its
+properties differ from one task to the next only in the same values. A publisher there keeps
+the first one for each lane and queue and publishes the next ones straight through py-amqp,
+with their confirms: Celery's message making, kombu's publish and its producer pool cost ~40%
+of a ``send()``'s CPU on RabbitMQ.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import amqp
 from kombu.serialization import dumps as serialize
 from kombu.transport import redis as kombu_redis
 from kombu.utils.uuid import uuid
@@ -55,13 +62,8 @@ class Template:
         one ``LPUSH`` of a message this module makes again exactly."""
         if len(commands) != 1 or commands[0][0] != "lpush" or len(commands[0]) != 3:
             return None
-        event = made.sent_event
-        if event is not None and (
-            event.get("uuid") != made.task_id
-            or event.get("root_id") != made.task_id
-            or event.get("args") != made.argsrepr
-        ):
-            return None  # an event whose task fields are not the ones made again here
+        if not _event_made_again(made):
+            return None
         _, key, payload = commands[0]
         if not isinstance(key, str) or not isinstance(payload, str):
             return None
@@ -110,6 +112,77 @@ class Template:
 
     def sent_event(self, task_id: str, argsrepr: str) -> dict[str, Any] | None:
         """The task-sent event's fields for this task (None: Celery sends none)."""
-        if self.event is None:
+        return _sent_event(self.event, task_id, argsrepr)
+
+
+@dataclass(frozen=True)
+class AmqpTemplate:
+    """One task message as kombu handed it to py-amqp (its properties, the publish's arguments:
+    exchange, routing key...), and its task-sent event."""
+
+    properties: dict[str, Any]
+    route: dict[str, Any]
+    embed: Any
+    serializer: str
+    event: dict[str, Any] | None
+
+    @classmethod
+    def of(
+        cls, published: Sequence[tuple[amqp.Message, dict[str, Any]]], made: Made
+    ) -> AmqpTemplate | None:
+        """A template from what kombu published for ``made`` (message, keyword arguments), or
+        None when it is not one message this class makes again exactly."""
+        if len(published) != 1 or not _event_made_again(made):
             return None
-        return {**self.event, "uuid": task_id, "root_id": task_id, "args": argsrepr}
+        message, route = published[0]
+        properties = message.properties
+        if not isinstance(properties.get("application_headers"), dict):
+            return None
+        content_type, encoding, _ = serialize((), serializer=made.serializer)
+        if (content_type, encoding) != (
+            properties.get("content_type"),
+            properties.get("content_encoding"),
+        ):
+            return None  # the body is not what this serializer makes
+        template = cls(dict(properties), dict(route), made.embed, made.serializer, made.sent_event)
+        try:
+            again = template.message(made.task_id, made.argsrepr, made.args)
+        except (KeyError, TypeError, ValueError):
+            return None
+        if again.properties != properties or again.body != message.body:
+            return None
+        return template
+
+    def message(self, task_id: str, argsrepr: str, args: tuple[Any, ...]) -> amqp.Message:
+        """This task's message with its own id, argsrepr and args."""
+        _, _, body = serialize((args, {}, self.embed), serializer=self.serializer)
+        base = self.properties
+        headers = {
+            **base["application_headers"],
+            "id": task_id,
+            "root_id": task_id,
+            "argsrepr": argsrepr,
+        }
+        return amqp.Message(
+            body, **{**base, "correlation_id": task_id, "application_headers": headers}
+        )
+
+    def sent_event(self, task_id: str, argsrepr: str) -> dict[str, Any] | None:
+        """The task-sent event's fields for this task (None: Celery sends none)."""
+        return _sent_event(self.event, task_id, argsrepr)
+
+
+def _event_made_again(made: Made) -> bool:
+    """Whether ``made``'s task-sent event (if any) varies only in the fields made again here."""
+    event = made.sent_event
+    return event is None or (
+        event.get("uuid") == made.task_id
+        and event.get("root_id") == made.task_id
+        and event.get("args") == made.argsrepr
+    )
+
+
+def _sent_event(event: dict[str, Any] | None, task_id: str, argsrepr: str) -> dict[str, Any] | None:
+    if event is None:
+        return None
+    return {**event, "uuid": task_id, "root_id": task_id, "args": argsrepr}
