@@ -32,11 +32,8 @@ demo: $(STAMP)
 # Two pytest-xdist workers, a test file each at a time (a file's fixtures start its fleet once),
 # in the order collected: the slow end-to-end and fault files first, the many quick unit files
 # last to fill the gaps (xdist's default, most tests first, ran the one-test bench smoke last);
-# each worker owns its own Redis database (tests/conftest.py). The project's modules are compiled
-# first: the hundreds of processes the tests start (workers, schedulers, CLIs) import them, and
-# where PYTHONDONTWRITEBYTECODE is set (as on the CI machine) each would compile them again (~0.3 s)
+# each worker owns its own Redis database (tests/conftest.py)
 test: $(STAMP)
-	$(BIN)/python -m compileall -q config producers worker bench
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
