@@ -72,10 +72,8 @@ class Template:
             tag = message["properties"]["delivery_tag"]
         except (ValueError, KeyError, TypeError):
             return None
-        content_type, encoding, _ = serialize((), serializer=made.serializer)
-        if (content_type, encoding) != (
-            message.get("content-type"),
-            message.get("content-encoding"),
+        if not _serializer_makes(
+            made.serializer, message.get("content-type"), message.get("content-encoding")
         ):
             return None  # the body is not what this serializer makes
         template = cls(key, message, made.embed, made.serializer, made.sent_event)
@@ -138,10 +136,8 @@ class AmqpTemplate:
         properties = message.properties
         if not isinstance(properties.get("application_headers"), dict):
             return None
-        content_type, encoding, _ = serialize((), serializer=made.serializer)
-        if (content_type, encoding) != (
-            properties.get("content_type"),
-            properties.get("content_encoding"),
+        if not _serializer_makes(
+            made.serializer, properties.get("content_type"), properties.get("content_encoding")
         ):
             return None  # the body is not what this serializer makes
         template = cls(dict(properties), dict(route), made.embed, made.serializer, made.sent_event)
@@ -170,6 +166,12 @@ class AmqpTemplate:
     def sent_event(self, task_id: str, argsrepr: str) -> dict[str, Any] | None:
         """The task-sent event's fields for this task (None: Celery sends none)."""
         return _sent_event(self.event, task_id, argsrepr)
+
+
+def _serializer_makes(serializer: str, content_type: Any, encoding: Any) -> bool:
+    """Whether ``serializer`` makes bodies of this content type and encoding."""
+    made_type, made_encoding, _ = serialize((), serializer=serializer)
+    return (made_type, made_encoding) == (content_type, encoding)
 
 
 def _event_made_again(made: Made) -> bool:
