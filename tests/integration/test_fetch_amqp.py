@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 from config.celery import PRIORITY_BULK, PRIORITY_URGENT, QUEUE_ARGUMENTS, make_celery
 from producers.client import Dispatcher
-from producers.publishing import SentEvents
+from producers.sentevents import SentEvents
 from tests.integration.test_http_flower import (  # noqa: F401  (collected here, on RabbitMQ)
     test_single_sends_are_announced_as_sent_with_ids_only,
 )

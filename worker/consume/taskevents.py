@@ -36,7 +36,7 @@ class TaskEvents:
         eventer = consumer.event_dispatcher
         if eventer is None or not eventer.enabled:
             return None
-        # best effort, as the producer's task-sent events (producers/publishing.py, SentEvents)
+        # best effort, as the producer's task-sent events (producers/sentevents.py)
         connection = consumer.app.connection_for_write(transport_options={"confirm_publish": False})
         return cls(
             consumer.app.events.Dispatcher(
