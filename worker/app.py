@@ -23,7 +23,7 @@ app: Celery = make_celery(get_settings(), "maildispatch")
 # poison input (not JSON, no task, unknown task) is logged without its body and counted
 app.conf.worker_consumer = "worker.consume.poison:PoisonAwareConsumer"
 # a warm shutdown waits for the delivery messages the stream holds (worker/consume/stream.py)
-app.steps["consumer"].add("worker.consume.stream:StreamStep")
+app.steps["consumer"].add("worker.consume.hooks:StreamStep")
 
 
 @signals.setup_logging.connect

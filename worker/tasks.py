@@ -76,7 +76,7 @@ def register(app: Celery) -> dict[str, Any]:
         channel: app.task(
             name=DELIVER_TASK[channel],
             bind=True,
-            Strategy="worker.consume.stream:strategy",
+            Strategy="worker.consume.hooks:strategy",
             channel=channel,
         )(_deliver_task(channel))
         for channel in CHANNELS
