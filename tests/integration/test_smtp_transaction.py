@@ -255,6 +255,45 @@ def test_pipelined_421_drops_the_connection(wire: WireRelay) -> None:
     assert [m.rcpt_tos for m in wire.handler.messages] == [["one@example.org"]]
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one-by-one"])
+@pytest.mark.parametrize("hang_up", ["421 4.4.2 Idle timeout", ""], ids=["421", "no-reply"])
+def test_an_idle_connection_closed_at_mail_is_replaced_in_the_send(
+    pipelining: bool, hang_up: str
+) -> None:
+    relay = WireRelay(free_port(), pipelining=pipelining).start()
+    relay.handler.hang_up_at_mail, relay.handler.hang_up_with = 1, hang_up
+    try:
+        receipts = send_all(
+            relay,
+            Envelope("bounce@b.example", ("one@example.org",)),
+            Envelope("bounce@b.example", ("two@example.org",)),
+        )
+        # the kept connection was gone when the second message came: nothing of it had been
+        # sent, so it went on a new connection within the same send, not as an error to retry
+        assert [r.reply_code for r in receipts] == [250, 250]  # type: ignore[attr-defined]
+        assert [m.rcpt_tos for m in relay.handler.messages] == [
+            ["one@example.org"],
+            ["two@example.org"],
+        ]
+        assert relay.handler.connections() == 2
+    finally:
+        relay.stop()
+
+
+@pytest.mark.parametrize("hang_up", ["421 4.3.2 Shutting down", ""], ids=["421", "no-reply"])
+def test_a_new_connection_closed_at_mail_is_an_error_not_retried(hang_up: str) -> None:
+    relay = WireRelay(free_port()).start()
+    relay.handler.hang_up_at_mail, relay.handler.hang_up_with = 0, hang_up
+    try:
+        [error] = send_all(relay, Envelope("bounce@b.example", ("one@example.org",)))
+        assert isinstance(error, TransientError)
+        assert error.reply_code == (421 if hang_up else None)
+        assert relay.handler.connections() == 1  # the attempt ends; the job's retry policy rules
+        assert relay.handler.messages == []
+    finally:
+        relay.stop()
+
+
 def test_without_pipelining_each_command_waits_for_its_reply() -> None:
     relay = WireRelay(free_port(), pipelining=False).start()
     try:

@@ -216,7 +216,9 @@ class XOAuth2Handler(AuthHandler):
         answer = await super().handle_DATA(server, session, envelope)
         transport = server.transport
         if transport is not None:
-            asyncio.get_running_loop().call_later(0.05, transport.close)
+            # at once, not a moment later: the client must never find this session open for
+            # the next message (it reads the reply and the end together)
+            asyncio.get_running_loop().call_soon(transport.close)
         return answer
 
 

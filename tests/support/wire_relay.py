@@ -12,7 +12,10 @@ so pipelined replies reach the client in one read (``coalesce=False`` writes eac
 Scripts, beside tests/support/relay.py's recipients (``reject-``, ``defer<N>-``, ``full-``):
 a sender ``refuse-...@`` gets 550 at MAIL; a recipient ``bye-...@`` gets 421; ``data_anyway``
 answers DATA with 354 even when no recipient was accepted (the broken server RFC 2920 section
-3.1 warns about); ``reply_delay`` waits that long before every reply (a network round trip).
+3.1 warns about); ``reply_delay`` waits that long before every reply (a network round trip);
+``hang_up_at_mail = N`` ends each connection at its N-th MAIL (0 the first), as a server that
+timed the idle connection out just then: with 421 and a close (``hang_up_with``), or ``""``, a
+close with no reply.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class WireHandler(RecordingHandler):
         self.coalesce = coalesce
         self.data_anyway = False
         self.reply_delay = 0.0
+        self.hang_up_at_mail: int | None = None
+        self.hang_up_with = "421 4.4.2 Idle timeout, closing connection"
         self.wires: list[
             list[tuple[str, bytes]]
         ] = []  # per connection: ("in"|"out"|"closed", bytes)
@@ -57,7 +62,14 @@ class WireHandler(RecordingHandler):
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        """550 for a ``refuse-`` sender."""
+        """550 for a ``refuse-`` sender; the hang-up of ``hang_up_at_mail``."""
+        assert isinstance(server, WireSmtp)
+        server.mails += 1
+        if server.mails - 1 == self.hang_up_at_mail:
+            server.hanging_up = True
+            if not self.hang_up_with and server.transport is not None:
+                server.transport.close()  # the reply below is never written
+            return self.hang_up_with or "421 unsent"
         if address.split("@")[0].lower().startswith("refuse-"):
             return f"550 5.7.1 <{address}>: Sender address rejected: Access denied"
         envelope.mail_from = address
@@ -122,6 +134,8 @@ class WireSmtp(SMTP):
         self.wire_handler = handler
         self.wire: list[tuple[str, bytes]] = []
         self.held: list[bytes] = []
+        self.mails = 0
+        self.hanging_up = False
         with handler.lock:
             handler.wires.append(self.wire)
 
@@ -140,12 +154,14 @@ class WireSmtp(SMTP):
         if isinstance(status, str):
             status = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
         self.held.append(status + b"\r\n")
-        if handler.coalesce and self._reader._buffer:  # type: ignore[attr-defined]
+        if handler.coalesce and self._reader._buffer and not self.hanging_up:  # type: ignore[attr-defined]
             return  # more commands are waiting: answer them together
         out, self.held = b"".join(self.held), []
         handler.note(self.wire, "out", out)
         self._writer.write(out)
         await self._writer.drain()
+        if self.hanging_up and self.transport is not None:
+            self.transport.close()
 
     async def smtp_DATA(self, arg: str) -> None:
         envelope = self.envelope

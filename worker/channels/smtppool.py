@@ -105,6 +105,19 @@ class SmtpServer:
         return ssl.create_default_context(cafile=self.ca_file, cadata=self.ca_data)
 
 
+class ClosedAtMail(Exception):
+    """The connection turned out closed at MAIL: no reply came, or a 421 (RFC 5321 section 3.8).
+
+    Nothing of the message had gone out, so another connection may carry it: ``SmtpPool.send``
+    does so when the connection was an idle one, which the server may have closed (an idle
+    timeout, a restart) as it was taken. ``error`` is what aiosmtplib raised.
+    """
+
+    def __init__(self, error: aiosmtplib.SMTPException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 async def transaction(
     conn: aiosmtplib.SMTP, mail_from: str, rcpt_to: Sequence[str], data: bytes
 ) -> tuple[dict[str, SMTPResponse], str]:
@@ -114,7 +127,8 @@ async def transaction(
     parsing of every address twice through ``email.utils.parseaddr`` (the addresses were
     validated when the job was) and the second pass over the message to size it: together about
     half of aiosmtplib's CPU per message (docs/performance.md). A server that offers PIPELINING
-    gets MAIL, the RCPTs and DATA in one write (``_pipelined``).
+    gets MAIL, the RCPTs and DATA in one write (``_pipelined``). A connection found closed at
+    MAIL raises ``ClosedAtMail`` instead.
     """
     if conn.is_ehlo_or_helo_needed:
         try:
@@ -172,11 +186,15 @@ async def _one_by_one(
     Returns the refused recipients once DATA got its 354; raises ``SMTPSenderRefused``,
     ``SMTPRecipientsRefused`` (all refused: DATA is not sent) or ``SMTPDataError``.
     """
-    response = await conn.execute_command(
-        b"MAIL", b"FROM:<" + mail_from.encode(encoding) + b">", *options, timeout=None
-    )
+    try:
+        response = await conn.execute_command(
+            b"MAIL", b"FROM:<" + mail_from.encode(encoding) + b">", *options, timeout=None
+        )
+    except aiosmtplib.SMTPServerDisconnected as exc:
+        raise ClosedAtMail(exc) from exc
     if response.code != SMTPStatus.completed:
-        raise aiosmtplib.SMTPSenderRefused(response.code, response.message, mail_from)
+        refused = aiosmtplib.SMTPSenderRefused(response.code, response.message, mail_from)
+        raise ClosedAtMail(refused) if response.code == SMTPStatus.domain_unavailable else refused
     errors: list[aiosmtplib.SMTPRecipientRefused] = []
     for rcpt in rcpt_to:
         reply_time()
@@ -218,7 +236,7 @@ async def _pipelined(
     if len(replies) < len(lines):  # a 421 cut the exchange short; _exchange closed the connection
         last = replies[-1]
         if len(replies) == 1:
-            raise aiosmtplib.SMTPSenderRefused(last.code, last.message, mail_from)
+            raise ClosedAtMail(aiosmtplib.SMTPSenderRefused(last.code, last.message, mail_from))
         raise aiosmtplib.SMTPResponseException(last.code, last.message)
     errors = [
         aiosmtplib.SMTPRecipientRefused(r.code, r.message, rcpt)
@@ -274,8 +292,10 @@ async def _exchange(
                 if reply.code == SMTPStatus.domain_unavailable:
                     conn.close()
                     break
-        except BaseException:
+        except BaseException as exc:
             conn.close()
+            if not replies and isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+                raise ClosedAtMail(exc) from exc
             raise
     return replies
 
@@ -360,7 +380,8 @@ class SmtpPool:
             local_hostname=self.local_hostname,
         )
 
-    async def _checkout(self) -> aiosmtplib.SMTP:
+    async def _checkout(self) -> tuple[aiosmtplib.SMTP, bool]:
+        """An idle connection (and True), else a new one (and False)."""
         while self._idle:
             conn, since = self._idle.pop()
             if not conn.is_connected:
@@ -371,7 +392,10 @@ class SmtpPool:
                 except (aiosmtplib.SMTPException, OSError):
                     conn.close()
                     continue
-            return conn
+            return conn, True
+        return await self._connect(), False
+
+    async def _connect(self) -> aiosmtplib.SMTP:
         if self.connector is None:
             conn = self._new()
             await conn.connect()
@@ -390,8 +414,21 @@ class SmtpPool:
         async with self._slots:
             conn: aiosmtplib.SMTP | None = None
             try:
-                conn = await self._checkout()
-                refused, reply = await transaction(conn, envelope.mail_from, envelope.rcpt_to, data)
+                conn, reused = await self._checkout()
+                while True:
+                    try:
+                        refused, reply = await transaction(
+                            conn, envelope.mail_from, envelope.rcpt_to, data
+                        )
+                        break
+                    except ClosedAtMail as closed:
+                        if not reused:
+                            raise closed.error from None
+                    # the server had closed this idle connection as it was taken: nothing of
+                    # the message went out, so a new connection carries it, in this attempt
+                    conn.close()
+                    conn = None
+                    conn, reused = await self._connect(), False
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 if conn is not None and conn.is_connected:
                     self._idle.append((conn, time.monotonic()))
@@ -432,4 +469,4 @@ class SmtpPool:
                 conn.close()
 
 
-__all__ = ["SMTPResponse", "SmtpPool", "SmtpServer", "from_reply", "translate"]
+__all__ = ["ClosedAtMail", "SMTPResponse", "SmtpPool", "SmtpServer", "from_reply", "translate"]
