@@ -134,7 +134,10 @@ class Dispatcher:
         if type(data) is dict:  # the common case: no Mapping (ABC) check, no copy
             job = parse_job(data, index, max_recipients=most)
         elif isinstance(data, SendJob):
-            job = data
+            # validated again: pydantic's model_copy(update=...) and model_construct make a
+            # SendJob without validating it (a template job copied per send), and a job the
+            # worker finds invalid is dropped there, long after the call said it was accepted
+            job = parse_job(data.model_dump(warnings=False), index, max_recipients=most)
         else:
             job = parse_job(_as_json_input(data), index, max_recipients=most)
         self._check_limits(job, index)

@@ -70,6 +70,25 @@ Channel = StrEnum("Channel", {name.upper(): name for name in CHANNELS})  # type:
 Channel.__doc__ = "The delivery channels; each has its own queue."
 
 
+def _unicode_text(value: str) -> str:
+    """A body must be text that UTF-8 can carry: a lone surrogate (what Python makes of a byte
+    that did not decode, e.g. in a command-line argument) would only fail once the job is on its
+    way to the queue, after other jobs of the same call went out."""
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"must be Unicode text: a lone surrogate at position {exc.start} "
+                "(bytes that were not decoded as UTF-8?)"
+            ) from None
+    return value
+
+
+#: a message body: text or HTML
+Body = Annotated[str, AfterValidator(_unicode_text)]
+
+
 def _single_line(value: str) -> str:
     if "\r" in value or "\n" in value or "\x00" in value:  # three scans beat one regex here
         raise ValueError("must not contain CR, LF or NUL (header injection)")
@@ -211,6 +230,17 @@ def _decode_b64(value: str) -> str:
     return value
 
 
+def _leaf_type(value: str) -> str:
+    # an attachment is sent in base64, which a composite type may not use (RFC 2045 §6.4,
+    # RFC 2046 §5): a multipart would need its boundary, a message/rfc822 would be read as one
+    if value.lower().startswith(("multipart/", "message/")):
+        raise ValueError(
+            f"{value!r} cannot be an attachment's type (a composite type is not sent in base64):"
+            " use application/octet-stream"
+        )
+    return value
+
+
 class Attachment(BaseModel):
     """A file attached to the message, base64 encoded."""
 
@@ -223,6 +253,7 @@ class Attachment(BaseModel):
     content_type: Annotated[
         str,
         Field(max_length=255, pattern=r"^[a-zA-Z0-9!#$&^_.+-]+/[a-zA-Z0-9!#$&^_.+-]+$"),
+        AfterValidator(_leaf_type),
     ] = "application/octet-stream"
     content: Annotated[str, AfterValidator(_decode_b64)]
 
@@ -235,10 +266,14 @@ class Attachment(BaseModel):
 def _header_map(value: object) -> object:
     if not isinstance(value, dict):
         return value
+    seen: set[str] = set()
     for name, text in value.items():
         if not isinstance(name, str):
             raise ValueError(f"{name!r} is not a valid header name")
         header_name(name)
+        if name.lower() in seen:  # names are case-insensitive: two keys would be two fields
+            raise ValueError(f"{name!r} is given twice (header names ignore case)")
+        seen.add(name.lower())
         if name.lower() in RESERVED_HEADERS:
             raise ValueError(f"{name!r} is set by maildispatch and cannot be overridden")
         if not isinstance(text, str):
@@ -278,8 +313,8 @@ class SendJob(BaseModel):
     bcc: tuple[MailboxIn, ...] = ()
     reply_to: IdentityIn | None = None
     subject: Annotated[str, Field(max_length=MAX_SUBJECT), AfterValidator(header_text)] = ""
-    text: str | None = None
-    html: str | None = None
+    text: Body | None = None
+    html: Body | None = None
     headers: Annotated[
         dict[str, Annotated[str, Field(max_length=MAX_HEADER_VALUE)]],
         BeforeValidator(_header_map),

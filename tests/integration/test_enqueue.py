@@ -16,7 +16,7 @@ import redis
 from config import keys
 from config.settings import Settings
 from producers.client import Dispatcher, IdempotencyInProgress, InvalidJobs
-from producers.job import InvalidJob, Mailbox, SendJob
+from producers.job import InvalidJob, Mailbox, SendJob, parse_job
 from tests.support.env import SECRET
 from tests.support.queue import depth, raw_messages, task_body
 from tests.support.redis_server import RedisServer
@@ -153,6 +153,37 @@ def test_invalid_jobs_enqueue_nothing(dispatcher: Dispatcher, redis_client: redi
     assert [e.index for e in info.value.errors] == [3, 7]
     assert depth(redis_client, "mail.msc") == 0
     assert redis_client.keys("md:*:job:*") == []
+
+
+def test_a_job_that_cannot_be_encoded_enqueues_nothing_of_its_batch(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    # the 120th job's body holds a lone surrogate: refused at validation, not once the first
+    # batches are already on the queue
+    d = Dispatcher(Settings(broker_url=redis_url, secret_key=SECRET, batch_size=50))  # type: ignore[arg-type]
+    given = [job(i) for i in range(150)]
+    given[119]["text"] = "caf\udce9"
+    try:
+        with pytest.raises(InvalidJobs) as refused:
+            d.send_many(given)
+    finally:
+        d.close()
+    assert [(e.index, e.errors[0].field) for e in refused.value.errors] == [(119, "text")]
+    assert depth(redis_client, "mail.msc") == 0
+
+
+def test_a_sendjob_made_without_validation_is_validated_again(
+    dispatcher: Dispatcher, redis_client: redis.Redis
+) -> None:
+    # a template job copied per send: pydantic's model_copy(update=...) does not validate, and
+    # the worker would drop the job as invalid after the call accepted it
+    template = parse_job(job(1))
+    with pytest.raises(InvalidJob, match="subject"):
+        dispatcher.send(template.model_copy(update={"subject": "Hi\r\nBcc: x@example.com"}))
+    assert depth(redis_client, "mail.msc") == 0
+    copy = template.model_copy(update={"subject": "Hi again"})
+    assert dispatcher.send(copy) == template.id
+    assert [j["subject"] for [j] in queued_jobs(redis_client)] == ["Hi again"]
 
 
 def test_idempotency_key_makes_one_job(dispatcher: Dispatcher, redis_client: redis.Redis) -> None:

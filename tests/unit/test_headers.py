@@ -343,3 +343,33 @@ def test_settings_patterns_match_the_whole_value(setting: tuple[str, str]) -> No
     assert parse(value) == parse(value.strip())  # white space around a value is allowed
     with pytest.raises(ValueError):
         parse(value.strip() + "\nx")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "literal"),
+    [
+        ("List-Id", "Café news <news.cafe.example>", b"<news.cafe.example>"),
+        ("List-Unsubscribe", "<https://news.example/u?t=?abc>", b"<https://news.example/u?t=?abc>"),
+        ("X-Team", "Zoë  Müller <team@example.com> (Köln)", b"<team@example.com>"),
+        ("References", "<a=?b@example.com> <c@example.com>", b"<a=?b@example.com> <c@example.com>"),
+    ],
+)
+def test_an_extra_header_encodes_only_the_words_readers_cannot_take(
+    name: str, value: str, literal: bytes
+) -> None:
+    # a structured field turned into encoded words as a whole would hide its <...> from readers;
+    # the words around them are encoded one run at a time, and read back as given
+    job = parse_job(
+        {
+            "owner": "o",
+            "identity": "a@example.com",
+            "to": ["b@example.org"],
+            "text": "x",
+            "headers": {name: value},
+        }
+    )
+    built = build_message(job, domain="d.test").data
+    assert_wire_clean(built)
+    assert literal in built.split(b"\r\n\r\n", 1)[0]
+    msg = email.message_from_bytes(built, policy=email.policy.default)
+    assert str(msg[name]) == value

@@ -64,6 +64,29 @@ def test_valid_job_parses_identity_and_defaults() -> None:
         ({"send_at": "2030-01-01T00:00:00"}, "send_at"),
         ({"metadata": {"notes": "x" * 9000}}, "metadata"),
         ({"metadata": {"amount": Decimal("9.90")}}, "metadata"),
+        # a byte that did not decode (surrogateescape): not text UTF-8 can carry
+        ({"text": "caf\udce9"}, "text"),
+        ({"html": "<p>caf\udce9</p>"}, "html"),
+        (
+            {"headers": {"References": "<a@example.com>", "references": "<b@example.com>"}},
+            "headers",
+        ),
+        (
+            {
+                "attachments": [
+                    {"filename": "a", "content_type": "multipart/mixed", "content": "eA=="}
+                ]
+            },
+            "attachments.0.content_type",
+        ),
+        (
+            {
+                "attachments": [
+                    {"filename": "a", "content_type": "Message/RFC822", "content": "eA=="}
+                ]
+            },
+            "attachments.0.content_type",
+        ),
     ],
 )
 def test_invalid_input_names_the_field(overrides: dict[str, object], field: str) -> None:

@@ -77,6 +77,57 @@ def _header(name: str, value: str) -> str:
     return f"{name}: {folded.encode(linesep=CRLF)}{CRLF}"
 
 
+def _extra_header(name: str, value: str) -> str:
+    """A header field the producer gave (or maildispatch adds), folded at its white space. Such
+    fields are often structured (``List-Id``, ``List-Unsubscribe``, ``References``): a value
+    turned into encoded words as a whole would hide its angle brackets and URIs from readers.
+    So only runs of words a reader could not take as they are (non-ASCII, or looking like an
+    encoded word) become encoded words (RFC 2047 §5), each run one text so that the spaces inside
+    it survive decoding; other words, and any ASCII word in angle brackets, stay as given. An
+    ASCII value folds into lines of 998 (the producer's ``check_header``)."""
+    value = without_controls(value)
+    if not _plain(value):
+        value = _encode_words(value)
+    if len(name) + 2 + len(value) <= FOLD_AT:
+        return f"{name}: {value}{CRLF}"
+    return CRLF.join(_fold(f"{name}: {value}")) + CRLF
+
+
+def _encode_words(value: str) -> str:
+    pieces = _WORDS.split(value)  # words at even positions, the white space between at odd ones
+    out: list[str] = []
+    run: list[str] = []  # a run of words to encode, with the white space between them
+    for i, piece in enumerate(pieces):
+        if i % 2:  # white space: inside a run it is part of its text
+            (run if run else out).append(piece)
+            continue
+        literal = _plain(piece) or (piece.isascii() and piece.startswith("<"))
+        if not literal or not piece:
+            run.append(piece)
+            continue
+        if run:
+            out.append(_encoded(run))
+            run = []
+        out.append(piece)
+    if run:
+        out.append(_encoded(run))
+    return "".join(out)
+
+
+def _encoded(run: list[str]) -> str:
+    """A run of words as encoded words of at most 75 characters, separated by spaces (a reader
+    joins adjacent encoded words without the white space between them); white space after the
+    run's last word stays outside it."""
+    trailing = ""
+    while run and not run[-1].strip():
+        trailing = run.pop() + trailing
+    words = Header("".join(run), "utf-8", maxlinelen=FOLD_AT).encode(linesep=CRLF)
+    return " ".join(words.split()) + trailing
+
+
+_WORDS = re.compile(r"([ \t]+)")
+
+
 def _plain(text: str) -> bool:
     """Whether text can stand in a header as it is: ASCII, and nothing a reader would decode
     as an RFC 2047 encoded word (``=?...?=``); anything else goes as encoded words itself."""
@@ -218,9 +269,9 @@ def build_message(
     head.append(f"Date: {formatdate(date, usegmt=True)}{CRLF}")
     head.append(f"Message-ID: {mid}{CRLF}")
     for name, value in job.headers.items():
-        head.append(_header(name, value))
+        head.append(_extra_header(name, value))
     for name, value in extra_headers:
-        head.append(_header(name, value))
+        head.append(_extra_header(name, value))
     head.append(f"MIME-Version: 1.0{CRLF}")
     data = ("".join(head) + _body(job)).encode("utf-8")
     keys = (*dkim_keys, dkim_key) if dkim_key is not None else tuple(dkim_keys)
