@@ -265,7 +265,7 @@ class Delivery:
                 domain=options.domain,
                 sender=options.sender,
                 from_address=options.from_address,
-                date=claim.enqueued_at or None,
+                date=_ready_at(job, claim) or None,
                 dkim_keys=options.dkim_keys,
                 extra_headers=unsubscribe.job_headers(job, self.settings),
             )
@@ -359,7 +359,9 @@ class Delivery:
         **fields: Any,
     ) -> str:
         now = time.time()
-        age = now - claim.enqueued_at - claim.deferred  # time deferred by limits does not count
+        # from when the job was due: a scheduled job's wait for its send_at, and time deferred by
+        # limits, do not count against its give-up time
+        age = now - _ready_at(job, claim) - claim.deferred
         delay = next_retry(self.policy, claim.attempt, age, error.retry_after)
         if delay is None:
             expired = PermanentError(
@@ -464,3 +466,10 @@ def _hard(error: DeliveryError) -> bool:
     from worker.failures.send_reasons import is_hard
 
     return is_hard(error.reply_code, error.enhanced_status, error.text, error.command)
+
+
+def _ready_at(job: SendJob, claim: Claim) -> float:
+    """When the job was ready to go: enqueued, or its send_at if later (0: not known). The
+    message's Date and the give-up time count from it, the same on every attempt."""
+    due = job.send_at.timestamp() if job.send_at is not None else 0.0
+    return max(claim.enqueued_at, due) if claim.enqueued_at else 0.0
