@@ -213,6 +213,20 @@ class Stream:
     def _fetched(self, message: Fetched) -> None:
         fetcher = self.fetcher
         assert fetcher is not None
+        try:
+            ticket = self._ticket(fetcher, message)
+        except Exception as exc:  # a message this worker cannot read: settled, never held
+            # (held, it would keep a place of the prefetch, and on RabbitMQ every later
+            # acknowledgement would have to go out on its own behind it)
+            log.error("message_unreadable", queue=message.key, error=type(exc).__name__)
+            self._count_poison()
+            fetcher.finished(message, ok=True)
+            return
+        if ticket is not None:
+            self._accept(ticket)
+
+    def _ticket(self, fetcher: RedisFetcher | AmqpFetcher, message: Fetched) -> Ticket | None:
+        """What the stream delivers of a task message; None for one it settled as poison."""
         task = str(message.headers.get("task") or "")
         channel = TASK_CHANNEL.get(task)
         args, kwargs = arguments(message.payload)
@@ -220,28 +234,26 @@ class Stream:
         task_id = str(message.headers.get("id") or "")
         if channel is None:  # poison: a task this worker does not deliver
             log.error("message_unknown_task", queue=message.key, task=task[:100])
-            self.loop.create_task(self.rt.states.count("poison_messages"))
+            self._count_poison()
             fetcher.finished(message, ok=True)
-            return
+            return None
         if kwargs or not isinstance(jobs, list):
             log.error("batch_invalid", channel=channel, reason="unexpected task arguments")
             self.loop.create_task(self.rt.states.count("poison_batches"))
             fetcher.finished(message, ok=True)
-            return
-        self._accept(
-            Ticket(
-                task_id=task_id,
-                name=task,
-                channel=channel,
-                jobs=jobs,
-                urgent=message.priority == PRIORITY_URGENT,
-                retries=int(message.headers.get("retries") or 0),
-                argsrepr=str(message.headers.get("argsrepr") or "")[:500],
-                settle=lambda _t, result: fetcher.finished(
-                    message, ok=not isinstance(result, BaseException)
-                ),
-                message=message,
-            )
+            return None
+        return Ticket(
+            task_id=task_id,
+            name=task,
+            channel=channel,
+            jobs=jobs,
+            urgent=message.priority == PRIORITY_URGENT,
+            retries=_count(message.headers.get("retries")),
+            argsrepr=str(message.headers.get("argsrepr") or "")[:500],
+            settle=lambda _t, result: fetcher.finished(
+                message, ok=not isinstance(result, BaseException)
+            ),
+            message=message,
         )
 
     async def stop_fetcher(self, timeout: float) -> bool:
@@ -417,3 +429,12 @@ def _kombu_restore() -> None:
 
     with app.connection_for_write() as conn:
         conn.default_channel.qos.restore_visible(num=100)  # type: ignore[attr-defined]
+
+
+def _count(value: Any) -> int:
+    """A count from a message header (Celery's ``retries``): 0 where it is not one, as from a
+    producer that is not Celery's; only Flower shows it."""
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0

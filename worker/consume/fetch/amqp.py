@@ -103,6 +103,8 @@ class AmqpFetcher:
         self._burst_timer: asyncio.TimerHandle | None = None
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        #: acknowledgements under way: a lost connection ends them (below)
+        self._flushes: set[asyncio.Task[None]] = set()
         self.connected = asyncio.Event()
 
     def start(self) -> None:
@@ -143,15 +145,22 @@ class AmqpFetcher:
                 failures += 1
                 delay = min(10.0, 0.1 * 2**failures)
                 log.warning("fetch_failed", error=type(exc).__name__, retry_in_s=delay)
-                self._channel = None
-                self.connected.clear()
+                self._lost()
                 with contextlib.suppress(Exception):
                     if self._connection is not None:
                         await self._connection.close()
                 await asyncio.sleep(delay)
             else:
-                self._channel = None
-                self.connected.clear()
+                self._lost()
+
+    def _lost(self) -> None:
+        """The channel is gone: RabbitMQ gives its unacknowledged messages back. A flush still
+        writing to it would wait for ever (aiormq's writer stops with a full write queue):
+        cancelled, it lets the messages it carried go."""
+        self._channel = None
+        self.connected.clear()
+        for flush in list(self._flushes):
+            flush.cancel()
 
     async def _received(self, message: DeliveredMessage) -> None:
         tag = message.delivery_tag
@@ -225,7 +234,12 @@ class AmqpFetcher:
             self._timer = None
         if not self._flush_soon:
             self._flush_soon = True
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush()))
+            asyncio.get_running_loop().call_soon(self._start_flush)
+
+    def _start_flush(self) -> None:
+        flush = asyncio.ensure_future(self._flush())
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushes.discard)
 
     async def _flush(self) -> None:
         self._flush_soon = False
