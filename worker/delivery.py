@@ -203,6 +203,9 @@ class Delivery:
             claim = await self.states.claim(job_id, job.owner, self.channel.name)
             if claim.decision in ("done", "busy", "wait"):
                 log.info("delivery_skipped", decision=claim.decision, state=claim.final_state)
+                if claim.decision == "wait" and await self.states.keep_waiting(job_id, wire):
+                    # published early by a scheduler whose clock is ahead of this worker's
+                    log.warning("delivery_not_due_rescheduled")
                 return "skipped"
             if claim.decision == "vanished":  # its state expired or was lost: never silently
                 log.error("delivery_state_vanished")

@@ -8,6 +8,7 @@ the scheduler is publishing it.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,8 +22,9 @@ from config import keys
 from config.settings import Settings
 from producers.client import Dispatcher
 from tests.support.env import SECRET
-from tests.support.queue import raw_messages, task_body
+from tests.support.queue import lanes, raw_messages, task_body
 from worker.jobs.inflight import reap
+from worker.jobs.scheduler import tick
 from worker.jobs.state import JobStates
 
 
@@ -311,3 +313,37 @@ def test_writes_ride_through_a_redis_restart(tmp_path: Any) -> None:
     finally:
         sync.close()
         server.stop()
+
+
+def test_a_copy_published_early_leaves_its_job_waiting_in_the_schedule(
+    redis_url: str, redis_client: redis.Redis, dispatcher: Dispatcher
+) -> None:
+    # a scheduler on a host whose clock runs 3 s ahead publishes a retry before it is due by the
+    # worker's clock: the worker's claim answers `wait` and its copy is acknowledged. The job
+    # must still be in the schedule, with its payload, and go out once due
+    job = wire()
+    enqueued(redis_client, job)
+
+    async def scenario(client: aioredis.Redis) -> None:
+        states = JobStates(client, lease=60, ttl=3600)
+        await states.claim(job["id"], "acme", "msc")
+        due = time.time() + 2
+        await states.schedule_retry(job["id"], job, due, None, last_error="451")
+        schedule = keys.schedule_of(job["id"])
+        # what the ahead scheduler does: takes it as due, publishes it, removes it
+        await client.zadd(schedule, {job["id"]: time.time() - 1})
+        assert await tick(states, dispatcher) == 1
+        assert await client.zscore(schedule, job["id"]) is None
+        assert (await states.claim(job["id"], "acme", "msc")).decision == "wait"
+        assert await states.keep_waiting(job["id"], job)  # what delivery does on `wait`
+        assert await client.zscore(schedule, job["id"]) == pytest.approx(due)
+        assert json.loads(await client.get(keys.payload(job["id"]))) == job
+        assert not await states.keep_waiting(job["id"], job)  # in the schedule: left alone
+        redis_client.delete(*lanes("mail.msc"))  # the early copy is acknowledged
+        await asyncio.sleep(max(0.0, due - time.time()) + 0.1)
+        assert await tick(states, dispatcher) == 1  # due now: published again
+        assert queued(redis_client) == [job["id"]]
+        assert (await states.claim(job["id"], "acme", "msc")).decision == "go"
+        assert not await states.keep_waiting(job["id"], job)  # sending: left alone
+
+    run(redis_url, scenario)

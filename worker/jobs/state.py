@@ -44,6 +44,8 @@ _FINISH = lua_script("worker.jobs", "finish")
 
 _PARK = lua_script("worker.jobs", "park")
 
+_KEEP_WAITING = lua_script("worker.jobs", "keep_waiting")
+
 Decision = Literal["go", "uncertain", "done", "busy", "wait", "vanished"]
 
 #: events as written to the stream: (owner, the event's JSON from config/events.py ``encode``)
@@ -87,6 +89,7 @@ class JobStates:
         self._published = client.register_script(_PUBLISHED)
         self._finish = client.register_script(_FINISH)
         self._park_script = client.register_script(_PARK)
+        self._keep_waiting = client.register_script(_KEEP_WAITING)
         #: claims and finishes of concurrent jobs share round trips (worker/jobs/autopipe.py)
         self.auto = AutoPipeline(client, wait=wait)
         self.inflight = InFlight(client, lease=lease, ttl=ttl, auto=self.auto)
@@ -269,6 +272,13 @@ class JobStates:
             await self.auto.script(self._park_script, keys=names, args=args)
 
         await self._retried(write, job_id, state)
+
+    async def keep_waiting(self, job_id: str, wire: dict[str, Any]) -> bool:
+        """A job whose claim answered ``wait``: back in its schedule, due when it was, unless it
+        is there still or no longer waits (keep_waiting.lua). Whether it was put back."""
+        names = [keys.job(job_id), keys.payload(job_id), keys.schedule_of(job_id)]
+        args = [job_id, time.time(), self.ttl, json.dumps(wire)]
+        return bool(await self.auto.script(self._keep_waiting, keys=names, args=args))
 
     async def _retried(self, write: Callable[[], Awaitable[None]], job_id: str, state: str) -> None:
         """``write()``, tried again after Redis' transient errors within ``record_retry_for``."""
