@@ -19,33 +19,31 @@ from config import keys
 from config.events import EventType, encode, job_data, min_id
 from config.lua import lua_script
 from config.redisconn import ReplicaWait, SyncState, by_shard, exchange
-from config.states import JobState
 from producers.enqueue import as_text, ttl_until_due
 from producers.job import SendJob
 from producers.wire import job_wire
 
 _CANCEL = lua_script("producers", "cancel")
 
+_PARK = lua_script("producers", "park")
+
 
 def park(
     client: SyncState, jobs: list[SendJob], now: float, job_ttl: float, wait: ReplicaWait | None
 ) -> None:
-    """Park jobs with a future ``send_at``: payload and state live until due plus the TTL."""
+    """Park jobs with a future ``send_at``: payload and state live until due plus the TTL.
+    Each job only while still ``queued`` (park.lua): one cancelled meanwhile stays cancelled."""
     for group in by_shard(client, jobs, lambda j: keys.shard(str(j.id))):
-        words: list[tuple[Any, ...]] = [("MULTI",)]
+        names: list[str] = []
+        args: list[Any] = []
         for j in group:
             assert j.send_at is not None
             job_id = str(j.id)
             due = repr(j.send_at.timestamp())
-            ttl = ttl_until_due(job_ttl, float(due), now)
-            words += [
-                ("SET", keys.payload(job_id), json.dumps(job_wire(j)), "EX", ttl),
-                ("HSET", keys.job(job_id), "state", JobState.SCHEDULED.value, "next_at", due),
-                ("EXPIRE", keys.job(job_id), ttl),
-                ("ZADD", keys.schedule_of(job_id), due, job_id),
-            ]
-        words.append(("EXEC",))
-        exchange(client, keys.job(str(group[0].id)), words, wait)
+            names += [keys.job(job_id), keys.payload(job_id), keys.schedule_of(job_id)]
+            args += [job_id, due, ttl_until_due(job_ttl, float(due), now), json.dumps(job_wire(j))]
+        call = ("EVAL", _PARK, len(names), *names, *args)
+        exchange(client, names[0], [call], wait)
 
 
 def cancel_job(

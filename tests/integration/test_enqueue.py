@@ -6,9 +6,11 @@ import contextlib
 import json
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -343,3 +345,31 @@ def test_no_enqueue_script_holds_redis_for_long(tmp_path: Path) -> None:
     finally:
         client.close()
         server.stop()
+
+
+def test_a_cancel_while_a_scheduled_send_is_enqueued_stays_cancelled(
+    dispatcher: Dispatcher, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a producer that chose the job's id; another process cancels that id between the job's
+    # record (queued) and its place in the schedule: told `cancelled`, it must stay so
+    import producers.client as client_module
+
+    job_id = str(uuid.uuid4())
+    answers: list[object] = []
+    park = client_module.park
+
+    def park_after_a_cancel(*args: Any, **kwargs: Any) -> None:
+        answers.append(dispatcher.cancel(job_id))
+        park(*args, **kwargs)
+
+    monkeypatch.setattr(client_module, "park", park_after_a_cancel)
+    due = datetime.now(UTC) + timedelta(minutes=5)
+    others = [job(i, send_at=due.isoformat()) for i in range(3)]
+    ids = dispatcher.send_many([job(9, id=job_id, send_at=due.isoformat()), *others])
+    assert answers == ["cancelled"]
+    assert redis_client.hget(keys.job(job_id), "state") == b"cancelled"
+    assert redis_client.zscore(keys.schedule_of(job_id), job_id) is None
+    for other in map(str, ids[1:]):  # the rest of the call is parked as before
+        assert redis_client.hget(keys.job(other), "state") == b"scheduled"
+        assert redis_client.zscore(keys.schedule_of(other), other) == pytest.approx(due.timestamp())
+        assert redis_client.get(keys.payload(other)) is not None
