@@ -347,3 +347,40 @@ def test_a_copy_published_early_leaves_its_job_waiting_in_the_schedule(
         assert not await states.keep_waiting(job["id"], job)  # sending: left alone
 
     run(redis_url, scenario)
+
+
+def test_a_dead_holders_published_retry_comes_back_within_the_lease(
+    redis_url: str, redis_client: redis.Redis, dispatcher: Dispatcher
+) -> None:
+    # a retry the scheduler published (out of the schedule, still `retrying` until claimed) is
+    # taken by a process that dies before its claim (waiting at its gate): the reaper brings it
+    # back with the batch's queued job, not the broker's visibility timeout minutes later
+    retry, fresh, waiting = wire(0), wire(1), wire(2)
+    enqueued(redis_client, retry, fresh, waiting)
+
+    async def scenario(client: aioredis.Redis) -> None:
+        states = JobStates(client, lease=0.3, ttl=3600)
+        for j in (retry, waiting):
+            await states.claim(j["id"], "acme", "msc")
+        await states.schedule_retry(retry["id"], retry, time.time() - 1, None, last_error="451")
+        assert await tick(states, dispatcher) == 1  # published: out of the schedule
+        # another retry of the same batch waits in the schedule still: the scheduler's to send
+        await states.schedule_retry(waiting["id"], waiting, time.time() + 60, None, last_error="4")
+        redis_client.delete(*lanes("mail.msc"))  # the dying worker took the message
+        holder = JobStates(client, lease=0.3, ttl=3600)
+        started = asyncio.Event()
+
+        async def held_at_the_gate() -> None:
+            started.set()
+            await asyncio.sleep(3600)
+
+        work = asyncio.create_task(holder.inflight.run([retry, fresh, waiting], held_at_the_gate))
+        await started.wait()
+        await holder.inflight.close()  # kill -9: nothing renews the lease any more
+        work.cancel()
+        await asyncio.sleep(0.5)
+        assert await reap(client, dispatcher) == 2
+        assert sorted(queued(redis_client)) == sorted([retry["id"], fresh["id"]])
+        assert await client.zscore(keys.schedule_of(waiting["id"]), waiting["id"]) is not None
+
+    run(redis_url, scenario)

@@ -161,9 +161,8 @@ async def reap(client: AsyncState, publisher: Publisher, limit: int = 20) -> int
             continue
         again: list[str] = []
         for group in by_shard(client, by_id, keys.shard):
-            found = await client.eval(
-                _REAP_JOBS, len(group), *[keys.job(i) for i in group], now, batch_id, *group
-            )
+            names = [*map(keys.job, group), *map(keys.schedule_of, group)]
+            found = await client.eval(_REAP_JOBS, len(names), *names, now, batch_id, *group)
             again += [_text(i) for i in found]
         if again:
             await asyncio.to_thread(publisher.publish, [by_id[i] for i in again])
