@@ -177,7 +177,7 @@ def test_the_longest_valid_job_is_stored_unchanged(store: Store) -> None:
             row["subject"],
             row["identity"],
         )
-        assert repo.job_content(s, str(job.id)) == row["job"]
+        assert repo.job_content(s, str(job.id), job.owner) == row["job"]
         assert repo.suppressed(s, job.owner, job.recipients) == {LONGEST_ADDRESS: "userunknown"}
 
 

@@ -256,6 +256,27 @@ def test_a_newer_outcome_wins_and_the_purge_keeps_the_recent(store: Store) -> No
     assert purge(store, 0, 0, history_days=0).messages == 0  # 0: kept for ever
 
 
+def test_an_id_reused_by_another_owner_leaves_the_first_jobs_history_alone(store: Store) -> None:
+    # once a job's state left Redis (a day after it ended), another owner can enqueue a job with
+    # its id (ids are in every Message-ID): its outcome must not rewrite the first job's
+    # history, nor add its recipients to it
+    now = datetime.now(UTC)
+    with store.engine.begin() as conn:
+        write_rows(conn, [row("j2", "sent", 100.0, now)])
+    other = row("j2", "failed", 200.0, now) | {"owner": "someone-else"}
+    other["recipients"] = ["mallory@example.org"]
+    with store.engine.begin() as conn:
+        write_rows(conn, [other])
+    with store.session() as s:
+        kept = get_message(s, "j2")
+        mine = list_messages(s, owner=OWNER).items
+    assert kept is not None and (kept.owner, kept.state) == (OWNER, "sent")
+    assert kept.recipients == ["sent@example.org"]
+    assert [(m.job_id, m.state, m.recipients) for m in mine] == [
+        ("j2", "sent", ["sent@example.org"])
+    ]
+
+
 def test_a_job_lost_from_the_schedule_is_reported_and_kept(
     fleet: Fleet, relay: Relay, api: Api
 ) -> None:

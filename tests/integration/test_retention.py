@@ -84,8 +84,11 @@ def test_a_job_refused_for_100_recipients_is_stored_once(store: Store) -> None:
     with store.session() as s:
         assert s.scalar(select(func.count()).select_from(FailedSend)) == 103
         assert s.scalar(select(func.count()).select_from(JobContent)) == 1
-        assert repo.job_content(s, "job-big") == job
-        assert repo.kept_jobs(s, ["job-big", "job-other"]) == {"job-big"}
+        assert repo.job_content(s, "job-big", "o1") == job
+        assert repo.kept_jobs(s, "o1", ["job-big", "job-other"]) == {"job-big"}
+        # another owner's job that was given the same id later sees none of it (nor can resend it)
+        assert repo.job_content(s, "job-big", "o2") is None
+        assert repo.kept_jobs(s, "o2", ["job-big"]) == set()
     # once per recipient, this was 100 copies of ~2.7 MB of base64: ~270 MB
     assert stored_bytes(store) < 8 * MIB
     columns = {c["name"] for c in inspect(store.engine).get_columns("failed_sends")}
@@ -96,7 +99,7 @@ def test_a_row_without_a_job_keeps_no_content(store: Store) -> None:
     with store.session() as s:
         repo.record_failed_sends(s, rows("job-bounce", 2, None, kind="bounced"))
     with store.session() as s:
-        assert repo.job_content(s, "job-bounce") is None
+        assert repo.job_content(s, "job-bounce", "o1") is None
         assert s.scalar(select(func.count()).select_from(FailedSend)) == 2
 
 
@@ -118,7 +121,7 @@ def test_purge_keeps_what_is_within_retention(store: Store) -> None:
     with store.session() as s:
         left = sorted(set(s.scalars(select(FailedSend.job_id))))
         assert left == ["middle", "new"]
-        assert repo.kept_jobs(s, ["old", "middle", "new"]) == {"new"}
+        assert repo.kept_jobs(s, "o1", ["old", "middle", "new"]) == {"new"}
     # again: nothing more to do
     assert purge(store, failed_days=90, content_days=30).as_dict() == {
         "failed_sends": 0,
@@ -172,8 +175,8 @@ def test_migration_moves_each_jobs_content_once(blank_store: Store) -> None:
     upgrade(store.engine)
     with store.session() as s:
         assert s.scalar(select(func.count()).select_from(FailedSend)) == 3
-        assert repo.job_content(s, "job-1") == big
-        assert repo.job_content(s, "job-2") is None
+        assert repo.job_content(s, "job-1", "o1") == big
+        assert repo.job_content(s, "job-2", "o1") is None
         assert s.scalar(select(func.count()).select_from(JobContent)) == 1
         # the table kept its indexes and its one-row-per-(job, recipient, kind) constraint
         again = rows("job-1", 1, big, kind="rejected", recipient="a@example.org")
@@ -247,4 +250,4 @@ def test_the_scheduler_purges_on_its_own(
         _age(store, "new", 8)
         wait_for(lambda: left() == set(), 60, 0.2, "the next purge")
     with store.session() as s:
-        assert repo.kept_jobs(s, ["old", "new"]) == set()
+        assert repo.kept_jobs(s, "o1", ["old", "new"]) == set()

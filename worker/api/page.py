@@ -236,7 +236,7 @@ def router(
             )
             shown = {r.recipient.lower() for r in result.items}
             blocked = set(repo.suppressed(session, owner, shown, operator_wide=False))
-            kept = repo.kept_jobs(session, (r.job_id for r in result.items))
+            kept = repo.kept_jobs(session, owner, (r.job_id for r in result.items))
             context["rows"] = [
                 row_view(r, r.recipient.lower() in blocked, r.job_id in kept) for r in result.items
             ]

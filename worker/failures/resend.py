@@ -34,7 +34,7 @@ def resend(store: Store, dispatcher: Dispatcher, failed_id: int) -> uuid.UUID:
             raise CannotResend(f"no Failed Send {failed_id}")
         if row.resend_job_id:
             return uuid.UUID(row.resend_job_id)
-        wire = repo.job_content(session, row.job_id)
+        wire = repo.job_content(session, row.job_id, row.owner)
         if not wire:
             raise CannotResend(
                 f"Failed Send {failed_id} has no job to resend (a bounce's message is not kept, "

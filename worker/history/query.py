@@ -96,7 +96,7 @@ def list_messages(
     rows = list(session.scalars(query))
     more = len(rows) > limit
     rows = rows[:limit]
-    recipients = _recipients(session, [r.job_id for r in rows])
+    recipients = _recipients(session, rows)
     items = [_message(r, recipients.get(r.job_id, [])) for r in rows]
     return Page(items, rows[-1].id if more and rows else None)
 
@@ -106,20 +106,24 @@ def get_message(session: Session, job_id: str) -> Message | None:
     row = session.scalar(select(MessageRecord).where(MessageRecord.job_id == job_id))
     if row is None:
         return None
-    return _message(row, _recipients(session, [job_id]).get(job_id, []))
+    return _message(row, _recipients(session, [row]).get(job_id, []))
 
 
-def _recipients(session: Session, job_ids: list[str]) -> dict[str, list[str]]:
+def _recipients(session: Session, rows: list[MessageRecord]) -> dict[str, list[str]]:
+    """Each job's recipients, those its owner's job named only: a job id reused by another
+    owner once the first job left Redis must not add its recipients to the first job's."""
     found: dict[str, list[str]] = {}
-    if not job_ids:
+    if not rows:
         return found
+    owners = {r.job_id: r.owner for r in rows}
     query = (
-        select(MessageRecipient.job_id, MessageRecipient.address)
-        .where(MessageRecipient.job_id.in_(job_ids))
+        select(MessageRecipient.job_id, MessageRecipient.address, MessageRecipient.owner)
+        .where(MessageRecipient.job_id.in_(list(owners)))
         .order_by(MessageRecipient.job_id, MessageRecipient.address)
     )
-    for job_id, address in session.execute(query):
-        found.setdefault(job_id, []).append(address)
+    for job_id, address, owner in session.execute(query):
+        if owners.get(job_id) == owner:
+            found.setdefault(job_id, []).append(address)
     return found
 
 

@@ -206,7 +206,10 @@ def _statements(dialect: Dialect) -> tuple[_Prepared, _Prepared]:
     upsert = stmt.on_conflict_do_update(
         index_elements=["job_id"],
         set_=changed,
-        where=stmt.excluded.updated_at >= MessageRecord.updated_at,
+        # a later outcome of the same job; never one of another owner's job that reused the id
+        # once the first had left Redis (its state, what refuses a taken id, lives a day)
+        where=(stmt.excluded.updated_at >= MessageRecord.updated_at)
+        & (stmt.excluded.owner == MessageRecord.owner),
     )
     targets = make(MessageRecipient).on_conflict_do_nothing()
     return (

@@ -75,17 +75,24 @@ def record_failed_sends(session: Session, rows: Sequence[dict[str, Any]]) -> Non
     session.execute(_insert(session, FailedSend).on_conflict_do_nothing(), fitted)
 
 
-def job_content(session: Session, job_id: str) -> dict[str, Any] | None:
-    """The job as enqueued, while it is kept (None once purged, or never kept: a bounce)."""
-    return session.scalar(select(JobContent.job).where(JobContent.job_id == job_id))
+def job_content(session: Session, job_id: str, owner: str) -> dict[str, Any] | None:
+    """The owner's job as enqueued, while it is kept (None once purged, or never kept: a
+    bounce). Another owner's content under the same id (an id given again once the first job
+    had left Redis) is never returned."""
+    return session.scalar(
+        select(JobContent.job).where(JobContent.job_id == job_id, JobContent.owner == owner)
+    )
 
 
-def kept_jobs(session: Session, job_ids: Iterable[str]) -> set[str]:
-    """The job ids among ``job_ids`` whose content is still kept (can be resent)."""
+def kept_jobs(session: Session, owner: str, job_ids: Iterable[str]) -> set[str]:
+    """The owner's job ids among ``job_ids`` whose content is still kept (can be resent)."""
     wanted = sorted(set(job_ids))
     if not wanted:
         return set()
-    return set(session.scalars(select(JobContent.job_id).where(JobContent.job_id.in_(wanted))))
+    query = select(JobContent.job_id).where(
+        JobContent.job_id.in_(wanted), JobContent.owner == owner
+    )
+    return set(session.scalars(query))
 
 
 def mark_resent(session: Session, failed_id: int, job_id: str) -> str:
