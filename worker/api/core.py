@@ -21,6 +21,7 @@ from producers import redis_safety
 from producers.client import Dispatcher
 from producers.errors import EnqueueFailed
 from producers.job import SendJob
+from worker.api.bodylimit import BodyLimit
 from worker.api.intake import (
     broker_check,
     cancel_job,
@@ -83,6 +84,7 @@ def create_app(
         **extensions.health,
     }
     limit = settings.api_max_body_bytes
+    app.add_middleware(BodyLimit, limit=limit)  # inside the access log: a 413 is logged too
 
     @app.middleware("http")
     async def access_log(
