@@ -373,8 +373,25 @@ class Delivery:
                 enhanced_status=error.enhanced_status,
                 kind=FailedKind.EXPIRED,
             )
-            await self._fail(job, wire, recipients, expired)
-            return "failed"
+            if not reported:
+                await self._fail(job, wire, recipients, expired)
+                return "failed"
+            # others took the message in this very transaction: the job is sent, and the
+            # recipients that gave up are Failed Sends (as ones refused outright would be)
+            unrecorded = await self._record_accepted(job, wire, dict.fromkeys(recipients, expired))
+            if unrecorded:
+                fields["unrecorded_failures"] = fastjson.dumps_text(unrecorded)
+            last = (
+                expired.describe()
+                if not unrecorded
+                else "not in Failed Sends: " + "; ".join(unrecorded)
+            )
+            await self.states.finish(
+                str(job.id), JobState.SENT, events=reported, last_error=last[:500], **fields
+            )
+            metrics.accepted(self.channel.name, claim.enqueued_at, job.send_at)
+            log.info("delivery_partial_expired", expired=len(recipients))
+            return "sent"
         pending = recipients if set(recipients) != set(job.recipients) else None
         event = events.retrying(
             job, self.channel.name, recipients, claim.attempt, now + delay, error

@@ -254,7 +254,12 @@ def refresh_error(
     """
     data = next((a for a in exc.args if isinstance(a, dict)), {})
     first = str(exc.args[0]) if exc.args else ""
-    error = str(data.get("error") or first.split(":", 1)[0]).strip()[:100]
+    if getattr(exc, "retryable", False) or not isinstance(data.get("error"), str):
+        # no OAuth error in a JSON body (RFC 6749 §5.2): a 502 from a proxy, a page of HTML, a
+        # reset connection. Nothing says the grant is gone: the account stays connected
+        text = " ".join(first.split())[:200]
+        return TransientError(f"{by}'s token endpoint failed: {text or type(exc).__name__}")
+    error = str(data["error"]).strip()[:100]
     description = str(data.get("error_description") or "").strip()[:300]
     detail = f"{error}: {description}" if description else error
     if error == "invalid_grant":
@@ -267,8 +272,6 @@ def refresh_error(
             f"{by} refused the OAuth client ({detail}); check the client id and secret",
             kind=FailedKind.CONFIG,
         )
-    if getattr(exc, "retryable", False):
-        return TransientError(f"{by}'s token endpoint failed: {detail}")
     return PermanentError(
         f"{by}'s token endpoint refused the refresh: {detail}", kind=FailedKind.AUTH
     )

@@ -33,10 +33,23 @@ def _retry_after(message: str) -> float | None:
     return float(match.group(1)) * (60.0 if match.group(2).lower().startswith("m") else 1.0)
 
 
+def _too_many(code: int, message: str, command: str | None) -> bool:
+    """A 552 to RCPT meaning "too many recipients", which RFC 5321 §4.5.3.1.10 says to treat as
+    temporary (older servers answer it instead of 452): the recipients past the server's limit
+    were not refused, and go in a later transaction. A 552 for a full mailbox stays permanent."""
+    return (
+        code == 552
+        and command == "RCPT"
+        and (_status(message) == "5.5.3" or "too many recipients" in message.lower())
+    )
+
+
 def from_reply(code: int, message: str, command: str | None = None) -> DeliveryError:
     """A reply code and text as our error: 4xx transient, 5xx permanent (text: printable ASCII)."""
-    cls = TransientError if 400 <= code < 500 else PermanentError
     message = printable(message)
+    cls = (
+        TransientError if 400 <= code < 500 or _too_many(code, message, command) else PermanentError
+    )
     return cls(
         message,
         reply_code=code,

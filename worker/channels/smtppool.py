@@ -392,6 +392,9 @@ class SmtpPool:
                 except (aiosmtplib.SMTPException, OSError):
                     conn.close()
                     continue
+                except BaseException:  # cancelled: in no one's hands, so closed here
+                    conn.close()
+                    raise
             return conn, True
         return await self._connect(), False
 
