@@ -9,8 +9,10 @@ server has a certificate: it offers STARTTLS, and MTAs without TLS still get thr
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -31,11 +33,14 @@ from worker.message.returnpath import return_path
 DOMAIN = "bounces.operator.test"
 MAX_BYTES = 64 * 1024
 READ_MAX_BYTES = 128 * 1024
+#: a feedback-loop address the operator put at a domain of its own, not the bounce domain
+FBL = "complaints@fbl.operator.test"
 MAX_PER_PEER = 3
 
 
 class Server:
-    def __init__(self, port: int, broker: RedisServer, log: Path, pki: Pki) -> None:
+    def __init__(self, port: int, broker: RedisServer, log: Path, pki: Pki, pid: int) -> None:
+        self.pid = pid
         self.port = port
         self.broker = broker
         self.log = log
@@ -72,13 +77,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "MAILDISPATCH_BOUNCE_PUBLISH_TIMEOUT": "2s",
         "MAILDISPATCH_BOUNCE_TLS_CERT": str(pki.cert_file),
         "MAILDISPATCH_BOUNCE_TLS_KEY": str(pki.key_file),
+        "MAILDISPATCH_BOUNCE_FBL_ADDRESS": FBL,
     }
     log = tmp / "server.log"
     args = [sys.executable, "-m", "producers.cli", "bounce-server"]
     try:
         with background(args, env, log) as proc:
             wait_for(lambda: port_open("127.0.0.1", port), 30, what="bounce server listening")
-            yield Server(port, broker, log, pki)
+            yield Server(port, broker, log, pki, proc.pid)
             proc.terminate()
             assert proc.wait(20) == 0, log.read_text()[-2000:]
     finally:
@@ -152,10 +158,11 @@ def test_only_genuine_return_paths_and_our_addresses_are_taken_at_rcpt(srv: Serv
         stage, code, text = deliver(srv.port, raw, rcpt)
         assert (stage, code) == ("rcpt", 550), (rcpt, text)
     assert srv.queued() == []  # refused before any data was read
-    # a genuine return path (any case), old-format (job-only) ones too, the FBL address and
-    # List-Unsubscribe's mailto address (its token is in the Subject: checked by ingest)
+    # a genuine return path (any case), old-format (job-only) ones too, the FBL address (at
+    # whatever domain the operator put it) and List-Unsubscribe's mailto address (its token is
+    # in the Subject: checked by ingest)
     legacy = return_path(job, SECRET, DOMAIN)
-    for rcpt in (rp.upper(), legacy, f"FBL@{DOMAIN}", f"u@{DOMAIN}"):
+    for rcpt in (rp.upper(), legacy, FBL.upper(), f"u@{DOMAIN}"):
         assert deliver(srv.port, raw, rcpt)[:2] == ("data", 250), rcpt
     assert len(srv.queued()) == 4
 
@@ -281,6 +288,41 @@ def test_oversize_is_refused_with_552(srv: Server) -> None:
     assert (stage, code) == ("mail", 552)
     stage, code, _ = deliver(srv.port, big, rp, declare_size=False)  # not announced: at DATA
     assert (stage, code) == ("data", 552)
+    assert srv.queued() == []
+
+
+def test_a_line_without_end_is_cut_off_not_kept(srv: Server) -> None:
+    # aiosmtpd keeps a line's pieces until its line feed, past the size limit too: one client
+    # sending DATA and then bytes without a line feed grew the server's memory without bound
+    def rss_mib() -> float:
+        status = Path(f"/proc/{srv.pid}/status").read_text()
+        return int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1]) / 1024
+
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+        reader = sock.makefile("rb")
+
+        def say(line: bytes, code: bytes) -> None:
+            sock.sendall(line + b"\r\n")
+            reply = reader.readline()
+            while reply[3:4] == b"-":
+                reply = reader.readline()
+            assert reply.startswith(code), (line, reply)
+
+        assert reader.readline().startswith(b"220")
+        say(b"EHLO mx.remote.example", b"250")
+        say(b"MAIL FROM:<>", b"250")
+        say(f"RCPT TO:<{FBL}>".encode(), b"250")  # taken without a token
+        say(b"DATA", b"354")
+        before = rss_mib()
+        sent = 0
+        with contextlib.suppress(OSError):  # the server hangs up part way
+            while sent < 64 * 2**20:
+                sock.sendall(b"X" * 2**20)
+                sent += 2**20
+        closing = reader.readline()
+    assert closing.startswith(b"552"), closing
+    assert sent < 64 * 2**20 or rss_mib() - before < 16, (sent, rss_mib() - before)
+    assert rss_mib() - before < 16
     assert srv.queued() == []
 
 

@@ -139,3 +139,11 @@ def test_a_final_expiry_reads_as_a_failure() -> None:
     report = parse("dsn-expired.eml")
     assert report.kind == "bounce"
     assert [(b.action, b.reason) for b in report.bounces] == [("failed", "expired")]
+
+
+def test_a_delay_warning_without_an_action_is_not_a_failure() -> None:
+    # Exim's "Delivery attempts will continue" warning gives a 4.x.x and no Action: mail still
+    # being retried must not become a Failed Send (the final bounce may follow, or delivery)
+    report = parse("exim-delay-warning.eml")
+    assert report.bounces and all(b.status.startswith("4") for b in report.bounces)
+    assert {b.action for b in report.bounces} == {"delayed"}

@@ -51,12 +51,15 @@ def is_delay_warning(raw: bytes) -> bool:
 
 def settle(bounces: Sequence[Bounce], raw: bytes, decoder: str) -> list[Bounce]:
     """``bounces`` with a final expiry's ``delayed`` made ``failed`` and, for the fallback's
-    rows, a warning's ``failed`` made ``delayed``."""
+    rows and for a temporary status the report gave no Action for, a warning's ``failed`` made
+    ``delayed``."""
     warning: bool | None = None
     settled = []
     for b in bounces:
-        if (b.reason == "expired" and b.action == "delayed") or (
-            decoder == "fallback" and b.action == "failed"
+        if (
+            (b.reason == "expired" and b.action == "delayed")
+            or (decoder == "fallback" and b.action == "failed")
+            or (not b.action and b.status[:1] == "4")
         ):
             if warning is None:
                 warning = is_delay_warning(raw)

@@ -235,8 +235,10 @@ def _build(rec: Record, message: Message, received: tuple[str, str]) -> Bounce |
         # Sisimai reports every expiry as "delayed"; a DSN that says "failed" (the MTA gave up)
         # keeps it, so a final expiry reads as the failure it is
         action = "delayed"
-    elif not action and klass in ("4", "5"):
+    elif not action and klass == "5":
         action = "failed"
+    # a 4.x.x without an Action is left to expiry.settle: a warning that delivery goes on (Exim's
+    # "Delivery attempts will continue"), or the final failure after retries
     if reason in ("feedback", "vacation"):
         status = ""
     return Bounce(

@@ -71,14 +71,15 @@ class BounceHandler:
     ) -> str:
         """Refuse every address but a verified return path, the FBL and unsubscribe addresses."""
         domain = address.rpartition("@")[2].lower()
-        if not is_return_domain(domain, self.domain, self.label):
+        listed = address.strip().lower() in (self.fbl, self.unsubscribe)  # wherever they are
+        if not listed and not is_return_domain(domain, self.domain, self.label):
             log.info("bounce_rcpt_refused", why="domain", domain=domain[:100], peer=_peer(session))
             return (
                 "550 5.7.1 Relay access denied: this server only accepts mail for its bounce domain"
             )
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return "452 4.5.3 Too many recipients"
-        if address.strip().lower() not in (self.fbl, self.unsubscribe):
+        if not listed:
             local = address.rpartition("@")[0]
             if token_from_address(address, self.keys, self.domain, self.label) is None:
                 why = "forged_token" if local.lower().startswith(PREFIX) else "no_token"
@@ -181,6 +182,9 @@ class LimitedSMTP(SMTP):
         super().__init__(*args, **kwargs)
         self._limits = limits
         self._counted_peer: str | None = None
+        #: bytes received since the last line feed: aiosmtpd keeps a line's pieces until its
+        #: end, past the message size limit too, so a line without one would grow without bound
+        self._unbroken = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Take a connection slot, or refuse the connection before any SMTP exchange."""
@@ -194,6 +198,20 @@ class LimitedSMTP(SMTP):
             return
         self._counted_peer = peer
         super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        """Hang up on a line longer than a whole message may be (552), before it is kept."""
+        end = data.rfind(b"\n")
+        self._unbroken = self._unbroken + len(data) if end < 0 else len(data) - end - 1
+        limit = self.data_size_limit
+        if limit is not None and self._unbroken > limit + self.line_length_limit:
+            log.warning("bounce_line_too_long", peer=self._counted_peer)
+            transport = self.transport
+            if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+                transport.write(b"552 5.3.4 Line too long; closing the connection\r\n")
+                transport.close()
+            return
+        super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Give the slot back."""
