@@ -380,6 +380,25 @@ def test_feedback_report_counts_only_through_the_token_of_its_quoted_original(
     assert [r["recipient"] for r in rows(sqlite_store, job_id)] == ["victim@example.com"]
 
 
+def test_a_mail_to_the_unsubscribe_address_read_from_a_mailbox_unsubscribes(
+    redis_url: str, redis_client: redis.Redis, sqlite_store: Store
+) -> None:
+    # bounce-poll reads the bounce domain's mailbox: no envelope, so the address is the one its
+    # Delivered-To (or To) names; the token still decides
+    from worker.message.unsubscribe import make_token
+
+    ingest = make_ingest(redis_url, redis_client, sqlite_store)
+    job_id = str(uuid.uuid4())
+    token = make_token(SECRET, job_id, "acme", "reader@example.org")
+    raw = (
+        f"Delivered-To: u@{DOMAIN}\r\nFrom: Reader <reader@example.org>\r\n"
+        f"To: Unsubscribe <U@{DOMAIN}>\r\nSubject: unsubscribe {token}\r\n\r\nplease stop\r\n"
+    ).encode()
+    outcome = ingest.handle(InboundMessage(raw=raw, source="imap"))
+    assert (outcome.result, outcome.job_id) == ("unsubscribed", job_id)
+    assert suppressions(sqlite_store) == {"reader@example.org": "unsubscribe"}
+
+
 def test_a_mail_to_the_unsubscribe_address_unsubscribes_through_its_token(
     redis_url: str, redis_client: redis.Redis, sqlite_store: Store
 ) -> None:

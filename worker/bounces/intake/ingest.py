@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
+from email.utils import getaddresses
 from typing import Any
 
 import redis
@@ -120,9 +121,20 @@ class Ingest:
         )
 
     # -- the steps --------------------------------------------------------------------------
+    def _to_unsubscribe(self, message: InboundMessage) -> bool:
+        """Whether the message was sent to List-Unsubscribe's mailto address: by its envelope
+        (the bounce server), or, for one read from a mailbox (bounce-poll: no envelope), by its
+        Delivered-To or To. Either way its token (in the Subject) is what decides."""
+        addresses: Iterable[str] = message.rcpt_tos
+        if not message.rcpt_tos:
+            head = BytesHeaderParser().parsebytes(message.raw[:65536], headersonly=True)
+            fields = [*head.get_all("Delivered-To", []), *head.get_all("To", [])]
+            addresses = [a for _, a in getaddresses([str(f) for f in fields])]
+        return any(a.strip().strip("<>").lower() == self.unsubscribe for a in addresses)
+
     def handle(self, message: InboundMessage) -> Outcome:
         """Ingest one message; raises only when Redis or the database failed (retry then)."""
-        if any(a.strip().strip("<>").lower() == self.unsubscribe for a in message.rcpt_tos):
+        if self._to_unsubscribe(message):
             return self._unsubscribe(message)
         try:
             report = parse_bounce(message.raw)
