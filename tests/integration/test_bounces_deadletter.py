@@ -218,3 +218,18 @@ def test_a_report_with_no_failed_recipient_found_is_kept_for_a_person(
     assert entry["why"] == "unrecognized"
     assert int(redis_client.hget("md:counters", "bounces_unrecognized") or 0) >= 1
     assert rows(pg_store, job_id) == []
+
+
+def test_the_same_report_kept_again_is_one_entry(redis_client: redis.Redis) -> None:
+    # a sender retrying after a time-out, a loop, or a flood of one message: one entry, counted
+    from worker.bounces.intake.deadletter import DeadLetters
+
+    dead = DeadLetters(redis_client)
+    wire = {"raw": "Subject: junk\r\n\r\n" + "x" * 200_000, "source": "smtp", "size": 200_017}
+    first = {dead.add(wire, "unrecognized") for _ in range(20)}
+    other = dead.add(wire | {"raw": wire["raw"] + "y"}, "unrecognized")
+    assert len(first) == 1 and other not in first
+    assert [e["id"] for e in dead.entries()] == [*first, other]
+    assert redis_client.hlen(keys.BOUNCE_DEAD_WIRE) == 2
+    assert int(redis_client.hget(keys.COUNTERS, "bounces_dead_repeated") or 0) == 19
+    assert dead.get(other) is not None and dead.drop(other)

@@ -13,6 +13,7 @@ leftovers here once their deadline has passed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -35,8 +36,17 @@ class DeadLetters:
         self.redis = client
 
     def add(self, wire: dict[str, Any], why: str, **details: Any) -> str:
-        """Keep a report (its task payload); returns the entry's id."""
-        entry_id = uuid.uuid4().hex[:12]
+        """Keep a report (its task payload); returns the entry's id. The same message kept again
+        (a sender retrying, a loop, a flood of one message) is one entry: its id is the
+        message's digest, and a repeat is only counted (``bounces_dead_repeated``)."""
+        raw = wire.get("raw")
+        if isinstance(raw, str):
+            entry_id = hashlib.sha256(f"{why}\0{raw}".encode()).hexdigest()[:16]
+            if self.redis.hexists(keys.BOUNCE_DEAD_META, entry_id):
+                self.redis.hincrby(keys.COUNTERS, "bounces_dead_repeated", 1)
+                return entry_id
+        else:
+            entry_id = uuid.uuid4().hex[:12]
         now = time.time()
         meta: dict[str, Any] = {
             "id": entry_id,
