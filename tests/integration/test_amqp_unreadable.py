@@ -16,7 +16,7 @@ import pytest
 from producers.client import Dispatcher
 from tests.support.env import make_settings
 from tests.support.fleet import Fleet, running_fleet
-from tests.support.rabbit import amqp_url, private_vhost, rabbitmqctl
+from tests.support.rabbit import amqp_url, private_vhost, queue_counts, rabbitmqctl
 from tests.support.relay import Relay
 
 pytestmark = pytest.mark.e2e
@@ -32,23 +32,6 @@ def job(to: str) -> dict[str, object]:
         "subject": "Hi",
         "text": "Body\n",
     }
-
-
-def queue_counts(vhost: str, queue: str) -> tuple[int, int]:
-    rows = json.loads(
-        rabbitmqctl(
-            "list_queues",
-            "-p",
-            vhost,
-            "name",
-            "messages_ready",
-            "messages_unacknowledged",
-            "--formatter",
-            "json",
-        )
-    )
-    row = next(r for r in rows if r["name"] == queue)
-    return int(row["messages_ready"]), int(row["messages_unacknowledged"])
 
 
 async def _publish_raw(url: str, messages: list[tuple[bytes, dict, int | None]]) -> None:

@@ -27,7 +27,7 @@ from tests.integration.test_stream import (  # noqa: F401  (collected here, on R
 )
 from tests.support.env import make_settings, worker_env
 from tests.support.fleet import Fleet, running_fleet
-from tests.support.rabbit import amqp_url, private_vhost, rabbitmqctl
+from tests.support.rabbit import amqp_url, private_vhost, queue_counts, rabbitmqctl
 from tests.support.relay import Relay
 from tests.support.services import wait_for
 from worker.consume.fetch.amqp import AmqpFetcher
@@ -64,24 +64,6 @@ def fleet(rabbit_fleet: Fleet, relay: Relay) -> Fleet:
     """The RabbitMQ fleet, with an empty relay and no job state left from other tests."""
     rabbit_fleet.clear_job_state()
     return rabbit_fleet
-
-
-def queue_counts(vhost: str, queue: str) -> tuple[int, int]:
-    """(ready, unacknowledged) messages of a queue, as RabbitMQ counts them."""
-    rows = json.loads(
-        rabbitmqctl(
-            "list_queues",
-            "-p",
-            vhost,
-            "name",
-            "messages_ready",
-            "messages_unacknowledged",
-            "--formatter",
-            "json",
-        )
-    )
-    row = next(r for r in rows if r["name"] == queue)
-    return int(row["messages_ready"]), int(row["messages_unacknowledged"])
 
 
 def test_prefetch_runs_of_acks_and_a_message_given_back() -> None:

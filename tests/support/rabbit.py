@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import uuid
@@ -35,3 +36,21 @@ def private_vhost() -> Iterator[str]:
 def amqp_url(vhost: str) -> str:
     """The broker URL of a vhost on the local RabbitMQ."""
     return f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+
+
+def queue_counts(vhost: str, queue: str) -> tuple[int, int]:
+    """(ready, unacknowledged) messages of a queue, as RabbitMQ counts them."""
+    rows = json.loads(
+        rabbitmqctl(
+            "list_queues",
+            "-p",
+            vhost,
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+            "--formatter",
+            "json",
+        )
+    )
+    row = next(r for r in rows if r["name"] == queue)
+    return int(row["messages_ready"]), int(row["messages_unacknowledged"])
