@@ -165,7 +165,7 @@ def resolve(pools: Pools, endpoint: Endpoint, secret: str, policy: NetworkPolicy
     host = parts.hostname or ""
     try:
         found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode
         raise WebhookFailed(f"cannot resolve {host}: {exc}") from None
     if not found or not all(policy.permits(str(info[4][0])) for info in found):
         raise WebhookFailed(f"{host} resolves to a network webhooks may not reach")
@@ -178,6 +178,17 @@ def resolve(pools: Pools, endpoint: Endpoint, secret: str, policy: NetworkPolicy
         authority=parts.netloc.rpartition("@")[2],
         signer=Webhook(secret),
     )
+
+
+def _meant_for(endpoint: Endpoint, body: bytes) -> bool:
+    """Whether an event on this endpoint's lane is one it receives. Lanes are named by the
+    endpoint's id, which SQLite gives again once the highest one is removed: a lane the removed
+    endpoint left (waiting on a retry) must reach no later endpoint, another owner's least."""
+    event = orjson.loads(body)
+    # the event's time is written to the millisecond: one of the endpoint's first millisecond
+    # (fanned out to it) is not taken for an older one
+    at = datetime.fromisoformat(event["timestamp"]).timestamp() + 0.001
+    return endpoint.wants(str(event["data"].get("owner", "")), event["type"], at)
 
 
 def post(target: Target, body: bytes) -> None:
@@ -258,7 +269,8 @@ class Deliverer:
                     # looked up and checked once per chunk of events, not once per event
                     target = resolve(self.pools, endpoint, secret, self.policy)
                     for body in chunk:
-                        post(target, body)
+                        if _meant_for(endpoint, body):  # else a lane left by a removed endpoint
+                            post(target, body)
                         done += 1
                         if time.monotonic() - renewed > LEASE_MS / 3000:  # a slow endpoint
                             self.redis.pexpire(lease, LEASE_MS)
@@ -301,6 +313,8 @@ class Deliverer:
                 endpoints.disable(session, endpoint.id, reason)
             log.warning("webhook_disabled", endpoint=endpoint.id, reason=reason)
             self._drop(lane)
+            # enabled again later, it starts a failing streak of its own (not one a day old)
+            self.redis.hdel(keys.WEBHOOK_FAILING, str(endpoint.id))
             return "disabled"
         delays = self.settings.webhook_retry_delays or (60.0,)
         delay = delays[min(int(failures), len(delays)) - 1]

@@ -76,6 +76,10 @@ def check(url: str, events: Sequence[str] | None, policy: NetworkPolicy) -> str:
     if parts.username or parts.password:
         raise InvalidEndpoint("url: credentials do not belong in the URL")
     try:
+        parts.hostname.encode("idna")  # a name DNS can carry (no empty or over-long label)
+    except UnicodeError:
+        raise InvalidEndpoint("url: the host is not a name DNS can look up") from None
+    try:
         policy.check_literal(parts.hostname)
     except PermanentError as exc:
         raise InvalidEndpoint(f"url: {exc}") from None
