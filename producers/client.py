@@ -329,7 +329,12 @@ class Dispatcher:
         kept = [j for _, j, i in accepted if i not in failed]
         try:
             # `withdrawn`, not deleted: a copy of the failed publish may have reached the queue
-            undo(self.redis, [str(j.id) for j in lost], nonce, int(self.settings.job_ttl), backoff)
+            taken_by_worker = undo(
+                self.redis, [str(j.id) for j in lost], nonce, int(self.settings.job_ttl), backoff
+            )
+            failed = failed - taken_by_worker
+            kept += [j for j in lost if str(j.id) in taken_by_worker]
+            lost = [j for j in lost if str(j.id) not in taken_by_worker]
             self.idempotency.settle(lost, now, backoff, release=True)
             if claimed:
                 self.idempotency.settle(kept, now, backoff)

@@ -211,8 +211,9 @@ def _replies(conn: Any, wait: ReplicaWait | None) -> Any:
 
 def undo(
     client: SyncState, job_ids: Sequence[str], nonce: str, withdrawn_ttl: int, backoff: Backoff
-) -> None:
+) -> set[str]:
     """Undo what the call with ``nonce`` recorded for ``job_ids`` (see ``UNDO``)."""
+    kept: set[str] = set()
     for n, group in keys.per_shard(job_ids).items():
         for start in range(0, len(group), STATE_CHUNK):
             ids = group[start : start + STATE_CHUNK]
@@ -222,4 +223,5 @@ def undo(
             call = functools.partial(
                 client.eval, UNDO, len(names), *names, nonce, withdrawn_ttl, *ids
             )
-            retrying(call, backoff)
+            kept |= {x.decode() if isinstance(x, bytes) else x for x in retrying(call, backoff) or ()}
+    return kept

@@ -8,6 +8,8 @@
 -- that failed, see UNDO): the caller was told it was not enqueued and may send it again.
 local jobs = cjson.decode(ARGV[3])
 local taken = {}
+-- this call's own earlier run (its reply lost): written already, states and task together
+if redis.call('HGET', KEYS[1], 'enq') == ARGV[2] then return taken end
 for i = 1, #jobs do
   local key = KEYS[i]
   if redis.call('EXISTS', key) == 1 and redis.call('HGET', key, 'enq') ~= ARGV[2] then

@@ -2,11 +2,15 @@
 -- of a withdrawn state (0: delete), then the job ids -> each job this call recorded is undone:
 -- out of the schedule, its payload dropped, its state deleted (nothing of it was published) or
 -- `withdrawn` (a copy may have reached the broker in a publish whose reply was lost: the claim
--- skips it, and the same id may be enqueued again by its owner)
-local n = 0
+-- skips it, and the same id may be enqueued again by its owner) -> the ids left alone because a
+-- worker took them already (no longer queued or scheduled): they were enqueued after all
+local kept = {}
 for i = 3, #ARGV do
   local key = KEYS[2 * (i - 2)]
-  if redis.call('HGET', key, 'enq') == ARGV[1] then
+  local st = redis.call('HGET', key, 'state')
+  if redis.call('HGET', key, 'enq') == ARGV[1] and st ~= 'queued' and st ~= 'scheduled' then
+    kept[#kept + 1] = ARGV[i]
+  elseif redis.call('HGET', key, 'enq') == ARGV[1] then
     redis.call('ZREM', KEYS[1], ARGV[i])
     redis.call('DEL', KEYS[2 * (i - 2) + 1])
     if tonumber(ARGV[2]) > 0 then
@@ -15,7 +19,6 @@ for i = 3, #ARGV do
     else
       redis.call('DEL', key)
     end
-    n = n + 1
   end
 end
-return n
+return kept
