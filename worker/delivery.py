@@ -275,7 +275,8 @@ class Delivery:
             envelope = options.envelope(tuple(recipients))
             receipt = await self.channel.deliver(message, envelope, account)
         except TransientError as exc:
-            return await self._retry(job, wire, claim, tuple(recipients), exc)
+            delay = self._next_delay(job, claim, exc)
+            return await self._retry(job, wire, claim, tuple(recipients), exc, delay)
         except PermanentError as exc:
             if exc.kind == FailedKind.AUTH:
                 await self.accounts.auth_failed(self.channel.name, job.owner, exc)
@@ -296,13 +297,23 @@ class Delivery:
         started: float,
     ) -> str:
         job_id = str(job.id)
-        retry = {r: e for r, e in receipt.refused.items() if isinstance(e, TransientError)}
-        rejected = [r for r, e in receipt.refused.items() if not isinstance(e, TransientError)]
+        refused = dict(receipt.refused)
+        taken = [r for r in recipients if r not in refused]
+        retry = {r: e for r, e in refused.items() if isinstance(e, TransientError)}
+        delay: float | None = None
+        if retry:
+            first = next(iter(retry.values()))
+            delay = self._next_delay(job, claim, first)
+            if delay is None and taken:
+                # they give up in a transaction others accepted: Failed Sends like the
+                # recipients refused outright, and the job is sent
+                refused |= dict.fromkeys(retry, _gave_up(claim, first))
+                retry = {}
+        rejected = [r for r, e in refused.items() if not isinstance(e, TransientError)]
         unrecorded: list[str] = []
         if rejected:  # the others were accepted: a row that cannot be written changes nothing
-            refused = {r: receipt.refused[r] for r in rejected}
-            unrecorded = await self._record_accepted(job, wire, refused)
-        accepted = len(recipients) - len(receipt.refused)
+            unrecorded = await self._record_accepted(job, wire, {r: refused[r] for r in rejected})
+        accepted = len(recipients) - len(refused)
         elapsed = round((time.perf_counter() - started) * 1000, 1)
         fields = {
             "from_address": from_address,
@@ -323,22 +334,20 @@ class Delivery:
                 "identity": str(job.identity),
                 "metadata": fastjson.dumps_text(job.metadata) if job.metadata else None,
             }
-        taken = [r for r in recipients if r not in receipt.refused]
         sent = events.sent(job, self.channel.name, taken, claim.attempt, fields)
         reported = [sent] if taken else []
         if retry:
-            first = next(iter(retry.values()))
             log.info(
                 "delivery_partial", accepted=accepted, deferred=len(retry), rejected=len(rejected)
             )
             return await self._retry(
-                job, wire, claim, tuple(retry), first, reported=reported, **fields
+                job, wire, claim, tuple(retry), first, delay, reported=reported, **fields
             )
         state = JobState.SENT if accepted else JobState.FAILED
         if unrecorded:  # (a retry above writes its own last_error)
             fields["last_error"] = ("not in Failed Sends: " + "; ".join(unrecorded))[:500]
         if rejected and not accepted:
-            fields["last_error"] = receipt.refused[rejected[0]].describe()[:500]
+            fields["last_error"] = refused[rejected[0]].describe()[:500]
         await self.states.finish(job_id, state, events=reported, **fields)
         if accepted:
             metrics.accepted(self.channel.name, claim.enqueued_at, job.send_at)
@@ -351,6 +360,13 @@ class Delivery:
         )
         return state
 
+    def _next_delay(self, job: SendJob, claim: Claim, error: TransientError) -> float | None:
+        """Seconds until the next attempt, or None when the job gives up (decided once: the
+        delay is jittered). Counted from when the job was due: a scheduled job's wait for its
+        send_at, and time deferred by limits, do not count against its give-up time."""
+        age = time.time() - _ready_at(job, claim) - claim.deferred
+        return next_retry(self.policy, claim.attempt, age, error.retry_after)
+
     async def _retry(
         self,
         job: SendJob,
@@ -358,40 +374,14 @@ class Delivery:
         claim: Claim,
         recipients: tuple[str, ...],
         error: TransientError,
+        delay: float | None,
         reported: Sequence[events.Event] = (),
         **fields: Any,
     ) -> str:
-        now = time.time()
-        # from when the job was due: a scheduled job's wait for its send_at, and time deferred by
-        # limits, do not count against its give-up time
-        age = now - _ready_at(job, claim) - claim.deferred
-        delay = next_retry(self.policy, claim.attempt, age, error.retry_after)
         if delay is None:
-            expired = PermanentError(
-                f"gave up after {claim.attempt} attempts: {error.describe()}",
-                reply_code=error.reply_code,
-                enhanced_status=error.enhanced_status,
-                kind=FailedKind.EXPIRED,
-            )
-            if not reported:
-                await self._fail(job, wire, recipients, expired)
-                return "failed"
-            # others took the message in this very transaction: the job is sent, and the
-            # recipients that gave up are Failed Sends (as ones refused outright would be)
-            unrecorded = await self._record_accepted(job, wire, dict.fromkeys(recipients, expired))
-            if unrecorded:
-                fields["unrecorded_failures"] = fastjson.dumps_text(unrecorded)
-            last = (
-                expired.describe()
-                if not unrecorded
-                else "not in Failed Sends: " + "; ".join(unrecorded)
-            )
-            await self.states.finish(
-                str(job.id), JobState.SENT, events=reported, last_error=last[:500], **fields
-            )
-            metrics.accepted(self.channel.name, claim.enqueued_at, job.send_at)
-            log.info("delivery_partial_expired", expired=len(recipients))
-            return "sent"
+            await self._fail(job, wire, recipients, _gave_up(claim, error))
+            return "failed"
+        now = time.time()
         pending = recipients if set(recipients) != set(job.recipients) else None
         event = events.retrying(
             job, self.channel.name, recipients, claim.attempt, now + delay, error
@@ -493,3 +483,13 @@ def _ready_at(job: SendJob, claim: Claim) -> float:
     message's Date and the give-up time count from it, the same on every attempt."""
     due = job.send_at.timestamp() if job.send_at is not None else 0.0
     return max(claim.enqueued_at, due) if claim.enqueued_at else 0.0
+
+
+def _gave_up(claim: Claim, error: TransientError) -> PermanentError:
+    """The error recorded for recipients whose retries ran out."""
+    return PermanentError(
+        f"gave up after {claim.attempt} attempts: {error.describe()}",
+        reply_code=error.reply_code,
+        enhanced_status=error.enhanced_status,
+        kind=FailedKind.EXPIRED,
+    )
