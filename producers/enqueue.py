@@ -223,7 +223,5 @@ def undo(
             call = functools.partial(
                 client.eval, UNDO, len(names), *names, nonce, withdrawn_ttl, *ids
             )
-            kept |= {
-                x.decode() if isinstance(x, bytes) else x for x in retrying(call, backoff) or ()
-            }
+            kept |= {as_text(x) for x in retrying(call, backoff) or ()}
     return kept

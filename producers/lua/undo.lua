@@ -7,10 +7,10 @@
 local kept = {}
 for i = 3, #ARGV do
   local key = KEYS[2 * (i - 2)]
-  local st = redis.call('HGET', key, 'state')
-  if redis.call('HGET', key, 'enq') == ARGV[1] and st ~= 'queued' and st ~= 'scheduled' then
+  local enq, st = unpack(redis.call('HMGET', key, 'enq', 'state'))
+  if enq == ARGV[1] and st ~= 'queued' and st ~= 'scheduled' then
     kept[#kept + 1] = ARGV[i]
-  elseif redis.call('HGET', key, 'enq') == ARGV[1] then
+  elseif enq == ARGV[1] then
     redis.call('ZREM', KEYS[1], ARGV[i])
     redis.call('DEL', KEYS[2 * (i - 2) + 1])
     if tonumber(ARGV[2]) > 0 then
