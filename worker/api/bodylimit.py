@@ -9,8 +9,6 @@ received, raising 413 (as an HTTPException, which FastAPI's body reading and the
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,7 +34,7 @@ class BodyLimit:
 
         async def bounded() -> Message:
             nonlocal seen
-            message: dict[str, Any] = dict(await receive())
+            message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
