@@ -290,10 +290,10 @@ def test_a_post_goes_to_the_address_it_checked_and_names_the_host(receiver: Rece
         resolve(pools, endpoint, secret, loopback)  # loopback blocked: nothing sent
     assert receiver.got == []
     target = resolve(pools, endpoint, secret, NetworkPolicy.of((), ()))
-    post(target, body)
+    post(target, body, "evt_1")
     receiver.status = 500
     with pytest.raises(WebhookFailed, match="answered 500"):
-        post(target, body)
+        post(target, body, "evt_1")
     pools.close()
     receiver.got = receiver.got[:1]
     ((headers, got),) = receiver.got
@@ -323,7 +323,7 @@ def test_https_endpoints_are_checked_against_the_configured_ca(
         anywhere = NetworkPolicy.of((), ())
         public = Pools()  # certifi's CAs: the internal CA is not among them
         with pytest.raises(WebhookFailed, match=r"SSL|certificate"):
-            post(resolve(public, endpoint, secret, anywhere), body)
+            post(resolve(public, endpoint, secret, anywhere), body, "evt_tls")
         public.close()
         assert receiver.got == []
 
@@ -399,12 +399,12 @@ def test_a_kept_alive_connection_the_endpoint_closed_is_replaced_once() -> None:
         secret = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
         target = resolve(pools, endpoint, secret, NetworkPolicy.of((), ()))
         bodies = [b'{"id": "evt_%d", "type": "message.sent"}' % n for n in range(3)]
-        for body in bodies:
-            post(target, body)
+        for n, body in enumerate(bodies):
+            post(target, body, f"evt_{n}")
         assert requests == bodies
         answer = False
         with pytest.raises(WebhookFailed, match=r"RemoteDisconnected|Connection"):
-            post(target, b'{"id": "evt_x", "type": "message.sent"}')
+            post(target, b'{"id": "evt_x", "type": "message.sent"}', "evt_x")
     finally:
         pools.close()
         listener.close()

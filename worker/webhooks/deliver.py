@@ -180,20 +180,19 @@ def resolve(pools: Pools, endpoint: Endpoint, secret: str, policy: NetworkPolicy
     )
 
 
-def _meant_for(endpoint: Endpoint, body: bytes) -> bool:
+def _meant_for(endpoint: Endpoint, event: dict[str, Any]) -> bool:
     """Whether an event on this endpoint's lane is one it receives. Lanes are named by the
     endpoint's id, which SQLite gives again once the highest one is removed: a lane the removed
     endpoint left (waiting on a retry) must reach no later endpoint, another owner's least."""
-    event = orjson.loads(body)
     # the event's time is written to the millisecond: one of the endpoint's first millisecond
     # (fanned out to it) is not taken for an older one
     at = datetime.fromisoformat(event["timestamp"]).timestamp() + 0.001
     return endpoint.wants(str(event["data"].get("owner", "")), event["type"], at)
 
 
-def post(target: Target, body: bytes) -> None:
-    """One signed POST; raises :class:`WebhookFailed` unless the endpoint answered 2xx."""
-    msg_id = str(orjson.loads(body)["id"])
+def post(target: Target, body: bytes, msg_id: str) -> None:
+    """One signed POST of the event ``msg_id``; raises :class:`WebhookFailed` unless the
+    endpoint answered 2xx."""
     now = datetime.now(UTC)
     headers = {
         "webhook-id": msg_id,
@@ -269,8 +268,9 @@ class Deliverer:
                     # looked up and checked once per chunk of events, not once per event
                     target = resolve(self.pools, endpoint, secret, self.policy)
                     for body in chunk:
-                        if _meant_for(endpoint, body):  # else a lane left by a removed endpoint
-                            post(target, body)
+                        event = orjson.loads(body)
+                        if _meant_for(endpoint, event):  # else a lane left by a removed endpoint
+                            post(target, body, str(event["id"]))
                         done += 1
                         if time.monotonic() - renewed > LEASE_MS / 3000:  # a slow endpoint
                             self.redis.pexpire(lease, LEASE_MS)
